@@ -1,0 +1,147 @@
+//! The agent: the live state of every credential, served over a permission-checked Unix
+//! socket, kept current by watchers and an expiry scheduler. `keyferry agent` runs it
+//! headless; the tray embeds the same [`Agent`].
+
+mod approval;
+mod conn;
+pub mod peer;
+mod server;
+pub mod socket;
+mod state;
+mod tasks;
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock};
+use std::time::Instant;
+
+use time::OffsetDateTime;
+use tokio::sync::broadcast;
+
+pub use server::{run, serve, AgentError};
+
+use crate::audit::Audit;
+use crate::broker::Broker;
+use crate::config::{AgentConfig, Config};
+use crate::credential::rfc3339;
+use crate::expiry::Thresholds;
+use crate::policy::Policy;
+use crate::protocol::{Access, Event, Peer};
+use approval::Approvals;
+use state::State;
+
+pub struct Agent {
+    broker: Broker,
+    cfg: AgentConfig,
+    policy: Policy,
+    audit: Audit,
+    events: broadcast::Sender<Event>,
+    approvals: Approvals,
+    state: RwLock<State>,
+    thresholds: Thresholds,
+    started: Instant,
+    uid: u32,
+    /// Wakes the expiry task when a credential changed.
+    changed: tokio::sync::Notify,
+}
+
+impl Agent {
+    /// Builds the agent from config; call [`Agent::refresh_all`] before serving.
+    #[must_use]
+    pub fn new(config: Config) -> Arc<Self> {
+        let policy = Policy::new(
+            &config.policy,
+            &config.path,
+            Some(crate::paths::state_dir().join("always-allow.json")),
+        );
+        let (events, _) = broadcast::channel(1024);
+        let cfg = config.agent.clone();
+        Arc::new(Self {
+            thresholds: Thresholds::from_config(&cfg),
+            broker: Broker::new(config),
+            cfg,
+            policy,
+            audit: Audit::new(Audit::default_path()),
+            events,
+            approvals: Approvals::default(),
+            state: RwLock::new(State::default()),
+            started: Instant::now(),
+            uid: crate::paths::current_uid(),
+            changed: tokio::sync::Notify::new(),
+        })
+    }
+
+    #[must_use]
+    pub fn config(&self) -> &AgentConfig {
+        &self.cfg
+    }
+
+    /// A receiver of every event (the tray subscribes in-process).
+    #[must_use]
+    pub fn subscribe(&self) -> broadcast::Receiver<Event> {
+        self.events.subscribe()
+    }
+
+    fn emit(&self, event: Event) {
+        // No subscribers is fine.
+        let _ = self.events.send(event);
+    }
+
+    /// Audits a request and publishes it as an access event.
+    fn record(
+        &self,
+        op: &str,
+        credential: Option<&str>,
+        outcome: &str,
+        code: Option<&str>,
+        peer: &Peer,
+    ) {
+        let access = Access {
+            ts: rfc3339(OffsetDateTime::now_utc()).unwrap_or_default(),
+            op: op.to_owned(),
+            credential: credential.map(str::to_owned),
+            outcome: outcome.to_owned(),
+            code: code.map(str::to_owned),
+            peer: peer.clone(),
+        };
+        self.audit.record(&access);
+        if credential.is_some() {
+            self.write_state().last_access = Some(access.clone());
+            self.emit(Event::Access { access });
+        }
+    }
+
+    fn read_state(&self) -> std::sync::RwLockReadGuard<'_, State> {
+        self.state
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn write_state(&self) -> std::sync::RwLockWriteGuard<'_, State> {
+        self.state
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Names of all credentials.
+    #[must_use]
+    pub fn names(&self) -> Vec<String> {
+        self.broker.config.names()
+    }
+
+    /// Re-resolves every credential (blocking: keychain calls).
+    pub fn refresh_all(&self) {
+        self.refresh_blocking(&self.names());
+    }
+
+    /// For `status` and the tray's menu: every credential, with fresh countdowns.
+    #[must_use]
+    pub fn snapshot(&self) -> BTreeMap<String, crate::protocol::CredentialStatus> {
+        let now = OffsetDateTime::now_utc();
+        let state = self.read_state();
+        state
+            .slots
+            .iter()
+            .map(|(name, slot)| (name.clone(), slot.status_at(now, &self.thresholds)))
+            .collect()
+    }
+}

@@ -1,0 +1,162 @@
+//! Atomic, locked file replacement: temp file + fsync + rename, never a torn or lost write.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::io::AsRawFd;
+use std::path::{Path, PathBuf};
+
+/// A write failure naming the file.
+#[derive(Debug, thiserror::Error)]
+#[error("{path}: cannot write: {source}")]
+pub struct WriteError {
+    pub path: String,
+    #[source]
+    pub source: io::Error,
+}
+
+fn err(path: &Path, source: io::Error) -> WriteError {
+    WriteError {
+        path: crate::paths::display(path),
+        source,
+    }
+}
+
+/// An exclusive `flock` on the file currently at `path` (created empty, 0600, if missing).
+/// Re-checks the inode after locking: a writer that renamed a new file in meanwhile
+/// means our lock is on a dead inode, so we retry on the new one.
+pub struct FileLock {
+    _file: File,
+}
+
+impl FileLock {
+    /// # Errors
+    /// The file cannot be opened or locked.
+    pub fn acquire(path: &Path) -> Result<Self, WriteError> {
+        loop {
+            let file = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .mode(0o600)
+                .open(path)
+                .map_err(|e| err(path, e))?;
+            // SAFETY: flock on a valid, owned descriptor.
+            if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
+                return Err(err(path, io::Error::last_os_error()));
+            }
+            let held = file.metadata().map_err(|e| err(path, e))?.ino();
+            match fs::metadata(path) {
+                Ok(m) if m.ino() == held => return Ok(Self { _file: file }),
+                Ok(_) | Err(_) => continue,
+            }
+        }
+    }
+}
+
+/// Replaces `path` with `contents` atomically. The new file gets `mode`, or the existing
+/// file's mode when that is stricter; it is fsynced before the rename and the directory after.
+///
+/// # Errors
+/// Any I/O failure; the old file is then left untouched.
+pub fn write(path: &Path, contents: &[u8], mode: u32) -> Result<(), WriteError> {
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let mode = match fs::metadata(path) {
+        Ok(m) => (m.mode() & 0o777) & mode,
+        Err(_) => mode,
+    };
+    let tmp = temp_path(path);
+    let result = (|| {
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .open(&tmp)?;
+        // The umask may have cleared bits we asked for; the mode must be exact.
+        f.set_permissions(fs::Permissions::from_mode(mode))?;
+        f.write_all(contents)?;
+        f.sync_all()?;
+        fs::rename(&tmp, path)?;
+        File::open(dir)?.sync_all()
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result.map_err(|e| err(path, e))
+}
+
+/// Creates `dir` (and parents) with mode 0700 if missing.
+///
+/// # Errors
+/// The directory cannot be created.
+pub fn private_dir(dir: &Path) -> Result<(), WriteError> {
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| err(dir, e))
+}
+
+fn temp_path(path: &Path) -> PathBuf {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let unique = format!(
+        ".{name}.keyferry-{}-{}.tmp",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos())
+    );
+    path.with_file_name(unique)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn writes_with_mode_and_keeps_stricter_existing_mode() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("f");
+        write(&p, b"one", 0o600).unwrap();
+        assert_eq!(fs::read(&p).unwrap(), b"one");
+        assert_eq!(fs::metadata(&p).unwrap().mode() & 0o777, 0o600);
+        fs::set_permissions(&p, fs::Permissions::from_mode(0o400)).unwrap();
+        write(&p, b"two", 0o600).unwrap();
+        assert_eq!(fs::metadata(&p).unwrap().mode() & 0o777, 0o400);
+        assert_eq!(
+            fs::read_dir(dir.path()).unwrap().count(),
+            1,
+            "no temp file left"
+        );
+    }
+
+    #[test]
+    fn lock_serialises_read_modify_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("counter");
+        write(&p, b"0", 0o600).unwrap();
+        let threads: Vec<_> = (0..8)
+            .map(|_| {
+                let p = p.clone();
+                std::thread::spawn(move || {
+                    for _ in 0..25 {
+                        let _lock = FileLock::acquire(&p).unwrap();
+                        let n: u32 = fs::read_to_string(&p).unwrap().parse().unwrap();
+                        write(&p, (n + 1).to_string().as_bytes(), 0o600).unwrap();
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        assert_eq!(fs::read_to_string(&p).unwrap(), "200");
+    }
+}

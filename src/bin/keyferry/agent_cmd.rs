@@ -1,0 +1,137 @@
+//! Agent commands: run it, install it as a login service, read its log, lock, watch.
+
+use clap::Subcommand;
+use keyferry::audit::{self, Audit};
+use keyferry::client::{Client, ClientError};
+use keyferry::config::Config;
+use keyferry::error::exit;
+use keyferry::protocol::{Event, Request, WireSecret};
+use keyferry::report::status_line;
+use keyferry::service;
+
+use crate::{term, Cli};
+
+#[derive(Subcommand)]
+pub enum AgentAction {
+    /// Write a systemd user unit (Linux) or a LaunchAgent plist (macOS).
+    Install,
+    /// Remove it again.
+    Uninstall,
+}
+
+pub fn agent(cli: &Cli, config: Config, action: Option<&AgentAction>) -> anyhow::Result<i32> {
+    match action {
+        None => {
+            keyferry::agent::serve(config, cli.socket.as_deref())?;
+        }
+        Some(AgentAction::Install) => {
+            let exe = std::env::current_exe()?;
+            let path = service::install(&exe)?;
+            eprintln!(
+                "wrote {}\nstart it now with: {}",
+                path.display(),
+                service::enable_hint()
+            );
+        }
+        Some(AgentAction::Uninstall) => {
+            if service::uninstall()? {
+                eprintln!("removed {}", service::unit_path().display());
+            } else {
+                eprintln!("{} was not installed", service::unit_path().display());
+            }
+        }
+    }
+    Ok(exit::OK)
+}
+
+fn client(cli: &Cli, config: &Config) -> anyhow::Result<Client> {
+    let path = keyferry::agent::socket::path(cli.socket.as_deref(), config.agent.socket.as_deref());
+    Ok(Client::connect(&path)?)
+}
+
+pub fn log(follow: bool, lines: usize, json: bool) -> anyhow::Result<i32> {
+    let path = Audit::default_path();
+    let print = |a: &keyferry::protocol::Access| {
+        if json {
+            println!("{}", serde_json::to_string(a).unwrap_or_default());
+        } else {
+            println!("{}", audit::line(a));
+        }
+    };
+    for a in Audit::tail(&path, lines)? {
+        print(&a);
+    }
+    if follow {
+        Audit::follow(&path, print)?;
+    }
+    Ok(exit::OK)
+}
+
+pub fn lock(cli: &Cli, config: &Config, ask: bool) -> anyhow::Result<i32> {
+    let passphrase = if ask {
+        Some(WireSecret(term::read_secret(
+            "Passphrase to unlock with (input hidden): ",
+        )?))
+    } else {
+        None
+    };
+    let _: serde_json::Value = client(cli, config)?.call(Request::Lock { passphrase })?;
+    eprintln!("keyferry: agent locked; it serves no tokens until `keyferry unlock`");
+    Ok(exit::OK)
+}
+
+pub fn unlock(cli: &Cli, config: &Config) -> anyhow::Result<i32> {
+    let mut c = client(cli, config)?;
+    let first: Result<serde_json::Value, _> = c.call(Request::Unlock { passphrase: None });
+    match first {
+        Ok(_) => {}
+        Err(ClientError::Refused(e)) if e.code == "bad_passphrase" => {
+            let pass = term::read_secret("Passphrase (input hidden): ")?;
+            let _: serde_json::Value = c.call(Request::Unlock {
+                passphrase: Some(WireSecret(pass)),
+            })?;
+        }
+        Err(e) => return Err(e.into()),
+    }
+    eprintln!("keyferry: agent unlocked");
+    Ok(exit::OK)
+}
+
+pub fn watch(cli: &Cli, config: &Config, json: bool) -> anyhow::Result<i32> {
+    let mut c = client(cli, config)?;
+    let _: serde_json::Value = c.call(Request::Watch)?;
+    eprintln!(
+        "keyferry: watching agent pid {} (Ctrl-C to stop)",
+        c.hello.pid
+    );
+    loop {
+        let event = c.next_event()?;
+        if json {
+            println!("{}", serde_json::to_string(&event)?);
+            continue;
+        }
+        let text = match &event {
+            Event::Changed { status } => format!("changed  {}", status_line(status)),
+            Event::Expiring {
+                name,
+                expires_in,
+                expires_at,
+                ..
+            } => {
+                format!("expiring {name}: {expires_in} left (at {expires_at})")
+            }
+            Event::Expired { name, expires_at } => format!("expired  {name} at {expires_at}"),
+            Event::Rerolled { name, fingerprint } => format!("rerolled {name} → {fingerprint}"),
+            Event::Cleared { name } => format!("cleared  {name}"),
+            Event::Locked => "locked".into(),
+            Event::Unlocked => "unlocked".into(),
+            Event::Access { access } => format!("access   {}", audit::line(access)),
+            Event::Approval { approval } => format!(
+                "approval #{}: {} wants {}",
+                approval.request, approval.peer, approval.credential
+            ),
+            Event::Lagged { missed } => format!("(missed {missed} events)"),
+        };
+        println!("{text}");
+    }
+}

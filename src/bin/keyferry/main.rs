@@ -1,0 +1,188 @@
+//! `keyferry`: the CLI and the headless agent. Parsing, prompts and printing only; the work
+//! is in the library.
+
+mod agent_cmd;
+mod term;
+mod tokens;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use keyferry::client::ClientError;
+use keyferry::config::Config;
+use keyferry::error::exit;
+use keyferry::Error;
+
+#[derive(Parser)]
+#[command(
+    name = "keyferry",
+    version,
+    about = "Keeps AI CLI tokens in the OS keychain and ferries them into sandboxes"
+)]
+pub struct Cli {
+    /// Config file (default: ~/.config/keyferry/config.toml; env KEYFERRY_CONFIG).
+    #[arg(long, global = true, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+    /// Agent socket (env KEYFERRY_SOCK).
+    #[arg(long, global = true, value_name = "PATH")]
+    pub socket: Option<PathBuf>,
+    /// Never use a running agent; read the sources directly.
+    #[arg(long, global = true, conflicts_with = "require_agent")]
+    pub no_agent: bool,
+    /// Fail (exit 5) unless a running agent answers.
+    #[arg(long, global = true)]
+    pub require_agent: bool,
+    #[command(subcommand)]
+    pub cmd: Cmd,
+}
+
+#[derive(Args, Clone)]
+pub struct Name {
+    /// Credential name.
+    #[arg(default_value = "claude")]
+    pub name: String,
+}
+
+#[derive(Subcommand)]
+pub enum Cmd {
+    /// Prompt for a token (hidden; stdin when piped) and store it in the keychain.
+    Setup(Name),
+    /// Replace a token: revoke the old one, get a new one, store it.
+    Reroll(tokens::RerollArgs),
+    /// Show which source is active for each credential, and when it expires.
+    Status {
+        /// Only this credential.
+        name: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove the stored token from the keychain.
+    Clear(Name),
+    /// Print only the token, for pipes.
+    Get {
+        #[command(flatten)]
+        name: Name,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Inspect a token: kind, masked value, expiry, plan, scopes, fingerprint.
+    Show {
+        #[command(flatten)]
+        name: Name,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write the token for other tools: into a .env file (default), or print it.
+    Export(tokens::ExportArgs),
+    /// Run the agent in the foreground, or install/uninstall it as a login service.
+    Agent {
+        #[command(subcommand)]
+        action: Option<agent_cmd::AgentAction>,
+    },
+    /// Read the agent's audit log.
+    Log {
+        /// Keep printing new records.
+        #[arg(short, long)]
+        follow: bool,
+        /// How many past records.
+        #[arg(short = 'n', long, default_value_t = 20)]
+        lines: usize,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Make the agent refuse every `get` until `keyferry unlock` (like `ssh-add -x`).
+    Lock {
+        /// Ask for a passphrase that `unlock` must repeat.
+        #[arg(long)]
+        passphrase: bool,
+    },
+    /// Serve tokens again after `lock`.
+    Unlock,
+    /// Print the agent's events as they happen (no secrets).
+    Watch {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    install_panic_hook();
+    init_logging();
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { exit::USAGE as u8 } else { 0 });
+        }
+    };
+    let code = match run(&cli) {
+        Ok(code) => code,
+        Err(e) => report(&e),
+    };
+    ExitCode::from(u8::try_from(code).unwrap_or(1))
+}
+
+/// Prints an error once, with the warnings it carries; returns its exit status.
+fn report(e: &anyhow::Error) -> i32 {
+    if let Some(err) = e.downcast_ref::<Error>() {
+        if let Error::NotFound { warnings, .. } = err {
+            for w in warnings {
+                term::warn(w);
+            }
+            eprintln!("keyferry: warning: {err}");
+        } else {
+            eprintln!("keyferry: {err}");
+        }
+        return err.exit_code();
+    }
+    if let Some(err) = e.downcast_ref::<ClientError>() {
+        eprintln!("keyferry: {err}");
+        return exit::for_code(err.code());
+    }
+    eprintln!("keyferry: {e:#}");
+    exit::ERROR
+}
+
+/// Panic payloads could carry data; print where, not what.
+fn install_panic_hook() {
+    std::panic::set_hook(Box::new(|info| {
+        let at = info
+            .location()
+            .map_or_else(String::new, |l| format!(" at {}:{}", l.file(), l.line()));
+        eprintln!("keyferry: internal error{at}; the message is withheld in case it holds a secret. Please report this.");
+    }));
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
+}
+
+pub fn load_config(cli: &Cli) -> Result<Config, Error> {
+    Ok(match &cli.config {
+        Some(p) => Config::load_from(p)?,
+        None => Config::load()?,
+    })
+}
+
+fn run(cli: &Cli) -> anyhow::Result<i32> {
+    let config = load_config(cli)?;
+    match &cli.cmd {
+        Cmd::Agent { action } => agent_cmd::agent(cli, config, action.as_ref()),
+        Cmd::Log {
+            follow,
+            lines,
+            json,
+        } => agent_cmd::log(*follow, *lines, *json),
+        Cmd::Lock { passphrase } => agent_cmd::lock(cli, &config, *passphrase),
+        Cmd::Unlock => agent_cmd::unlock(cli, &config),
+        Cmd::Watch { json } => agent_cmd::watch(cli, &config, *json),
+        _ => tokens::run(cli, config),
+    }
+}

@@ -1,0 +1,252 @@
+//! The broker: named credentials resolved through config, keychain and ledger; setup and clear.
+
+use time::OffsetDateTime;
+
+use crate::config::{Config, Spec};
+use crate::credential::{Credential, Kind};
+use crate::ledger::{self, Ledger};
+use crate::secret::Secret;
+use crate::source::{Attempt, Lookup, Resolution, Resolved};
+use crate::store::{ItemId, LazyStore};
+use crate::Error;
+
+type EnvFn = dyn Fn(&str) -> Option<String> + Send + Sync;
+
+pub struct Broker {
+    pub config: Config,
+    pub store: LazyStore,
+    env: Box<EnvFn>,
+}
+
+/// A resolved credential plus the warnings met on the way (shown on stderr by the CLI).
+#[derive(Debug)]
+pub struct Found {
+    pub name: String,
+    pub resolved: Resolved,
+    pub warnings: Vec<String>,
+}
+
+/// The result of `setup`/`reroll`.
+#[derive(Debug)]
+pub struct Stored {
+    pub item: ItemId,
+    pub backend: &'static str,
+    pub credential: Credential,
+}
+
+impl Broker {
+    #[must_use]
+    pub fn new(config: Config) -> Self {
+        let store = LazyStore::new(config.keychain.backend, config.keychain.prompt_timeout_secs);
+        Self::with_store(config, store)
+    }
+
+    #[must_use]
+    pub fn with_store(config: Config, store: LazyStore) -> Self {
+        Self {
+            config,
+            store,
+            env: Box::new(|k| std::env::var(k).ok()),
+        }
+    }
+
+    /// Replaces the environment (tests).
+    #[must_use]
+    pub fn with_env(
+        mut self,
+        env: impl Fn(&str) -> Option<String> + Send + Sync + 'static,
+    ) -> Self {
+        self.env = Box::new(env);
+        self
+    }
+
+    /// # Errors
+    /// Unknown credential name.
+    pub fn spec(&self, name: &str) -> Result<Spec, Error> {
+        Ok(self.config.spec(name)?)
+    }
+
+    /// Walks the chain. The `Resolution` keeps every attempt for `status`.
+    ///
+    /// # Errors
+    /// Unknown credential name.
+    pub fn resolve_all(&self, name: &str) -> Result<(Spec, Resolution), Error> {
+        let spec = self.spec(name)?;
+        let lookup = Lookup {
+            store: &self.store,
+            env: &*self.env,
+        };
+        let mut res = lookup.resolve(&spec.chain);
+        if let Some(found) = res.found.as_mut() {
+            apply_assumed_expiry(&spec, &mut found.credential);
+        }
+        Ok((spec, res))
+    }
+
+    /// The winning credential, or why there is none: the first hard failure (a locked
+    /// keychain, a malformed file) or `NotFound` — the soft failure of cfauth.
+    ///
+    /// # Errors
+    /// As described.
+    pub fn resolve(&self, name: &str) -> Result<Found, Error> {
+        let (spec, res) = self.resolve_all(name)?;
+        let warnings = warnings(&res);
+        match res.found {
+            Some(resolved) => Ok(Found {
+                name: name.to_owned(),
+                resolved,
+                warnings,
+            }),
+            None => {
+                if let Some(Attempt::Failed(_, _)) = res
+                    .attempts
+                    .iter()
+                    .find(|a| matches!(a, Attempt::Failed(..)))
+                {
+                    let failure = res
+                        .attempts
+                        .into_iter()
+                        .find_map(|a| match a {
+                            Attempt::Failed(_, e) => Some(e),
+                            _ => None,
+                        })
+                        .expect("checked above");
+                    return Err(Error::Source(failure));
+                }
+                Err(Error::NotFound {
+                    name: name.to_owned(),
+                    tried: spec
+                        .chain
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    warnings,
+                })
+            }
+        }
+    }
+
+    /// The leading `env:` sources of the chain, read from *this* process's environment.
+    /// The CLI checks them before asking the agent, whose environment is not the caller's:
+    /// an explicit override must win, as in cfauth.
+    ///
+    /// # Errors
+    /// Unknown credential name, or a malformed value in the variable.
+    pub fn env_override(&self, name: &str) -> Result<Option<Found>, Error> {
+        let spec = self.spec(name)?;
+        let leading: Vec<_> = spec
+            .chain
+            .iter()
+            .take_while(|s| matches!(s, crate::source::Source::Env { .. }))
+            .cloned()
+            .collect();
+        let lookup = Lookup {
+            store: &self.store,
+            env: &*self.env,
+        };
+        let mut res = lookup.resolve(&leading);
+        if let Some(found) = res.found.take() {
+            return Ok(Some(Found {
+                name: name.to_owned(),
+                resolved: found,
+                warnings: Vec::new(),
+            }));
+        }
+        match res.attempts.into_iter().find_map(|a| match a {
+            Attempt::Failed(_, e) => Some(e),
+            _ => None,
+        }) {
+            Some(e) => Err(Error::Source(e)),
+            None => Ok(None),
+        }
+    }
+
+    /// Validates and stores a token in the credential's keychain item, recording when.
+    ///
+    /// # Errors
+    /// Invalid token, no store item configured, keychain failure.
+    pub fn store_token(&self, name: &str, token: Secret) -> Result<Stored, Error> {
+        let spec = self.spec(name)?;
+        let item = spec.store_item(&self.config)?.clone();
+        let mut credential = Credential::parse(&token, "the token you entered")?;
+        if name == "claude" && credential.kind == Kind::Opaque {
+            return Err(Error::Invalid(
+                "this does not look like a Claude token (expected sk-ant-oat01-… from `claude setup-token`, \
+                 or an sk-ant-api03-… API key)"
+                    .into(),
+            ));
+        }
+        let store = self.store.get()?;
+        store.set(&item, &Secret::new(token.expose().trim().to_owned()))?;
+        let now = OffsetDateTime::now_utc();
+        let fp = crate::credential::fingerprint(credential.token.expose());
+        if let Err(e) = Ledger::update(|l| {
+            l.record(
+                &fp,
+                ledger::Entry {
+                    credential: name.to_owned(),
+                    stored_at: now,
+                    first_seen: false,
+                },
+            );
+        }) {
+            tracing::warn!(error = %e, "could not record the storage time; expiry will be estimated");
+        }
+        if credential.kind == Kind::SetupToken {
+            credential.assume_expiry(now, spec.setup_token_lifetime);
+        }
+        Ok(Stored {
+            item,
+            backend: store.backend().as_str(),
+            credential,
+        })
+    }
+
+    /// Removes the stored token; `Ok(None)` when there was nothing to remove.
+    ///
+    /// # Errors
+    /// No store item configured, keychain failure.
+    pub fn clear(&self, name: &str) -> Result<Option<ItemId>, Error> {
+        let spec = self.spec(name)?;
+        let item = spec.store_item(&self.config)?.clone();
+        Ok(self.store.get()?.delete(&item)?.then_some(item))
+    }
+}
+
+/// Setup-tokens carry no expiry: use the ledger's storage time (or record first sight).
+fn apply_assumed_expiry(spec: &Spec, credential: &mut Credential) {
+    if credential.kind != Kind::SetupToken || credential.expires_at.is_some() {
+        return;
+    }
+    let fp = crate::credential::fingerprint(credential.token.expose());
+    let stored_at = match Ledger::load().get(&fp) {
+        Some(e) => e.stored_at,
+        None => {
+            let now = OffsetDateTime::now_utc();
+            let _ = Ledger::update(|l| {
+                l.record(
+                    &fp,
+                    ledger::Entry {
+                        credential: spec.name.clone(),
+                        stored_at: now,
+                        first_seen: true,
+                    },
+                );
+            });
+            now
+        }
+    };
+    credential.assume_expiry(stored_at, spec.setup_token_lifetime);
+}
+
+fn warnings(res: &Resolution) -> Vec<String> {
+    res.attempts
+        .iter()
+        .filter_map(|a| match a {
+            Attempt::Skipped(_, e) => Some(e.to_string()),
+            Attempt::Failed(src, e) => Some(format!("{src}: {e}; trying the next source")),
+            Attempt::Absent(_) => None,
+        })
+        .collect()
+}

@@ -1,0 +1,377 @@
+//! `config.toml`: keychain backend, and each credential's lookup chain, store item and sinks.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::paths;
+use crate::source::Source;
+use crate::store::{Backend, ItemId};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{path}: cannot read: {reason}")]
+    Read { path: String, reason: String },
+    #[error("{path}: {message}")]
+    Parse { path: String, message: String },
+    #[error(
+        "no credential named {name:?} (configured: {known}); add [credentials.{name}] to {path}"
+    )]
+    Unknown {
+        name: String,
+        known: String,
+        path: String,
+    },
+    #[error("credential {name:?} has no keychain source to store into; add store = \"SERVICE\" under [credentials.{name}] in {path}")]
+    NoStore { name: String, path: String },
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct KeychainConfig {
+    #[serde(default)]
+    pub backend: Backend,
+    /// Seconds keyferry may wait on a keychain unlock prompt; 0 = fail fast with the fix.
+    #[serde(default)]
+    pub prompt_timeout_secs: u64,
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct CredentialConfig {
+    /// The whole chain, replacing the default.
+    pub sources: Option<Vec<Source>>,
+    /// `.env` files appended to the chain (`dotenv:PATH`), after the defaults.
+    #[serde(default)]
+    pub env_files: Vec<String>,
+    /// Keychain service `setup`/`clear` act on; default: the chain's first keychain source.
+    pub store: Option<String>,
+    /// Variable name for `export`/`exec`; default by kind.
+    pub env_var: Option<String>,
+    /// Assumed lifetime of a setup-token, counted from when it was stored.
+    pub setup_token_lifetime_days: Option<u32>,
+}
+
+/// `[agent]`: the socket server, watching and expiry warnings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AgentConfig {
+    /// Socket path; default `$XDG_RUNTIME_DIR/keyferry/agent.sock` or `/tmp/keyferry-UID/agent.sock`.
+    pub socket: Option<String>,
+    pub max_connections: usize,
+    /// A connection that sends nothing for this long is closed (not while watching).
+    pub idle_timeout_secs: u64,
+    /// How often keychain items' modification stamps are polled.
+    pub poll_interval_secs: u64,
+    /// A full re-resolve of every credential, catching what watchers cannot see.
+    pub rescan_secs: u64,
+    /// Warn this long before expiry: `14d`, `3d`, `1d`, `1h`, `30m`.
+    pub expiry_thresholds: Vec<String>,
+    /// Claude Code refreshes its own OAuth login; warn only when it stayed expired this long.
+    pub oauth_grace_mins: u64,
+    /// Desktop notifications (when a notification service is running).
+    pub notifications: bool,
+    /// Notify on every served token, Secretive-style.
+    pub notify_on_access: bool,
+    /// How long an `ask` request waits for an approver before it is denied.
+    pub approval_timeout_secs: u64,
+}
+
+impl Default for AgentConfig {
+    fn default() -> Self {
+        Self {
+            socket: None,
+            max_connections: 512,
+            idle_timeout_secs: 30,
+            poll_interval_secs: 2,
+            rescan_secs: 30,
+            expiry_thresholds: ["14d", "3d", "1d", "1h"].map(String::from).to_vec(),
+            oauth_grace_mins: 10,
+            notifications: true,
+            notify_on_access: false,
+            approval_timeout_secs: 60,
+        }
+    }
+}
+
+/// `[policy.NAME]`: who may read a credential through the agent.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyConfig {
+    #[serde(default)]
+    pub mode: PolicyMode,
+    /// Executables (absolute paths) that may read it; empty = any process of yours.
+    #[serde(default)]
+    pub allow_exe: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, Default, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum PolicyMode {
+    /// Serve (listed executables only, when `allow_exe` is set).
+    #[default]
+    Allow,
+    /// Ask an approver (the tray) about executables not in `allow_exe`.
+    Ask,
+}
+
+/// Parses `14d`, `3d`, `1h`, `30m`, `45s`.
+///
+/// # Errors
+/// A malformed duration, quoting it.
+pub fn parse_duration(text: &str) -> Result<time::Duration, String> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: i64 = num
+        .parse()
+        .map_err(|_| format!("bad duration {text:?}; use e.g. 14d, 3d, 1h, 30m"))?;
+    Ok(match unit.trim() {
+        "d" => time::Duration::days(n),
+        "h" => time::Duration::hours(n),
+        "m" | "min" => time::Duration::minutes(n),
+        "s" | "" => time::Duration::seconds(n),
+        _ => return Err(format!("bad duration unit in {text:?}; use d, h, m or s")),
+    })
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub keychain: KeychainConfig,
+    #[serde(default)]
+    pub agent: AgentConfig,
+    #[serde(default)]
+    pub policy: BTreeMap<String, PolicyConfig>,
+    #[serde(default)]
+    pub credentials: BTreeMap<String, CredentialConfig>,
+    #[serde(skip)]
+    pub path: PathBuf,
+}
+
+/// A credential as configured, with defaults applied.
+#[derive(Debug, Clone)]
+pub struct Spec {
+    pub name: String,
+    pub chain: Vec<Source>,
+    pub store: Option<ItemId>,
+    pub env_var: Option<String>,
+    pub setup_token_lifetime: time::Duration,
+}
+
+fn s(v: &str) -> Source {
+    v.parse().expect("built-in source is valid")
+}
+
+/// The built-in chains: cfauth's order for `claude`, the CLIs' own files for the others.
+fn default_chain(name: &str) -> Option<Vec<Source>> {
+    Some(match name {
+        "claude" => vec![
+            s("env:CF_CLAUDE_API_KEY"),
+            s("keychain:cf-claude-token"),
+            s("file:~/.config/cf/claude-token"),
+            Source::ClaudeLogin,
+        ],
+        "codex" => vec![s("file:~/.codex/auth.json")],
+        "gemini" => vec![s("file:~/.gemini/oauth_creds.json")],
+        _ => return None,
+    })
+}
+
+const BUILTIN: [&str; 3] = ["claude", "codex", "gemini"];
+
+impl Config {
+    /// Loads `paths::config_file()`; a missing file means all defaults.
+    ///
+    /// # Errors
+    /// Unreadable or invalid TOML, naming the file and the problem.
+    pub fn load() -> Result<Self, ConfigError> {
+        Self::load_from(&paths::config_file())
+    }
+
+    /// # Errors
+    /// As [`Config::load`].
+    pub fn load_from(path: &Path) -> Result<Self, ConfigError> {
+        let shown = paths::display(path);
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+            Err(e) => {
+                return Err(ConfigError::Read {
+                    path: shown,
+                    reason: e.to_string(),
+                })
+            }
+        };
+        let mut cfg: Self = toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: shown,
+            message: e.message().to_owned()
+                + &e.span()
+                    .map(|r| format!(" (at line {})", text[..r.start].lines().count().max(1)))
+                    .unwrap_or_default(),
+        })?;
+        cfg.path = path.to_path_buf();
+        for t in &cfg.agent.expiry_thresholds {
+            parse_duration(t).map_err(|message| ConfigError::Parse {
+                path: paths::display(path),
+                message: format!("[agent] expiry_thresholds: {message}"),
+            })?;
+        }
+        Ok(cfg)
+    }
+
+    /// Every credential name, built-in and configured.
+    #[must_use]
+    pub fn names(&self) -> Vec<String> {
+        let mut names: Vec<String> = BUILTIN.iter().map(|s| (*s).to_owned()).collect();
+        for n in self.credentials.keys() {
+            if !names.contains(n) {
+                names.push(n.clone());
+            }
+        }
+        names
+    }
+
+    /// The named credential with defaults applied.
+    ///
+    /// # Errors
+    /// The name is neither built in nor configured.
+    pub fn spec(&self, name: &str) -> Result<Spec, ConfigError> {
+        let user = self.credentials.get(name);
+        let base = user
+            .and_then(|c| c.sources.clone())
+            .or_else(|| default_chain(name))
+            .or_else(|| user.map(|_| Vec::new()))
+            .ok_or_else(|| ConfigError::Unknown {
+                name: name.to_owned(),
+                known: self.names().join(", "),
+                path: paths::display(&self.path),
+            })?;
+        let mut chain = base;
+        if let Some(c) = user {
+            chain.extend(c.env_files.iter().map(|p| Source::Dotenv {
+                path: p.clone(),
+                key: crate::source::DEFAULT_DOTENV_KEY.to_owned(),
+            }));
+        }
+        let store_service = user.and_then(|c| c.store.clone()).or_else(|| {
+            chain.iter().find_map(|s| match s {
+                Source::Keychain { service, .. } => Some(service.clone()),
+                _ => None,
+            })
+        });
+        let account = chain
+            .iter()
+            .find_map(|s| match s {
+                Source::Keychain {
+                    service,
+                    account: Some(a),
+                } if Some(service) == store_service.as_ref() => Some(a.clone()),
+                _ => None,
+            })
+            .unwrap_or_else(paths::user);
+        Ok(Spec {
+            name: name.to_owned(),
+            chain,
+            store: store_service.map(|svc| ItemId::new(svc, account)),
+            env_var: user.and_then(|c| c.env_var.clone()),
+            setup_token_lifetime: time::Duration::days(i64::from(
+                user.and_then(|c| c.setup_token_lifetime_days)
+                    .unwrap_or(365),
+            )),
+        })
+    }
+}
+
+impl Spec {
+    /// The keychain item `setup`/`clear` act on.
+    ///
+    /// # Errors
+    /// The chain has no keychain source and no `store` is configured.
+    pub fn store_item(&self, cfg: &Config) -> Result<&ItemId, ConfigError> {
+        self.store.as_ref().ok_or_else(|| ConfigError::NoStore {
+            name: self.name.clone(),
+            path: paths::display(&cfg.path),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("config.toml");
+        std::fs::write(&p, text).unwrap();
+        Config::load_from(&p)
+    }
+
+    #[test]
+    fn defaults_follow_cfauth_order() {
+        let cfg = parse("").unwrap();
+        let spec = cfg.spec("claude").unwrap();
+        let chain: Vec<String> = spec.chain.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            chain,
+            [
+                "env:CF_CLAUDE_API_KEY",
+                "keychain:cf-claude-token",
+                "file:~/.config/cf/claude-token",
+                "claude-login"
+            ]
+        );
+        assert_eq!(spec.store.unwrap().service, "cf-claude-token");
+        assert_eq!(spec.setup_token_lifetime, time::Duration::days(365));
+        assert!(cfg.spec("codex").is_ok());
+        assert!(cfg
+            .spec("nope")
+            .unwrap_err()
+            .to_string()
+            .contains("claude, codex, gemini"));
+    }
+
+    #[test]
+    fn env_files_append_and_sources_replace() {
+        let cfg = parse(
+            "[credentials.claude]\nenv_files = [\"~/p/.env\"]\nsetup_token_lifetime_days = 30\n\
+             [credentials.work]\nsources = [\"keychain:work-token#bot\", \"env:WORK\"]\n",
+        )
+        .unwrap();
+        let claude = cfg.spec("claude").unwrap();
+        assert_eq!(claude.chain.last().unwrap().to_string(), "dotenv:~/p/.env");
+        assert_eq!(claude.setup_token_lifetime, time::Duration::days(30));
+        let work = cfg.spec("work").unwrap();
+        assert_eq!(work.store, Some(ItemId::new("work-token", "bot")));
+        assert_eq!(cfg.names(), ["claude", "codex", "gemini", "work"]);
+    }
+
+    #[test]
+    fn agent_and_policy_sections() {
+        let cfg = parse(
+            "[agent]\nidle_timeout_secs = 5\nexpiry_thresholds = [\"2d\", \"30m\"]\n\
+             [policy.claude]\nmode = \"ask\"\nallow_exe = [\"/usr/local/bin/cf\"]\n",
+        )
+        .unwrap();
+        assert_eq!(cfg.agent.idle_timeout_secs, 5);
+        assert_eq!(cfg.agent.max_connections, 512);
+        assert_eq!(cfg.policy["claude"].mode, PolicyMode::Ask);
+        assert_eq!(parse_duration("30m").unwrap(), time::Duration::minutes(30));
+        assert!(parse("[agent]\nexpiry_thresholds = [\"soon\"]\n").is_err());
+    }
+
+    #[test]
+    fn bad_config_names_file_and_line() {
+        let err = parse("[keychain]\nbackend = \"floppy\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("config.toml"), "{err}");
+        assert!(err.contains("floppy"), "{err}");
+        let err = parse("[credentials.claude]\nsources = [\"ftp:x\"]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("unknown source"), "{err}");
+    }
+}

@@ -1,0 +1,29 @@
+//! Keyferry: a host-side broker that keeps AI CLI tokens in the OS keychain and ferries
+//! them into sandboxes. Everything testable lives in this library; the binaries are glue.
+
+#![forbid(unsafe_op_in_unsafe_fn)]
+
+pub mod agent;
+pub mod atomic;
+pub mod audit;
+pub mod broker;
+pub mod client;
+pub mod config;
+pub mod credential;
+pub mod dotenv;
+pub mod error;
+pub mod expiry;
+pub mod ledger;
+pub mod notification;
+pub mod paths;
+pub mod policy;
+pub mod protocol;
+pub mod report;
+pub mod reroll;
+pub mod secret;
+pub mod service;
+pub mod source;
+pub mod store;
+
+pub use error::{Error, ErrorBody};
+pub use secret::Secret;

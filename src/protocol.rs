@@ -1,0 +1,330 @@
+//! Protocol v1: newline-delimited JSON between the agent and its clients (CLI, tray, scripts).
+//! One definition for both ends. Documented for other client authors in `docs/protocol.md`.
+//!
+//! A connection starts with `hello`; every reply is `{"ok":true,"result":…}` or
+//! `{"ok":false,"error":{"code","message"}}`, echoing the request's optional `id`.
+//! After `watch` (or `approvals`) the agent streams `{"event":…}` lines.
+
+use std::fmt;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::credential::Inspection;
+use crate::error::ErrorBody;
+use crate::secret::Secret;
+
+/// Bumped on any incompatible change; the handshake compares it exactly.
+pub const VERSION: u32 = 1;
+/// Longest accepted request line; longer lines are refused and the connection closed.
+pub const MAX_LINE: usize = 64 * 1024;
+
+/// A token on the wire. `Serialize` here is the protocol's one place a secret is written;
+/// `Debug` stays redacted.
+#[derive(Clone, PartialEq, Eq)]
+pub struct WireSecret(pub Secret);
+
+impl fmt::Debug for WireSecret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.0, f)
+    }
+}
+
+impl Serialize for WireSecret {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.0.expose())
+    }
+}
+
+impl<'de> Deserialize<'de> for WireSecret {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d).map(|s| Self(Secret::new(s)))
+    }
+}
+
+/// A request line: `{"op":"get","name":"claude","id":7}`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Envelope {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<u64>,
+    #[serde(flatten)]
+    pub request: Request,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Request {
+    /// Must come first. `version` must equal the agent's [`VERSION`].
+    Hello {
+        version: u32,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        client: Option<String>,
+    },
+    /// Every credential's state; no secrets.
+    Status,
+    /// The token of one credential.
+    Get { name: String },
+    /// Stream of [`Event`]s until the client disconnects.
+    Watch,
+    /// Store a token in the credential's keychain item (as `keyferry setup`).
+    Store { name: String, token: WireSecret },
+    /// Remove the stored token.
+    Clear { name: String },
+    /// Refuse every `get` until `unlock`; an optional passphrase must then be repeated.
+    Lock {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        passphrase: Option<WireSecret>,
+    },
+    Unlock {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        passphrase: Option<WireSecret>,
+    },
+    /// Become an approver: receive `approval` events for `ask`-policy requests.
+    Approvals,
+    /// Answer an approval request.
+    Approve { request: u64, decision: Decision },
+}
+
+impl Request {
+    #[must_use]
+    pub fn op(&self) -> &'static str {
+        match self {
+            Self::Hello { .. } => "hello",
+            Self::Status => "status",
+            Self::Get { .. } => "get",
+            Self::Watch => "watch",
+            Self::Store { .. } => "store",
+            Self::Clear { .. } => "clear",
+            Self::Lock { .. } => "lock",
+            Self::Unlock { .. } => "unlock",
+            Self::Approvals => "approvals",
+            Self::Approve { .. } => "approve",
+        }
+    }
+}
+
+/// A reply line.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Reply {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<u64>,
+    pub ok: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<ErrorBody>,
+}
+
+impl Reply {
+    #[must_use]
+    pub fn ok(id: Option<u64>, result: impl Serialize) -> Self {
+        Self {
+            id,
+            ok: true,
+            result: Some(serde_json::to_value(result).unwrap_or(serde_json::Value::Null)),
+            error: None,
+        }
+    }
+
+    #[must_use]
+    pub fn err(id: Option<u64>, code: &str, message: impl Into<String>) -> Self {
+        Self {
+            id,
+            ok: false,
+            result: None,
+            error: Some(ErrorBody {
+                code: code.to_owned(),
+                message: message.into(),
+            }),
+        }
+    }
+}
+
+/// `hello`'s result.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Hello {
+    pub version: u32,
+    pub agent: String,
+    pub pid: u32,
+}
+
+/// `get`'s result.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Token {
+    pub name: String,
+    pub source: String,
+    pub kind: crate::credential::Kind,
+    pub env_var: String,
+    pub token: WireSecret,
+    pub expires_at: Option<String>,
+}
+
+/// Health of one credential, worst last.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Health {
+    Ok,
+    Expiring,
+    Missing,
+    Error,
+    Expired,
+}
+
+/// One credential in `status` and `changed` events.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct CredentialStatus {
+    pub name: String,
+    pub health: Health,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inspection: Option<Inspection>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<ErrorBody>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
+}
+
+/// `status`'s result.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Status {
+    pub agent: Hello,
+    pub locked: bool,
+    pub uptime_secs: u64,
+    pub credentials: Vec<CredentialStatus>,
+    #[serde(default)]
+    pub last_access: Option<Access>,
+}
+
+/// Who is on the other end of a connection, from the kernel.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Peer {
+    pub uid: u32,
+    pub pid: Option<i32>,
+    pub exe: Option<String>,
+}
+
+impl fmt::Display for Peer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let exe = self.exe.as_deref().unwrap_or("unknown executable");
+        match self.pid {
+            Some(pid) => write!(f, "{exe} (pid {pid}, uid {})", self.uid),
+            None => write!(f, "{exe} (uid {})", self.uid),
+        }
+    }
+}
+
+/// One served or refused request, as the audit log and the tray show it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Access {
+    pub ts: String,
+    pub op: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credential: Option<String>,
+    pub outcome: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<String>,
+    pub peer: Peer,
+}
+
+/// An `ask`-policy request waiting for an approver.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ApprovalRequest {
+    pub request: u64,
+    pub credential: String,
+    pub peer: Peer,
+    pub timeout_secs: u64,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Decision {
+    AllowOnce,
+    AlwaysAllow,
+    Deny,
+}
+
+/// Streamed after `watch` as `{"event":{"kind":…}}`. Never carries a secret.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Event {
+    Changed {
+        status: CredentialStatus,
+    },
+    Expiring {
+        name: String,
+        expires_at: String,
+        expires_in: String,
+        threshold: String,
+    },
+    Expired {
+        name: String,
+        expires_at: String,
+    },
+    Rerolled {
+        name: String,
+        fingerprint: String,
+    },
+    Cleared {
+        name: String,
+    },
+    Locked,
+    Unlocked,
+    Access {
+        access: Access,
+    },
+    Approval {
+        approval: ApprovalRequest,
+    },
+    /// The subscriber fell behind and missed this many events; re-read `status`.
+    Lagged {
+        missed: u64,
+    },
+}
+
+/// The line wrapper for events.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EventLine {
+    pub event: Event,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_parse_from_hand_written_json() {
+        let e: Envelope = serde_json::from_str(r#"{"op":"get","name":"claude","id":3}"#).unwrap();
+        assert_eq!(e.id, Some(3));
+        assert!(matches!(e.request, Request::Get { ref name } if name == "claude"));
+        let e: Envelope = serde_json::from_str(r#"{"op":"hello","version":1}"#).unwrap();
+        assert!(matches!(e.request, Request::Hello { version: 1, .. }));
+        assert!(serde_json::from_str::<Envelope>(r#"{"op":"launch_missiles"}"#).is_err());
+    }
+
+    #[test]
+    fn secrets_on_the_wire_are_redacted_in_debug() {
+        let r = Request::Store {
+            name: "claude".into(),
+            token: WireSecret(Secret::new("sk-ant-oat01-WIRE".into())),
+        };
+        assert!(!format!("{r:?}").contains("WIRE"));
+        assert!(serde_json::to_string(&r)
+            .unwrap()
+            .contains("sk-ant-oat01-WIRE"));
+    }
+
+    #[test]
+    fn events_are_tagged_by_kind() {
+        let line = serde_json::to_string(&EventLine {
+            event: Event::Locked,
+        })
+        .unwrap();
+        assert_eq!(line, r#"{"event":{"kind":"locked"}}"#);
+    }
+
+    #[test]
+    fn health_orders_worst_last() {
+        assert!(Health::Expired > Health::Error);
+        assert!(Health::Expiring > Health::Ok);
+    }
+}

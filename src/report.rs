@@ -1,0 +1,164 @@
+//! Renderings of credentials for people (aligned text) and programs (JSON). No secrets,
+//! except in [`secret_json`], the one place `get --json` builds a document holding one.
+
+use serde::Serialize;
+use serde_json::json;
+use time::OffsetDateTime;
+
+use crate::broker::Found;
+use crate::credential::Inspection;
+use crate::protocol::{CredentialStatus, Health};
+
+/// `show`'s data: a credential's inspection plus where it came from.
+#[derive(Debug, Serialize)]
+pub struct Shown {
+    pub name: String,
+    pub source: String,
+    #[serde(flatten)]
+    pub inspection: Inspection,
+}
+
+impl Shown {
+    #[must_use]
+    pub fn of(found: &Found, now: OffsetDateTime) -> Self {
+        Self {
+            name: found.name.clone(),
+            source: found.resolved.origin.clone(),
+            inspection: found.resolved.credential.inspect(now),
+        }
+    }
+
+    /// The `token:show`-style block.
+    #[must_use]
+    pub fn text(&self) -> String {
+        let i = &self.inspection;
+        let mut rows = vec![
+            ("source", self.source.clone()),
+            ("kind", i.kind.to_string()),
+            ("token", i.masked.clone()),
+            ("fingerprint", i.fingerprint.clone()),
+        ];
+        rows.push(("expires", expiry_text(i)));
+        if let Some(p) = &i.plan {
+            rows.push(("plan", p.clone()));
+        }
+        if let Some(t) = &i.rate_limit_tier {
+            rows.push(("tier", t.clone()));
+        }
+        if !i.scopes.is_empty() {
+            rows.push(("scopes", i.scopes.join(" ")));
+        }
+        rows.push((
+            "refresh",
+            if i.has_refresh_token {
+                "yes (stays on the host)"
+            } else {
+                "no"
+            }
+            .into(),
+        ));
+        let mut out = format!("{}\n", self.name);
+        for (k, v) in rows {
+            out.push_str(&format!("  {k:<12}{v}\n"));
+        }
+        out
+    }
+}
+
+fn expiry_text(i: &Inspection) -> String {
+    match (&i.expires_at, &i.expires_in) {
+        (Some(at), Some(rel)) => match i.expiry {
+            crate::credential::Expiry::Assumed { .. } => {
+                format!("{at} ({rel}; assumed from when it was stored)")
+            }
+            _ => format!("{at} ({rel})"),
+        },
+        _ => "unknown".into(),
+    }
+}
+
+/// A credential's status as the agent and `status` report it.
+#[must_use]
+pub fn status_of(
+    name: &str,
+    result: &Result<Found, crate::Error>,
+    now: OffsetDateTime,
+    thresholds: &crate::expiry::Thresholds,
+) -> CredentialStatus {
+    match result {
+        Ok(found) => {
+            let c = &found.resolved.credential;
+            CredentialStatus {
+                name: name.to_owned(),
+                health: thresholds.health(c.kind, c.expires_at, now),
+                source: Some(found.resolved.origin.clone()),
+                inspection: Some(c.inspect(now)),
+                error: None,
+                warnings: found.warnings.clone(),
+            }
+        }
+        Err(e) => CredentialStatus {
+            name: name.to_owned(),
+            health: if matches!(e, crate::Error::NotFound { .. }) {
+                Health::Missing
+            } else {
+                Health::Error
+            },
+            source: None,
+            inspection: None,
+            error: Some(e.body()),
+            warnings: match e {
+                crate::Error::NotFound { warnings, .. } => warnings.clone(),
+                _ => Vec::new(),
+            },
+        },
+    }
+}
+
+/// cfauth's status line: `claude: source=keychain:cf-claude-token kind=… expires=… (in …)`.
+#[must_use]
+pub fn status_line(s: &CredentialStatus) -> String {
+    match (&s.source, &s.inspection) {
+        (Some(source), Some(i)) => {
+            let mut line = format!("{}: source={source} kind={}", s.name, i.kind);
+            match (&i.expires_at, &i.expires_in) {
+                (Some(at), Some(rel)) => line.push_str(&format!(" expires={at} ({rel})")),
+                _ => line.push_str(" expires=unknown"),
+            }
+            if s.health != Health::Ok {
+                line.push_str(&format!(" health={}", health_word(s.health)));
+            }
+            line
+        }
+        _ => format!(
+            "{}: source=none ({})",
+            s.name,
+            s.error.as_ref().map_or("not_found", |e| e.code.as_str())
+        ),
+    }
+}
+
+#[must_use]
+pub fn health_word(h: Health) -> &'static str {
+    match h {
+        Health::Ok => "ok",
+        Health::Expiring => "expiring",
+        Health::Missing => "missing",
+        Health::Error => "error",
+        Health::Expired => "expired",
+    }
+}
+
+/// `get --json` / `export --json`: the one document that carries the token.
+#[must_use]
+pub fn secret_json(found: &Found, env_var: &str) -> serde_json::Value {
+    let c = &found.resolved.credential;
+    json!({
+        "name": found.name,
+        "source": found.resolved.origin,
+        "kind": c.kind,
+        "env_var": env_var,
+        "token": c.token.expose(),
+        "expires_at": c.expires_at.and_then(crate::credential::rfc3339),
+    })
+}
