@@ -43,7 +43,7 @@ impl Thresholds {
             .iter()
             .filter_map(|t| parse_duration(t).ok().map(|d| (t.clone(), d)))
             .collect();
-        levels.sort_by(|a, b| b.1.cmp(&a.1));
+        levels.sort_by_key(|l| std::cmp::Reverse(l.1));
         Self {
             levels,
             oauth_grace: Duration::minutes(i64::try_from(cfg.oauth_grace_mins).unwrap_or(10)),

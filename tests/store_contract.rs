@@ -164,8 +164,8 @@ fn big_json(tag: &str) -> String {
     doc
 }
 
-/// The backend-independent contract. Returns the items it may have left behind (all are
-/// deleted on success) so callers can clean up after a failure.
+/// The backend-independent contract, run against any `&dyn Store`. Violations go to
+/// `report`; every item it creates is deleted again at the end, pass or fail.
 fn run_contract(store: &dyn Store, opts: &Options<'_>, report: &mut Report) {
     let scope = opts.label;
     let id = |tag: &str, account: &str| ItemId::new(format!("{}-{tag}", opts.prefix), account);

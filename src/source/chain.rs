@@ -57,9 +57,11 @@ impl Lookup<'_> {
     pub fn resolve(&self, chain: &[Source]) -> Resolution {
         let mut res = Resolution::default();
         for source in chain {
+            tracing::trace!(%source, "trying source");
             match self.read(source) {
                 Ok(Some((text, origin))) => match Credential::parse(&text, &origin) {
                     Ok(credential) => {
+                        tracing::debug!(%origin, kind = %credential.kind, credential = ?credential, "resolved");
                         res.found = Some(Resolved {
                             credential,
                             source: source.clone(),
@@ -143,7 +145,7 @@ pub fn claude_login(env: &dyn Fn(&str) -> Option<String>, macos: bool) -> LoginL
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{Backend, Store as _};
+    use crate::store::Backend;
 
     #[test]
     fn claude_login_location_follows_config_dir() {

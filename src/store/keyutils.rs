@@ -14,6 +14,16 @@ const NAME: &str = "keyutils";
 pub struct KeyutilsStore;
 
 fn entry(id: &ItemId, operation: &'static str) -> Result<Entry, StoreError> {
+    // Keys are named `keyring-rs:ACCOUNT@SERVICE` (keyring-crate compatible); an `@` in the
+    // service would let two different items share one key.
+    if id.service.contains('@') {
+        return Err(StoreError::Platform {
+            backend: NAME,
+            operation,
+            item: id.to_string(),
+            message: "keyutils item services may not contain '@' (the key name would be ambiguous); rename the service".into(),
+        });
+    }
     let cred = KeyutilsCredential::new_with_target(None, &id.service, &id.account)
         .map_err(|e| map(e, operation, id))?;
     Ok(Entry::new_with_credential(Box::new(cred)))

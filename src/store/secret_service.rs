@@ -53,7 +53,12 @@ impl SecretServiceStore {
             let ss = guard.as_ref().expect("session was just opened");
             match f(ss) {
                 Ok(v) => return Ok(v),
-                Err(SsError::Dbus(e)) if attempt == 0 && is_disconnect(&e) => *guard = None,
+                // A restarted daemon forgets our session: reconnect once.
+                Err(SsError::Dbus(e))
+                    if attempt == 0 && (is_disconnect(&e) || is_stale_session(&e)) =>
+                {
+                    *guard = None;
+                }
                 Err(e) => return Err(classify(e, operation, id)),
             }
         }
@@ -84,6 +89,13 @@ fn is_disconnect(e: &dbus::Error) -> bool {
                 | "org.freedesktop.DBus.Error.ServiceUnknown"
                 | "org.freedesktop.DBus.Error.NoServer"
         )
+    )
+}
+
+fn is_stale_session(e: &dbus::Error) -> bool {
+    matches!(
+        e.name(),
+        Some("org.freedesktop.Secret.Error.NoSession" | "org.freedesktop.DBus.Error.UnknownObject")
     )
 }
 
@@ -185,6 +197,7 @@ impl Store for SecretServiceStore {
     }
 
     fn get(&self, id: &ItemId) -> Result<Option<Secret>, StoreError> {
+        tracing::trace!(%id, "secret service read");
         let allow_prompt = self.prompt_timeout_secs > 0;
         let bytes = self.with("read", id, |ss| match find(ss, id, allow_prompt)? {
             Found::None => Ok(Ok(None)),
@@ -207,6 +220,7 @@ impl Store for SecretServiceStore {
     }
 
     fn set(&self, id: &ItemId, secret: &Secret) -> Result<(), StoreError> {
+        tracing::trace!(%id, ?secret, "secret service write");
         let allow_prompt = self.prompt_timeout_secs > 0;
         let outcome = self.with("write", id, |ss| match find(ss, id, allow_prompt)? {
             Found::One(item) => item

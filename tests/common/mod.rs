@@ -256,6 +256,7 @@ impl PrivateBus {
         require_binaries();
         let dir = tempfile::Builder::new()
             .prefix("kf-bus-")
+            .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
             .tempdir()
             .expect("create a private bus directory");
         let socket = dir.path().join("bus");

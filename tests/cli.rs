@@ -1,0 +1,400 @@
+//! The `keyferry` CLI against a real Secret Service (gnome-keyring on a private bus) in a
+//! temporary HOME: the cfauth lookup chain, setup/get/status/clear, malformed files, exits,
+//! and that no secret leaks into output, logs or the argv of spawned processes.
+
+mod common;
+mod kf;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+
+use common::SecretServiceFixture;
+use kf::{assert_no_secret, files_containing, ok, text, Home, USER};
+const SETUP: &str = "sk-ant-oat01-SETUPtokenAAAAbbbbCCCCddddEEEE-1111";
+const ENVKEY: &str = "sk-ant-api03-ENVkeyFFFFggggHHHHiiiiJJJJ-2222";
+const FILETOK: &str = "sk-ant-oat01-FILEtokenKKKKllllMMMMnnnnOOOO-3333";
+const LOGIN_ACCESS: &str = "sk-ant-oat01-LOGINaccessPPPPqqqqRRRRssss-4444";
+const LOGIN_REFRESH: &str = "sk-ant-ort01-LOGINrefreshTTTTuuuuVVVVwwww-5555";
+const DOTENV: &str = "sk-ant-oat01-DOTENVtokenXXXXyyyyZZZZ0000-6666";
+
+fn login_json(access: &str) -> String {
+    format!(
+        r#"{{"claudeAiOauth":{{"accessToken":"{access}","refreshToken":"{LOGIN_REFRESH}","expiresAt":4102444800000,"scopes":["user:inference","user:profile"],"subscriptionType":"max","rateLimitTier":"default_claude_max_20x","clientId":"kept"}}}}"#
+    )
+}
+
+#[test]
+fn each_chain_step_wins_when_it_should() {
+    let h = Home::new();
+    // 4. Claude Code's own login file, 5. a .env listed in the config.
+    h.write(
+        ".claude/.credentials.json",
+        &login_json(LOGIN_ACCESS),
+        0o600,
+    );
+    h.write(
+        "proj/.env",
+        &format!("# project\nCLAUDE_CODE_OAUTH_TOKEN={DOTENV}\n"),
+        0o600,
+    );
+    h.write(
+        ".config/keyferry/config.toml",
+        "[credentials.claude]\nenv_files = [\"~/proj/.env\"]\n",
+        0o600,
+    );
+    // 3. the cf token file, 2. the keychain (stored through `keyferry setup`).
+    h.write(".config/cf/claude-token", &format!("{FILETOK}\n"), 0o600);
+    let (_, err) = ok(&h.run(&["setup"], Some(SETUP), &[]));
+    assert!(err.contains("setup-token"), "{err}");
+
+    let source = |envs: &[(&str, &str)]| {
+        let (out, _) = ok(&h.run(&["status", "claude"], None, envs));
+        out
+    };
+    let get = |envs: &[(&str, &str)]| ok(&h.run(&["get"], None, envs)).0.trim().to_owned();
+
+    // 1. the environment override beats everything.
+    assert_eq!(get(&[("CF_CLAUDE_API_KEY", ENVKEY)]), ENVKEY);
+    assert!(source(&[("CF_CLAUDE_API_KEY", ENVKEY)])
+        .starts_with("claude: source=env:CF_CLAUDE_API_KEY kind=api-key"));
+    // 2. keychain.
+    assert_eq!(get(&[]), SETUP);
+    assert!(source(&[])
+        .starts_with("claude: source=keychain:cf-claude-token kind=setup-token expires="));
+    // 3. file, once the keychain item is cleared.
+    let (_, err) = ok(&h.run(&["clear"], None, &[]));
+    assert!(err.contains("keychain token cleared"), "{err}");
+    assert_eq!(get(&[]), FILETOK);
+    assert!(source(&[]).starts_with("claude: source=file:~/.config/cf/claude-token"));
+    // A 644 token file is skipped with cfauth's exact warning; the login wins.
+    std::fs::set_permissions(
+        h.path(".config/cf/claude-token"),
+        std::fs::Permissions::from_mode(0o644),
+    )
+    .unwrap();
+    let out = h.run(&["get"], None, &[]);
+    let (stdout, stderr) = ok(&out);
+    assert_eq!(stdout.trim(), LOGIN_ACCESS);
+    assert!(
+        stderr.contains("cf: token file ~/.config/cf/claude-token has unsafe permissions (644) — expected 600, skipping"),
+        "{stderr}"
+    );
+    assert!(source(&[]).starts_with(
+        "claude: source=claude-login:file:~/.claude/.credentials.json kind=claude-oauth"
+    ));
+    // CLAUDE_CONFIG_DIR moves Claude Code's login.
+    let alt = h.path("alt-claude");
+    std::fs::create_dir_all(&alt).unwrap();
+    h.write(
+        "alt-claude/.credentials.json",
+        &login_json("sk-ant-oat01-ALTloginAAAAbbbbCCCC-7777"),
+        0o600,
+    );
+    assert_eq!(
+        get(&[("CLAUDE_CONFIG_DIR", alt.to_str().unwrap())]),
+        "sk-ant-oat01-ALTloginAAAAbbbbCCCC-7777"
+    );
+    // 5. the .env file from the config.
+    std::fs::remove_file(h.path(".claude/.credentials.json")).unwrap();
+    assert_eq!(get(&[]), DOTENV);
+    assert!(source(&[]).starts_with("claude: source=dotenv:~/proj/.env"));
+    // 6. nothing: a warning and exit 3 (cfauth's soft failure).
+    std::fs::remove_file(h.path("proj/.env")).unwrap();
+    let out = h.run(&["get"], None, &[]);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+    assert!(out.stdout.is_empty());
+    let err = text(&out.stderr);
+    assert!(err.contains("no token found for \"claude\""), "{err}");
+    assert!(err.contains("keyferry setup"), "{err}");
+}
+
+#[test]
+fn setup_get_status_clear_round_trip_through_the_real_secret_service() {
+    let h = Home::new();
+    let (_, err) = ok(&h.run(&["setup"], Some(&format!("  {SETUP}\n")), &[]));
+    assert!(err.contains("secret-service"), "{err}");
+    // cfauth compatibility: the item is where `secret-tool` (and cf) look for it.
+    let lookup = h.ss.secret_tool(
+        &["lookup", "service", "cf-claude-token", "username", USER],
+        None,
+    );
+    assert_eq!(text(&lookup.stdout).trim(), SETUP);
+    assert_eq!(ok(&h.run(&["get"], None, &[])).0, format!("{SETUP}\n"));
+    let (out, _) = ok(&h.run(&["status", "claude", "--json"], None, &[]));
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v[0]["source"], "keychain:cf-claude-token");
+    assert_eq!(v[0]["inspection"]["kind"], "setup-token");
+    assert_eq!(v[0]["inspection"]["expiry"]["basis"], "assumed");
+    assert_no_secret(&out, &[SETUP]);
+    // Setup again replaces, never duplicates.
+    ok(&h.run(&["setup"], Some(FILETOK), &[]));
+    assert_eq!(
+        h.ss.count_items(&["service", "cf-claude-token", "username", USER]),
+        1
+    );
+    assert_eq!(ok(&h.run(&["get"], None, &[])).0.trim(), FILETOK);
+    // An item written by another tool (cfauth uses `security`/`secret-tool`) is read back.
+    let stored = h.ss.secret_tool(
+        &[
+            "store",
+            "--label",
+            "cf",
+            "service",
+            "cf-claude-token",
+            "username",
+            USER,
+        ],
+        Some(SETUP),
+    );
+    assert!(stored.status.success(), "{}", text(&stored.stderr));
+    assert_eq!(ok(&h.run(&["get"], None, &[])).0.trim(), SETUP);
+    let (_, err) = ok(&h.run(&["clear"], None, &[]));
+    assert!(err.contains("cleared"), "{err}");
+    assert_eq!(h.run(&["get"], None, &[]).status.code(), Some(3));
+    let (_, err) = ok(&h.run(&["clear"], None, &[]));
+    assert!(err.contains("nothing to clear"), "{err}");
+    // The token never reached a plaintext file.
+    assert_eq!(files_containing(&h.home, SETUP), Vec::<PathBuf>::new());
+    assert_eq!(files_containing(&h.home, FILETOK), Vec::<PathBuf>::new());
+}
+
+#[test]
+fn setup_rejects_refresh_tokens_and_non_claude_tokens() {
+    let h = Home::new();
+    let out = h.run(&["setup"], Some(LOGIN_REFRESH), &[]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(err.contains("refresh token"), "{err}");
+    assert_no_secret(&err, &[LOGIN_REFRESH]);
+    let out = h.run(&["setup"], Some("hello-world-not-a-claude-token"), &[]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("does not look like a Claude token"));
+    let out = h.run(&["setup"], Some(""), &[]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(h.ss.count_items(&["service", "cf-claude-token"]), 0);
+}
+
+#[test]
+fn locked_keychain_fails_with_the_fix_and_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    std::fs::create_dir(&home).unwrap();
+    let ss = SecretServiceFixture::start_locked(&home);
+    let h = Home {
+        _dir: dir,
+        home,
+        ss,
+    };
+    let out = h.run(&["setup"], Some(SETUP), &[]);
+    assert_eq!(out.status.code(), Some(4), "{}", text(&out.stderr));
+    let err = text(&out.stderr);
+    assert!(err.contains("locked"), "{err}");
+    assert!(err.contains("unlock"), "{err}");
+    assert_no_secret(&err, &[SETUP]);
+    assert_eq!(files_containing(&h.home, SETUP), Vec::<PathBuf>::new());
+    // Reading an item that sits in the locked collection fails loudly with the fix.
+    h.write(
+        ".config/keyferry/config.toml",
+        &format!(
+            "[credentials.claude]\nsources = [\"keychain:{}#{}\"]\n",
+            SecretServiceFixture::CANARY_SERVICE,
+            SecretServiceFixture::CANARY_ACCOUNT
+        ),
+        0o600,
+    );
+    let out = h.run(&["get"], None, &[]);
+    assert_eq!(out.status.code(), Some(4), "{}", text(&out.stderr));
+    let err = text(&out.stderr);
+    assert!(err.contains("locked") && err.contains("unlock"), "{err}");
+    assert!(!err.contains(SecretServiceFixture::CANARY_SECRET), "{err}");
+}
+
+#[test]
+fn malformed_credential_files_name_the_file() {
+    let h = Home::new();
+    let broken = r#"{"claudeAiOauth":{"accessToken":"sk-ant-oat01-BROKENsecretAAAAbbbb","#;
+    h.write(".claude/.credentials.json", broken, 0o600);
+    let out = h.run(&["get"], None, &[]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("claude-login:file:~/.claude/.credentials.json: malformed JSON"),
+        "{err}"
+    );
+    assert!(!err.contains("BROKENsecret"), "{err}");
+
+    h.write(
+        ".codex/auth.json",
+        r#"{"tokens": {"access_token": 12}}"#,
+        0o600,
+    );
+    let err = text(&h.run(&["get", "codex"], None, &[]).stderr);
+    assert!(
+        err.contains("file:~/.codex/auth.json") && err.contains("tokens.access_token"),
+        "{err}"
+    );
+
+    h.write(
+        ".gemini/oauth_creds.json",
+        "{\"access_token\": \"ya29.SECRETgemini\", nope}",
+        0o600,
+    );
+    let out = h.run(&["show", "gemini"], None, &[]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("file:~/.gemini/oauth_creds.json: malformed JSON"),
+        "{err}"
+    );
+    assert!(!err.contains("SECRETgemini"), "{err}");
+
+    h.write(
+        ".config/keyferry/config.toml",
+        "[keychain]\nbackend = \"floppy\"\n",
+        0o600,
+    );
+    let err = text(&h.run(&["status"], None, &[]).stderr);
+    assert!(
+        err.contains("~/.config/keyferry/config.toml") && err.contains("floppy"),
+        "{err}"
+    );
+}
+
+#[test]
+fn show_and_export_modes() {
+    let h = Home::new();
+    h.write(
+        ".claude/.credentials.json",
+        &login_json(LOGIN_ACCESS),
+        0o600,
+    );
+    let (out, _) = ok(&h.run(&["show"], None, &[]));
+    assert!(
+        out.contains("claude-oauth") && out.contains("max") && out.contains("user:profile"),
+        "{out}"
+    );
+    assert!(out.contains("sk-ant-oat01-…4444"), "{out}");
+    assert_no_secret(&out, &[LOGIN_ACCESS, LOGIN_REFRESH]);
+    let (json, _) = ok(&h.run(&["show", "--json"], None, &[]));
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(v["plan"], "max");
+    assert_eq!(v["expires_at"], "2100-01-01T00:00:00Z");
+    assert_eq!(v["has_refresh_token"], true);
+
+    assert_eq!(
+        ok(&h.run(&["export", "--token-only"], None, &[])).0,
+        format!("{LOGIN_ACCESS}\n")
+    );
+    assert_eq!(
+        ok(&h.run(&["export", "--export"], None, &[])).0,
+        format!("export CLAUDE_CODE_OAUTH_TOKEN='{LOGIN_ACCESS}'\n")
+    );
+    let (json, _) = ok(&h.run(&["export", "--json"], None, &[]));
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(v["token"], LOGIN_ACCESS);
+    assert_eq!(v["env_var"], "CLAUDE_CODE_OAUTH_TOKEN");
+    // Default mode updates .env in place, keeping the other lines.
+    h.write(
+        "proj/.env",
+        "# keep me\r\nexport CLAUDE_CODE_OAUTH_TOKEN='old'\r\nOTHER=1\r\n",
+        0o644,
+    );
+    let (_, err) = ok(&h.run(&["export", "--env-file", "proj/.env"], None, &[]));
+    assert_no_secret(&err, &[LOGIN_ACCESS]);
+    assert_eq!(
+        std::fs::read_to_string(h.path("proj/.env")).unwrap(),
+        format!("# keep me\r\nexport CLAUDE_CODE_OAUTH_TOKEN='{LOGIN_ACCESS}'\r\nOTHER=1\r\n")
+    );
+    let mode = std::fs::metadata(h.path("proj/.env"))
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o600);
+}
+
+#[test]
+fn trace_logs_and_spawned_argv_never_hold_a_secret() {
+    let h = Home::new();
+    let trace = [("RUST_LOG", "trace")];
+    h.write(
+        ".claude/.credentials.json",
+        &login_json(LOGIN_ACCESS),
+        0o600,
+    );
+    let (_, err) = ok(&h.run(&["setup"], Some(SETUP), &trace));
+    assert!(
+        err.contains("TRACE") || err.contains("DEBUG"),
+        "trace logging is on: {err}"
+    );
+    assert_no_secret(&err, &[SETUP]);
+    for args in [
+        &["get"][..],
+        &["show"],
+        &["status"],
+        &["export", "--json"],
+        &["get", "--json"],
+    ] {
+        let (out, err) = ok(&h.run(args, None, &trace));
+        assert!(err.contains("resolved"), "{args:?}: {err}");
+        assert_no_secret(&err, &[SETUP, LOGIN_ACCESS, LOGIN_REFRESH]);
+        if args == ["show"] || args == ["status"] {
+            assert_no_secret(&out, &[SETUP, LOGIN_ACCESS, LOGIN_REFRESH]);
+        }
+    }
+    // Reroll runs `claude setup-token`; a stand-in records every process's argv and its
+    // own environment while it runs, then prints a new token.
+    let newtok = "sk-ant-oat01-REROLLEDtokenAAAAbbbbCCCC-8888";
+    let ps_log = h.path("ps.log");
+    let fake = h.write(
+        "bin/claude",
+        &format!(
+            "#!/bin/sh\nps -eo args > {ps}\nenv >> {ps}\necho \"argv: $*\" >> {ps}\n\
+             echo 'Visit https://claude.ai/oauth to log in'\necho 'Your OAuth token: {newtok}'\n",
+            ps = ps_log.display()
+        ),
+        0o755,
+    );
+    let out = h.run(
+        &[
+            "reroll",
+            "--no-open",
+            "--run-setup-token",
+            "--claude",
+            fake.to_str().unwrap(),
+        ],
+        None,
+        &trace,
+    );
+    let (_, err) = ok(&out);
+    assert!(err.contains("Revoke the old token first"), "{err}");
+    assert!(
+        err.contains("sk-ant-oat01-…8888"),
+        "the captured token is shown masked: {err}"
+    );
+    assert_no_secret(&err, &[newtok, SETUP]);
+    let ps = std::fs::read_to_string(&ps_log).unwrap();
+    assert!(ps.contains("setup-token"), "{ps}");
+    assert_no_secret(&ps, &[SETUP, LOGIN_ACCESS, LOGIN_REFRESH]);
+    assert_eq!(ok(&h.run(&["get"], None, &[])).0.trim(), newtok);
+    // A stand-in that prints no token changes nothing.
+    let silent = h.write(
+        "bin/claude-silent",
+        "#!/bin/sh\necho 'login cancelled'\nexit 1\n",
+        0o755,
+    );
+    let out = h.run(
+        &[
+            "reroll",
+            "--no-open",
+            "--run-setup-token",
+            "--claude",
+            silent.to_str().unwrap(),
+        ],
+        None,
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("nothing was changed"));
+    assert_eq!(ok(&h.run(&["get"], None, &[])).0.trim(), newtok);
+}

@@ -1,0 +1,207 @@
+//! The shared harness for tests that drive the real `keyferry` binary: a temporary HOME
+//! with its own Secret Service, a clean environment, and leak checks.
+
+#![allow(dead_code)]
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use tempfile::TempDir;
+
+use crate::common::{self, SecretServiceFixture};
+
+pub mod notifications;
+
+pub const USER: &str = "kftest";
+
+/// A temporary HOME with its own Secret Service.
+pub struct Home {
+    pub _dir: TempDir,
+    pub home: PathBuf,
+    pub ss: SecretServiceFixture,
+}
+
+impl Home {
+    pub fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let home = dir.path().join("home");
+        std::fs::create_dir(&home).unwrap();
+        let ss = SecretServiceFixture::start(&home, "test-password");
+        Self {
+            _dir: dir,
+            home,
+            ss,
+        }
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.home.join(rel)
+    }
+
+    pub fn write(&self, rel: &str, contents: &str, mode: u32) -> PathBuf {
+        let p = self.path(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(&p, contents).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
+        p
+    }
+
+    /// `keyferry` with a clean environment: the fixture's bus and XDG dirs, no agent.
+    pub fn kf(&self) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_keyferry"));
+        cmd.env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("USER", USER)
+            .env("KEYFERRY_SOCK", self.socket())
+            .envs(self.ss.env())
+            .current_dir(&self.home)
+            .stdin(Stdio::null());
+        cmd
+    }
+
+    /// Where the agent listens (nothing listens until [`Home::start_agent`]).
+    pub fn socket(&self) -> PathBuf {
+        self.home.join("run/agent.sock")
+    }
+
+    /// Starts `keyferry agent` and waits until it answers a handshake.
+    pub fn start_agent(&self) -> AgentProc {
+        let log = self.home.join(format!("agent-{}.log", std::process::id()));
+        let mut cmd = self.kf();
+        // Its own process group: no stray group signal from another test reaches it.
+        std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+        cmd.arg("agent")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap());
+        if std::env::var_os("KF_TEST_AGENT_LOG").is_some() {
+            cmd.env("RUST_LOG", "debug");
+        }
+        let child = cmd.spawn().expect("spawn keyferry agent");
+        let agent = AgentProc {
+            child,
+            sock: self.socket(),
+            log,
+        };
+        agent.wait_ready();
+        agent
+    }
+
+    pub fn run(&self, args: &[&str], stdin: Option<&str>, envs: &[(&str, &str)]) -> Output {
+        let mut cmd = self.kf();
+        cmd.args(args).envs(envs.iter().copied());
+        common::run_with_timeout(&mut cmd, stdin.map(str::as_bytes), common::COMMAND_TIMEOUT)
+    }
+}
+
+pub fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+#[track_caller]
+pub fn ok(out: &Output) -> (String, String) {
+    assert!(
+        out.status.success(),
+        "exit {:?}\nstdout: {}\nstderr: {}",
+        out.status.code(),
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    (text(&out.stdout), text(&out.stderr))
+}
+
+#[track_caller]
+pub fn assert_no_secret(haystack: &str, secrets: &[&str]) {
+    for s in secrets {
+        // The masked form keeps only the last 4 chars; look for a distinctive middle part.
+        let core = &s[13..s.len() - 6];
+        assert!(
+            !haystack.contains(core),
+            "secret fragment {core:?} leaked in:\n{haystack}"
+        );
+    }
+}
+
+/// Every file under `dir` whose bytes contain `needle`.
+pub fn files_containing(dir: &Path, needle: &str) -> Vec<PathBuf> {
+    let mut hits = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let p = e.path();
+            let Ok(ft) = e.file_type() else { continue };
+            if ft.is_dir() {
+                stack.push(p);
+            } else if ft.is_file() {
+                if let Ok(bytes) = std::fs::read(&p) {
+                    if bytes.windows(needle.len()).any(|w| w == needle.as_bytes()) {
+                        hits.push(p);
+                    }
+                }
+            }
+        }
+    }
+    hits
+}
+
+/// A running `keyferry agent`; SIGTERM and reaped on drop.
+pub struct AgentProc {
+    pub child: std::process::Child,
+    pub sock: PathBuf,
+    pub log: PathBuf,
+}
+
+impl AgentProc {
+    fn wait_ready(&self) {
+        let deadline = std::time::Instant::now() + common::STARTUP_TIMEOUT;
+        while std::time::Instant::now() < deadline {
+            if keyferry::client::Client::connect(&self.sock).is_ok() {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        panic!(
+            "agent did not come up on {}:\n{}",
+            self.sock.display(),
+            self.log_text()
+        );
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn client(&self) -> keyferry::client::Client {
+        keyferry::client::Client::connect(&self.sock).expect("connect to the agent")
+    }
+
+    pub fn pid(&self) -> i32 {
+        i32::try_from(self.child.id()).unwrap()
+    }
+
+    /// Sends `signal` and waits (bounded) for the exit status.
+    pub fn stop(&mut self, signal: i32) -> Option<std::process::ExitStatus> {
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(self.pid(), signal) };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        self.child.wait().ok()
+    }
+}
+
+impl Drop for AgentProc {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            self.stop(libc::SIGTERM);
+        }
+    }
+}
