@@ -11,6 +11,7 @@ supersampling. Outputs:
   tray/<state>.png, tray/<state>@2x.png              macOS template images (black on transparent)
   tray/<state>-color.png, tray/<state>-color@2x.png  Linux/other panels (coloured by state)
   32x32.png, 128x128.png, 128x128@2x.png, icon.png   app icons (Tauri bundle.icon)
+  ../ui/logo.png                                     the window's header logo (36 pt @2x)
 
 States: ok, expiring, expired, locked.
 """
@@ -216,7 +217,8 @@ def outputs():
             yield f"tray/{state}-color{suffix}.png", (
                 lambda g=glyph, s=size, c=STATE_COLORS[state]: render(s, [(g, c, 1.0)]))
     for name, size in (("32x32.png", 32), ("128x128.png", 128),
-                       ("128x128@2x.png", 256), ("icon.png", 512)):
+                       ("128x128@2x.png", 256), ("icon.png", 512),
+                       ("../ui/logo.png", 72)):
         yield name, lambda s=size: app_icon(s)
 
 
@@ -237,7 +239,7 @@ def main():
         os.makedirs(os.path.dirname(path), exist_ok=True)
         with open(path, "wb") as f:
             f.write(data)
-        print(f"wrote icons/{rel} ({len(data)} bytes)")
+        print(f"wrote {os.path.relpath(path, os.path.dirname(HERE))} ({len(data)} bytes)")
     if stale:
         print("stale icons (run python3 icons/generate.py):", ", ".join(stale), file=sys.stderr)
         sys.exit(1)

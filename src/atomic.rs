@@ -69,6 +69,7 @@ pub fn write(path: &Path, contents: &[u8], mode: u32) -> Result<(), WriteError> 
         Ok(m) => (m.mode() & 0o777) & mode,
         Err(_) => mode,
     };
+    sweep_stale(path);
     let tmp = temp_path(path);
     let result = (|| {
         let mut f = OpenOptions::new()
@@ -99,6 +100,40 @@ pub fn private_dir(dir: &Path) -> Result<(), WriteError> {
         .mode(0o700)
         .create(dir)
         .map_err(|e| err(dir, e))
+}
+
+/// Removes temp files that a writer killed mid-write left next to `path` (they may hold a
+/// token): `.NAME.keyferry-PID-…tmp` whose PID is no longer running.
+fn sweep_stale(path: &Path) {
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+        return;
+    };
+    let dir = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
+    let prefix = format!(".{}.keyferry-", name.to_string_lossy());
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let file = entry.file_name().to_string_lossy().into_owned();
+        let Some(rest) = file
+            .strip_prefix(&prefix)
+            .and_then(|r| r.strip_suffix(".tmp"))
+        else {
+            continue;
+        };
+        let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<i32>().ok()) else {
+            continue;
+        };
+        // SAFETY: kill with signal 0 only checks whether the process exists.
+        let alive = pid == std::process::id() as i32 || unsafe { libc::kill(pid, 0) } == 0;
+        if !alive {
+            let _ = fs::remove_file(entry.path());
+        }
+    }
 }
 
 fn temp_path(path: &Path) -> PathBuf {
@@ -135,6 +170,17 @@ mod tests {
             1,
             "no temp file left"
         );
+    }
+
+    #[test]
+    fn stale_temp_files_of_dead_writers_are_swept() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join(".env");
+        // PIDs above pid_max do not exist.
+        let stale = dir.path().join("..env.keyferry-99999999-1.tmp");
+        fs::write(&stale, "TOKEN=leftover").unwrap();
+        write(&p, b"K=v", 0o600).unwrap();
+        assert!(!stale.exists());
     }
 
     #[test]

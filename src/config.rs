@@ -145,6 +145,9 @@ pub struct Config {
     pub agent: AgentConfig,
     #[serde(default)]
     pub policy: BTreeMap<String, PolicyConfig>,
+    /// `[[sink]]`: files the agent keeps current.
+    #[serde(default)]
+    pub sink: Vec<crate::sink::SinkConfig>,
     #[serde(default)]
     pub credentials: BTreeMap<String, CredentialConfig>,
     #[serde(skip)]
@@ -213,6 +216,12 @@ impl Config {
                     .unwrap_or_default(),
         })?;
         cfg.path = path.to_path_buf();
+        for sink in &cfg.sink {
+            sink.target().map_err(|message| ConfigError::Parse {
+                path: paths::display(path),
+                message,
+            })?;
+        }
         for t in &cfg.agent.expiry_thresholds {
             parse_duration(t).map_err(|message| ConfigError::Parse {
                 path: paths::display(path),

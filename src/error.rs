@@ -30,6 +30,10 @@ pub enum Error {
     #[error("{0}")]
     Invalid(String),
     #[error(transparent)]
+    Snapshot(#[from] crate::snapshot::SnapshotError),
+    #[error(transparent)]
+    Provision(#[from] crate::provision::ProvisionError),
+    #[error(transparent)]
     Reroll(#[from] crate::reroll::RerollError),
 }
 
@@ -79,6 +83,8 @@ impl Error {
             Self::Write(_) => "write_failed",
             Self::NotFound { .. } => "not_found",
             Self::Invalid(_) => "invalid",
+            Self::Snapshot(_) => "unsupported",
+            Self::Provision(_) => "provision_failed",
             Self::Reroll(_) => "reroll_failed",
         }
     }

@@ -78,6 +78,15 @@ pub enum Request {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         passphrase: Option<WireSecret>,
     },
+    /// Write a credentials snapshot to `path` now and keep it current.
+    Snapshot {
+        name: String,
+        path: String,
+        #[serde(default)]
+        include_refresh_token: bool,
+    },
+    /// Stop keeping the snapshot at `path` current.
+    Forget { path: String },
     /// Become an approver: receive `approval` events for `ask`-policy requests.
     Approvals,
     /// Answer an approval request.
@@ -96,6 +105,8 @@ impl Request {
             Self::Clear { .. } => "clear",
             Self::Lock { .. } => "lock",
             Self::Unlock { .. } => "unlock",
+            Self::Snapshot { .. } => "snapshot",
+            Self::Forget { .. } => "forget",
             Self::Approvals => "approvals",
             Self::Approve { .. } => "approve",
         }
@@ -274,6 +285,17 @@ pub enum Event {
     },
     Approval {
         approval: ApprovalRequest,
+    },
+    /// A sink (`.env`, snapshot) was rewritten with the current token.
+    SinkWritten {
+        name: String,
+        path: String,
+    },
+    /// A sink could not be written.
+    SinkFailed {
+        name: String,
+        path: String,
+        error: ErrorBody,
     },
     /// The subscriber fell behind and missed this many events; re-read `status`.
     Lagged {

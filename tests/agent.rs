@@ -1,6 +1,9 @@
 //! The real `keyferry agent` binary: serving over the socket, permission checks with a real
 //! second Unix user, policy, lock, hostile clients, live watching, restarts, versions.
 
+// Real Secret Service, keyutils and /proc: these run on Linux only.
+#![cfg(target_os = "linux")]
+
 mod common;
 mod kf;
 
@@ -520,25 +523,8 @@ fn install_writes_a_user_service() {
 /// it cannot even reach root's agent through the 0700 directory.
 #[test]
 fn another_unix_user_is_refused_and_audited() {
-    assert_eq!(
-        keyferry::paths::current_uid(),
-        0,
-        "this test creates a Unix user: run the test command as root (CI does)"
-    );
     let user = "kfother";
-    if !Command::new("id")
-        .arg(user)
-        .output()
-        .unwrap()
-        .status
-        .success()
-    {
-        let out = Command::new("useradd")
-            .args(["--create-home", "--shell", "/bin/sh", user])
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "useradd: {}", text(&out.stderr));
-    }
+    kf::ensure_user(user);
     let other_home = text(
         &Command::new(common::which("runuser").expect("runuser"))
             .args(["-u", user, "--", "mktemp", "-d"])

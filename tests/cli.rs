@@ -2,6 +2,9 @@
 //! temporary HOME: the cfauth lookup chain, setup/get/status/clear, malformed files, exits,
 //! and that no secret leaks into output, logs or the argv of spawned processes.
 
+// Real Secret Service, keyutils and /proc: these run on Linux only.
+#![cfg(target_os = "linux")]
+
 mod common;
 mod kf;
 

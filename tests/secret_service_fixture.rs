@@ -2,6 +2,9 @@
 //! a locked fixture is really locked, the bare bus never activates a Secret Service, and
 //! dropping a fixture leaves no process behind.
 
+// Real Secret Service, keyutils and /proc: these run on Linux only.
+#![cfg(target_os = "linux")]
+
 mod common;
 
 use std::time::{Duration, Instant};

@@ -9,6 +9,9 @@
 //! in a child process selected by `KEYFERRY_STORE_CONTRACT_ROLE`. Failures are collected per
 //! backend and reported together, so one broken backend does not hide another.
 
+// Real Secret Service, keyutils and /proc: these run on Linux only.
+#![cfg(target_os = "linux")]
+
 mod common;
 
 use std::process::Command;

@@ -1,1 +1,339 @@
-fn main() {}
+//! Keyferry's menu-bar app: the agent (in-process, or a client of a headless one), a tray
+//! that shows it, notifications, and a small window. Tauri glue only: the menu model, icon
+//! state and texts come from `tray_model` (bound for the library as `keyferry::tray`).
+
+#![cfg_attr(not(debug_assertions), windows_subsystem = "windows")]
+
+mod backend;
+mod commands;
+mod tray;
+mod tray_model;
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use keyferry::audit::Audit;
+use keyferry::config::Config;
+use keyferry::protocol::Event;
+use keyferry::secret::Secret;
+use tauri::{AppHandle, Emitter, Manager, RunEvent, WindowEvent};
+use tauri_plugin_autostart::{MacosLauncher, ManagerExt as _};
+use time::OffsetDateTime;
+
+use backend::Backend;
+use tray::{Tray, TrayCell};
+use tray_model::{AgentLink, Applied, MenuAction, Settings, TrayState, RECENT_MAX};
+
+/// Everything the app shares between the tray, the commands and the event pump.
+pub struct Shared {
+    pub backend: Backend,
+    pub state: Mutex<TrayState>,
+    /// The reroll wizard's captured or pasted token, until it is stored or discarded.
+    pub pending: Mutex<Option<Secret>>,
+    /// Wakes the countdown timer early (after an event changed what it waits for).
+    pub wake: tokio::sync::Notify,
+}
+
+impl Shared {
+    pub fn state(&self) -> std::sync::MutexGuard<'_, TrayState> {
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+fn now() -> OffsetDateTime {
+    OffsetDateTime::now_utc()
+}
+
+/// Redraws the tray from the state and tells the window to re-read its view.
+pub fn redraw(app: &AppHandle) {
+    let shared = app.state::<Shared>();
+    let (model, icon, tooltip) = {
+        let s = shared.state();
+        (s.menu(now()), s.icon(), s.tooltip(now()))
+    };
+    // Menu calls from other threads block on the main thread; doing the whole update there
+    // means the tray's lock is only ever taken on one thread.
+    let main = app.clone();
+    let _ = app.run_on_main_thread(move || {
+        let cell = main.state::<TrayCell>();
+        let mut guard = cell
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(tray) = guard.as_mut() {
+            if let Err(e) = tray.update(&main, model, icon, &tooltip) {
+                tracing::warn!(error = %e, "cannot update the tray");
+            }
+        }
+    });
+    let _ = app.emit("kf://changed", ());
+    shared.wake.notify_one();
+}
+
+fn resync(app: &AppHandle) {
+    let shared = app.state::<Shared>();
+    match shared.backend.status() {
+        Ok(status) => shared.state().reset(&status),
+        Err(e) => shared.state().notice = Some(e),
+    }
+}
+
+fn on_event(app: &AppHandle, event: &Event) {
+    let shared = app.state::<Shared>();
+    let applied = shared.state().apply(event, now());
+    match applied {
+        Applied::Nothing => return,
+        Applied::Resync => resync(app),
+        Applied::Changed => {}
+    }
+    redraw(app);
+}
+
+/// Shows a desktop notification, or — when the desktop has none — the tray's notice line.
+pub fn notify(app: &AppHandle, summary: &str, body: &str) {
+    #[cfg(target_os = "macos")]
+    {
+        use tauri_plugin_notification::NotificationExt as _;
+        if app
+            .notification()
+            .builder()
+            .title(summary)
+            .body(body)
+            .show()
+            .is_ok()
+        {
+            return;
+        }
+    }
+    #[cfg(not(target_os = "macos"))]
+    {
+        // The plugin drops notifications silently without a service; the library detects it.
+        match keyferry::notification::send(summary, body) {
+            keyferry::notification::Delivery::Shown => return,
+            other => {
+                tracing::info!(%summary, %body, delivery = ?other, "notification not shown; tray line instead")
+            }
+        }
+    }
+    app.state::<Shared>().state().notice = Some(format!("{summary}: {body}"));
+    redraw(app);
+}
+
+pub fn show_window(app: &AppHandle, section: Option<&str>) {
+    if let Some(w) = app.get_webview_window("main") {
+        let _ = w.show();
+        let _ = w.unminimize();
+        let _ = w.set_focus();
+    }
+    if let Some(section) = section {
+        let _ = app.emit("kf://show", section);
+    }
+}
+
+fn set_autostart(app: &AppHandle, enabled: bool) -> Result<bool, String> {
+    let auto = app.autolaunch();
+    if enabled {
+        auto.enable()
+    } else {
+        auto.disable()
+    }
+    .map_err(|e| e.to_string())?;
+    let now_enabled = auto.is_enabled().unwrap_or(enabled);
+    app.state::<Shared>().state().autostart = now_enabled;
+    redraw(app);
+    Ok(now_enabled)
+}
+
+fn on_menu(app: &AppHandle, id: &str) {
+    let Some(action) = MenuAction::from_id(id) else {
+        return;
+    };
+    let shared = app.state::<Shared>();
+    match action {
+        MenuAction::Credential(name) => show_window(app, Some(&format!("cred:{name}"))),
+        MenuAction::Approvals => show_window(app, Some("approvals")),
+        MenuAction::Reroll | MenuAction::Alert => show_window(app, Some("reroll")),
+        MenuAction::Open => show_window(app, None),
+        MenuAction::ToggleLock => {
+            let locked = shared.state().locked;
+            if let Err(e) = shared.backend.set_locked(!locked) {
+                shared.state().notice = Some(e);
+                redraw(app);
+            }
+        }
+        MenuAction::ToggleAutostart => {
+            let enabled = shared.state().autostart;
+            if let Err(e) = set_autostart(app, !enabled) {
+                shared.state().notice = Some(format!("Start at login: {e}"));
+                redraw(app);
+            }
+            if let Some(t) = app
+                .state::<TrayCell>()
+                .0
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .as_ref()
+            {
+                t.resync_check(id);
+            }
+        }
+        MenuAction::Quit => app.exit(0),
+    }
+}
+
+/// Keeps countdowns and "ago" texts current: sleeps until the next text change (or an event).
+fn spawn_ticker(app: AppHandle) {
+    tauri::async_runtime::spawn(async move {
+        loop {
+            let wait = app.state::<Shared>().state().next_refresh(now());
+            let wait = wait.map_or(Duration::from_secs(3600), |d| {
+                Duration::from_secs(d.whole_seconds().clamp(1, 3600).unsigned_abs())
+            });
+            let shared = app.state::<Shared>();
+            tokio::select! {
+                () = tokio::time::sleep(wait) => {
+                    shared.state().expire_approvals(now());
+                    redraw(&app);
+                }
+                () = shared.wake.notified() => {}
+            }
+        }
+    });
+}
+
+/// SIGTERM/SIGINT quit cleanly, so the embedded agent removes its socket.
+fn spawn_signals(app: AppHandle) {
+    tauri::async_runtime::spawn(async move {
+        use tokio::signal::unix::{signal, SignalKind};
+        let (Ok(mut term), Ok(mut int)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) else {
+            return;
+        };
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+        app.exit(0);
+    });
+}
+
+fn setup(app: &mut tauri::App) -> Result<(), Box<dyn std::error::Error>> {
+    #[cfg(target_os = "macos")]
+    app.set_activation_policy(tauri::ActivationPolicy::Accessory);
+
+    let handle = app.handle().clone();
+    let (backend, link, settings) = match Config::load() {
+        Ok(config) => {
+            let settings = Settings {
+                expiry_thresholds: config.agent.expiry_thresholds.clone(),
+                notifications: config.agent.notifications,
+                notify_on_access: config.agent.notify_on_access,
+                approval_timeout_secs: config.agent.approval_timeout_secs,
+                config_path: keyferry::paths::display(&keyferry::paths::config_file()),
+            };
+            let (backend, link) = Backend::start(config);
+            (backend, link, settings)
+        }
+        Err(e) => (
+            Backend::Down,
+            AgentLink::Down {
+                reason: e.to_string(),
+            },
+            Settings::default(),
+        ),
+    };
+    let mut state = TrayState::new(link);
+    state.settings = settings;
+    state.autostart = app.autolaunch().is_enabled().unwrap_or(false);
+    state.seed_recent(Audit::tail(&Audit::default_path(), RECENT_MAX).unwrap_or_default());
+    app.manage(Shared {
+        backend,
+        state: Mutex::new(state),
+        pending: Mutex::new(None),
+        wake: tokio::sync::Notify::new(),
+    });
+    app.manage(TrayCell(Mutex::new(None)));
+
+    let pump = handle.clone();
+    app.state::<Shared>()
+        .backend
+        .pump(move |event| on_event(&pump, &event));
+    resync(&handle);
+
+    let (model, icon, tooltip) = {
+        let shared = app.state::<Shared>();
+        let s = shared.state();
+        (s.menu(now()), s.icon(), s.tooltip(now()))
+    };
+    let tray: Tray = tray::create(&handle, model, icon, &tooltip, on_menu)?;
+    *app.state::<TrayCell>()
+        .0
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(tray);
+    tracing::info!(link = ?app.state::<Shared>().state().link, "tray ready");
+
+    spawn_ticker(handle.clone());
+    spawn_signals(handle.clone());
+    if std::env::args().any(|a| a == "--show") {
+        show_window(&handle, None);
+    }
+    Ok(())
+}
+
+fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+
+    let app = tauri::Builder::default()
+        // First, so a second launch only focuses the first one's window.
+        .plugin(tauri_plugin_single_instance::init(|app, _argv, _cwd| {
+            show_window(app, None)
+        }))
+        .plugin(tauri_plugin_notification::init())
+        .plugin(tauri_plugin_autostart::init(
+            MacosLauncher::LaunchAgent,
+            None,
+        ))
+        .invoke_handler(tauri::generate_handler![
+            commands::view,
+            commands::set_locked,
+            commands::approve,
+            commands::open_revoke_page,
+            commands::run_setup_token,
+            commands::paste_token,
+            commands::store_token,
+            commands::discard_token,
+            commands::set_autostart,
+        ])
+        .on_window_event(|window, event| {
+            // Closing the window hides it; the app lives in the tray until Quit.
+            if let WindowEvent::CloseRequested { api, .. } = event {
+                api.prevent_close();
+                let _ = window.hide();
+            }
+        })
+        .setup(setup)
+        .build(tauri::generate_context!())
+        .expect("building the Keyferry app");
+
+    app.run(|app, event| match event {
+        RunEvent::ExitRequested {
+            api, code: None, ..
+        } => api.prevent_exit(),
+        RunEvent::Exit => {
+            if let Some(shared) = app.try_state::<Shared>() {
+                shared.backend.shutdown();
+            }
+        }
+        _ => {}
+    });
+}

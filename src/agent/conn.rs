@@ -189,6 +189,25 @@ async fn dispatch(agent: &Arc<Agent>, request: Request, id: Option<u64>, peer: &
                 .unlock(passphrase.as_ref().map(|p| &p.0), peer)
                 .map(|()| serde_json::json!({ "locked": false })),
         ),
+        Request::Snapshot {
+            name,
+            path,
+            include_refresh_token,
+        } => result(
+            agent
+                .register_snapshot(
+                    &name,
+                    std::path::Path::new(&path),
+                    include_refresh_token,
+                    peer,
+                )
+                .map(|()| serde_json::json!({ "written": path })),
+        ),
+        Request::Forget { path } => result(
+            agent
+                .forget_snapshot(std::path::Path::new(&path), peer)
+                .map(|f| serde_json::json!({ "forgotten": f })),
+        ),
         Request::Approve { request, decision } => {
             let delivered = agent.approve(request, decision);
             agent.record(

@@ -6,6 +6,7 @@ mod approval;
 mod conn;
 pub mod peer;
 mod server;
+mod sinks;
 pub mod socket;
 mod state;
 mod tasks;
@@ -42,6 +43,10 @@ pub struct Agent {
     uid: u32,
     /// Wakes the expiry task when a credential changed.
     changed: tokio::sync::Notify,
+    /// `[[sink]]`s from config.
+    sinks: Vec<crate::sink::Target>,
+    /// Snapshots registered at run time (persisted in the state directory).
+    registered: std::sync::Mutex<Vec<crate::sink::Target>>,
 }
 
 impl Agent {
@@ -55,7 +60,10 @@ impl Agent {
         );
         let (events, _) = broadcast::channel(1024);
         let cfg = config.agent.clone();
+        let sinks = config.sink.iter().filter_map(|s| s.target().ok()).collect();
         Arc::new(Self {
+            sinks,
+            registered: std::sync::Mutex::new(crate::sink::Registry::load()),
             thresholds: Thresholds::from_config(&cfg),
             broker: Broker::new(config),
             cfg,

@@ -130,15 +130,25 @@ impl Agent {
         for name in names {
             let slot = self.resolve_slot(name);
             let mut state = self.write_state();
-            let differs = state
-                .slots
-                .get(name)
-                .map_or(true, |old| old.identity() != slot.identity());
+            let old = state.slots.get(name);
+            let differs = old.map_or(true, |old| old.identity() != slot.identity());
+            // Sinks follow the token itself (and its expiry), not health or warnings.
+            let token_of = |s: &Slot| {
+                s.credential
+                    .as_ref()
+                    .map(|c| (fingerprint(c.token.expose()), c.expires_at))
+            };
+            let moved = token_of(&slot).is_some() && old.and_then(token_of) != token_of(&slot);
+            let for_sinks = if moved { slot.credential.clone() } else { None };
             if differs {
                 tracing::info!(credential = %name, source = ?slot.status.source, health = ?slot.status.health, "credential changed");
                 changed.push(slot.status.clone());
             }
             state.slots.insert(name.clone(), slot);
+            drop(state);
+            if let Some(c) = for_sinks {
+                self.write_sinks(name, &c);
+            }
         }
         for status in changed {
             self.emit(Event::Changed { status });

@@ -11,6 +11,7 @@ use tempfile::TempDir;
 
 use crate::common::{self, SecretServiceFixture};
 
+pub mod fake_api;
 pub mod notifications;
 
 pub const USER: &str = "kftest";
@@ -204,4 +205,75 @@ impl Drop for AgentProc {
             self.stop(libc::SIGTERM);
         }
     }
+}
+
+/// The real `claude` CLI from npm: `$KEYFERRY_TEST_CLAUDE`, else what the test command
+/// installs under `target/npm`.
+pub fn claude_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("KEYFERRY_TEST_CLAUDE") {
+        return PathBuf::from(p);
+    }
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/npm/node_modules/.bin/claude");
+    assert!(
+        p.exists(),
+        "the real claude CLI is missing at {}: run `bash scripts/test.sh` (it installs it) or \
+         `npm install --prefix target/npm @anthropic-ai/claude-code@2`",
+        p.display()
+    );
+    p
+}
+
+/// A second real Unix user for permission tests (created once; needs root, as in CI).
+pub fn ensure_user(user: &str) {
+    assert_eq!(
+        keyferry::paths::current_uid(),
+        0,
+        "this test needs a second Unix user: run the test command as root (CI does)"
+    );
+    if !Command::new("id")
+        .arg(user)
+        .output()
+        .unwrap()
+        .status
+        .success()
+    {
+        let out = Command::new(common::which("useradd").expect("useradd (Debian package passwd)"))
+            .args(["--create-home", "--shell", "/bin/sh", user])
+            .output()
+            .unwrap();
+        // A concurrent test may have created it meanwhile.
+        assert!(
+            out.status.success()
+                || Command::new("id")
+                    .arg(user)
+                    .output()
+                    .unwrap()
+                    .status
+                    .success(),
+            "useradd: {}",
+            text(&out.stderr)
+        );
+    }
+    // '*' = no password but not locked, so sshd (UsePAM no) accepts key logins.
+    let _ = Command::new(common::which("usermod").expect("usermod"))
+        .args(["-p", "*", user])
+        .output();
+}
+
+/// Samples every process's argv until `stop`, returning all lines seen.
+pub fn sample_ps(
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<String> {
+    std::thread::spawn(move || {
+        let mut all = String::new();
+        let mut rounds = 0;
+        while !stop.load(std::sync::atomic::Ordering::SeqCst) && rounds < 2000 {
+            if let Ok(out) = Command::new("ps").args(["-eo", "args"]).output() {
+                all.push_str(&String::from_utf8_lossy(&out.stdout));
+            }
+            rounds += 1;
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        all
+    })
 }

@@ -130,6 +130,10 @@ pub fn watch(cli: &Cli, config: &Config, json: bool) -> anyhow::Result<i32> {
                 "approval #{}: {} wants {}",
                 approval.request, approval.peer, approval.credential
             ),
+            Event::SinkWritten { name, path } => format!("sink     {name} → {path}"),
+            Event::SinkFailed { name, path, error } => {
+                format!("sink     {name} → {path} FAILED: {}", error.message)
+            }
             Event::Lagged { missed } => format!("(missed {missed} events)"),
         };
         println!("{text}");

@@ -2,6 +2,7 @@
 //! is in the library.
 
 mod agent_cmd;
+mod deliver;
 mod term;
 mod tokens;
 
@@ -75,6 +76,12 @@ pub enum Cmd {
     },
     /// Write the token for other tools: into a .env file (default), or print it.
     Export(tokens::ExportArgs),
+    /// Write a credentials snapshot for a file-scoped mount (kept current by a running agent).
+    Snapshot(deliver::SnapshotArgs),
+    /// Run a command with the token in its environment (never in its argv).
+    Exec(deliver::ExecArgs),
+    /// Write an export block into a sandbox's ~/.bashrc over a transport's stdin.
+    Provision(deliver::ProvisionArgs),
     /// Run the agent in the foreground, or install/uninstall it as a login service.
     Agent {
         #[command(subcommand)]
@@ -183,6 +190,9 @@ fn run(cli: &Cli) -> anyhow::Result<i32> {
         Cmd::Lock { passphrase } => agent_cmd::lock(cli, &config, *passphrase),
         Cmd::Unlock => agent_cmd::unlock(cli, &config),
         Cmd::Watch { json } => agent_cmd::watch(cli, &config, *json),
+        Cmd::Snapshot(args) => deliver::snapshot(cli, config, args),
+        Cmd::Exec(args) => deliver::exec(cli, config, args),
+        Cmd::Provision(args) => deliver::provision(cli, config, args),
         _ => tokens::run(cli, config),
     }
 }

@@ -79,11 +79,11 @@ pub fn connect(cli: &Cli, config: &Config) -> anyhow::Result<Option<Client>> {
 }
 
 /// What `get` and `export` serve: name, origin, kind, variable and the token.
-struct Served {
-    origin: String,
-    env_var: String,
-    token: Secret,
-    json: serde_json::Value,
+pub struct Served {
+    pub origin: String,
+    pub env_var: String,
+    pub token: Secret,
+    pub json: serde_json::Value,
 }
 
 fn served_direct(b: &Broker, found: &Found) -> Result<Served, Error> {
@@ -99,7 +99,7 @@ fn served_direct(b: &Broker, found: &Found) -> Result<Served, Error> {
     })
 }
 
-fn serve(cli: &Cli, b: &Broker, name: &str) -> anyhow::Result<Served> {
+pub fn serve(cli: &Cli, b: &Broker, name: &str) -> anyhow::Result<Served> {
     // An explicit environment override wins even over a running agent.
     if let Some(found) = b.env_override(name)? {
         return Ok(served_direct(b, &found)?);

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Installs the Debian packages Keyferry's build and tests need (as root), or says exactly
+# what to install. Usage: scripts/deps.sh build|test
+set -euo pipefail
+
+build=(pkg-config libdbus-1-dev)
+# Real parts the tests drive: a Secret Service on a private bus, kernel keyutils, socat as a
+# raw protocol client, useradd/runuser for the second-user test, ps for argv checks,
+# bubblewrap sandboxes, OpenSSH (sshd on 127.0.0.1).
+test=(dbus gnome-keyring libsecret-tools keyutils socat passwd util-linux procps
+      bubblewrap openssh-server openssh-client)
+
+want=("${build[@]}")
+[ "${1:-build}" = test ] && want+=("${test[@]}")
+
+missing=()
+for p in "${want[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+# Node.js and npm run the real claude CLI; any install with an `npm` command will do
+# (NodeSource's nodejs package ships npm itself).
+if [ "${1:-build}" = test ] && ! command -v npm >/dev/null; then
+  missing+=(nodejs npm)
+fi
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+if [ "$(id -u)" -ne 0 ]; then
+  echo "keyferry: missing Debian packages: ${missing[*]}" >&2
+  echo "install them with: sudo apt-get install -y --no-install-recommends ${missing[*]}" >&2
+  exit 1
+fi
+echo "keyferry: installing ${missing[*]}" >&2
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq >/dev/null
+apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null

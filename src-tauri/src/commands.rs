@@ -1,0 +1,119 @@
+//! The window's commands: each a few lines calling the library. The capability file allows
+//! exactly these (build.rs generates their `allow-*` permissions).
+
+use keyferry::protocol::Decision;
+use keyferry::reroll;
+use keyferry::secret::Secret;
+use tauri::{AppHandle, Emitter, Manager, State};
+use time::OffsetDateTime;
+
+use crate::tray_model::{self, Candidate, RerollDone, WindowView};
+use crate::Shared;
+
+#[tauri::command]
+pub fn view(shared: State<'_, Shared>) -> WindowView {
+    shared.state().view(OffsetDateTime::now_utc())
+}
+
+#[tauri::command]
+pub fn set_locked(locked: bool, shared: State<'_, Shared>) -> Result<(), String> {
+    shared.backend.set_locked(locked)
+}
+
+#[tauri::command]
+pub fn approve(
+    request: u64,
+    decision: Decision,
+    app: AppHandle,
+    shared: State<'_, Shared>,
+) -> Result<(), String> {
+    let result = shared.backend.approve(request, decision);
+    shared.state().answered(request);
+    crate::redraw(&app);
+    result
+}
+
+/// Step 1 of the reroll wizard: the page where the old token is revoked.
+#[tauri::command]
+pub fn open_revoke_page() -> Result<String, String> {
+    open::that_detached(reroll::REVOKE_URL)
+        .map(|()| reroll::REVOKE_URL.to_owned())
+        .map_err(|e| {
+            format!(
+                "cannot open a browser ({e}); open {} yourself",
+                reroll::REVOKE_URL
+            )
+        })
+}
+
+/// Step 2: runs `claude setup-token`, streaming its (masked) output to the window, and keeps
+/// the token it printed for step 3.
+#[tauri::command]
+pub async fn run_setup_token(app: AppHandle) -> Result<Candidate, String> {
+    let echo = app.clone();
+    let token = tauri::async_runtime::spawn_blocking(move || {
+        reroll::run_setup_token(&reroll::claude_program(None), |line| {
+            let _ = echo.emit("kf://reroll-output", line.to_owned());
+        })
+    })
+    .await
+    .map_err(|e| e.to_string())?
+    .map_err(|e| e.to_string())?;
+    keep(&app, token)
+}
+
+/// Step 2, by hand: a pasted token.
+#[tauri::command]
+pub fn paste_token(token: String, app: AppHandle) -> Result<Candidate, String> {
+    keep(&app, Secret::from_trimmed(token))
+}
+
+fn keep(app: &AppHandle, token: Secret) -> Result<Candidate, String> {
+    let candidate = tray_model::check_reroll_token(&token, OffsetDateTime::now_utc())?;
+    *app.state::<Shared>()
+        .pending
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(token);
+    Ok(candidate)
+}
+
+/// Step 3: stores the kept token (the old one stays until this succeeds) and notifies.
+#[tauri::command]
+pub async fn store_token(name: String, app: AppHandle) -> Result<RerollDone, String> {
+    let shared = app.state::<Shared>();
+    let token = shared
+        .pending
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .take()
+        .ok_or("no token to store; run `claude setup-token` or paste one first")?;
+    let status = match shared.backend.store(&name, token.clone()).await {
+        Ok(s) => s,
+        Err(e) => {
+            // Keep it for another try (the stored token is unchanged).
+            *shared
+                .pending
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(token);
+            return Err(e);
+        }
+    };
+    let done = tray_model::reroll_done(&status, OffsetDateTime::now_utc());
+    let (notifier, summary, body) = (app.clone(), done.summary.clone(), done.body.clone());
+    tauri::async_runtime::spawn_blocking(move || crate::notify(&notifier, &summary, &body));
+    Ok(done)
+}
+
+#[tauri::command]
+pub fn discard_token(shared: State<'_, Shared>) {
+    shared
+        .pending
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .take();
+}
+
+#[tauri::command]
+pub fn set_autostart(enabled: bool, app: AppHandle) -> Result<bool, String> {
+    crate::set_autostart(&app, enabled)
+}

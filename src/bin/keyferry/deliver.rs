@@ -1,0 +1,271 @@
+//! Delivery commands: `snapshot`, `exec` (with its pre-launch audit) and `provision`.
+
+use std::io::IsTerminal;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+
+use clap::Args;
+use keyferry::broker::Broker;
+use keyferry::config::Config;
+use keyferry::error::exit;
+use keyferry::launch::{Injection, Mount, Plan, FORWARD};
+use keyferry::protocol::Request;
+use keyferry::provision::{self, Block};
+use keyferry::{Error, Secret};
+
+use crate::tokens::{connect, serve};
+use crate::Cli;
+
+#[derive(Args)]
+pub struct SnapshotArgs {
+    /// Credential name.
+    #[arg(default_value = "claude")]
+    name: String,
+    /// Where to write it (file-scoped mount source).
+    #[arg(long, value_name = "PATH", required_unless_present = "forget")]
+    out: Option<PathBuf>,
+    /// Keep the refresh token in it (only for a single sandbox that must own the login).
+    #[arg(long)]
+    include_refresh_token: bool,
+    /// Stop keeping the snapshot at PATH current.
+    #[arg(long, value_name = "PATH", conflicts_with_all = ["out", "include_refresh_token"])]
+    forget: Option<PathBuf>,
+}
+
+#[derive(Args)]
+pub struct ExecArgs {
+    /// Credentials to inject (repeatable; default claude).
+    #[arg(long = "cred", value_name = "NAME")]
+    creds: Vec<String>,
+    /// Extra variables for the command (repeatable).
+    #[arg(long = "env", value_name = "K=V", value_parser = parse_kv)]
+    extra: Vec<(String, String)>,
+    /// Start from an empty environment plus PATH, HOME, USER, LANG, TERM…
+    #[arg(long)]
+    clean_env: bool,
+    /// Write a snapshot of the first credential to PATH before launching (kept current by a running agent).
+    #[arg(long, value_name = "PATH")]
+    snapshot: Vec<PathBuf>,
+    /// Print the audit and exit without running anything.
+    #[arg(long)]
+    dry_run: bool,
+    /// Print the audit before running (default when stderr is a terminal).
+    #[arg(long, conflicts_with = "quiet")]
+    audit: bool,
+    /// Never print the audit.
+    #[arg(long)]
+    quiet: bool,
+    /// The command, after `--`.
+    #[arg(last = true, required = true, value_name = "CMD")]
+    command: Vec<String>,
+}
+
+#[derive(Args)]
+pub struct ProvisionArgs {
+    /// The transport that runs `sh` in the sandbox, e.g. 'ssh host sh' or 'docker exec -i CTR sh'.
+    #[arg(long, value_name = "COMMAND")]
+    via: String,
+    /// Credentials to export (repeatable; default claude).
+    #[arg(long = "cred", value_name = "NAME")]
+    creds: Vec<String>,
+    /// Marker name: `# NAME` … `# end-NAME` (use cf-claude-auth to adopt cf's block).
+    #[arg(long, value_name = "NAME")]
+    marker: Option<String>,
+    /// The rc file in the sandbox.
+    #[arg(long, value_name = "PATH", default_value = "~/.bashrc")]
+    rc: String,
+    /// Remove the block instead.
+    #[arg(long)]
+    remove: bool,
+    /// Show the transport and the (masked) block without running anything.
+    #[arg(long)]
+    dry_run: bool,
+}
+
+fn parse_kv(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .filter(|(k, _)| !k.is_empty())
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .ok_or_else(|| format!("{s:?} is not K=V"))
+}
+
+fn absolute(p: &Path) -> anyhow::Result<PathBuf> {
+    Ok(if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        std::env::current_dir()?.join(p)
+    })
+}
+
+pub fn snapshot(cli: &Cli, config: Config, args: &SnapshotArgs) -> anyhow::Result<i32> {
+    let agent = connect(cli, &config)?;
+    if let Some(path) = &args.forget {
+        let path = absolute(path)?;
+        let Some(mut c) = agent else {
+            anyhow::bail!(
+                "no agent is running, so nothing keeps {} current; nothing to forget",
+                path.display()
+            );
+        };
+        let v: serde_json::Value = c.call(Request::Forget {
+            path: path.display().to_string(),
+        })?;
+        if v["forgotten"].as_bool() == Some(true) {
+            eprintln!(
+                "keyferry: the agent no longer updates {} (the file is left as it is)",
+                path.display()
+            );
+        } else {
+            eprintln!("keyferry: {} was not registered", path.display());
+        }
+        return Ok(exit::OK);
+    }
+    let path = absolute(args.out.as_deref().expect("clap requires --out"))?;
+    write_snapshot(
+        cli,
+        &Broker::new(config),
+        agent,
+        &args.name,
+        &path,
+        args.include_refresh_token,
+    )?;
+    Ok(exit::OK)
+}
+
+fn write_snapshot(
+    cli: &Cli,
+    b: &Broker,
+    agent: Option<keyferry::client::Client>,
+    name: &str,
+    path: &Path,
+    include_refresh_token: bool,
+) -> anyhow::Result<()> {
+    if include_refresh_token {
+        crate::term::warn(
+            "the snapshot includes the refresh token: only one party may refresh a login, so the host's Claude Code and this sandbox will log each other out if both refresh",
+        );
+    }
+    if let Some(mut c) = agent {
+        let _: serde_json::Value = c.call(Request::Snapshot {
+            name: name.to_owned(),
+            path: path.display().to_string(),
+            include_refresh_token,
+        })?;
+        eprintln!("keyferry: wrote {} ({name}); the agent keeps it current until `keyferry snapshot --forget {}`", path.display(), path.display());
+        return Ok(());
+    }
+    let _ = cli;
+    let found = b.resolve(name)?;
+    let text = keyferry::snapshot::render(name, &found.resolved.credential, include_refresh_token)
+        .map_err(Error::from)?;
+    keyferry::sink::write_in_place(path, &text).map_err(Error::from)?;
+    eprintln!(
+        "keyferry: wrote {} ({name} from {}); no agent is running, so it will not follow token changes",
+        path.display(),
+        found.resolved.origin
+    );
+    Ok(())
+}
+
+pub fn exec(cli: &Cli, config: Config, args: &ExecArgs) -> anyhow::Result<i32> {
+    let creds = if args.creds.is_empty() {
+        vec!["claude".to_owned()]
+    } else {
+        args.creds.clone()
+    };
+    let b = Broker::new(config);
+    let mut injections = Vec::new();
+    for name in &creds {
+        let s = serve(cli, &b, name)?;
+        injections.push(Injection {
+            name: name.clone(),
+            var: s.env_var,
+            token: s.token,
+            origin: s.origin,
+        });
+    }
+    let mut snapshots = Vec::new();
+    for path in &args.snapshot {
+        let path = absolute(path)?;
+        if !args.dry_run {
+            write_snapshot(cli, &b, connect(cli, &b.config)?, &creds[0], &path, false)?;
+        }
+        snapshots.push(Mount {
+            source: path.display().to_string(),
+            target: format!("(snapshot of {}, no refresh token)", creds[0]),
+            mode: "kept current by the agent",
+        });
+    }
+    let host: Vec<(String, String)> = std::env::vars().collect();
+    let extra = args
+        .extra
+        .iter()
+        .map(|(k, v)| (k.clone(), Secret::new(v.clone())))
+        .collect();
+    let plan = Plan::build(
+        args.command.clone(),
+        injections,
+        extra,
+        args.clean_env,
+        &host,
+        snapshots,
+    );
+    let stderr_tty = std::io::stderr().is_terminal();
+    let color = stderr_tty && std::env::var_os("NO_COLOR").is_none();
+    if args.dry_run {
+        eprint!("{}", plan.audit(color));
+        eprintln!("\n(dry run: nothing was started)");
+        return Ok(exit::OK);
+    }
+    if args.audit || (stderr_tty && !args.quiet) {
+        eprint!("{}", plan.audit(color));
+    }
+    let err = plan.command().exec();
+    Err(Error::Invalid(format!("cannot run {}: {err}", plan.argv[0])).into())
+}
+
+pub fn provision(cli: &Cli, config: Config, args: &ProvisionArgs) -> anyhow::Result<i32> {
+    let creds = if args.creds.is_empty() {
+        vec!["claude".to_owned()]
+    } else {
+        args.creds.clone()
+    };
+    let marker = args
+        .marker
+        .clone()
+        .unwrap_or_else(|| match creds.as_slice() {
+            [one] => format!("keyferry-{one}-auth"),
+            _ => "keyferry-auth".to_owned(),
+        });
+    let transport = provision::transport(&args.via).map_err(Error::from)?;
+    let mut exports = Vec::new();
+    if !args.remove {
+        let b = Broker::new(config);
+        for name in &creds {
+            let s = serve(cli, &b, name)?;
+            exports.push((s.env_var, s.token));
+        }
+        for k in FORWARD {
+            if let Ok(v) = std::env::var(k) {
+                exports.push((k.to_owned(), Secret::new(v)));
+            }
+        }
+    }
+    let block = Block { marker, exports };
+    if args.dry_run {
+        eprintln!("would run: {}", transport.join(" "));
+        if args.remove {
+            eprintln!("and remove the # {} block from {}", block.marker, args.rc);
+        } else {
+            eprintln!(
+                "with this block in {} (values masked):\n{}",
+                args.rc,
+                block.preview()
+            );
+        }
+        return Ok(exit::OK);
+    }
+    let script = provision::script(&args.rc, &block, args.remove);
+    provision::run(&transport, &script).map_err(Error::from)?;
+    Ok(exit::OK)
+}

@@ -1,0 +1,153 @@
+//! Snapshots: a credential rendered in its CLI's own file format for a file-scoped mount —
+//! Claude `.credentials.json`, Codex `auth.json`, Gemini `oauth_creds.json` — without the
+//! refresh token unless asked, so no sandbox can race the host's refresh.
+
+use serde_json::{json, Map, Value};
+
+use crate::credential::{Credential, Kind};
+use crate::secret::Secret;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    #[error("{name}: a {kind} cannot be written as a credentials file; pass it as {var} (keyferry exec) instead")]
+    Unsupported {
+        name: String,
+        kind: Kind,
+        var: &'static str,
+    },
+}
+
+/// The file contents for `credential`. Unknown fields of the original document are kept.
+///
+/// # Errors
+/// The kind has no file format (API keys, opaque tokens).
+pub fn render(
+    name: &str,
+    c: &Credential,
+    include_refresh_token: bool,
+) -> Result<Secret, SnapshotError> {
+    let original: Option<Value> = c
+        .document
+        .as_ref()
+        .and_then(|d| serde_json::from_str(d.expose()).ok());
+    let doc = match c.kind {
+        Kind::ClaudeOauth => {
+            let mut doc = original.unwrap_or_else(|| json!({ "claudeAiOauth": {} }));
+            if let Some(o) = doc.get_mut("claudeAiOauth").and_then(Value::as_object_mut) {
+                o.insert(
+                    "accessToken".into(),
+                    Value::String(c.token.expose().to_owned()),
+                );
+                if !include_refresh_token {
+                    o.remove("refreshToken");
+                    o.remove("refreshTokenExpiresAt");
+                }
+            }
+            doc
+        }
+        Kind::SetupToken => {
+            // Claude Code reads this shape on Linux; a setup-token has no refresh token at all.
+            let mut o = Map::new();
+            o.insert(
+                "accessToken".into(),
+                Value::String(c.token.expose().to_owned()),
+            );
+            if let Some(at) = c.expires_at {
+                let ms = at.unix_timestamp_nanos() / 1_000_000;
+                o.insert(
+                    "expiresAt".into(),
+                    json!(i64::try_from(ms).unwrap_or(i64::MAX)),
+                );
+            }
+            o.insert("scopes".into(), json!(c.scopes));
+            o.insert(
+                "subscriptionType".into(),
+                c.plan.clone().map_or(Value::Null, Value::String),
+            );
+            json!({ "claudeAiOauth": o })
+        }
+        Kind::Codex => {
+            let mut doc = original.unwrap_or_else(|| json!({}));
+            if !include_refresh_token {
+                if let Some(t) = doc.get_mut("tokens").and_then(Value::as_object_mut) {
+                    t.remove("refresh_token");
+                }
+            }
+            doc
+        }
+        Kind::Gemini => {
+            let mut doc = original.unwrap_or_else(|| json!({}));
+            if !include_refresh_token {
+                if let Some(o) = doc.as_object_mut() {
+                    o.remove("refresh_token");
+                }
+            }
+            doc
+        }
+        Kind::ApiKey | Kind::Opaque => {
+            return Err(SnapshotError::Unsupported {
+                name: name.to_owned(),
+                kind: c.kind,
+                var: c.kind.env_var(),
+            })
+        }
+    };
+    let mut text = serde_json::to_string_pretty(&doc).unwrap_or_default();
+    text.push('\n');
+    Ok(Secret::new(text))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cred(s: &str) -> Credential {
+        Credential::parse(&Secret::new(s.into()), "t").unwrap()
+    }
+
+    #[test]
+    fn claude_login_loses_its_refresh_token_and_keeps_the_rest() {
+        let c = cred(
+            r#"{"claudeAiOauth":{"accessToken":"sk-ant-oat01-A","refreshToken":"sk-ant-ort01-R","expiresAt":1790000000000,"scopes":["user:inference"],"subscriptionType":"max","clientId":"keep"},"other":1}"#,
+        );
+        let out = render("claude", &c, false).unwrap();
+        let v: Value = serde_json::from_str(out.expose()).unwrap();
+        assert_eq!(v["claudeAiOauth"]["accessToken"], "sk-ant-oat01-A");
+        assert!(v["claudeAiOauth"].get("refreshToken").is_none());
+        assert_eq!(v["claudeAiOauth"]["clientId"], "keep");
+        assert_eq!(v["other"], 1);
+        let with = render("claude", &c, true).unwrap();
+        assert!(with.expose().contains("sk-ant-ort01-R"));
+    }
+
+    #[test]
+    fn setup_token_becomes_the_claude_shape() {
+        let mut c = cred("sk-ant-oat01-SETUP");
+        c.assume_expiry(
+            time::OffsetDateTime::from_unix_timestamp(1_700_000_000).unwrap(),
+            time::Duration::days(365),
+        );
+        let v: Value = serde_json::from_str(render("claude", &c, false).unwrap().expose()).unwrap();
+        assert_eq!(v["claudeAiOauth"]["accessToken"], "sk-ant-oat01-SETUP");
+        assert_eq!(v["claudeAiOauth"]["expiresAt"], 1_731_536_000_000_i64);
+        assert_eq!(v["claudeAiOauth"]["scopes"][0], "user:inference");
+    }
+
+    #[test]
+    fn codex_and_gemini_drop_refresh_tokens_and_api_keys_are_refused() {
+        let codex = cred(
+            r#"{"OPENAI_API_KEY":null,"tokens":{"access_token":"a.b.c","refresh_token":"rt","id_token":"x","account_id":"acc"},"last_refresh":"2026-01-01T00:00:00Z"}"#,
+        );
+        let v: Value =
+            serde_json::from_str(render("codex", &codex, false).unwrap().expose()).unwrap();
+        assert!(v["tokens"].get("refresh_token").is_none());
+        assert_eq!(v["tokens"]["account_id"], "acc");
+        let gemini = cred(r#"{"access_token":"ya29.x","refresh_token":"1//r","expiry_date":1}"#);
+        assert!(!render("gemini", &gemini, false)
+            .unwrap()
+            .expose()
+            .contains("1//r"));
+        let err = render("claude", &cred("sk-ant-api03-K"), false).unwrap_err();
+        assert!(err.to_string().contains("ANTHROPIC_API_KEY"));
+    }
+}

@@ -1,0 +1,279 @@
+// Keyferry's window. Plain JS, no bundler; talks to the app only through its own commands.
+// Every text comes from the library's view model (countdowns included): this file only
+// places it in the page.
+"use strict";
+
+const { invoke } = window.__TAURI__.core;
+const { listen } = window.__TAURI__.event;
+
+const $ = (id) => document.getElementById(id);
+
+function el(tag, props = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [k, v] of Object.entries(props)) {
+    if (k === "class") node.className = v;
+    else if (k === "dataset") Object.assign(node.dataset, v);
+    else if (k.startsWith("on")) node.addEventListener(k.slice(2), v);
+    else node.setAttribute(k, v);
+  }
+  for (const c of children) {
+    if (c !== null && c !== undefined) node.append(c);
+  }
+  return node;
+}
+
+function show(node, text) {
+  if (text === null || text === undefined || text === "") {
+    node.hidden = true;
+    node.textContent = "";
+  } else {
+    node.hidden = false;
+    node.textContent = text;
+  }
+}
+
+// Keyed list update: creates missing rows, updates the rest in place, drops the gone ones,
+// so a row's buttons survive the once-a-second redraw.
+function reconcile(container, items, key, create, update) {
+  const existing = new Map([...container.children].map((n) => [n.dataset.key, n]));
+  const wanted = new Set();
+  items.forEach((item, index) => {
+    const k = String(key(item));
+    wanted.add(k);
+    let node = existing.get(k);
+    if (!node) {
+      node = create(item);
+      node.dataset.key = k;
+    }
+    update(node, item);
+    if (container.children[index] !== node) container.insertBefore(node, container.children[index] || null);
+  });
+  for (const [k, node] of existing) if (!wanted.has(k)) node.remove();
+}
+
+// ---- credentials ----------------------------------------------------------------------
+
+function credentialCard(c) {
+  const card = el("article", { class: "card", id: `cred-${c.name}`, dataset: { testid: "credential" } },
+    el("header", {},
+      el("h3", { class: "name" }),
+      el("span", { class: "badge" })),
+    el("p", { class: "countdown" }),
+    el("dl", { class: "kv details" }),
+    el("p", { class: "error" }),
+    el("ul", { class: "warnings" }));
+  return card;
+}
+
+function updateCredential(card, c) {
+  card.querySelector(".name").textContent = c.name;
+  const badge = card.querySelector(".badge");
+  badge.textContent = c.state;
+  badge.className = `badge ${c.state}`;
+  card.querySelector(".countdown").textContent = c.source ? c.countdown : "";
+  const rows = [
+    ["source", c.source],
+    ["kind", c.kind],
+    ["token", c.masked],
+    ["fingerprint", c.fingerprint],
+    ["expires", c.expires_at ? c.expires_at + (c.expiry_assumed ? " (assumed from when it was stored)" : "") : null],
+    ["plan", c.plan],
+    ["scopes", c.scopes.length ? c.scopes.join(" ") : null],
+  ].filter(([, v]) => v);
+  const dl = card.querySelector(".details");
+  const signature = JSON.stringify(rows);
+  if (dl.dataset.signature !== signature) {
+    dl.replaceChildren(...rows.flatMap(([k, v]) => [el("dt", {}, k), el("dd", {}, v)]));
+    dl.dataset.signature = signature;
+  }
+  show(card.querySelector(".error"), c.error);
+  const warnings = card.querySelector(".warnings");
+  warnings.replaceChildren(...c.warnings.map((w) => el("li", {}, w)));
+}
+
+// ---- approvals ------------------------------------------------------------------------
+
+function approvalRow(a) {
+  const answer = (decision) => async () => {
+    try {
+      await invoke("approve", { request: a.request, decision });
+    } catch (e) {
+      show($("notice"), String(e));
+    }
+    refresh();
+  };
+  return el("li", { class: "approval", dataset: { testid: "approval" } },
+    el("span", { class: "text" }),
+    el("span", { class: "muted left" }),
+    el("span", { class: "buttons" },
+      el("button", { type: "button", onclick: answer("allow_once"), dataset: { decision: "allow_once" } }, "Allow once"),
+      el("button", { type: "button", class: "secondary", onclick: answer("always_allow"), dataset: { decision: "always_allow" } }, "Always allow"),
+      el("button", { type: "button", class: "danger", onclick: answer("deny"), dataset: { decision: "deny" } }, "Deny")));
+}
+
+function updateApproval(row, a) {
+  row.querySelector(".text").textContent = a.text;
+  row.querySelector(".left").textContent = `denied in ${a.seconds_left} s unless answered`;
+}
+
+// ---- the whole view -------------------------------------------------------------------
+
+let current = null;
+
+function render(v) {
+  current = v;
+  $("agent-line").textContent = v.agent_line;
+  const lock = $("lock");
+  lock.textContent = v.locked ? "Unlock serving" : "Lock serving";
+  lock.disabled = v.agent.kind === "down";
+  document.body.classList.toggle("locked", v.locked);
+  show($("alert"), v.alert);
+  show($("notice"), v.notice);
+
+  $("approvals-section").hidden = v.approvals.length === 0;
+  reconcile($("approvals"), v.approvals, (a) => a.request, approvalRow, updateApproval);
+
+  reconcile($("credentials"), v.credentials, (c) => c.name, credentialCard, updateCredential);
+
+  reconcile($("recent"), v.recent.slice(0, 30), (a) => `${a.ts} ${a.op} ${a.peer} ${a.outcome}`,
+    () => el("li", {}, el("span", { class: "line" }), el("span", { class: "muted ts" })),
+    (li, a) => {
+      li.className = a.refused ? "refused" : "";
+      li.querySelector(".line").textContent = a.line;
+      li.querySelector(".ts").textContent = a.ts;
+    });
+  $("recent-empty").hidden = v.recent.length > 0;
+
+  const target = $("target");
+  const names = v.credentials.map((c) => c.name);
+  if (target.dataset.names !== names.join(",")) {
+    const selected = target.value || (names.includes("claude") ? "claude" : names[0]);
+    target.replaceChildren(...names.map((n) => el("option", { value: n }, n)));
+    if (selected) target.value = selected;
+    target.dataset.names = names.join(",");
+  }
+
+  $("autostart").checked = v.autostart;
+  const s = v.settings;
+  $("settings").replaceChildren(
+    el("dt", {}, "expiry warnings"), el("dd", {}, s.expiry_thresholds.join(", ") || "none"),
+    el("dt", {}, "notifications"), el("dd", {}, s.notifications ? "on" : "off"),
+    el("dt", {}, "notify on every access"), el("dd", {}, s.notify_on_access ? "on" : "off"),
+    el("dt", {}, "approval timeout"), el("dd", {}, `${s.approval_timeout_secs} s`));
+  $("config-path").textContent = s.config_path || "config.toml";
+}
+
+async function refresh() {
+  try {
+    render(await invoke("view"));
+  } catch (e) {
+    show($("notice"), String(e));
+  }
+}
+
+// ---- reroll wizard --------------------------------------------------------------------
+
+function candidateReady(c) {
+  show($("capture-error"), null);
+  show($("candidate"), `Captured a ${c.kind} token ${c.masked} (${c.fingerprint}). Store it below.`);
+  $("store").disabled = false;
+  $("discard").disabled = false;
+}
+
+async function guarded(button, errorBox, action) {
+  button.disabled = true;
+  show(errorBox, null);
+  try {
+    await action();
+  } catch (e) {
+    show(errorBox, String(e));
+  } finally {
+    button.disabled = false;
+  }
+}
+
+function wireReroll() {
+  $("revoke").addEventListener("click", () => guarded($("revoke"), $("revoke-error"), async () => {
+    const url = await invoke("open_revoke_page");
+    show($("revoke-result"), `Opened ${url} in your browser. Revoke the old token there.`);
+  }));
+
+  $("run-setup").addEventListener("click", () => guarded($("run-setup"), $("capture-error"), async () => {
+    const out = $("setup-output");
+    out.textContent = "";
+    out.hidden = false;
+    candidateReady(await invoke("run_setup_token"));
+  }));
+
+  $("use-paste").addEventListener("click", () => guarded($("use-paste"), $("capture-error"), async () => {
+    const field = $("paste");
+    const token = field.value.trim();
+    field.value = "";
+    if (!token) throw new Error("paste the token first");
+    candidateReady(await invoke("paste_token", { token }));
+  }));
+
+  $("store").addEventListener("click", () => guarded($("store"), $("store-error"), async () => {
+    const done = await invoke("store_token", { name: $("target").value });
+    const dl = $("stored");
+    dl.replaceChildren(
+      el("dt", {}, "stored"), el("dd", {}, `${done.name} in ${done.source || "the keychain"}`),
+      el("dt", {}, "token"), el("dd", {}, done.masked),
+      el("dt", {}, "fingerprint"), el("dd", { dataset: { testid: "fingerprint" } }, done.fingerprint),
+      el("dt", {}, "expires"), el("dd", {}, done.expires));
+    dl.hidden = false;
+    show($("candidate"), null);
+    $("discard").disabled = true;
+    refresh();
+  }).then(() => { $("store").disabled = !$("candidate").textContent; }));
+
+  $("discard").addEventListener("click", async () => {
+    await invoke("discard_token");
+    show($("candidate"), null);
+    $("store").disabled = true;
+    $("discard").disabled = true;
+  });
+}
+
+// ---- wiring ---------------------------------------------------------------------------
+
+function wire() {
+  $("lock").addEventListener("click", async () => {
+    try {
+      await invoke("set_locked", { locked: !(current && current.locked) });
+    } catch (e) {
+      show($("notice"), String(e));
+    }
+    refresh();
+  });
+  $("autostart").addEventListener("change", async (e) => {
+    try {
+      await invoke("set_autostart", { enabled: e.target.checked });
+    } catch (err) {
+      show($("notice"), String(err));
+    }
+    refresh();
+  });
+  wireReroll();
+
+  listen("kf://changed", refresh);
+  listen("kf://reroll-output", (e) => {
+    const out = $("setup-output");
+    out.hidden = false;
+    out.textContent += `${e.payload}\n`;
+  });
+  listen("kf://show", (e) => {
+    const section = e.payload;
+    const target = section.startsWith("cred:") ? $(`cred-${section.slice(5)}`)
+      : section === "approvals" ? $("approvals-section") : $(section);
+    if (target) target.scrollIntoView({ behavior: "smooth", block: "start" });
+  });
+
+  // Live countdowns: the view is recomputed by the library every second while visible.
+  setInterval(() => {
+    if (document.visibilityState === "visible") refresh();
+  }, 1000);
+  refresh();
+}
+
+document.addEventListener("DOMContentLoaded", wire);
