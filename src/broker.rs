@@ -91,40 +91,31 @@ impl Broker {
     pub fn resolve(&self, name: &str) -> Result<Found, Error> {
         let (spec, res) = self.resolve_all(name)?;
         let warnings = warnings(&res);
-        match res.found {
-            Some(resolved) => Ok(Found {
-                name: name.to_owned(),
-                resolved,
-                warnings,
-            }),
-            None => {
-                if let Some(Attempt::Failed(_, _)) = res
-                    .attempts
-                    .iter()
-                    .find(|a| matches!(a, Attempt::Failed(..)))
-                {
-                    let failure = res
-                        .attempts
-                        .into_iter()
-                        .find_map(|a| match a {
-                            Attempt::Failed(_, e) => Some(e),
-                            _ => None,
-                        })
-                        .expect("checked above");
-                    return Err(Error::Source(failure));
-                }
-                Err(Error::NotFound {
+        let Some(resolved) = res.found else {
+            // A hard failure (locked keychain, malformed file) explains a miss better.
+            let failure = res.attempts.into_iter().find_map(|a| match a {
+                Attempt::Failed(_, e) => Some(e),
+                _ => None,
+            });
+            return Err(match failure {
+                Some(e) => Error::Source(e),
+                None => Error::NotFound {
                     name: name.to_owned(),
-                    tried: spec
-                        .chain
-                        .iter()
-                        .map(ToString::to_string)
-                        .collect::<Vec<_>>()
-                        .join(", "),
+                    tried: spec.chain.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "),
+                    hint: match &spec.store {
+                        Some(_) if name == "claude" => "run `keyferry setup` to store one".to_owned(),
+                        Some(_) => format!("run `keyferry setup {name}` to store one"),
+                        None => format!("log in with that CLI, or add sources under [credentials.{name}] in the config"),
+                    },
                     warnings,
-                })
-            }
-        }
+                },
+            });
+        };
+        Ok(Found {
+            name: name.to_owned(),
+            resolved,
+            warnings,
+        })
     }
 
     /// The leading `env:` sources of the chain, read from *this* process's environment.

@@ -21,10 +21,11 @@ pub enum Error {
     Write(#[from] crate::atomic::WriteError),
     #[error(transparent)]
     Dotenv(#[from] crate::dotenv::DotenvError),
-    #[error("no token found for {name:?} (tried {tried}); run `keyferry setup{}` to store one", if name == "claude" { String::new() } else { format!(" {name}") })]
+    #[error("no token found for {name:?} (tried {tried}); {hint}")]
     NotFound {
         name: String,
         tried: String,
+        hint: String,
         warnings: Vec<String>,
     },
     #[error("{0}")]

@@ -2,8 +2,7 @@
 
 use serde_json::Value;
 
-use super::{epoch_ms_field, required_str, str_field, Credential, CredentialError, Expiry, Kind};
-use crate::secret::Secret;
+use super::{epoch_ms_field, required_str, str_field, Credential, CredentialError, Kind, Parts};
 
 pub const SETUP_PREFIX: &str = "sk-ant-oat01-";
 pub const REFRESH_PREFIX: &str = "sk-ant-ort01-";
@@ -37,17 +36,10 @@ pub(super) fn parse(doc: &Value, origin: &str) -> Result<Credential, CredentialE
             })
         }
     };
-    Ok(Credential {
+    Ok(Parts {
         kind: Kind::ClaudeOauth,
-        token: Secret::new(token.to_owned()),
-        refresh_token: refresh
-            .filter(|r| !r.is_empty())
-            .map(|r| Secret::new(r.to_owned())),
-        expiry: if expires_at.is_some() {
-            Expiry::Embedded
-        } else {
-            Expiry::Unknown
-        },
+        token,
+        refresh,
         expires_at,
         plan: str_field(
             oauth,
@@ -64,8 +56,8 @@ pub(super) fn parse(doc: &Value, origin: &str) -> Result<Credential, CredentialE
         )?
         .map(str::to_owned),
         scopes,
-        document: None,
-    })
+    }
+    .into())
 }
 
 #[cfg(test)]

@@ -4,8 +4,7 @@ use base64::Engine as _;
 use serde_json::Value;
 use time::OffsetDateTime;
 
-use super::{str_field, Credential, CredentialError, Expiry, Kind};
-use crate::secret::Secret;
+use super::{str_field, Credential, CredentialError, Kind, Parts};
 
 pub(super) fn parse(doc: &Value, origin: &str) -> Result<Credential, CredentialError> {
     let api_key =
@@ -58,23 +57,16 @@ pub(super) fn parse(doc: &Value, origin: &str) -> Result<Credential, CredentialE
                 .collect()
         })
         .unwrap_or_default();
-    Ok(Credential {
+    Ok(Parts {
         kind: Kind::Codex,
-        token: Secret::new(token.to_owned()),
-        refresh_token: refresh
-            .filter(|r| !r.is_empty())
-            .map(|r| Secret::new(r.to_owned())),
-        expiry: if expires_at.is_some() {
-            Expiry::Embedded
-        } else {
-            Expiry::Unknown
-        },
+        token,
+        refresh,
         expires_at,
         plan,
         rate_limit_tier: None,
         scopes,
-        document: None,
-    })
+    }
+    .into())
 }
 
 /// Decodes a JWT's payload without verifying it: we only read expiry and plan for display.

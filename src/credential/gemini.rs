@@ -2,8 +2,7 @@
 
 use serde_json::Value;
 
-use super::{epoch_ms_field, required_str, str_field, Credential, CredentialError, Expiry, Kind};
-use crate::secret::Secret;
+use super::{epoch_ms_field, required_str, str_field, Credential, CredentialError, Kind, Parts};
 
 pub(super) fn parse(doc: &Value, origin: &str) -> Result<Credential, CredentialError> {
     let token = required_str(doc, "access_token", "access_token", origin)?;
@@ -12,23 +11,16 @@ pub(super) fn parse(doc: &Value, origin: &str) -> Result<Credential, CredentialE
     let scopes = str_field(doc, "scope", "scope", origin)?
         .map(|s| s.split_whitespace().map(str::to_owned).collect())
         .unwrap_or_default();
-    Ok(Credential {
+    Ok(Parts {
         kind: Kind::Gemini,
-        token: Secret::new(token.to_owned()),
-        refresh_token: refresh
-            .filter(|r| !r.is_empty())
-            .map(|r| Secret::new(r.to_owned())),
-        expiry: if expires_at.is_some() {
-            Expiry::Embedded
-        } else {
-            Expiry::Unknown
-        },
+        token,
+        refresh,
         expires_at,
         plan: None,
         rate_limit_tier: None,
         scopes,
-        document: None,
-    })
+    }
+    .into())
 }
 
 #[cfg(test)]

@@ -108,6 +108,40 @@ pub struct Credential {
     pub document: Option<Secret>,
 }
 
+/// What a credential document yields, before it becomes a [`Credential`].
+pub(crate) struct Parts<'a> {
+    pub kind: Kind,
+    pub token: &'a str,
+    pub refresh: Option<&'a str>,
+    pub expires_at: Option<OffsetDateTime>,
+    pub plan: Option<String>,
+    pub rate_limit_tier: Option<String>,
+    pub scopes: Vec<String>,
+}
+
+impl From<Parts<'_>> for Credential {
+    fn from(p: Parts<'_>) -> Self {
+        Self {
+            kind: p.kind,
+            token: Secret::new(p.token.to_owned()),
+            refresh_token: p
+                .refresh
+                .filter(|r| !r.is_empty())
+                .map(|r| Secret::new(r.to_owned())),
+            expiry: if p.expires_at.is_some() {
+                Expiry::Embedded
+            } else {
+                Expiry::Unknown
+            },
+            expires_at: p.expires_at,
+            plan: p.plan,
+            rate_limit_tier: p.rate_limit_tier,
+            scopes: p.scopes,
+            document: None,
+        }
+    }
+}
+
 impl Credential {
     fn token_only(kind: Kind, token: Secret) -> Self {
         Self {

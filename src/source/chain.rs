@@ -35,17 +35,6 @@ pub struct Resolution {
     pub attempts: Vec<Attempt>,
 }
 
-impl Resolution {
-    /// The first hard failure, which explains a miss better than "not found".
-    #[must_use]
-    pub fn first_failure(&self) -> Option<&SourceError> {
-        self.attempts.iter().find_map(|a| match a {
-            Attempt::Failed(_, e) => Some(e),
-            _ => None,
-        })
-    }
-}
-
 /// Resolves sources against an environment and a (lazily opened) keychain.
 pub struct Lookup<'a> {
     pub store: &'a LazyStore,

@@ -4,7 +4,6 @@
 use security_framework::base::Error as SfError;
 use security_framework::item::{ItemClass, ItemSearchOptions, Limit, SearchResult};
 use security_framework::passwords;
-use zeroize::Zeroize;
 
 use super::{Backend, ItemId, Stamp, Store, StoreError};
 use crate::secret::Secret;
@@ -47,15 +46,7 @@ impl Store for MacosStore {
 
     fn get(&self, id: &ItemId) -> Result<Option<Secret>, StoreError> {
         match passwords::get_generic_password(&id.service, &id.account) {
-            Ok(bytes) => String::from_utf8(bytes)
-                .map(|s| Some(Secret::new(s)))
-                .map_err(|e| {
-                    e.into_bytes().zeroize();
-                    StoreError::NotUtf8 {
-                        backend: NAME,
-                        item: id.to_string(),
-                    }
-                }),
+            Ok(bytes) => super::utf8_secret(bytes, NAME, id).map(Some),
             Err(e) if e.code() == ERR_SEC_ITEM_NOT_FOUND => Ok(None),
             Err(e) => Err(map(e, "read", id)),
         }

@@ -143,6 +143,21 @@ impl StoreError {
     }
 }
 
+/// Keychain bytes as a [`Secret`]; non-UTF-8 data is zeroized, never shown.
+pub(crate) fn utf8_secret(
+    bytes: Vec<u8>,
+    backend: &'static str,
+    id: &ItemId,
+) -> Result<Secret, StoreError> {
+    String::from_utf8(bytes).map(Secret::new).map_err(|e| {
+        zeroize::Zeroize::zeroize(&mut e.into_bytes());
+        StoreError::NotUtf8 {
+            backend,
+            item: id.to_string(),
+        }
+    })
+}
+
 /// A keychain. Implementations are blocking; the agent calls them off its reactor.
 pub trait Store: Send + Sync {
     fn backend(&self) -> Backend;

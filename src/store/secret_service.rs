@@ -10,7 +10,6 @@ use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use dbus_secret_service::{EncryptionType, Error as SsError, Item, SecretService};
-use zeroize::Zeroize;
 
 use super::{Backend, ItemId, Stamp, Store, StoreError};
 use crate::secret::Secret;
@@ -207,15 +206,7 @@ impl Store for SecretServiceStore {
         match bytes {
             Ok(None) => Ok(None),
             Err(n) => Err(Self::ambiguous(id, n)),
-            Ok(Some(bytes)) => String::from_utf8(bytes)
-                .map(|s| Some(Secret::new(s)))
-                .map_err(|e| {
-                    e.into_bytes().zeroize();
-                    StoreError::NotUtf8 {
-                        backend: NAME,
-                        item: id.to_string(),
-                    }
-                }),
+            Ok(Some(bytes)) => super::utf8_secret(bytes, NAME, id).map(Some),
         }
     }
 
