@@ -277,7 +277,8 @@ fn configured_dotenv_sink_is_kept_current() {
     std::fs::rename(tmp, h.path(".config/cf/claude-token")).unwrap();
     watcher.set_timeout(Some(WAIT));
     loop {
-        if let keyferry::protocol::Event::SinkWritten { path, .. } = watcher.next_event().unwrap() {
+        let ev = watcher.next_event().unwrap();
+        if let keyferry::protocol::Event::SinkWritten { path, .. } = ev {
             assert_eq!(path, env.display().to_string());
             break;
         }

@@ -73,7 +73,13 @@ pub fn spawn_all(agent: &Arc<Agent>, notify: &broadcast::Sender<()>, done: &mpsc
             drop(done);
         });
     };
-    spawn(Box::pin(watch_files(Arc::clone(agent), Arc::clone(&t))));
+    // Watches are in place before the first client is served, so no change slips by.
+    let watch = FileWatch::new(&t);
+    spawn(Box::pin(watch_files(
+        Arc::clone(agent),
+        Arc::clone(&t),
+        watch,
+    )));
     spawn(Box::pin(poll_keychain(Arc::clone(agent), Arc::clone(&t))));
     spawn(Box::pin(rescan(Arc::clone(agent))));
     spawn(Box::pin(expiry(Arc::clone(agent))));
@@ -92,47 +98,63 @@ fn watch_dir(path: &Path) -> Option<PathBuf> {
     }
 }
 
-/// Watches each file's *directory*: atomic renames replace the inode, and a watch on the
-/// file itself would go deaf after the first one.
-async fn watch_files(agent: Arc<Agent>, t: Arc<Targets>) {
-    if t.files.is_empty() {
-        return std::future::pending().await;
-    }
-    let (tx, mut rx) = mpsc::unbounded_channel::<PathBuf>();
-    let mut watcher = match notify::recommended_watcher(
-        move |res: notify::Result<notify::Event>| {
+/// A notify watcher on the directories of the watched files, and its event channel.
+struct FileWatch {
+    watcher: Option<notify::RecommendedWatcher>,
+    rx: mpsc::UnboundedReceiver<PathBuf>,
+    watched: HashSet<PathBuf>,
+}
+
+impl FileWatch {
+    fn new(t: &Targets) -> Self {
+        let (tx, rx) = mpsc::unbounded_channel::<PathBuf>();
+        let watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
             if let Ok(ev) = res {
                 for p in ev.paths {
                     let _ = tx.send(p);
                 }
             }
-        },
-    ) {
-        Ok(w) => w,
-        Err(e) => {
-            tracing::error!(error = %e, "file watching unavailable; relying on periodic rescans");
-            return std::future::pending().await;
-        }
-    };
-    let mut watched: HashSet<PathBuf> = HashSet::new();
-    let rewatch = |watcher: &mut notify::RecommendedWatcher, watched: &mut HashSet<PathBuf>| {
+        })
+        .map_err(|e| tracing::error!(error = %e, "file watching unavailable; relying on periodic rescans"))
+        .ok();
+        let mut w = Self {
+            watcher,
+            rx,
+            watched: HashSet::new(),
+        };
+        w.rewatch(t);
+        w
+    }
+
+    /// Watches the nearest existing directory of every file (again, after one appeared).
+    fn rewatch(&mut self, t: &Targets) {
+        let Some(watcher) = self.watcher.as_mut() else {
+            return;
+        };
         for file in t.files.keys() {
             if let Some(dir) = watch_dir(file) {
-                if watched.insert(dir.clone()) {
+                if self.watched.insert(dir.clone()) {
                     if let Err(e) = watcher.watch(&dir, RecursiveMode::NonRecursive) {
                         tracing::warn!(dir = %dir.display(), error = %e, "cannot watch");
-                        watched.remove(&dir);
+                        self.watched.remove(&dir);
                     }
                 }
             }
         }
-    };
-    rewatch(&mut watcher, &mut watched);
-    while let Some(first) = rx.recv().await {
+    }
+}
+
+/// Watches each file's *directory*: atomic renames replace the inode, and a watch on the
+/// file itself would go deaf after the first one.
+async fn watch_files(agent: Arc<Agent>, t: Arc<Targets>, mut w: FileWatch) {
+    if t.files.is_empty() || w.watcher.is_none() {
+        return std::future::pending().await;
+    }
+    while let Some(first) = w.rx.recv().await {
         // Coalesce the burst an editor or an atomic rename produces.
         let mut paths = vec![first];
         tokio::time::sleep(Duration::from_millis(20)).await;
-        while let Ok(p) = rx.try_recv() {
+        while let Ok(p) = w.rx.try_recv() {
             paths.push(p);
         }
         let mut names = BTreeSet::new();
@@ -149,7 +171,7 @@ async fn watch_files(agent: Arc<Agent>, t: Arc<Targets>) {
             }
         }
         if structure_changed {
-            rewatch(&mut watcher, &mut watched);
+            w.rewatch(&t);
         }
         if !names.is_empty() {
             tracing::debug!(?names, "watched file changed");
@@ -194,6 +216,10 @@ async fn poll_keychain(agent: Arc<Agent>, t: Arc<Targets>) {
                         }
                         names.extend(t.items[&id].iter().cloned());
                     }
+                }
+                if first {
+                    // A change between the start-up read and this baseline would be lost.
+                    names.extend(t.items.values().flatten().cloned());
                 }
                 if !names.is_empty() {
                     tracing::debug!(?names, "keychain item changed");
