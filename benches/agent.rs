@@ -11,7 +11,8 @@
 //! Knobs (environment): `KF_BENCH_IDLE_SECS` (idle window, default 60),
 //! `KF_BENCH_SECS` (measured seconds per load scenario, default 2), `KF_BENCH_RATE`
 //! (open-loop offered rate, default 5000 req/s), `KF_BENCH_CLI_RUNS` (spawns per command,
-//! default 200), `KF_BENCH_BIN` (the keyferry binary; default `target/release/keyferry`).
+//! default 200), `KF_BENCH_BIN` (the keyferry binary; default `target/release/keyferry`),
+//! `KF_BENCH_TOKIO_WORKERS` (passed to the agents as `TOKIO_WORKER_THREADS`, for experiments).
 //!
 //! What it does, in one run, all on Unix sockets inside a temporary directory (temporary
 //! `HOME` and `XDG_*`; the real user's files, keyring and session bus are never touched):
@@ -891,6 +892,9 @@ fn start_agent(
     let socket = dirs.private(&format!("{name}/sock")).join("agent.sock");
     let mut cmd = guarded_command(bin);
     isolated_env(&mut cmd, &home, bus);
+    if let Ok(n) = std::env::var("KF_BENCH_TOKIO_WORKERS") {
+        cmd.env("TOKIO_WORKER_THREADS", n);
+    }
     cmd.arg("--config")
         .arg(&config)
         .arg("--socket")
@@ -1169,11 +1173,15 @@ fn main() -> ExitCode {
 
     // ----- Report -----
     let mut out = String::new();
+    let workers = std::env::var("KF_BENCH_TOKIO_WORKERS").ok();
     let _ = writeln!(
         out,
-        "\n## keyferry agent benchmark\n\n{} cores; load average at start {load_start}, at end {load_end}; binary {}\n",
+        "\n## keyferry agent benchmark\n\n{} cores; load average at start {load_start}, at end {load_end}; binary {}{}\n",
         cores(),
-        bin.display()
+        bin.display(),
+        workers
+            .as_deref()
+            .map_or_else(String::new, |n| format!("; agents run with TOKIO_WORKER_THREADS={n}"))
     );
     let _ = writeln!(
         out,
@@ -1358,6 +1366,7 @@ fn main() -> ExitCode {
         "loadavg_start": load_start,
         "loadavg_end": load_end,
         "idle_secs": idle_secs,
+        "tokio_worker_threads": workers,
         "load_secs": secs,
         "get": loads.iter().map(LoadResult::to_json).collect::<Vec<_>>(),
         "open_loop_sched_p99_ns": open.sched_lat.as_ref().map(|l| l.pct(99.0)),

@@ -14,7 +14,8 @@ const ROTATE_AT: u64 = 8 << 20;
 
 pub struct Audit {
     path: PathBuf,
-    file: Mutex<Option<File>>,
+    /// The open log and its size, tracked here so a record costs one `write`.
+    file: Mutex<Option<(File, u64)>>,
 }
 
 impl Audit {
@@ -53,14 +54,19 @@ impl Audit {
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let result = (|| {
             if guard.is_none() {
-                *guard = Some(Self::open(&self.path)?);
+                let file = Self::open(&self.path)?;
+                let len = file.metadata()?.len();
+                *guard = Some((file, len));
             }
-            let file = guard.as_mut().expect("opened above");
-            if file.metadata()?.len() > ROTATE_AT {
+            let (file, len) = guard.as_mut().expect("opened above");
+            if *len > ROTATE_AT {
                 let _ = fs::rename(&self.path, self.path.with_extension("jsonl.1"));
                 *file = Self::open(&self.path)?;
+                *len = 0;
             }
-            file.write_all(line.as_bytes())
+            file.write_all(line.as_bytes())?;
+            *len += line.len() as u64;
+            Ok::<(), std::io::Error>(())
         })();
         if let Err(e) = result {
             *guard = None;

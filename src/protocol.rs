@@ -125,29 +125,41 @@ pub struct Reply {
     pub error: Option<ErrorBody>,
 }
 
-impl Reply {
-    #[must_use]
-    pub fn ok(id: Option<u64>, result: impl Serialize) -> Self {
-        Self {
-            id,
-            ok: true,
-            result: Some(serde_json::to_value(result).unwrap_or(serde_json::Value::Null)),
-            error: None,
-        }
-    }
+/// A reply serialized straight from a typed result (the agent's hot path: no
+/// intermediate `Value`).
+#[derive(Serialize)]
+struct ReplyOut<'a, T: Serialize> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    id: Option<u64>,
+    ok: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    result: Option<&'a T>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<&'a ErrorBody>,
+}
 
-    #[must_use]
-    pub fn err(id: Option<u64>, code: &str, message: impl Into<String>) -> Self {
-        Self {
-            id,
-            ok: false,
-            result: None,
-            error: Some(ErrorBody {
-                code: code.to_owned(),
-                message: message.into(),
-            }),
-        }
-    }
+/// `{"id":…,"ok":true,"result":…}` as one line (without the newline).
+#[must_use]
+pub fn ok_line<T: Serialize>(id: Option<u64>, result: &T) -> String {
+    serde_json::to_string(&ReplyOut {
+        id,
+        ok: true,
+        result: Some(result),
+        error: None,
+    })
+    .unwrap_or_default()
+}
+
+/// `{"id":…,"ok":false,"error":{"code","message"}}` as one line.
+#[must_use]
+pub fn err_line(id: Option<u64>, error: &ErrorBody) -> String {
+    serde_json::to_string(&ReplyOut::<()> {
+        id,
+        ok: false,
+        result: None,
+        error: Some(error),
+    })
+    .unwrap_or_default()
 }
 
 /// `hello`'s result.
@@ -204,6 +216,9 @@ pub struct Status {
     pub credentials: Vec<CredentialStatus>,
     #[serde(default)]
     pub last_access: Option<Access>,
+    /// How many times credentials were re-resolved since start (watch-loop diagnostics).
+    #[serde(default)]
+    pub resolutions: u64,
 }
 
 /// Who is on the other end of a connection, from the kernel.
@@ -333,6 +348,27 @@ mod tests {
         assert!(serde_json::to_string(&r)
             .unwrap()
             .contains("sk-ant-oat01-WIRE"));
+    }
+
+    #[test]
+    fn typed_reply_lines_parse_as_replies() {
+        let line = ok_line(
+            Some(7),
+            &Hello {
+                version: 1,
+                agent: "a".into(),
+                pid: 2,
+            },
+        );
+        let r: Reply = serde_json::from_str(&line).unwrap();
+        assert!(r.ok && r.id == Some(7) && r.result.unwrap()["pid"] == 2);
+        let e = ErrorBody {
+            code: "x".into(),
+            message: "y".into(),
+        };
+        let r: Reply = serde_json::from_str(&err_line(None, &e)).unwrap();
+        assert_eq!(r.error, Some(e));
+        assert!(r.id.is_none() && !r.ok);
     }
 
     #[test]

@@ -430,6 +430,33 @@ fn file_and_keychain_changes_reach_watchers() {
 }
 
 #[test]
+fn an_idle_agent_does_not_re_resolve_in_a_loop() {
+    // Its own reads open the watched file; those opens must not count as changes.
+    let h = home_with_token("[agent]\nrescan_secs = 0\npoll_interval_secs = 60\n");
+    let agent = h.start_agent();
+    let mut watcher = agent.client();
+    let _: serde_json::Value = watcher.call(Request::Watch).unwrap();
+    let tmp = h.write(
+        ".config/cf/.claude-token.new",
+        &format!("{TOKEN2}\n"),
+        0o600,
+    );
+    std::fs::rename(&tmp, h.path(".config/cf/claude-token")).unwrap();
+    wait_event(&mut watcher, |e| matches!(e, Event::Changed { .. }));
+    let count = || {
+        agent
+            .client()
+            .call::<keyferry::protocol::Status>(Request::Status)
+            .unwrap()
+            .resolutions
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    let before = count();
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(count(), before, "re-resolved while nothing changed");
+}
+
+#[test]
 fn expiry_warnings_reach_the_desktop_and_subscribers() {
     let h = Home::new();
     let soon = time::OffsetDateTime::now_utc().unix_timestamp() * 1000 + 30 * 60 * 1000;

@@ -43,6 +43,8 @@ pub struct Agent {
     uid: u32,
     /// Wakes the expiry task when a credential changed.
     changed: tokio::sync::Notify,
+    /// Re-resolutions since start, reported in `status`.
+    resolutions: std::sync::atomic::AtomicU64,
     /// `[[sink]]`s from config.
     sinks: Vec<crate::sink::Target>,
     /// Snapshots registered at run time (persisted in the state directory).
@@ -62,6 +64,7 @@ impl Agent {
         let cfg = config.agent.clone();
         let sinks = config.sink.iter().filter_map(|s| s.target().ok()).collect();
         Arc::new(Self {
+            resolutions: std::sync::atomic::AtomicU64::new(0),
             sinks,
             registered: std::sync::Mutex::new(crate::sink::Registry::load()),
             thresholds: Thresholds::from_config(&cfg),
@@ -112,6 +115,9 @@ impl Agent {
             peer: peer.clone(),
         };
         self.audit.record(&access);
+        if op == "get" && (outcome == "refused" || self.cfg.notify_on_access) {
+            tasks::notify_access(self, &access);
+        }
         if credential.is_some() {
             self.write_state().last_access = Some(access.clone());
             self.emit(Event::Access { access });

@@ -128,6 +128,8 @@ impl Agent {
     pub fn refresh_blocking(&self, names: &[String]) {
         let mut changed = Vec::new();
         for name in names {
+            self.resolutions
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let slot = self.resolve_slot(name);
             let mut state = self.write_state();
             let old = state.slots.get(name);
@@ -172,6 +174,7 @@ impl Agent {
             uptime_secs: self.started.elapsed().as_secs(),
             credentials,
             last_access: state.last_access.clone(),
+            resolutions: self.resolutions.load(std::sync::atomic::Ordering::Relaxed),
         }
     }
 

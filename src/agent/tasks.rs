@@ -83,7 +83,6 @@ pub fn spawn_all(agent: &Arc<Agent>, notify: &broadcast::Sender<()>, done: &mpsc
     spawn(Box::pin(poll_keychain(Arc::clone(agent), Arc::clone(&t))));
     spawn(Box::pin(rescan(Arc::clone(agent))));
     spawn(Box::pin(expiry(Arc::clone(agent))));
-    spawn(Box::pin(notify_accesses(Arc::clone(agent))));
 }
 
 /// The nearest existing directory at or above `path`'s parent: watching it catches the
@@ -98,6 +97,12 @@ fn watch_dir(path: &Path) -> Option<PathBuf> {
     }
 }
 
+/// Opens and reads are not changes — and our own re-read opens the file, so reacting to
+/// them would refresh forever.
+fn changes_content(ev: &notify::Event) -> bool {
+    !matches!(ev.kind, notify::EventKind::Access(_))
+}
+
 /// A notify watcher on the directories of the watched files, and its event channel.
 struct FileWatch {
     watcher: Option<notify::RecommendedWatcher>,
@@ -110,8 +115,10 @@ impl FileWatch {
         let (tx, rx) = mpsc::unbounded_channel::<PathBuf>();
         let watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
             if let Ok(ev) = res {
-                for p in ev.paths {
-                    let _ = tx.send(p);
+                if changes_content(&ev) {
+                    for p in ev.paths {
+                        let _ = tx.send(p);
+                    }
                 }
             }
         })
@@ -331,34 +338,49 @@ async fn expiry(agent: Arc<Agent>) {
     }
 }
 
-/// Notifications about accesses: every refusal, and every served token when configured.
-async fn notify_accesses(agent: Arc<Agent>) {
-    let mut rx = agent.subscribe();
-    loop {
-        match rx.recv().await {
-            Ok(Event::Access { access }) => {
-                let who = access
-                    .peer
-                    .exe
-                    .clone()
-                    .unwrap_or_else(|| "a process".into());
-                let cred = access.credential.clone().unwrap_or_default();
-                if access.outcome == "refused" && access.op == "get" {
-                    notify(
-                        &agent,
-                        format!("Refused {cred} to {who}"),
-                        format!("{}: {}", access.peer, access.code.unwrap_or_default()),
-                    );
-                } else if agent.cfg.notify_on_access && access.op == "get" {
-                    notify(
-                        &agent,
-                        format!("{who} read {cred}"),
-                        access.peer.to_string(),
-                    );
-                }
-            }
-            Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
-            Err(broadcast::error::RecvError::Closed) => return,
-        }
+/// A notification about one access: every refusal, and every served token when configured.
+/// Called inline by the agent, so a served `get` wakes no other task.
+pub(super) fn notify_access(agent: &Agent, access: &crate::protocol::Access) {
+    if tokio::runtime::Handle::try_current().is_err() {
+        return;
+    }
+    let who = access
+        .peer
+        .exe
+        .clone()
+        .unwrap_or_else(|| "a process".into());
+    let cred = access.credential.clone().unwrap_or_default();
+    if access.outcome == "refused" {
+        let why = access.code.clone().unwrap_or_default();
+        notify(
+            agent,
+            format!("Refused {cred} to {who}"),
+            format!("{}: {why}", access.peer),
+        );
+    } else {
+        notify(agent, format!("{who} read {cred}"), access.peer.to_string());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use notify::event::{AccessKind, AccessMode, CreateKind, ModifyKind, RenameMode};
+    use notify::{Event, EventKind};
+
+    #[test]
+    fn only_mutations_trigger_a_refresh() {
+        let ev = |kind| Event::new(kind);
+        assert!(!super::changes_content(&ev(EventKind::Access(
+            AccessKind::Open(AccessMode::Any)
+        ))));
+        assert!(!super::changes_content(&ev(EventKind::Access(
+            AccessKind::Close(AccessMode::Read)
+        ))));
+        assert!(super::changes_content(&ev(EventKind::Create(
+            CreateKind::File
+        ))));
+        assert!(super::changes_content(&ev(EventKind::Modify(
+            ModifyKind::Name(RenameMode::To)
+        ))));
     }
 }
