@@ -7,6 +7,7 @@ const COMMANDS: &[&str] = &[
     "approve",
     "open_revoke_page",
     "run_setup_token",
+    "cancel_setup_token",
     "paste_token",
     "store_token",
     "discard_token",

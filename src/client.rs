@@ -63,7 +63,19 @@ impl Client {
     /// # Errors
     /// No agent, a foreign agent, a version mismatch, I/O.
     pub fn connect(socket: &Path) -> Result<Self, ClientError> {
-        Self::connect_as(socket, VERSION)
+        Self::handshake(
+            socket,
+            VERSION,
+            &format!("keyferry-cli/{}", env!("CARGO_PKG_VERSION")),
+        )
+    }
+
+    /// As [`Client::connect`], announcing `name` as the client (the tray: `keyferry-tray/…`).
+    ///
+    /// # Errors
+    /// As [`Client::connect`].
+    pub fn connect_named(socket: &Path, name: &str) -> Result<Self, ClientError> {
+        Self::handshake(socket, VERSION, name)
     }
 
     /// As [`Client::connect`], announcing `version` (tests of the handshake).
@@ -71,6 +83,10 @@ impl Client {
     /// # Errors
     /// As [`Client::connect`].
     pub fn connect_as(socket: &Path, version: u32) -> Result<Self, ClientError> {
+        Self::handshake(socket, version, "keyferry-test")
+    }
+
+    fn handshake(socket: &Path, version: u32, name: &str) -> Result<Self, ClientError> {
         let shown = socket.display().to_string();
         let stream = UnixStream::connect(socket).map_err(|e| match e.kind() {
             std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused => {
@@ -109,7 +125,7 @@ impl Client {
         };
         client.hello = client.call(Request::Hello {
             version,
-            client: Some(format!("keyferry-cli/{}", env!("CARGO_PKG_VERSION"))),
+            client: Some(name.to_owned()),
         })?;
         Ok(client)
     }

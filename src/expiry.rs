@@ -3,7 +3,7 @@
 use time::{Duration, OffsetDateTime};
 
 use crate::config::{parse_duration, AgentConfig};
-use crate::credential::{human_duration, Kind};
+use crate::credential::human_duration;
 use crate::protocol::Health;
 
 /// Warning thresholds, most distant first, and the OAuth grace period.
@@ -50,11 +50,17 @@ impl Thresholds {
         }
     }
 
-    /// Claude Code's own ~8 h OAuth token is refreshed by the host CLI; it is only a
-    /// problem once it has stayed expired past the grace period.
+    /// A credential that carries its refresh token (Claude Code's ~8 h OAuth login, Codex and
+    /// Gemini logins) is refreshed by its own CLI on the host; it is only a problem once it
+    /// has stayed expired past the grace period.
     #[must_use]
-    pub fn health(&self, kind: Kind, at: Option<OffsetDateTime>, now: OffsetDateTime) -> Health {
-        match self.due(kind, at, now) {
+    pub fn health(
+        &self,
+        refreshes_itself: bool,
+        at: Option<OffsetDateTime>,
+        now: OffsetDateTime,
+    ) -> Health {
+        match self.due(refreshes_itself, at, now) {
             Some(Due::Expired) => Health::Expired,
             Some(Due::Expiring { .. }) => Health::Expiring,
             None => Health::Ok,
@@ -63,9 +69,14 @@ impl Thresholds {
 
     /// The most urgent warning due now, if any.
     #[must_use]
-    pub fn due(&self, kind: Kind, at: Option<OffsetDateTime>, now: OffsetDateTime) -> Option<Due> {
+    pub fn due(
+        &self,
+        refreshes_itself: bool,
+        at: Option<OffsetDateTime>,
+        now: OffsetDateTime,
+    ) -> Option<Due> {
         let at = at?;
-        if kind == Kind::ClaudeOauth {
+        if refreshes_itself {
             return (now >= at + self.oauth_grace).then_some(Due::Expired);
         }
         if now >= at {
@@ -86,12 +97,12 @@ impl Thresholds {
     #[must_use]
     pub fn next_change(
         &self,
-        kind: Kind,
+        refreshes_itself: bool,
         at: Option<OffsetDateTime>,
         now: OffsetDateTime,
     ) -> Option<OffsetDateTime> {
         let at = at?;
-        let mut candidates: Vec<OffsetDateTime> = if kind == Kind::ClaudeOauth {
+        let mut candidates: Vec<OffsetDateTime> = if refreshes_itself {
             vec![at + self.oauth_grace]
         } else {
             let mut v: Vec<_> = self.levels.iter().map(|(_, d)| at - *d).collect();
@@ -115,16 +126,12 @@ mod tests {
     fn setup_token_walks_through_thresholds() {
         let now = OffsetDateTime::from_unix_timestamp(1_800_000_000).unwrap();
         let at = |d: Duration| Some(now + d);
-        assert_eq!(t().due(Kind::SetupToken, at(Duration::days(30)), now), None);
+        assert_eq!(t().due(false, at(Duration::days(30)), now), None);
         assert_eq!(
-            t().due(Kind::SetupToken, at(Duration::days(10)), now)
-                .unwrap()
-                .key(),
+            t().due(false, at(Duration::days(10)), now).unwrap().key(),
             "14d"
         );
-        let due = t()
-            .due(Kind::SetupToken, at(Duration::hours(50)), now)
-            .unwrap();
+        let due = t().due(false, at(Duration::hours(50)), now).unwrap();
         assert_eq!(
             due,
             Due::Expiring {
@@ -133,21 +140,21 @@ mod tests {
             }
         );
         assert_eq!(
-            t().due(Kind::SetupToken, at(Duration::minutes(30)), now)
+            t().due(false, at(Duration::minutes(30)), now)
                 .unwrap()
                 .key(),
             "1h"
         );
         assert_eq!(
-            t().due(Kind::SetupToken, at(Duration::seconds(-1)), now),
+            t().due(false, at(Duration::seconds(-1)), now),
             Some(Due::Expired)
         );
         assert_eq!(
-            t().health(Kind::SetupToken, at(Duration::days(2)), now),
+            t().health(false, at(Duration::days(2)), now),
             Health::Expiring
         );
         assert_eq!(
-            t().next_change(Kind::SetupToken, at(Duration::days(20)), now),
+            t().next_change(false, at(Duration::days(20)), now),
             Some(now + Duration::days(6))
         );
     }
@@ -157,17 +164,11 @@ mod tests {
         let now = OffsetDateTime::from_unix_timestamp(1_800_000_000).unwrap();
         let expired_5m = Some(now - Duration::minutes(5));
         let expired_11m = Some(now - Duration::minutes(11));
+        assert_eq!(t().due(true, Some(now + Duration::minutes(3)), now), None);
+        assert_eq!(t().due(true, expired_5m, now), None);
+        assert_eq!(t().due(true, expired_11m, now), Some(Due::Expired));
         assert_eq!(
-            t().due(Kind::ClaudeOauth, Some(now + Duration::minutes(3)), now),
-            None
-        );
-        assert_eq!(t().due(Kind::ClaudeOauth, expired_5m, now), None);
-        assert_eq!(
-            t().due(Kind::ClaudeOauth, expired_11m, now),
-            Some(Due::Expired)
-        );
-        assert_eq!(
-            t().next_change(Kind::ClaudeOauth, expired_5m, now),
+            t().next_change(true, expired_5m, now),
             Some(now + Duration::minutes(5))
         );
     }

@@ -28,6 +28,7 @@ pub mod sink;
 pub mod snapshot;
 pub mod source;
 pub mod store;
+pub mod tray;
 
 pub use error::{Error, ErrorBody};
 pub use secret::Secret;

@@ -11,6 +11,12 @@ pub enum Delivery {
     Failed(String),
 }
 
+/// Whether a desktop notification service is there to show anything.
+#[must_use]
+pub fn available() -> bool {
+    imp::available()
+}
+
 /// Shows a notification. Summary and body never contain secrets (names and times only).
 #[must_use]
 pub fn send(summary: &str, body: &str) -> Delivery {
@@ -43,6 +49,10 @@ mod imp {
         let activatable: Result<(Vec<String>,), _> =
             bus.method_call("org.freedesktop.DBus", "ListActivatableNames", ());
         activatable.is_ok_and(|(names,)| names.iter().any(|n| n == NAME))
+    }
+
+    pub fn available() -> bool {
+        Connection::new_session().is_ok_and(|c| service_present(&c))
     }
 
     pub fn send(summary: &str, body: &str) -> Delivery {
@@ -87,6 +97,10 @@ mod imp {
         format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
     }
 
+    pub fn available() -> bool {
+        true
+    }
+
     pub fn send(summary: &str, body: &str) -> Delivery {
         let script = format!(
             "display notification {} with title \"Keyferry\" subtitle {}",
@@ -107,6 +121,10 @@ mod imp {
 
 #[cfg(not(any(target_os = "linux", target_os = "macos")))]
 mod imp {
+    pub fn available() -> bool {
+        false
+    }
+
     pub fn send(_: &str, _: &str) -> super::Delivery {
         super::Delivery::NoService
     }

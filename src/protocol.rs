@@ -312,6 +312,13 @@ pub enum Event {
         path: String,
         error: ErrorBody,
     },
+    /// A desktop notification was sent; `shown` is false when no notification service
+    /// took it (the text is then only in the log and here).
+    Notified {
+        summary: String,
+        body: String,
+        shown: bool,
+    },
     /// The subscriber fell behind and missed this many events; re-read `status`.
     Lagged {
         missed: u64,

@@ -90,7 +90,7 @@ pub fn status_of(
             let c = &found.resolved.credential;
             CredentialStatus {
                 name: name.to_owned(),
-                health: thresholds.health(c.kind, c.expires_at, now),
+                health: thresholds.health(c.refresh_token.is_some(), c.expires_at, now),
                 source: Some(found.resolved.origin.clone()),
                 inspection: Some(c.inspect(now)),
                 error: None,

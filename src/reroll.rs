@@ -3,6 +3,9 @@
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::time::Duration;
 
 use crate::credential::mask;
 use crate::secret::Secret;
@@ -20,6 +23,8 @@ pub enum RerollError {
     Failed { program: String, status: String },
     #[error("{program} setup-token printed no sk-ant-oat01-… token; nothing was changed — paste it instead")]
     NoToken { program: String },
+    #[error("cancelled; nothing was changed")]
+    Cancelled,
 }
 
 /// Finds the last `sk-ant-oat01-…` token in a line of output.
@@ -47,38 +52,78 @@ pub fn claude_program(explicit: Option<&Path>) -> PathBuf {
 ///
 /// # Errors
 /// The program cannot start, fails, or prints no token.
-pub fn run_setup_token(program: &Path, mut echo: impl FnMut(&str)) -> Result<Secret, RerollError> {
+pub fn run_setup_token(program: &Path, echo: impl FnMut(&str)) -> Result<Secret, RerollError> {
+    run_setup_token_with(program, Stdio::inherit(), None, echo)
+}
+
+/// As [`run_setup_token`], with the child's stdin chosen by the caller (the tray has no
+/// terminal) and a flag that kills the child when set (the wizard's Cancel).
+///
+/// # Errors
+/// The program cannot start, fails, prints no token, or was cancelled.
+pub fn run_setup_token_with(
+    program: &Path,
+    stdin: Stdio,
+    cancel: Option<&AtomicBool>,
+    mut echo: impl FnMut(&str),
+) -> Result<Secret, RerollError> {
     let shown = program.display().to_string();
+    let spawn_err = |e: std::io::Error| RerollError::Spawn {
+        program: shown.clone(),
+        reason: e.to_string(),
+    };
     let mut child = Command::new(program)
         .arg("setup-token")
-        .stdin(Stdio::inherit())
+        .stdin(stdin)
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
-        .map_err(|e| RerollError::Spawn {
-            program: shown.clone(),
-            reason: e.to_string(),
-        })?;
-    let mut token: Option<Secret> = None;
+        .map_err(spawn_err)?;
+    // Lines arrive on a thread, so the loop below can also watch the cancel flag.
+    let (tx, rx) = mpsc::channel::<String>();
     if let Some(out) = child.stdout.take() {
-        for line in BufReader::new(out).lines().map_while(Result::ok) {
-            let line = Secret::new(line);
-            match find_token(line.expose()) {
-                Some(t) => {
-                    echo(&line.expose().replace(t, &mask(t)));
-                    token = Some(Secret::new(t.to_owned()));
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
                 }
-                None => echo(line.expose()),
             }
+        });
+    }
+    let mut token: Option<Secret> = None;
+    let mut take = |line: String| {
+        let line = Secret::new(line);
+        match find_token(line.expose()) {
+            Some(t) => {
+                echo(&line.expose().replace(t, &mask(t)));
+                token = Some(Secret::new(t.to_owned()));
+            }
+            None => echo(line.expose()),
+        }
+    };
+    loop {
+        if cancel.is_some_and(|c| c.load(Ordering::SeqCst)) {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(RerollError::Cancelled);
+        }
+        match rx.recv_timeout(Duration::from_millis(100)) {
+            Ok(line) => take(line),
+            // Exited, but a grandchild may hold stdout open: stop waiting for lines.
+            Err(mpsc::RecvTimeoutError::Timeout) if matches!(child.try_wait(), Ok(Some(_))) => {
+                while let Ok(line) = rx.recv_timeout(Duration::from_millis(50)) {
+                    take(line);
+                }
+                break;
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
         }
     }
-    let status = child.wait().map_err(|e| RerollError::Spawn {
-        program: shown.clone(),
-        reason: e.to_string(),
-    })?;
+    let status = child.wait().map_err(spawn_err)?;
     match token {
         Some(t) if status.success() => Ok(t),
-        Some(_) | None if !status.success() => Err(RerollError::Failed {
+        _ if !status.success() => Err(RerollError::Failed {
             program: shown,
             status: status.to_string(),
         }),
@@ -89,6 +134,32 @@ pub fn run_setup_token(program: &Path, mut echo: impl FnMut(&str)) -> Result<Sec
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cancel_kills_a_hanging_setup_token() {
+        let dir = tempfile::tempdir().unwrap();
+        let fake = dir.path().join("claude");
+        std::fs::write(
+            &fake,
+            "#!/bin/sh\necho 'Open the browser…'\nexec sleep 60\n",
+        )
+        .unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let cancel = AtomicBool::new(false);
+        let mut lines = Vec::new();
+        let result = std::thread::scope(|s| {
+            s.spawn(|| {
+                std::thread::sleep(Duration::from_millis(300));
+                cancel.store(true, Ordering::SeqCst);
+            });
+            run_setup_token_with(&fake, Stdio::null(), Some(&cancel), |l| {
+                lines.push(l.to_owned())
+            })
+        });
+        assert!(matches!(result, Err(RerollError::Cancelled)), "{result:?}");
+        assert_eq!(lines, ["Open the browser…"]);
+    }
 
     #[test]
     fn finds_the_token_in_setup_token_output() {

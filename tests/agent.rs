@@ -458,11 +458,12 @@ fn an_idle_agent_does_not_re_resolve_in_a_loop() {
 
 #[test]
 fn expiry_warnings_reach_the_desktop_and_subscribers() {
+    // An access token without its refresh token: nothing on the host will renew it.
     let h = Home::new();
     let soon = time::OffsetDateTime::now_utc().unix_timestamp() * 1000 + 30 * 60 * 1000;
     h.write(
         ".gemini/oauth_creds.json",
-        &format!(r#"{{"access_token":"ya29.GEMINIaccessAAAAbbbbCCCC","refresh_token":"1//r","scope":"openid","token_type":"Bearer","expiry_date":{soon}}}"#),
+        &format!(r#"{{"access_token":"ya29.GEMINIaccessAAAAbbbbCCCC","scope":"openid","token_type":"Bearer","expiry_date":{soon}}}"#),
         0o600,
     );
     let notifications = NotificationServer::start(h.ss.address());

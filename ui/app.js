@@ -32,6 +32,16 @@ function show(node, text) {
   }
 }
 
+// A failed action's message stays until the next action succeeds (the view's own notice
+// is redrawn every second and would hide it).
+function fail(e) {
+  show($("ui-error"), String(e));
+}
+
+function ok() {
+  show($("ui-error"), null);
+}
+
 // Keyed list update: creates missing rows, updates the rest in place, drops the gone ones,
 // so a row's buttons survive the once-a-second redraw.
 function reconcile(container, items, key, create, update) {
@@ -60,7 +70,7 @@ function credentialCard(c) {
       el("span", { class: "badge" })),
     el("p", { class: "countdown" }),
     el("dl", { class: "kv details" }),
-    el("p", { class: "error" }),
+    el("p", { class: "problem" }),
     el("ul", { class: "warnings" }));
   return card;
 }
@@ -86,7 +96,10 @@ function updateCredential(card, c) {
     dl.replaceChildren(...rows.flatMap(([k, v]) => [el("dt", {}, k), el("dd", {}, v)]));
     dl.dataset.signature = signature;
   }
-  show(card.querySelector(".error"), c.error);
+  const problem = card.querySelector(".problem");
+  problem.classList.toggle("error", c.state !== "missing");
+  problem.classList.toggle("muted", c.state === "missing");
+  show(problem, c.error);
   const warnings = card.querySelector(".warnings");
   warnings.replaceChildren(...c.warnings.map((w) => el("li", {}, w)));
 }
@@ -97,8 +110,9 @@ function approvalRow(a) {
   const answer = (decision) => async () => {
     try {
       await invoke("approve", { request: a.request, decision });
+      ok();
     } catch (e) {
-      show($("notice"), String(e));
+      fail(e);
     }
     refresh();
   };
@@ -127,6 +141,7 @@ function render(v) {
   lock.textContent = v.locked ? "Unlock serving" : "Lock serving";
   lock.disabled = v.agent.kind === "down";
   document.body.classList.toggle("locked", v.locked);
+  $("locked-banner").hidden = !v.locked;
   show($("alert"), v.alert);
   show($("notice"), v.notice);
 
@@ -167,7 +182,7 @@ async function refresh() {
   try {
     render(await invoke("view"));
   } catch (e) {
-    show($("notice"), String(e));
+    fail(e);
   }
 }
 
@@ -205,6 +220,8 @@ function wireReroll() {
     candidateReady(await invoke("run_setup_token"));
   }));
 
+  $("cancel-setup").addEventListener("click", () => invoke("cancel_setup_token"));
+
   $("use-paste").addEventListener("click", () => guarded($("use-paste"), $("capture-error"), async () => {
     const field = $("paste");
     const token = field.value.trim();
@@ -241,16 +258,18 @@ function wire() {
   $("lock").addEventListener("click", async () => {
     try {
       await invoke("set_locked", { locked: !(current && current.locked) });
+      ok();
     } catch (e) {
-      show($("notice"), String(e));
+      fail(e);
     }
     refresh();
   });
   $("autostart").addEventListener("change", async (e) => {
     try {
       await invoke("set_autostart", { enabled: e.target.checked });
+      ok();
     } catch (err) {
-      show($("notice"), String(err));
+      fail(err);
     }
     refresh();
   });

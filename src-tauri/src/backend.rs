@@ -14,7 +14,7 @@ use keyferry::protocol::{CredentialStatus, Decision, Event, Peer, Request, Statu
 use keyferry::secret::Secret;
 use tokio::sync::{broadcast, oneshot};
 
-use crate::tray_model::AgentLink;
+use keyferry::tray::AgentLink;
 
 pub enum Backend {
     Embedded(Embedded),
@@ -24,11 +24,16 @@ pub enum Backend {
 
 pub struct Embedded {
     pub agent: Arc<Agent>,
+    /// Keeps this app registered as the embedded agent's approver.
+    approver: Mutex<Option<keyferry::agent::ApproverHandle>>,
     socket: PathBuf,
     stop: Mutex<Option<oneshot::Sender<()>>>,
     served: Mutex<Option<tauri::async_runtime::JoinHandle<()>>>,
     _lock: InstanceLock,
 }
+
+/// How the tray introduces itself in the protocol handshake.
+const CLIENT_NAME: &str = concat!("keyferry-tray/", env!("CARGO_PKG_VERSION"));
 
 /// This process, as the agent's audit log records the tray's own requests.
 fn me() -> Peer {
@@ -50,7 +55,7 @@ impl Backend {
     pub fn start(config: Config) -> (Self, AgentLink) {
         let path = socket::path(None, config.agent.socket.as_deref());
         for attempt in 0..3 {
-            match Client::connect(&path) {
+            match Client::connect_named(&path, CLIENT_NAME) {
                 Ok(c) => {
                     tracing::info!(socket = %path.display(), pid = c.hello.pid, "attached to a running agent");
                     return (
@@ -106,7 +111,7 @@ impl Backend {
 
     fn client(&self) -> Result<Client, String> {
         let socket = self.socket().ok_or("the agent is not running")?;
-        Client::connect(socket).map_err(client_err)
+        Client::connect_named(socket, CLIENT_NAME).map_err(client_err)
     }
 
     pub fn status(&self) -> Result<Status, String> {
@@ -182,9 +187,10 @@ impl Backend {
                         }
                     }
                 });
-                // The agent counts approvers by connection; the in-process tray connects to
-                // itself (see the report: `Agent::register_approver` would avoid this).
-                stream(e.socket.clone(), false, move |_| {});
+                *e.approver
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) =
+                    Some(e.agent.register_approver());
             }
             Self::Attached { socket } => stream(socket.clone(), true, move |ev| sink(ev)),
             Self::Down => {}
@@ -222,7 +228,7 @@ fn stream(socket: PathBuf, watch: bool, sink: impl Fn(Event) + Send + 'static) {
         .name("keyferry-events".into())
         .spawn(move || loop {
             let run = || -> Result<(), ClientError> {
-                let mut c = Client::connect(&socket)?;
+                let mut c = Client::connect_named(&socket, CLIENT_NAME)?;
                 if watch {
                     let _: serde_json::Value = c.call(Request::Watch)?;
                     // Whatever happened while we were away: re-read the status.
@@ -248,18 +254,23 @@ impl Embedded {
         let listener = tauri::async_runtime::block_on(async { socket::bind(path) })?;
         let agent = Agent::new(config);
         let (stop, stopped) = oneshot::channel::<()>();
-        let warm = Arc::clone(&agent);
-        let served = tauri::async_runtime::spawn(keyferry::agent::run(
-            Arc::clone(&agent),
-            listener,
+        let served = tauri::async_runtime::spawn({
+            let agent = Arc::clone(&agent);
             async move {
-                let _ = stopped.await;
-            },
-        ));
-        tauri::async_runtime::spawn_blocking(move || warm.refresh_all());
+                // As `keyferry agent`: resolve everything before the first client is
+                // accepted (early clients wait in the listen backlog, they are not refused).
+                let warm = Arc::clone(&agent);
+                let _ = tokio::task::spawn_blocking(move || warm.refresh_all()).await;
+                keyferry::agent::run(agent, listener, async move {
+                    let _ = stopped.await;
+                })
+                .await;
+            }
+        });
         tracing::info!(socket = %path.display(), "serving in-process");
         Ok(Self {
             agent,
+            approver: Mutex::new(None),
             socket: path.to_path_buf(),
             stop: Mutex::new(Some(stop)),
             served: Mutex::new(Some(served)),

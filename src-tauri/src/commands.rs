@@ -1,14 +1,17 @@
 //! The window's commands: each a few lines calling the library. The capability file allows
 //! exactly these (build.rs generates their `allow-*` permissions).
 
+use std::process::Stdio;
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use keyferry::protocol::Decision;
 use keyferry::reroll;
 use keyferry::secret::Secret;
 use tauri::{AppHandle, Emitter, Manager, State};
 use time::OffsetDateTime;
 
-use crate::tray_model::{self, Candidate, RerollDone, WindowView};
 use crate::Shared;
+use keyferry::tray::{self as tray_model, Candidate, RerollDone, WindowView};
 
 #[tauri::command]
 pub fn view(shared: State<'_, Shared>) -> WindowView {
@@ -51,16 +54,31 @@ pub fn open_revoke_page() -> Result<String, String> {
 #[tauri::command]
 pub async fn run_setup_token(app: AppHandle) -> Result<Candidate, String> {
     let echo = app.clone();
+    CANCEL.store(false, Ordering::SeqCst);
     let token = tauri::async_runtime::spawn_blocking(move || {
-        reroll::run_setup_token(&reroll::claude_program(None), |line| {
-            let _ = echo.emit("kf://reroll-output", line.to_owned());
-        })
+        // No terminal behind the app: the OAuth flow happens in the browser.
+        reroll::run_setup_token_with(
+            &reroll::claude_program(None),
+            Stdio::null(),
+            Some(&CANCEL),
+            |line| {
+                let _ = echo.emit("kf://reroll-output", line.to_owned());
+            },
+        )
     })
     .await
     .map_err(|e| e.to_string())?
     .map_err(|e| e.to_string())?;
     keep(&app, token)
 }
+
+/// Cancels a running `claude setup-token` (the wizard's Cancel button).
+#[tauri::command]
+pub fn cancel_setup_token() {
+    CANCEL.store(true, Ordering::SeqCst);
+}
+
+static CANCEL: AtomicBool = AtomicBool::new(false);
 
 /// Step 2, by hand: a pasted token.
 #[tauri::command]
@@ -100,7 +118,7 @@ pub async fn store_token(name: String, app: AppHandle) -> Result<RerollDone, Str
     };
     let done = tray_model::reroll_done(&status, OffsetDateTime::now_utc());
     let (notifier, summary, body) = (app.clone(), done.summary.clone(), done.body.clone());
-    tauri::async_runtime::spawn_blocking(move || crate::notify(&notifier, &summary, &body));
+    tauri::async_runtime::spawn_blocking(move || crate::notify_or_note(&notifier, &summary, &body));
     Ok(done)
 }
 

@@ -1,13 +1,12 @@
 //! Keyferry's menu-bar app: the agent (in-process, or a client of a headless one), a tray
 //! that shows it, notifications, and a small window. Tauri glue only: the menu model, icon
-//! state and texts come from `tray_model` (bound for the library as `keyferry::tray`).
+//! state and texts come from the library (`keyferry::tray`).
 
 #![cfg_attr(not(debug_assertions), windows_subsystem = "windows")]
 
 mod backend;
 mod commands;
 mod tray;
-mod tray_model;
 
 use std::sync::Mutex;
 use std::time::Duration;
@@ -21,8 +20,9 @@ use tauri_plugin_autostart::{MacosLauncher, ManagerExt as _};
 use time::OffsetDateTime;
 
 use backend::Backend;
+use keyferry::notification::Delivery;
+use keyferry::tray::{AgentLink, Applied, MenuAction, Settings, TrayState, RECENT_MAX};
 use tray::{Tray, TrayCell};
-use tray_model::{AgentLink, Applied, MenuAction, Settings, TrayState, RECENT_MAX};
 
 /// Everything the app shares between the tray, the commands and the event pump.
 pub struct Shared {
@@ -89,36 +89,54 @@ fn on_event(app: &AppHandle, event: &Event) {
         Applied::Changed => {}
     }
     redraw(app);
+    if let Event::Approval { approval } = event {
+        // Someone waits on an answer: bring the window up and say so.
+        show_window(app, Some("approvals"));
+        let (summary, body) = keyferry::tray::approval_notification(approval);
+        let app = app.clone();
+        // The approval line in the menu and the window already stand in when there is no
+        // notification service.
+        tauri::async_runtime::spawn_blocking(move || notify(&app, &summary, &body));
+    }
 }
 
-/// Shows a desktop notification, or — when the desktop has none — the tray's notice line.
-pub fn notify(app: &AppHandle, summary: &str, body: &str) {
-    #[cfg(target_os = "macos")]
+/// Shows a desktop notification through the app (so it carries the app's identity on macOS)
+/// and says whether anything showed it. On Linux the plugin drops notifications silently
+/// without a service, so the library checks the bus first.
+pub fn delivery(app: &AppHandle, summary: &str, body: &str) -> Delivery {
+    if !keyferry::notification::available() {
+        return Delivery::NoService;
+    }
+    use tauri_plugin_notification::NotificationExt as _;
+    match app
+        .notification()
+        .builder()
+        .title(summary)
+        .body(body)
+        .show()
     {
-        use tauri_plugin_notification::NotificationExt as _;
-        if app
-            .notification()
-            .builder()
-            .title(summary)
-            .body(body)
-            .show()
-            .is_ok()
-        {
-            return;
+        Ok(()) => Delivery::Shown,
+        Err(e) => Delivery::Failed(e.to_string()),
+    }
+}
+
+/// [`delivery`] as a yes/no, logging what was not shown.
+pub fn notify(app: &AppHandle, summary: &str, body: &str) -> bool {
+    match delivery(app, summary, body) {
+        Delivery::Shown => true,
+        other => {
+            tracing::info!(%summary, %body, delivery = ?other, "notification not shown");
+            false
         }
     }
-    #[cfg(not(target_os = "macos"))]
-    {
-        // The plugin drops notifications silently without a service; the library detects it.
-        match keyferry::notification::send(summary, body) {
-            keyferry::notification::Delivery::Shown => return,
-            other => {
-                tracing::info!(%summary, %body, delivery = ?other, "notification not shown; tray line instead")
-            }
-        }
+}
+
+/// [`notify`], falling back to the tray's notice line (and the log).
+pub fn notify_or_note(app: &AppHandle, summary: &str, body: &str) {
+    if !notify(app, summary, body) {
+        app.state::<Shared>().state().notice = Some(format!("{summary}: {body}"));
+        redraw(app);
     }
-    app.state::<Shared>().state().notice = Some(format!("{summary}: {body}"));
-    redraw(app);
 }
 
 pub fn show_window(app: &AppHandle, section: Option<&str>) {
@@ -154,7 +172,13 @@ fn on_menu(app: &AppHandle, id: &str) {
     match action {
         MenuAction::Credential(name) => show_window(app, Some(&format!("cred:{name}"))),
         MenuAction::Approvals => show_window(app, Some("approvals")),
-        MenuAction::Reroll | MenuAction::Alert => show_window(app, Some("reroll")),
+        MenuAction::Reroll => show_window(app, Some("reroll")),
+        MenuAction::Alert => {
+            let target = shared.state().alert_action();
+            if let Some(target) = target {
+                on_menu(app, &target.id());
+            }
+        }
         MenuAction::Open => show_window(app, None),
         MenuAction::ToggleLock => {
             let locked = shared.state().locked;
@@ -258,6 +282,14 @@ fn setup(app: &mut tauri::App) -> Result<(), Box<dyn std::error::Error>> {
     });
     app.manage(TrayCell(Mutex::new(None)));
 
+    if let Backend::Embedded(e) = &app.state::<Shared>().backend {
+        // The embedded agent's expiry and refusal notices go out as the app's own.
+        let app_for_notices = handle.clone();
+        e.agent
+            .set_notifier(std::sync::Arc::new(move |summary: &str, body: &str| {
+                delivery(&app_for_notices, summary, body)
+            }));
+    }
     let pump = handle.clone();
     app.state::<Shared>()
         .backend
@@ -309,6 +341,7 @@ fn main() {
             commands::approve,
             commands::open_revoke_page,
             commands::run_setup_token,
+            commands::cancel_setup_token,
             commands::paste_token,
             commands::store_token,
             commands::discard_token,

@@ -7,7 +7,7 @@ use tauri::menu::{CheckMenuItem, IsMenuItem, Menu, MenuItem, MenuItemKind, Prede
 use tauri::tray::{TrayIcon, TrayIconBuilder};
 use tauri::{AppHandle, Wry};
 
-use crate::tray_model::{EntryKind, IconState, MenuModel};
+use keyferry::tray::{EntryKind, IconState, MenuModel};
 
 /// macOS menu bars want black template images; other panels get the coloured set.
 #[cfg(target_os = "macos")]

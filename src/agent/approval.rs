@@ -26,9 +26,21 @@ impl Drop for ApproverGuard<'_> {
 }
 
 impl Approvals {
+    /// Counts one more approver for as long as the guard lives.
     pub fn register(&self) -> ApproverGuard<'_> {
         self.approvers.fetch_add(1, Ordering::SeqCst);
         ApproverGuard(self)
+    }
+
+    /// Adds or removes owned registrations (see `Agent::register_approver`).
+    pub fn count(&self, delta: isize) {
+        if delta >= 0 {
+            self.approvers
+                .fetch_add(delta.unsigned_abs(), Ordering::SeqCst);
+        } else {
+            self.approvers
+                .fetch_sub(delta.unsigned_abs(), Ordering::SeqCst);
+        }
     }
 
     pub fn has_approver(&self) -> bool {

@@ -30,6 +30,18 @@ use crate::protocol::{Access, Event, Peer};
 use approval::Approvals;
 use state::State;
 
+/// Shows one notification (summary, body) and says whether it was shown.
+pub type Notifier = Arc<dyn Fn(&str, &str) -> crate::notification::Delivery + Send + Sync>;
+
+/// Keeps an in-process approver registered until dropped.
+pub struct ApproverHandle(Arc<Agent>);
+
+impl Drop for ApproverHandle {
+    fn drop(&mut self) {
+        self.0.approvals.count(-1);
+    }
+}
+
 pub struct Agent {
     broker: Broker,
     cfg: AgentConfig,
@@ -43,6 +55,8 @@ pub struct Agent {
     uid: u32,
     /// Wakes the expiry task when a credential changed.
     changed: tokio::sync::Notify,
+    /// Replaces the library's notification sender (the tray sets it).
+    notifier: RwLock<Option<Notifier>>,
     /// Re-resolutions since start, reported in `status`.
     resolutions: std::sync::atomic::AtomicU64,
     /// `[[sink]]`s from config.
@@ -65,6 +79,7 @@ impl Agent {
         let sinks = config.sink.iter().filter_map(|s| s.target().ok()).collect();
         Arc::new(Self {
             resolutions: std::sync::atomic::AtomicU64::new(0),
+            notifier: RwLock::new(None),
             sinks,
             registered: std::sync::Mutex::new(crate::sink::Registry::load()),
             thresholds: Thresholds::from_config(&cfg),
@@ -79,6 +94,23 @@ impl Agent {
             uid: crate::paths::current_uid(),
             changed: tokio::sync::Notify::new(),
         })
+    }
+
+    /// Registers an in-process approver (the tray): while the handle lives, `ask`-policy
+    /// requests wait for [`Agent::approve`] instead of being refused.
+    #[must_use]
+    pub fn register_approver(self: &Arc<Self>) -> ApproverHandle {
+        self.approvals.count(1);
+        ApproverHandle(Arc::clone(self))
+    }
+
+    /// Routes desktop notifications through `notifier` (the tray's own plugin, so they
+    /// carry the app's identity) instead of the library's D-Bus/osascript sender.
+    pub fn set_notifier(&self, notifier: Notifier) {
+        *self
+            .notifier
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(notifier);
     }
 
     #[must_use]

@@ -9,7 +9,7 @@ use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 
 use super::Agent;
-use crate::credential::{fingerprint, rfc3339, Kind};
+use crate::credential::{fingerprint, rfc3339};
 use crate::error::ErrorBody;
 use crate::expiry::Thresholds;
 use crate::policy::Verdict;
@@ -33,7 +33,6 @@ pub(super) struct LockState {
 pub(super) struct Slot {
     pub status: CredentialStatus,
     pub token: Option<Token>,
-    pub kind: Option<Kind>,
     pub expires_at: Option<OffsetDateTime>,
     /// The credential as resolved, for inspections with a fresh `now`.
     pub credential: Option<crate::credential::Credential>,
@@ -45,7 +44,7 @@ impl Slot {
         let mut s = self.status.clone();
         if let Some(c) = &self.credential {
             s.inspection = Some(c.inspect(now));
-            s.health = t.health(c.kind, c.expires_at, now);
+            s.health = t.health(c.refresh_token.is_some(), c.expires_at, now);
         }
         s
     }
@@ -95,7 +94,6 @@ impl Agent {
             return Slot {
                 status,
                 token: None,
-                kind: None,
                 expires_at: None,
                 credential: None,
             };
@@ -118,7 +116,6 @@ impl Agent {
         Slot {
             status,
             token: Some(token),
-            kind: Some(c.kind),
             expires_at: c.expires_at,
             credential: Some(c),
         }

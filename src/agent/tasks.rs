@@ -256,12 +256,30 @@ fn notify(agent: &Agent, summary: String, body: String) {
     if !agent.cfg.notifications {
         return;
     }
-    tokio::task::spawn_blocking(move || match notification::send(&summary, &body) {
-        Delivery::Shown => tracing::debug!(%summary, "notification shown"),
-        Delivery::NoService => {
-            tracing::info!(%summary, %body, "no desktop notification service; logged only");
+    let notifier = agent
+        .notifier
+        .read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .clone();
+    let events = agent.events.clone();
+    tokio::task::spawn_blocking(move || {
+        let delivery = match notifier {
+            Some(n) => n(&summary, &body),
+            None => notification::send(&summary, &body),
+        };
+        match &delivery {
+            Delivery::Shown => tracing::debug!(%summary, "notification shown"),
+            Delivery::NoService => {
+                tracing::info!(%summary, %body, "no desktop notification service; logged only")
+            }
+            Delivery::Failed(e) => tracing::warn!(%summary, error = %e, "notification failed"),
         }
-        Delivery::Failed(e) => tracing::warn!(%summary, error = %e, "notification failed"),
+        // Subscribers (the tray) fall back to a visible line when nothing was shown.
+        let _ = events.send(Event::Notified {
+            summary,
+            body,
+            shown: delivery == Delivery::Shown,
+        });
     });
 }
 
@@ -277,14 +295,17 @@ async fn expiry(agent: Arc<Agent>) {
                 .slots
                 .iter()
                 .filter_map(|(name, slot)| {
-                    let (kind, at) = (slot.kind?, slot.expires_at);
-                    if let Some(t) = agent.thresholds.next_change(kind, at, now) {
+                    let (refreshes, at) = (
+                        slot.credential.as_ref()?.refresh_token.is_some(),
+                        slot.expires_at,
+                    );
+                    if let Some(t) = agent.thresholds.next_change(refreshes, at, now) {
                         next = Some(next.map_or(t, |n: OffsetDateTime| n.min(t)));
                     }
                     let fp = slot.status.inspection.as_ref()?.fingerprint.clone();
                     agent
                         .thresholds
-                        .due(kind, at, now)
+                        .due(refreshes, at, now)
                         .map(|d| (name.clone(), fp, d, at))
                 })
                 .collect()

@@ -134,6 +134,16 @@ pub fn watch(cli: &Cli, config: &Config, json: bool) -> anyhow::Result<i32> {
             Event::SinkFailed { name, path, error } => {
                 format!("sink     {name} → {path} FAILED: {}", error.message)
             }
+            Event::Notified { summary, shown, .. } => {
+                format!(
+                    "notice   {summary}{}",
+                    if *shown {
+                        ""
+                    } else {
+                        " (no notification service)"
+                    }
+                )
+            }
             Event::Lagged { missed } => format!("(missed {missed} events)"),
         };
         println!("{text}");

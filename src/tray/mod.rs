@@ -1,0 +1,27 @@
+//! The tray's logic, free of any GUI toolkit: the state kept from the agent's events, the
+//! menu (lines, labels, enabled states), the icon state, countdown and "2 min ago" texts,
+//! and the window's view. `src-tauri` only turns [`MenuModel`] into menu items and
+//! [`IconState`] into an image.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use serde::Serialize;
+use time::format_description::well_known::Rfc3339;
+use time::OffsetDateTime;
+
+use crate::credential::{human_duration, Credential, Kind};
+use crate::protocol::{Access, ApprovalRequest, CredentialStatus, Event, Health, Peer, Status};
+use crate::secret::Secret;
+
+mod menu;
+mod state;
+mod text;
+mod view;
+
+pub use menu::*;
+pub use state::*;
+pub use text::*;
+pub use view::*;
+
+#[cfg(test)]
+mod tests;
