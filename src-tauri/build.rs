@@ -12,6 +12,7 @@ const COMMANDS: &[&str] = &[
     "store_token",
     "discard_token",
     "set_autostart",
+    "save_settings",
 ];
 
 fn main() {

@@ -294,6 +294,58 @@ impl Config {
     }
 }
 
+/// Saves run-time settings under `[agent]` in the config file, keeping every other line,
+/// comment and key as it was (written atomically; the file's mode is kept, 0600 when new).
+///
+/// # Errors
+/// A bad threshold, or the file cannot be parsed or written.
+pub fn save_agent_settings(path: &Path, s: &crate::protocol::Settings) -> Result<(), ConfigError> {
+    let shown = paths::display(path);
+    for t in &s.expiry_thresholds {
+        parse_duration(t).map_err(|message| ConfigError::Parse {
+            path: shown.clone(),
+            message,
+        })?;
+    }
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(e) => {
+            return Err(ConfigError::Read {
+                path: shown,
+                reason: e.to_string(),
+            })
+        }
+    };
+    let mut doc: toml_edit::DocumentMut =
+        text.parse()
+            .map_err(|e: toml_edit::TomlError| ConfigError::Parse {
+                path: shown.clone(),
+                message: e.message().to_owned(),
+            })?;
+    if !doc.contains_key("agent") {
+        doc["agent"] = toml_edit::table();
+    }
+    let agent = &mut doc["agent"];
+    agent["notifications"] = toml_edit::value(s.notifications);
+    agent["notify_on_access"] = toml_edit::value(s.notify_on_access);
+    let mut list = toml_edit::Array::new();
+    for t in &s.expiry_thresholds {
+        list.push(t.as_str());
+    }
+    agent["expiry_thresholds"] = toml_edit::value(list);
+    if let Some(dir) = path.parent() {
+        crate::atomic::private_dir(dir).map_err(|e| ConfigError::Read {
+            path: shown.clone(),
+            reason: e.to_string(),
+        })?;
+    }
+    crate::atomic::write(path, doc.to_string().as_bytes(), 0o600).map_err(|e| ConfigError::Read {
+        path: shown,
+        reason: e.to_string(),
+    })
+}
+
 impl Spec {
     /// The keychain item `setup`/`clear` act on.
     ///
@@ -369,6 +421,33 @@ mod tests {
         assert_eq!(cfg.policy["claude"].mode, PolicyMode::Ask);
         assert_eq!(parse_duration("30m").unwrap(), time::Duration::minutes(30));
         assert!(parse("[agent]\nexpiry_thresholds = [\"soon\"]\n").is_err());
+    }
+
+    #[test]
+    fn saving_settings_keeps_the_rest_of_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("config.toml");
+        std::fs::write(&p, "# mine\n[credentials.claude]\nenv_files = [\"~/p/.env\"]\n\n[agent]\nidle_timeout_secs = 5 # short\n").unwrap();
+        let s = crate::protocol::Settings {
+            notifications: false,
+            notify_on_access: true,
+            expiry_thresholds: vec!["7d".into(), "2h".into()],
+        };
+        save_agent_settings(&p, &s).unwrap();
+        let text = std::fs::read_to_string(&p).unwrap();
+        assert!(
+            text.starts_with("# mine\n[credentials.claude]\nenv_files = [\"~/p/.env\"]\n"),
+            "{text}"
+        );
+        assert!(text.contains("idle_timeout_secs = 5 # short"), "{text}");
+        let cfg = Config::load_from(&p).unwrap();
+        assert!(cfg.agent.notify_on_access && !cfg.agent.notifications);
+        assert_eq!(cfg.agent.expiry_thresholds, ["7d", "2h"]);
+        let bad = crate::protocol::Settings {
+            expiry_thresholds: vec!["soon".into()],
+            ..s
+        };
+        assert!(save_agent_settings(&p, &bad).is_err());
     }
 
     #[test]

@@ -50,6 +50,12 @@ impl Thresholds {
         }
     }
 
+    /// The configured labels, most distant first.
+    #[must_use]
+    pub fn labels(&self) -> Vec<String> {
+        self.levels.iter().map(|(l, _)| l.clone()).collect()
+    }
+
     /// A credential that carries its refresh token (Claude Code's ~8 h OAuth login, Codex and
     /// Gemini logins) is refreshed by its own CLI on the host; it is only a problem once it
     /// has stayed expired past the grace period.

@@ -87,6 +87,15 @@ pub enum Request {
     },
     /// Stop keeping the snapshot at `path` current.
     Forget { path: String },
+    /// Change the agent's notification settings now and save them in config.toml.
+    Settings {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        notifications: Option<bool>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        notify_on_access: Option<bool>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        expiry_thresholds: Option<Vec<String>>,
+    },
     /// Become an approver: receive `approval` events for `ask`-policy requests.
     Approvals,
     /// Answer an approval request.
@@ -107,6 +116,7 @@ impl Request {
             Self::Unlock { .. } => "unlock",
             Self::Snapshot { .. } => "snapshot",
             Self::Forget { .. } => "forget",
+            Self::Settings { .. } => "settings",
             Self::Approvals => "approvals",
             Self::Approve { .. } => "approve",
         }
@@ -168,6 +178,14 @@ pub struct Hello {
     pub version: u32,
     pub agent: String,
     pub pid: u32,
+}
+
+/// The settings a client may change at run time (`settings` result).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Settings {
+    pub notifications: bool,
+    pub notify_on_access: bool,
+    pub expiry_thresholds: Vec<String>,
 }
 
 /// `get`'s result.

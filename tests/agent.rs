@@ -430,6 +430,41 @@ fn file_and_keychain_changes_reach_watchers() {
 }
 
 #[test]
+fn settings_change_at_run_time_and_persist() {
+    let h = home_with_token("# my config\n[agent]\nidle_timeout_secs = 9\n");
+    let agent = h.start_agent();
+    let applied: keyferry::protocol::Settings = agent
+        .client()
+        .call(Request::Settings {
+            notifications: Some(false),
+            notify_on_access: Some(true),
+            expiry_thresholds: Some(vec!["2d".into(), "30m".into()]),
+        })
+        .unwrap();
+    assert_eq!(applied.expiry_thresholds, ["2d", "30m"]);
+    let text = std::fs::read_to_string(h.path(".config/keyferry/config.toml")).unwrap();
+    assert!(
+        text.starts_with("# my config\n[agent]\nidle_timeout_secs = 9\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("notify_on_access = true") && text.contains("\"30m\""),
+        "{text}"
+    );
+    let bad = agent
+        .client()
+        .call::<keyferry::protocol::Settings>(Request::Settings {
+            notifications: None,
+            notify_on_access: None,
+            expiry_thresholds: Some(vec!["soonish".into()]),
+        });
+    assert!(
+        matches!(bad, Err(ClientError::Refused(ref e)) if e.message.contains("soonish")),
+        "{bad:?}"
+    );
+}
+
+#[test]
 fn an_idle_agent_does_not_re_resolve_in_a_loop() {
     // Its own reads open the watched file; those opens must not count as changes.
     let h = home_with_token("[agent]\nrescan_secs = 0\npoll_interval_secs = 60\n");

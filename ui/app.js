@@ -170,10 +170,13 @@ function render(v) {
 
   $("autostart").checked = v.autostart;
   const s = v.settings;
+  // Form fields follow the agent unless the user is editing them.
+  if (!$("settings-form").contains(document.activeElement)) {
+    $("set-notifications").checked = s.notifications;
+    $("set-notify-access").checked = s.notify_on_access;
+    $("set-thresholds").value = s.expiry_thresholds.join(", ");
+  }
   $("settings").replaceChildren(
-    el("dt", {}, "expiry warnings"), el("dd", {}, s.expiry_thresholds.join(", ") || "none"),
-    el("dt", {}, "notifications"), el("dd", {}, s.notifications ? "on" : "off"),
-    el("dt", {}, "notify on every access"), el("dd", {}, s.notify_on_access ? "on" : "off"),
     el("dt", {}, "approval timeout"), el("dd", {}, `${s.approval_timeout_secs} s`));
   $("config-path").textContent = s.config_path || "config.toml";
 }
@@ -221,6 +224,21 @@ function wireReroll() {
   }));
 
   $("cancel-setup").addEventListener("click", () => invoke("cancel_setup_token"));
+
+  $("settings-form").addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    guarded($("save-settings"), $("settings-error"), async () => {
+      const settings = {
+        notifications: $("set-notifications").checked,
+        notify_on_access: $("set-notify-access").checked,
+        expiry_thresholds: $("set-thresholds").value.split(",").map((t) => t.trim()).filter(Boolean),
+      };
+      await invoke("save_settings", { settings });
+      show($("settings-saved"), "Saved.");
+      $("save-settings").blur();
+      await refresh();
+    });
+  });
 
   $("use-paste").addEventListener("click", () => guarded($("use-paste"), $("capture-error"), async () => {
     const field = $("paste");

@@ -133,6 +133,17 @@ impl Backend {
         }
     }
 
+    pub fn save_settings(&self, s: &keyferry::protocol::Settings) -> Result<(), String> {
+        match self {
+            Self::Embedded(e) => e.agent.update_settings(s, &me()).map_err(|b| b.message),
+            _ => self.call(Request::Settings {
+                notifications: Some(s.notifications),
+                notify_on_access: Some(s.notify_on_access),
+                expiry_thresholds: Some(s.expiry_thresholds.clone()),
+            }),
+        }
+    }
+
     pub fn approve(&self, request: u64, decision: Decision) -> Result<(), String> {
         match self {
             Self::Embedded(e) if e.agent.approve(request, decision) => Ok(()),

@@ -4,7 +4,7 @@
 use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use keyferry::protocol::Decision;
+use keyferry::protocol::{Decision, Settings};
 use keyferry::reroll;
 use keyferry::secret::Secret;
 use tauri::{AppHandle, Emitter, Manager, State};
@@ -134,4 +134,22 @@ pub fn discard_token(shared: State<'_, Shared>) {
 #[tauri::command]
 pub fn set_autostart(enabled: bool, app: AppHandle) -> Result<bool, String> {
     crate::set_autostart(&app, enabled)
+}
+
+/// The Settings pane: applied by the agent now and saved in config.toml.
+#[tauri::command]
+pub fn save_settings(
+    settings: Settings,
+    app: AppHandle,
+    shared: State<'_, Shared>,
+) -> Result<(), String> {
+    shared.backend.save_settings(&settings)?;
+    {
+        let mut st = shared.state();
+        st.settings.notifications = settings.notifications;
+        st.settings.notify_on_access = settings.notify_on_access;
+        st.settings.expiry_thresholds = settings.expiry_thresholds;
+    }
+    crate::redraw(&app);
+    Ok(())
 }

@@ -342,6 +342,7 @@ fn main() {
             commands::open_revoke_page,
             commands::run_setup_token,
             commands::cancel_setup_token,
+            commands::save_settings,
             commands::paste_token,
             commands::store_token,
             commands::discard_token,

@@ -208,6 +208,22 @@ async fn dispatch(agent: &Arc<Agent>, request: Request, id: Option<u64>, peer: &
                 .forget_snapshot(std::path::Path::new(&path), peer)
                 .map(|f| json!({ "forgotten": f })),
         ),
+        Request::Settings {
+            notifications,
+            notify_on_access,
+            expiry_thresholds,
+        } => {
+            let current = agent.settings();
+            let wanted = crate::protocol::Settings {
+                notifications: notifications.unwrap_or(current.notifications),
+                notify_on_access: notify_on_access.unwrap_or(current.notify_on_access),
+                expiry_thresholds: expiry_thresholds.unwrap_or(current.expiry_thresholds),
+            };
+            match agent.update_settings(&wanted, peer) {
+                Ok(()) => ok_line(id, &wanted),
+                Err(e) => err_line(id, &e),
+            }
+        }
         Request::Approve { request, decision } => {
             let delivered = agent.approve(request, decision);
             agent.record(

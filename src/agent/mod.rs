@@ -50,7 +50,10 @@ pub struct Agent {
     events: broadcast::Sender<Event>,
     approvals: Approvals,
     state: RwLock<State>,
-    thresholds: Thresholds,
+    /// Expiry thresholds; replaced at run time by the `settings` request.
+    thresholds: RwLock<Thresholds>,
+    notifications: std::sync::atomic::AtomicBool,
+    notify_on_access: std::sync::atomic::AtomicBool,
     started: Instant,
     uid: u32,
     /// Wakes the expiry task when a credential changed.
@@ -82,7 +85,9 @@ impl Agent {
             notifier: RwLock::new(None),
             sinks,
             registered: std::sync::Mutex::new(crate::sink::Registry::load()),
-            thresholds: Thresholds::from_config(&cfg),
+            thresholds: RwLock::new(Thresholds::from_config(&cfg)),
+            notifications: std::sync::atomic::AtomicBool::new(cfg.notifications),
+            notify_on_access: std::sync::atomic::AtomicBool::new(cfg.notify_on_access),
             broker: Broker::new(config),
             cfg,
             policy,
@@ -111,6 +116,51 @@ impl Agent {
             .notifier
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(notifier);
+    }
+
+    /// The current expiry thresholds.
+    #[must_use]
+    pub fn thresholds(&self) -> Thresholds {
+        self.thresholds
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// The settings a client may change.
+    #[must_use]
+    pub fn settings(&self) -> crate::protocol::Settings {
+        use std::sync::atomic::Ordering::Relaxed;
+        crate::protocol::Settings {
+            notifications: self.notifications.load(Relaxed),
+            notify_on_access: self.notify_on_access.load(Relaxed),
+            expiry_thresholds: self.thresholds().labels(),
+        }
+    }
+
+    /// Applies settings now and saves them in config.toml (the window's Settings pane).
+    ///
+    /// # Errors
+    /// A bad threshold or an unwritable config file; nothing changes then.
+    pub fn update_settings(
+        &self,
+        s: &crate::protocol::Settings,
+        peer: &Peer,
+    ) -> Result<(), crate::ErrorBody> {
+        use std::sync::atomic::Ordering::Relaxed;
+        crate::config::save_agent_settings(&self.broker.config.path, s)
+            .map_err(|e| crate::Error::from(e).body())?;
+        let mut cfg = self.cfg.clone();
+        cfg.expiry_thresholds.clone_from(&s.expiry_thresholds);
+        *self
+            .thresholds
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Thresholds::from_config(&cfg);
+        self.notifications.store(s.notifications, Relaxed);
+        self.notify_on_access.store(s.notify_on_access, Relaxed);
+        self.record("settings", None, "saved", None, peer);
+        self.changed.notify_one();
+        Ok(())
     }
 
     #[must_use]
@@ -147,7 +197,12 @@ impl Agent {
             peer: peer.clone(),
         };
         self.audit.record(&access);
-        if op == "get" && (outcome == "refused" || self.cfg.notify_on_access) {
+        if op == "get"
+            && (outcome == "refused"
+                || self
+                    .notify_on_access
+                    .load(std::sync::atomic::Ordering::Relaxed))
+        {
             tasks::notify_access(self, &access);
         }
         if credential.is_some() {
@@ -187,7 +242,7 @@ impl Agent {
         state
             .slots
             .iter()
-            .map(|(name, slot)| (name.clone(), slot.status_at(now, &self.thresholds)))
+            .map(|(name, slot)| (name.clone(), slot.status_at(now, &self.thresholds())))
             .collect()
     }
 }

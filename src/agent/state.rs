@@ -89,7 +89,7 @@ impl Agent {
     fn resolve_slot(&self, name: &str) -> Slot {
         let now = OffsetDateTime::now_utc();
         let result = self.broker.resolve(name);
-        let status = crate::report::status_of(name, &result, now, &self.thresholds);
+        let status = crate::report::status_of(name, &result, now, &self.thresholds());
         let Ok(found) = result else {
             return Slot {
                 status,
@@ -293,7 +293,7 @@ impl Agent {
                     .read_state()
                     .slots
                     .get(name)
-                    .map(|s| s.status_at(now, &self.thresholds))
+                    .map(|s| s.status_at(now, &self.thresholds()))
                     .unwrap_or_else(|| CredentialStatus {
                         name: name.to_owned(),
                         health: Health::Ok,

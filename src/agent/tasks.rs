@@ -253,7 +253,10 @@ async fn rescan(agent: Arc<Agent>) {
 }
 
 fn notify(agent: &Agent, summary: String, body: String) {
-    if !agent.cfg.notifications {
+    if !agent
+        .notifications
+        .load(std::sync::atomic::Ordering::Relaxed)
+    {
         return;
     }
     let notifier = agent
@@ -289,6 +292,7 @@ async fn expiry(agent: Arc<Agent>) {
     loop {
         let now = OffsetDateTime::now_utc();
         let mut next: Option<OffsetDateTime> = None;
+        let thresholds = agent.thresholds();
         let due: Vec<(String, String, Due, Option<OffsetDateTime>)> = {
             let state = agent.read_state();
             state
@@ -299,12 +303,11 @@ async fn expiry(agent: Arc<Agent>) {
                         slot.credential.as_ref()?.refresh_token.is_some(),
                         slot.expires_at,
                     );
-                    if let Some(t) = agent.thresholds.next_change(refreshes, at, now) {
+                    if let Some(t) = thresholds.next_change(refreshes, at, now) {
                         next = Some(next.map_or(t, |n: OffsetDateTime| n.min(t)));
                     }
                     let fp = slot.status.inspection.as_ref()?.fingerprint.clone();
-                    agent
-                        .thresholds
+                    thresholds
                         .due(refreshes, at, now)
                         .map(|d| (name.clone(), fp, d, at))
                 })
@@ -344,7 +347,7 @@ async fn expiry(agent: Arc<Agent>) {
                 .read_state()
                 .slots
                 .get(&name)
-                .map(|s| s.status_at(now, &agent.thresholds));
+                .map(|s| s.status_at(now, &thresholds));
             if let Some(status) = status {
                 agent.emit(Event::Changed { status });
             }
