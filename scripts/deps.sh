@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs the Debian packages Keyferry's build and tests need (as root), or says exactly
-# what to install. Usage: scripts/deps.sh build|test
+# what to install. Usage: scripts/deps.sh build|tray|test
 set -euo pipefail
 
 # libdbus is vendored (built from source by the dbus crate): only a C compiler is needed.
@@ -11,8 +11,14 @@ build=(gcc make)
 test=(dbus gnome-keyring libsecret-tools keyutils socat passwd util-linux procps
       bubblewrap openssh-server openssh-client)
 
+# The tray (Tauri 2 on WebKitGTK 4.1), and running it headless end to end: Xvfb, the WebKit
+# WebDriver that tauri-driver drives, screenshots. See src-tauri/DEPS.md.
+tray=(libwebkit2gtk-4.1-dev libayatana-appindicator3-dev librsvg2-dev libxdo-dev build-essential
+      xvfb webkit2gtk-driver imagemagick xdotool)
+
 want=("${build[@]}")
-[ "${1:-build}" = test ] && want+=("${test[@]}")
+[ "${1:-build}" = test ] && want+=("${test[@]}" "${tray[@]}")
+[ "${1:-build}" = tray ] && want+=("${tray[@]}")
 
 missing=()
 for p in "${want[@]}"; do

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The test command (README): installs what it needs, then formatting, lints for Linux and
-# macOS, and every test. Tests start their own D-Bus, gnome-keyring and agents.
+# macOS, and every test — the library and CLI, the agent, delivery into sandboxes, and the
+# tray app end to end. Tests start their own D-Bus, gnome-keyring, agents, sshd and Xvfb.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -9,6 +10,13 @@ bash scripts/deps.sh test
 if command -v rustup >/dev/null && ! rustup target list --installed | grep -qx aarch64-apple-darwin; then
   rustup target add aarch64-apple-darwin
 fi
+
+# tauri-driver drives the tray's window through WebKitWebDriver; pinned to 2.x (3.x is alpha).
+if ! command -v tauri-driver >/dev/null && [ ! -x "$HOME/.cargo/bin/tauri-driver" ]; then
+  echo "== cargo install tauri-driver@^2"
+  cargo install tauri-driver --locked --version '^2'
+fi
+export PATH="$HOME/.cargo/bin:$PATH"
 
 # The real Claude Code CLI (npm) for the delivery tests, kept under target/ (not global).
 if [ ! -x target/npm/node_modules/.bin/claude ]; then
@@ -19,9 +27,11 @@ fi
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
-echo "== cargo clippy (linux)"
-cargo clippy --all-targets -- -D warnings
-echo "== cargo clippy (aarch64-apple-darwin, DOCS_RS=1)"
-DOCS_RS=1 cargo clippy --target aarch64-apple-darwin --all-targets -- -D warnings
-echo "== cargo test"
-cargo test -- --test-threads "${KF_TEST_THREADS:-4}"
+echo "== cargo clippy (linux, workspace)"
+cargo clippy --workspace --all-targets -- -D warnings
+echo "== cargo clippy (aarch64-apple-darwin, DOCS_RS=1, workspace)"
+DOCS_RS=1 cargo clippy --target aarch64-apple-darwin --workspace --all-targets -- -D warnings
+echo "== cargo test (library, CLI, agent, delivery)"
+cargo test --workspace --exclude keyferry-tray -- --test-threads "${KF_TEST_THREADS:-4}"
+echo "== cargo test (tray app, end to end under Xvfb)"
+cargo test -p keyferry-tray -- --test-threads 1

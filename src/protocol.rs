@@ -60,11 +60,11 @@ pub enum Request {
         client: Option<String>,
     },
     /// Every credential's state; no secrets.
-    Status,
+    Status {},
     /// The token of one credential.
     Get { name: String },
     /// Stream of [`Event`]s until the client disconnects.
-    Watch,
+    Watch {},
     /// Store a token in the credential's keychain item (as `keyferry setup`).
     Store { name: String, token: WireSecret },
     /// Remove the stored token.
@@ -97,7 +97,7 @@ pub enum Request {
         expiry_thresholds: Option<Vec<String>>,
     },
     /// Become an approver: receive `approval` events for `ask`-policy requests.
-    Approvals,
+    Approvals {},
     /// Answer an approval request.
     Approve { request: u64, decision: Decision },
 }
@@ -107,9 +107,9 @@ impl Request {
     pub fn op(&self) -> &'static str {
         match self {
             Self::Hello { .. } => "hello",
-            Self::Status => "status",
+            Self::Status {} => "status",
             Self::Get { .. } => "get",
-            Self::Watch => "watch",
+            Self::Watch {} => "watch",
             Self::Store { .. } => "store",
             Self::Clear { .. } => "clear",
             Self::Lock { .. } => "lock",
@@ -117,7 +117,7 @@ impl Request {
             Self::Snapshot { .. } => "snapshot",
             Self::Forget { .. } => "forget",
             Self::Settings { .. } => "settings",
-            Self::Approvals => "approvals",
+            Self::Approvals {} => "approvals",
             Self::Approve { .. } => "approve",
         }
     }
@@ -361,6 +361,13 @@ mod tests {
         let e: Envelope = serde_json::from_str(r#"{"op":"hello","version":1}"#).unwrap();
         assert!(matches!(e.request, Request::Hello { version: 1, .. }));
         assert!(serde_json::from_str::<Envelope>(r#"{"op":"launch_missiles"}"#).is_err());
+        let e: Envelope = serde_json::from_str(r#"{"op":"status"}"#).unwrap();
+        assert!(matches!(e.request, Request::Status {}));
+        assert!(serde_json::from_str::<Envelope>(r#"{"op":"status","verbose":true}"#).is_err());
+        assert_eq!(
+            serde_json::to_string(&Request::Watch {}).unwrap(),
+            r#"{"op":"watch"}"#
+        );
     }
 
     #[test]

@@ -317,7 +317,7 @@ fn allowlist_lock_and_approvals() {
     assert_eq!(
         agent
             .client()
-            .call::<serde_json::Value>(Request::Status)
+            .call::<serde_json::Value>(Request::Status {})
             .unwrap()["locked"],
         true
     );
@@ -333,28 +333,23 @@ fn allowlist_lock_and_approvals() {
     );
     // With an approver: Allow once serves the waiting client, Deny refuses it.
     let mut approver = agent.client();
-    let _: serde_json::Value = approver.call(Request::Approvals).unwrap();
+    let _: serde_json::Value = approver.call(Request::Approvals {}).unwrap();
+    // The waiting client is another process: an approver may not answer its own request.
     for (decision, expect_ok) in [(Decision::AllowOnce, true), (Decision::Deny, false)] {
-        let sock = agent.sock.clone();
-        let waiting = std::thread::spawn(move || {
-            let mut c = Client::connect(&sock).unwrap();
-            c.call::<Token>(Request::Get {
-                name: "codex".into(),
-            })
-        });
+        let mut cmd = h.kf();
+        cmd.args(["--require-agent", "get", "codex"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        let waiting = std::thread::spawn(move || cmd.output().unwrap());
         let Event::Approval { approval } =
             wait_event(&mut approver, |e| matches!(e, Event::Approval { .. }))
         else {
             unreachable!()
         };
         assert_eq!(approval.credential, "codex");
-        assert!(
-            approval
-                .peer
-                .exe
-                .as_deref()
-                .unwrap_or("")
-                .contains("agent-"),
+        assert_eq!(
+            approval.peer.exe.as_deref(),
+            Some(env!("CARGO_BIN_EXE_keyferry")),
             "{:?}",
             approval.peer
         );
@@ -364,12 +359,134 @@ fn allowlist_lock_and_approvals() {
                 decision,
             })
             .unwrap();
-        let got = waiting.join().unwrap();
-        assert_eq!(got.is_ok(), expect_ok, "{decision:?}");
-        if let Ok(t) = got {
-            assert_eq!(t.token.0.expose(), "sk-proj-CODEXkeyAAAAbbbbCCCC-9999");
+        let out = waiting.join().unwrap();
+        assert_eq!(
+            out.status.success(),
+            expect_ok,
+            "{decision:?}: {}",
+            text(&out.stderr)
+        );
+        if expect_ok {
+            assert_eq!(
+                text(&out.stdout).trim(),
+                "sk-proj-CODEXkeyAAAAbbbbCCCC-9999"
+            );
+        } else {
+            assert_eq!(out.status.code(), Some(6));
+            assert!(
+                text(&out.stderr).contains("denied by the approver"),
+                "{}",
+                text(&out.stderr)
+            );
         }
     }
+}
+
+#[test]
+fn snapshots_and_approvals_cannot_sidestep_the_lock_or_policy() {
+    let h = home_with_token(
+        "[policy.claude]\nallow_exe = [\"/usr/bin/socat\"]\n[policy.codex]\nmode = \"ask\"\n\
+         [agent]\napproval_timeout_secs = 30\nidle_timeout_secs = 2\n",
+    );
+    h.write(
+        ".codex/auth.json",
+        r#"{"OPENAI_API_KEY":"sk-proj-CODEXkeyAAAAbbbbCCCC-9999"}"#,
+        0o600,
+    );
+    let agent = h.start_agent();
+    let snap = |name: &str| {
+        agent.client().call::<serde_json::Value>(Request::Snapshot {
+            name: name.into(),
+            path: h.path(&format!("snap-{name}.json")).display().to_string(),
+            include_refresh_token: false,
+        })
+    };
+    // A snapshot writes the token to a file: the allowlist applies as to `get`.
+    assert!(matches!(snap("claude"), Err(ClientError::Refused(ref e)) if e.code == "not_allowed"));
+    assert!(!h.path("snap-claude.json").exists());
+    // Locked: no snapshot either, and a bare second `lock` keeps the passphrase.
+    ok(&h.run(&["lock", "--passphrase"], Some("hunter2"), &[]));
+    ok(&h.run(&["lock"], None, &[]));
+    assert!(matches!(snap("codex"), Err(ClientError::Refused(ref e)) if e.code == "agent_locked"));
+    assert_eq!(h.run(&["unlock"], Some(""), &[]).status.code(), Some(6));
+    ok(&h.run(&["unlock"], Some("hunter2"), &[]));
+    // Answering needs an approver connection, and a client cannot approve its own request.
+    let mut approver = agent.client();
+    let _: serde_json::Value = approver.call(Request::Approvals {}).unwrap();
+    let mut requester = agent.client();
+    // The waiting client: another process (socat), which asks again after the long wait.
+    let script = format!(
+        "{{ printf '%s\\n' '{{\"op\":\"hello\",\"version\":{VERSION}}}' '{{\"op\":\"get\",\"name\":\"codex\"}}'; sleep 4; printf '%s\\n' '{{\"op\":\"status\"}}'; sleep 0.5; }} | socat -t 5 - UNIX-CONNECT:{}",
+        agent.sock.display()
+    );
+    let waiting =
+        std::thread::spawn(move || Command::new("sh").arg("-c").arg(script).output().unwrap());
+    let Event::Approval { approval } =
+        wait_event(&mut approver, |e| matches!(e, Event::Approval { .. }))
+    else {
+        unreachable!()
+    };
+    let stranger = requester.call::<serde_json::Value>(Request::Approve {
+        request: approval.request,
+        decision: Decision::AllowOnce,
+    });
+    assert!(
+        matches!(stranger, Err(ClientError::Refused(ref e)) if e.code == "not_an_approver"),
+        "{stranger:?}"
+    );
+    // Answer after more than the idle timeout (2 s); the client asks again 1 s later.
+    std::thread::sleep(Duration::from_millis(3000));
+    let _: serde_json::Value = approver
+        .call(Request::Approve {
+            request: approval.request,
+            decision: Decision::AllowOnce,
+        })
+        .unwrap();
+    let out = text(&waiting.join().unwrap().stdout);
+    let lines: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(
+        lines[1]["result"]["token"], "sk-proj-CODEXkeyAAAAbbbbCCCC-9999",
+        "{out}"
+    );
+    // The idle clock restarts after the reply, so the request after the long wait is served.
+    assert_eq!(
+        lines.get(2).map(|l| l["ok"].clone()),
+        Some(serde_json::Value::Bool(true)),
+        "{out}"
+    );
+    // When the last approver leaves, a waiting request is denied at once.
+    let mut cmd = h.kf();
+    cmd.args(["--require-agent", "get", "codex"])
+        .stderr(std::process::Stdio::piped());
+    let waiting = std::thread::spawn(move || cmd.output().unwrap());
+    wait_event(&mut approver, |e| matches!(e, Event::Approval { .. }));
+    drop(approver);
+    let out = waiting.join().unwrap();
+    assert_eq!(out.status.code(), Some(6));
+    assert!(
+        text(&out.stderr).contains("went away"),
+        "{}",
+        text(&out.stderr)
+    );
+    // A failed store of an unknown name leaves no phantom credential behind.
+    let mut fresh = agent.client();
+    let stored = fresh.call::<serde_json::Value>(Request::Store {
+        name: "nope".into(),
+        token: keyferry::protocol::WireSecret(keyferry::Secret::new(TOKEN.into())),
+    });
+    assert!(
+        matches!(stored, Err(ClientError::Refused(ref e)) if e.code == "config"),
+        "{stored:?}"
+    );
+    let st: keyferry::protocol::Status = fresh.call(Request::Status {}).unwrap();
+    assert!(
+        st.credentials.iter().all(|c| c.name != "nope"),
+        "{:?}",
+        st.credentials
+    );
 }
 
 #[test]
@@ -377,7 +494,7 @@ fn file_and_keychain_changes_reach_watchers() {
     let h = home_with_token("[agent]\npoll_interval_secs = 1\n");
     let agent = h.start_agent();
     let mut watcher = agent.client();
-    let _: serde_json::Value = watcher.call(Request::Watch).unwrap();
+    let _: serde_json::Value = watcher.call(Request::Watch {}).unwrap();
     // Atomic rename over the watched file (what editors and Claude Code do).
     let tmp = h.write(
         ".config/cf/.claude-token.new",
@@ -470,7 +587,7 @@ fn an_idle_agent_does_not_re_resolve_in_a_loop() {
     let h = home_with_token("[agent]\nrescan_secs = 0\npoll_interval_secs = 60\n");
     let agent = h.start_agent();
     let mut watcher = agent.client();
-    let _: serde_json::Value = watcher.call(Request::Watch).unwrap();
+    let _: serde_json::Value = watcher.call(Request::Watch {}).unwrap();
     let tmp = h.write(
         ".config/cf/.claude-token.new",
         &format!("{TOKEN2}\n"),
@@ -481,7 +598,7 @@ fn an_idle_agent_does_not_re_resolve_in_a_loop() {
     let count = || {
         agent
             .client()
-            .call::<keyferry::protocol::Status>(Request::Status)
+            .call::<keyferry::protocol::Status>(Request::Status {})
             .unwrap()
             .resolutions
     };
@@ -518,7 +635,7 @@ fn expiry_warnings_reach_the_desktop_and_subscribers() {
     );
     assert!(body.contains("keyferry reroll gemini"), "{body}");
     assert!(!format!("{summary}{body}").contains("GEMINIaccess"));
-    let st: keyferry::protocol::Status = agent.client().call(Request::Status).unwrap();
+    let st: keyferry::protocol::Status = agent.client().call(Request::Status {}).unwrap();
     let gemini = st.credentials.iter().find(|c| c.name == "gemini").unwrap();
     assert_eq!(gemini.health, keyferry::protocol::Health::Expiring);
 }

@@ -271,7 +271,7 @@ fn configured_dotenv_sink_is_kept_current() {
     );
     assert_eq!(std::fs::metadata(&env).unwrap().mode() & 0o777, 0o600);
     let mut watcher = agent.client();
-    let _: serde_json::Value = watcher.call(keyferry::protocol::Request::Watch).unwrap();
+    let _: serde_json::Value = watcher.call(keyferry::protocol::Request::Watch {}).unwrap();
     let next = "sk-ant-oat01-NEXTtokenJJJJkkkkLLLL-2222";
     let tmp = h.write(".config/cf/claude-token.new", &format!("{next}\n"), 0o600);
     std::fs::rename(tmp, h.path(".config/cf/claude-token")).unwrap();

@@ -1,7 +1,8 @@
-//! Pending `ask`-policy requests, answered by an approver connection (the tray) or timed out.
+//! Pending `ask`-policy requests, answered by an approver (the tray), denied when the last
+//! approver leaves, or timed out.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -9,11 +10,25 @@ use tokio::sync::oneshot;
 
 use crate::protocol::Decision;
 
+/// How a pending request ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Answered(Decision),
+    TimedOut,
+    /// Every approver went away before answering.
+    Abandoned,
+}
+
+struct Pending {
+    tx: oneshot::Sender<Decision>,
+    /// The waiting client's pid: it may not approve itself.
+    requester: Option<i32>,
+}
+
 #[derive(Default)]
 pub struct Approvals {
-    next: AtomicU64,
     approvers: AtomicUsize,
-    pending: Mutex<HashMap<u64, oneshot::Sender<Decision>>>,
+    pending: Mutex<HashMap<u64, Pending>>,
 }
 
 /// Counts an approver connection for as long as it lives.
@@ -21,25 +36,39 @@ pub struct ApproverGuard<'a>(&'a Approvals);
 
 impl Drop for ApproverGuard<'_> {
     fn drop(&mut self) {
-        self.0.approvers.fetch_sub(1, Ordering::SeqCst);
+        self.0.count(-1);
     }
+}
+
+/// Request ids are random, so a client cannot guess the id of someone else's request.
+fn random_id() -> u64 {
+    use std::io::Read;
+    let mut b = [0u8; 8];
+    if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
+        let _ = f.read_exact(&mut b);
+    }
+    u64::from_le_bytes(b) >> 11 // stays exact in JSON numbers (53 bits)
 }
 
 impl Approvals {
     /// Counts one more approver for as long as the guard lives.
     pub fn register(&self) -> ApproverGuard<'_> {
-        self.approvers.fetch_add(1, Ordering::SeqCst);
+        self.count(1);
         ApproverGuard(self)
     }
 
-    /// Adds or removes owned registrations (see `Agent::register_approver`).
+    /// Adds or removes registrations (see `Agent::register_approver`). When the last
+    /// approver leaves, every pending request is denied at once instead of timing out.
     pub fn count(&self, delta: isize) {
         if delta >= 0 {
             self.approvers
                 .fetch_add(delta.unsigned_abs(), Ordering::SeqCst);
-        } else {
-            self.approvers
-                .fetch_sub(delta.unsigned_abs(), Ordering::SeqCst);
+        } else if self
+            .approvers
+            .fetch_sub(delta.unsigned_abs(), Ordering::SeqCst)
+            == delta.unsigned_abs()
+        {
+            self.lock().clear();
         }
     }
 
@@ -47,37 +76,50 @@ impl Approvals {
         self.approvers.load(Ordering::SeqCst) > 0
     }
 
-    /// Opens a request; the caller announces its id, then awaits [`Approvals::wait`].
-    pub fn open(&self) -> (u64, oneshot::Receiver<Decision>) {
-        let id = self.next.fetch_add(1, Ordering::SeqCst) + 1;
+    /// Opens a request for the client `requester`; the caller announces its id, then awaits
+    /// [`Approvals::wait`].
+    pub fn open(&self, requester: Option<i32>) -> (u64, oneshot::Receiver<Decision>) {
         let (tx, rx) = oneshot::channel();
-        self.lock().insert(id, tx);
+        let mut pending = self.lock();
+        let mut id = random_id();
+        while id == 0 || pending.contains_key(&id) {
+            id = random_id().wrapping_add(1);
+        }
+        pending.insert(id, Pending { tx, requester });
         (id, rx)
     }
 
-    /// Denies on timeout or when every approver went away.
     pub async fn wait(
         &self,
         id: u64,
         rx: oneshot::Receiver<Decision>,
         timeout: Duration,
-    ) -> Option<Decision> {
-        let decision = tokio::time::timeout(timeout, rx)
-            .await
-            .ok()
-            .and_then(Result::ok);
+    ) -> Outcome {
+        let outcome = match tokio::time::timeout(timeout, rx).await {
+            Ok(Ok(d)) => Outcome::Answered(d),
+            Ok(Err(_)) => Outcome::Abandoned,
+            Err(_) => Outcome::TimedOut,
+        };
         self.lock().remove(&id);
-        decision
+        outcome
     }
 
-    /// Delivers an answer; false when the request is unknown or already over.
-    pub fn answer(&self, id: u64, decision: Decision) -> bool {
-        self.lock()
+    /// Delivers an answer from the approver `by`. Refuses self-approval; false when the
+    /// request is unknown, already over, or the requester's own.
+    pub fn answer(&self, id: u64, decision: Decision, by: Option<i32>) -> bool {
+        let mut pending = self.lock();
+        if pending
+            .get(&id)
+            .is_some_and(|p| by.is_some() && p.requester == by)
+        {
+            return false;
+        }
+        pending
             .remove(&id)
-            .is_some_and(|tx| tx.send(decision).is_ok())
+            .is_some_and(|p| p.tx.send(decision).is_ok())
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, oneshot::Sender<Decision>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Pending>> {
         self.pending
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -89,24 +131,34 @@ mod tests {
     use super::*;
 
     #[tokio::test]
-    async fn answer_reaches_the_waiter_and_timeout_denies() {
+    async fn answers_timeouts_self_approval_and_abandonment() {
         let a = Approvals::default();
-        let (id, rx) = a.open();
-        assert!(a.answer(id, Decision::AllowOnce));
+        let g = a.register();
+        let (id, rx) = a.open(Some(42));
+        assert!(
+            !a.answer(id, Decision::AllowOnce, Some(42)),
+            "a client may not approve itself"
+        );
+        assert!(a.answer(id, Decision::AllowOnce, Some(7)));
         assert_eq!(
             a.wait(id, rx, Duration::from_secs(1)).await,
-            Some(Decision::AllowOnce)
+            Outcome::Answered(Decision::AllowOnce)
         );
-        let (id, rx) = a.open();
-        assert_eq!(a.wait(id, rx, Duration::from_millis(10)).await, None);
+        let (id, rx) = a.open(None);
+        assert_eq!(
+            a.wait(id, rx, Duration::from_millis(10)).await,
+            Outcome::TimedOut
+        );
         assert!(
-            !a.answer(id, Decision::AllowOnce),
+            !a.answer(id, Decision::AllowOnce, None),
             "late answers are dropped"
         );
-        assert!(!a.has_approver());
-        let g = a.register();
-        assert!(a.has_approver());
+        let (id, rx) = a.open(None);
         drop(g);
         assert!(!a.has_approver());
+        assert_eq!(
+            a.wait(id, rx, Duration::from_secs(5)).await,
+            Outcome::Abandoned
+        );
     }
 }

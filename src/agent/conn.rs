@@ -110,9 +110,11 @@ pub async fn handle(agent: Arc<Agent>, stream: UnixStream, mut shutdown: broadca
             continue;
         }
         let reply = match serde_json::from_str::<Envelope>(&line) {
-            // Position only: the line may hold a token.
+            // Position only: the line may hold a token. The id, if readable, is echoed.
             Err(e) => err_line(
-                None,
+                serde_json::from_str::<serde_json::Value>(&line)
+                    .ok()
+                    .and_then(|v| v.get("id")?.as_u64()),
                 &error(
                     "bad_request",
                     format!(
@@ -136,24 +138,34 @@ pub async fn handle(agent: Arc<Agent>, stream: UnixStream, mut shutdown: broadca
                         format!("send {{\"op\":\"hello\",\"version\":{VERSION}}} first"),
                     ),
                 ),
-                Request::Watch => {
+                Request::Watch {} => {
                     watching = true;
                     events.get_or_insert_with(|| agent.subscribe());
                     agent.record("watch", None, "ok", None, &peer);
                     ok_line(id, &"watching")
                 }
-                Request::Approvals => {
+                Request::Approvals {} => {
                     approving = true;
                     events.get_or_insert_with(|| agent.subscribe());
                     approver_guard.get_or_insert_with(|| agent.approvals.register());
                     ok_line(id, &"approving")
                 }
+                Request::Approve { .. } if approver_guard.is_none() => err_line(
+                    id,
+                    &error(
+                        "not_an_approver",
+                        "send {\"op\":\"approvals\"} on this connection before answering requests",
+                    ),
+                ),
                 other => dispatch(&agent, other, id, &peer).await,
             },
         };
         if framed.send(reply).await.is_err() {
             break;
         }
+        // The idle clock starts after the reply: a `get` that waited on an approver must not
+        // find its connection already timed out.
+        deadline.as_mut().reset(Instant::now() + idle);
     }
     drop(approver_guard);
 }
@@ -169,7 +181,7 @@ async fn dispatch(agent: &Arc<Agent>, request: Request, id: Option<u64>, peer: &
             Ok(t) => ok_line(id, &t),
             Err(e) => err_line(id, &e),
         },
-        Request::Status => ok_line(id, &agent.status()),
+        Request::Status {} => ok_line(id, &agent.status()),
         Request::Store { name, token } => match agent.store(&name, token.0, peer).await {
             Ok(s) => ok_line(id, &s),
             Err(e) => err_line(id, &e),
@@ -201,6 +213,7 @@ async fn dispatch(agent: &Arc<Agent>, request: Request, id: Option<u64>, peer: &
                     include_refresh_token,
                     peer,
                 )
+                .await
                 .map(|()| json!({ "written": path })),
         ),
         Request::Forget { path } => line(
@@ -225,7 +238,7 @@ async fn dispatch(agent: &Arc<Agent>, request: Request, id: Option<u64>, peer: &
             }
         }
         Request::Approve { request, decision } => {
-            let delivered = agent.approve(request, decision);
+            let delivered = agent.approve_from(request, decision, peer);
             agent.record(
                 "approve",
                 None,
@@ -240,12 +253,14 @@ async fn dispatch(agent: &Arc<Agent>, request: Request, id: Option<u64>, peer: &
                     id,
                     &error(
                         "no_such_request",
-                        format!("approval request {request} is unknown or already over"),
+                        format!("approval request {request} is unknown, already over, or your own"),
                     ),
                 )
             }
         }
         // Handled by the connection loop above.
-        Request::Hello { .. } | Request::Watch | Request::Approvals => ok_line(id, &agent.hello()),
+        Request::Hello { .. } | Request::Watch {} | Request::Approvals {} => {
+            ok_line(id, &agent.hello())
+        }
     }
 }

@@ -60,13 +60,18 @@ impl Agent {
     }
 
     /// Registers a snapshot and writes it now. The agent keeps it current until forgotten.
-    pub fn register_snapshot(
+    /// A snapshot writes the token to a file, so it passes the same lock and policy as `get`.
+    pub async fn register_snapshot(
         &self,
         name: &str,
         path: &Path,
         include_refresh_token: bool,
         peer: &Peer,
     ) -> Result<(), ErrorBody> {
+        if let Err(e) = self.may_read(name, peer).await {
+            self.record("snapshot", Some(name), "refused", Some(&e.code), peer);
+            return Err(e);
+        }
         if !path.is_absolute() {
             return Err(ErrorBody {
                 code: "invalid".into(),

@@ -8,6 +8,7 @@ use std::time::Duration;
 use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 
+use super::approval::Outcome;
 use super::Agent;
 use crate::credential::{fingerprint, rfc3339};
 use crate::error::ErrorBody;
@@ -124,7 +125,9 @@ impl Agent {
     /// Re-resolves `names` (blocking) and publishes `changed` for those that differ.
     pub fn refresh_blocking(&self, names: &[String]) {
         let mut changed = Vec::new();
-        for name in names {
+        let known = self.names();
+        // Only configured credentials get a slot (a failed `store` of a typo must not).
+        for name in names.iter().filter(|n| known.contains(n)) {
             self.resolutions
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let slot = self.resolve_slot(name);
@@ -195,21 +198,7 @@ impl Agent {
     }
 
     async fn get_inner(&self, name: &str, peer: &Peer) -> Result<Token, ErrorBody> {
-        if self.read_state().lock.is_some() {
-            return Err(err(
-                "agent_locked",
-                "the agent is locked and serves no tokens; run `keyferry unlock`",
-            ));
-        }
-        let verdict = match self.policy.check(name, peer) {
-            Verdict::Ask if !self.approvals.has_approver() => self.policy.no_approver(name, peer),
-            v => v,
-        };
-        match verdict {
-            Verdict::Allow => {}
-            Verdict::Deny { code, message } => return Err(err(code, message)),
-            Verdict::Ask => self.ask(name, peer).await?,
-        }
+        self.may_read(name, peer).await?;
         let state = self.read_state();
         let Some(slot) = state.slots.get(name) else {
             return Err(err(
@@ -228,7 +217,7 @@ impl Agent {
     }
 
     async fn ask(&self, name: &str, peer: &Peer) -> Result<(), ErrorBody> {
-        let (id, rx) = self.approvals.open();
+        let (id, rx) = self.approvals.open(peer.pid);
         self.emit(Event::Approval {
             approval: ApprovalRequest {
                 request: id,
@@ -239,18 +228,22 @@ impl Agent {
         });
         let timeout = Duration::from_secs(self.cfg.approval_timeout_secs);
         match self.approvals.wait(id, rx, timeout).await {
-            Some(Decision::AllowOnce) => Ok(()),
-            Some(Decision::AlwaysAllow) => {
+            Outcome::Answered(Decision::AllowOnce) => Ok(()),
+            Outcome::Answered(Decision::AlwaysAllow) => {
                 if let Some(exe) = &peer.exe {
                     self.policy.remember(name, exe);
                 }
                 Ok(())
             }
-            Some(Decision::Deny) => Err(err(
+            Outcome::Answered(Decision::Deny) => Err(err(
                 "denied",
                 format!("access to {name:?} was denied by the approver"),
             )),
-            None => Err(err(
+            Outcome::Abandoned => Err(err(
+                "denied",
+                format!("access to {name:?} was denied: the approver went away before answering"),
+            )),
+            Outcome::TimedOut => Err(err(
                 "approval_timeout",
                 format!(
                     "nobody answered the approval request for {name:?} within {} s; denied",
@@ -260,9 +253,34 @@ impl Agent {
         }
     }
 
-    /// Answers an approval request (from an approver connection or the in-process tray).
+    /// Checks the lock and the policy for reading `name` (a `get`, or a snapshot that
+    /// writes the token to a file), asking an approver under `ask`.
+    pub(super) async fn may_read(&self, name: &str, peer: &Peer) -> Result<(), ErrorBody> {
+        if self.read_state().lock.is_some() {
+            return Err(err(
+                "agent_locked",
+                "the agent is locked and serves no tokens; run `keyferry unlock`",
+            ));
+        }
+        let verdict = match self.policy.check(name, peer) {
+            Verdict::Ask if !self.approvals.has_approver() => self.policy.no_approver(name, peer),
+            v => v,
+        };
+        match verdict {
+            Verdict::Allow => Ok(()),
+            Verdict::Deny { code, message } => Err(err(code, message)),
+            Verdict::Ask => self.ask(name, peer).await,
+        }
+    }
+
+    /// Answers an approval request from the in-process tray.
     pub fn approve(&self, request: u64, decision: Decision) -> bool {
-        self.approvals.answer(request, decision)
+        self.approvals.answer(request, decision, None)
+    }
+
+    /// Answers an approval request from an approver connection `by` (never its own).
+    pub(super) fn approve_from(&self, request: u64, decision: Decision, by: &Peer) -> bool {
+        self.approvals.answer(request, decision, by.pid)
     }
 
     /// Stores a token through the agent (`keyferry setup` while it runs).
@@ -344,12 +362,18 @@ impl Agent {
         }
     }
 
+    /// Locks serving. Locking again keeps the first lock (and its passphrase): only
+    /// `unlock` can change it.
     pub fn lock(&self, passphrase: Option<&Secret>, peer: &Peer) {
-        let salt = random_salt();
-        let hash = passphrase
-            .filter(|p| !p.is_empty())
-            .map(|p| passphrase_hash(&salt, p));
-        self.write_state().lock = Some(LockState { salt, hash });
+        let mut state = self.write_state();
+        if state.lock.is_none() {
+            let salt = random_salt();
+            let hash = passphrase
+                .filter(|p| !p.is_empty())
+                .map(|p| passphrase_hash(&salt, p));
+            state.lock = Some(LockState { salt, hash });
+        }
+        drop(state);
         self.record("lock", None, "locked", None, peer);
         self.emit(Event::Locked);
     }

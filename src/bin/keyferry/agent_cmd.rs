@@ -99,7 +99,7 @@ pub fn unlock(cli: &Cli, config: &Config) -> anyhow::Result<i32> {
 
 pub fn watch(cli: &Cli, config: &Config, json: bool) -> anyhow::Result<i32> {
     let mut c = client(cli, config)?;
-    let _: serde_json::Value = c.call(Request::Watch)?;
+    let _: serde_json::Value = c.call(Request::Watch {})?;
     eprintln!(
         "keyferry: watching agent pid {} (Ctrl-C to stop)",
         c.hello.pid

@@ -189,7 +189,7 @@ pub fn run(cli: &Cli, config: Config) -> anyhow::Result<i32> {
 fn show(cli: &Cli, b: &Broker, name: &str, now: OffsetDateTime) -> anyhow::Result<Shown> {
     if b.env_override(name)?.is_none() {
         if let Some(mut client) = connect(cli, &b.config)? {
-            let st: protocol::Status = client.call(Request::Status)?;
+            let st: protocol::Status = client.call(Request::Status {})?;
             let cs = st
                 .credentials
                 .into_iter()
@@ -226,7 +226,7 @@ fn status(
 ) -> anyhow::Result<i32> {
     let all: Vec<CredentialStatus> = match connect(cli, &b.config)? {
         Some(mut client) => {
-            let st: protocol::Status = client.call(Request::Status)?;
+            let st: protocol::Status = client.call(Request::Status {})?;
             if st.locked && !json {
                 eprintln!("keyferry: the agent is locked (run `keyferry unlock`)");
             }
