@@ -198,16 +198,7 @@ impl Config {
     /// As [`Config::load`].
     pub fn load_from(path: &Path) -> Result<Self, ConfigError> {
         let shown = paths::display(path);
-        let text = match std::fs::read_to_string(path) {
-            Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
-            Err(e) => {
-                return Err(ConfigError::Read {
-                    path: shown,
-                    reason: e.to_string(),
-                })
-            }
-        };
+        let text = read_text(path)?;
         let mut cfg: Self = toml::from_str(&text).map_err(|e| ConfigError::Parse {
             path: shown,
             message: e.message().to_owned()
@@ -294,6 +285,18 @@ impl Config {
     }
 }
 
+/// The config file's text; a missing file is empty (all defaults).
+fn read_text(path: &Path) -> Result<String, ConfigError> {
+    match std::fs::read_to_string(path) {
+        Ok(t) => Ok(t),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(String::new()),
+        Err(e) => Err(ConfigError::Read {
+            path: paths::display(path),
+            reason: e.to_string(),
+        }),
+    }
+}
+
 /// Saves run-time settings under `[agent]` in the config file, keeping every other line,
 /// comment and key as it was (written atomically; the file's mode is kept, 0600 when new).
 ///
@@ -307,16 +310,7 @@ pub fn save_agent_settings(path: &Path, s: &crate::protocol::Settings) -> Result
             message,
         })?;
     }
-    let text = match std::fs::read_to_string(path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
-        Err(e) => {
-            return Err(ConfigError::Read {
-                path: shown,
-                reason: e.to_string(),
-            })
-        }
-    };
+    let text = read_text(path)?;
     let mut doc: toml_edit::DocumentMut =
         text.parse()
             .map_err(|e: toml_edit::TomlError| ConfigError::Parse {
