@@ -117,7 +117,7 @@ impl Backend {
     pub fn status(&self) -> Result<Status, String> {
         match self {
             Self::Embedded(e) => Ok(e.agent.status()),
-            _ => self.client()?.call(Request::Status).map_err(client_err),
+            _ => self.client()?.call(Request::Status {}).map_err(client_err),
         }
     }
 
@@ -241,11 +241,11 @@ fn stream(socket: PathBuf, watch: bool, sink: impl Fn(Event) + Send + 'static) {
             let run = || -> Result<(), ClientError> {
                 let mut c = Client::connect_named(&socket, CLIENT_NAME)?;
                 if watch {
-                    let _: serde_json::Value = c.call(Request::Watch)?;
+                    let _: serde_json::Value = c.call(Request::Watch {})?;
                     // Whatever happened while we were away: re-read the status.
                     sink(Event::Lagged { missed: 0 });
                 }
-                let _: serde_json::Value = c.call(Request::Approvals)?;
+                let _: serde_json::Value = c.call(Request::Approvals {})?;
                 loop {
                     sink(c.next_event()?);
                 }
