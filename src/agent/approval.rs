@@ -89,6 +89,11 @@ impl Approvals {
         (id, rx)
     }
 
+    /// Gives up a request nobody can answer (its waiter sees `Abandoned`).
+    pub fn abandon(&self, id: u64) {
+        self.lock().remove(&id);
+    }
+
     pub async fn wait(
         &self,
         id: u64,

@@ -105,10 +105,11 @@ pub async fn handle(agent: Arc<Agent>, stream: UnixStream, mut shutdown: broadca
             }
             Some(Ok(line)) => line,
         };
-        deadline.as_mut().reset(Instant::now() + idle);
+        // Blank lines are not requests: they neither count nor keep the connection alive.
         if line.trim().is_empty() {
             continue;
         }
+        deadline.as_mut().reset(Instant::now() + idle);
         let reply = match serde_json::from_str::<Envelope>(&line) {
             // Position only: the line may hold a token. The id, if readable, is echoed.
             Err(e) => err_line(
@@ -233,7 +234,7 @@ async fn dispatch(agent: &Arc<Agent>, request: Request, id: Option<u64>, peer: &
                 expiry_thresholds: expiry_thresholds.unwrap_or(current.expiry_thresholds),
             };
             match agent.update_settings(&wanted, peer) {
-                Ok(()) => ok_line(id, &wanted),
+                Ok(()) => ok_line(id, &agent.settings()),
                 Err(e) => err_line(id, &e),
             }
         }

@@ -82,7 +82,10 @@ impl Agent {
             let state = self.read_state();
             let slot = state.slots.get(name).ok_or_else(|| ErrorBody {
                 code: "unknown_credential".into(),
-                message: format!("no credential named {name:?}"),
+                message: format!(
+                    "no credential named {name:?} (configured: {})",
+                    self.names().join(", ")
+                ),
             })?;
             slot.credential.clone().ok_or_else(|| {
                 slot.status.error.clone().unwrap_or(ErrorBody {

@@ -218,6 +218,10 @@ impl Agent {
 
     async fn ask(&self, name: &str, peer: &Peer) -> Result<(), ErrorBody> {
         let (id, rx) = self.approvals.open(peer.pid);
+        // The last approver may have left between the policy check and now.
+        if !self.approvals.has_approver() {
+            self.approvals.abandon(id);
+        }
         self.emit(Event::Approval {
             approval: ApprovalRequest {
                 request: id,
