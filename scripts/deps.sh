@@ -12,9 +12,9 @@ test=(dbus gnome-keyring libsecret-tools keyutils socat passwd util-linux procps
       bubblewrap openssh-server openssh-client)
 
 # The tray (Tauri 2 on WebKitGTK 4.1), and running it headless end to end: Xvfb, the WebKit
-# WebDriver that tauri-driver drives, screenshots. See src-tauri/DEPS.md.
+# WebDriver that tauri-driver drives. See src-tauri/DEPS.md.
 tray=(libwebkit2gtk-4.1-dev libayatana-appindicator3-dev librsvg2-dev libxdo-dev build-essential
-      xvfb webkit2gtk-driver imagemagick xdotool)
+      xvfb webkit2gtk-driver)
 
 want=("${build[@]}")
 [ "${1:-build}" = test ] && want+=("${test[@]}" "${tray[@]}")
