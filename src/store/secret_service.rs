@@ -211,7 +211,7 @@ impl Store for SecretServiceStore {
     }
 
     fn set(&self, id: &ItemId, secret: &Secret) -> Result<(), StoreError> {
-        tracing::trace!(%id, ?secret, "secret service write");
+        tracing::trace!(%id, "secret service write");
         let allow_prompt = self.prompt_timeout_secs > 0;
         let outcome = self.with("write", id, |ss| match find(ss, id, allow_prompt)? {
             Found::One(item) => item
