@@ -42,6 +42,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Barrier, Mutex, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant};
+use testkit::{isolate, signal_group};
 
 use serde_json::{json, Value};
 
@@ -86,37 +87,10 @@ fn make_token(tag: &str) -> String {
 // ---------------------------------------------------------------------------------------
 // Processes
 
-/// Sends `signal` to the process group `pgid` (every child here leads its own group).
-fn signal_group(pgid: u32, signal: libc::c_int) {
-    let Ok(pgid) = libc::pid_t::try_from(pgid) else {
-        return;
-    };
-    if pgid > 1 {
-        // SAFETY: kill(2) on a negative pid only signals that process group.
-        unsafe {
-            libc::kill(-pgid, signal);
-        }
-    }
-}
-
 /// A command in its own process group that gets SIGTERM when the bench dies.
 fn guarded_command(program: &Path) -> Command {
     let mut cmd = Command::new(program);
-    cmd.process_group(0);
-    let parent = libc::pid_t::try_from(std::process::id()).unwrap_or(0);
-    // SAFETY: runs between fork and exec; calls only the async-signal-safe prctl(2),
-    // getppid(2) and _exit(2).
-    unsafe {
-        cmd.pre_exec(move || {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            if libc::getppid() != parent {
-                libc::_exit(1);
-            }
-            Ok(())
-        });
-    }
+    isolate(&mut cmd);
     cmd
 }
 

@@ -18,16 +18,19 @@
 
 #![allow(dead_code)]
 
+// Re-exported for the test files that use them (each test file is its own crate).
 use std::ffi::OsStr;
 use std::fs::File;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::os::unix::process::CommandExt;
+use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
+#[allow(unused_imports)]
+pub use testkit::{group_alive, which};
+use testkit::{isolate, run_bounded, signal_group};
 
 use tempfile::TempDir;
 
@@ -49,15 +52,6 @@ const BINARIES: &[(&str, &str)] = &[
     ("gnome-keyring-daemon", "gnome-keyring"),
     ("secret-tool", "libsecret-tools"),
 ];
-
-/// The full path of `program` on `PATH`, if any.
-#[must_use]
-pub fn which(program: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|dir| dir.join(program))
-        .find(|p| p.is_file())
-}
 
 /// Panics, naming the Debian packages, when a binary the fixtures run is missing.
 pub fn require_binaries() {
@@ -98,116 +92,14 @@ pub fn unique_name(prefix: &str) -> String {
 /// The command runs in its own process group; past `timeout` that group is killed and
 /// the call panics with what the command printed so far.
 pub fn run_with_timeout(cmd: &mut Command, stdin: Option<&[u8]>, timeout: Duration) -> Output {
-    let program = format!("{:?}", cmd.get_program());
-    cmd.stdin(if stdin.is_some() {
-        Stdio::piped()
-    } else {
-        Stdio::null()
-    })
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped())
-    .process_group(0);
-    let mut child = cmd
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot run {program}: {e}"));
-    let writer = match (stdin, child.stdin.take()) {
-        (Some(data), Some(mut pipe)) => {
-            let data = data.to_vec();
-            // Dropping the pipe at the end of the thread closes the child's stdin.
-            Some(thread::spawn(move || {
-                let _ = pipe.write_all(&data);
-            }))
-        }
-        _ => None,
-    };
-    let out = drain(child.stdout.take());
-    let err = drain(child.stderr.take());
-    let deadline = Instant::now() + timeout;
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(status)) => break status,
-            Ok(None) if Instant::now() < deadline => thread::sleep(Duration::from_millis(5)),
-            Ok(None) => {
-                signal_group(child.id(), libc::SIGKILL);
-                let _ = child.wait();
-                let stdout = out.join().unwrap_or_default();
-                let stderr = err.join().unwrap_or_default();
-                panic!(
-                    "{program} did not finish within {timeout:?}; killed it.\nstdout: {}\nstderr: {}",
-                    String::from_utf8_lossy(&stdout),
-                    String::from_utf8_lossy(&stderr)
-                );
-            }
-            Err(e) => panic!("waiting for {program}: {e}"),
-        }
-    };
-    if let Some(w) = writer {
-        let _ = w.join();
-    }
-    Output {
-        status,
-        stdout: out.join().unwrap_or_default(),
-        stderr: err.join().unwrap_or_default(),
-    }
-}
-
-fn drain<R: Read + Send + 'static>(pipe: Option<R>) -> thread::JoinHandle<Vec<u8>> {
-    thread::spawn(move || {
-        let mut buf = Vec::new();
-        if let Some(mut p) = pipe {
-            let _ = p.read_to_end(&mut buf);
-        }
-        buf
-    })
-}
-
-/// Sends `signal` to the process group led by `pgid` (children are spawned as group leaders).
-fn signal_group(pgid: u32, signal: libc::c_int) {
-    let Ok(pgid) = libc::pid_t::try_from(pgid) else {
-        return;
-    };
-    if pgid <= 1 {
-        return;
-    }
-    // SAFETY: kill(2) with a negative pid only sends a signal to that process group; no
-    // memory is shared with the callee.
-    unsafe {
-        libc::kill(-pgid, signal);
-    }
-}
-
-/// Whether any process is left in the process group `pgid` (every fixture daemon leads
-/// its own group).
-#[must_use]
-pub fn group_alive(pgid: u32) -> bool {
-    let Ok(pgid) = libc::pid_t::try_from(pgid) else {
-        return false;
-    };
-    // SAFETY: signal 0 only checks for existence and permission; nothing is delivered.
-    let rc = unsafe { libc::kill(-pgid, 0) };
-    rc == 0 || std::io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH)
+    run_bounded(cmd, stdin, timeout).unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// Spawn options every fixture daemon gets: its own process group, and SIGTERM when the
 /// thread that spawned it dies (so a killed test runner does not leak daemons).
 fn daemon_command(program: &str) -> Command {
     let mut cmd = Command::new(program);
-    cmd.process_group(0);
-    let parent = libc::pid_t::try_from(std::process::id()).expect("pid fits pid_t");
-    // SAFETY: the closure runs between fork and exec and only calls prctl(2) and getppid(2),
-    // both async-signal-safe; it touches no memory of the parent.
-    unsafe {
-        cmd.pre_exec(move || {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            // The parent may already have gone between fork and prctl.
-            if libc::getppid() != parent {
-                libc::_exit(1);
-            }
-            Ok(())
-        });
-    }
+    isolate(&mut cmd);
     cmd
 }
 

@@ -20,7 +20,7 @@ pub mod webdriver;
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
 use std::fs::File;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
@@ -30,6 +30,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant};
+use testkit::{group_alive, isolate, signal_group};
+pub use testkit::{run_bounded, which};
 
 /// The app's start under Xvfb (a debug build, WebKit, two cores, possibly another test
 /// running alongside).
@@ -64,15 +66,6 @@ pub fn output_dir() -> PathBuf {
     let dir = workspace().join("test-output");
     std::fs::create_dir_all(&dir).expect("create test-output/");
     dir
-}
-
-/// The full path of `program` on `PATH`, if any.
-#[must_use]
-pub fn which(program: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|dir| dir.join(program))
-        .find(|p| p.is_file())
 }
 
 /// Panics, naming the Debian packages to install, when any of `binaries` is not on `PATH`.
@@ -265,25 +258,6 @@ fn signal_pid(pid: u32, signal: libc::c_int) {
     }
 }
 
-fn signal_group(pgid: u32, signal: libc::c_int) {
-    if let Ok(pgid) = libc::pid_t::try_from(pgid) {
-        if pgid > 1 {
-            // SAFETY: as above, to the process group `pgid`.
-            unsafe { libc::kill(-pgid, signal) };
-        }
-    }
-}
-
-/// Whether any process (zombies included) is left in process group `pgid`.
-fn group_alive(pgid: u32) -> bool {
-    let Ok(pgid) = libc::pid_t::try_from(pgid) else {
-        return false;
-    };
-    // SAFETY: signal 0 only checks for existence.
-    let rc = unsafe { libc::kill(-pgid, 0) };
-    rc == 0 || std::io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH)
-}
-
 /// Whether `pid` is a live (not zombie) process.
 #[must_use]
 pub fn pid_alive(pid: u32) -> bool {
@@ -291,96 +265,6 @@ pub fn pid_alive(pid: u32) -> bool {
         s.rsplit_once(')')
             .and_then(|(_, rest)| rest.split_whitespace().next())
             .is_some_and(|state| state != "Z" && state != "X")
-    })
-}
-
-/// Its own process group, and SIGTERM when the spawning thread dies (a killed test runner
-/// leaks nothing). Keep the spawner (the test's thread) alive as long as the process.
-fn isolate(cmd: &mut Command) {
-    cmd.process_group(0);
-    let parent = libc::pid_t::try_from(std::process::id()).expect("pid fits pid_t");
-    // SAFETY: runs between fork and exec; prctl(2), getppid(2) and _exit(2) are
-    // async-signal-safe and touch no memory of the parent.
-    unsafe {
-        cmd.pre_exec(move || {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            if libc::getppid() != parent {
-                libc::_exit(1);
-            }
-            Ok(())
-        });
-    }
-}
-
-/// Runs `cmd` to completion in its own process group, stdin fed then closed, output
-/// captured; past `timeout` the group is killed.
-///
-/// # Errors
-/// It cannot start, or it ran past `timeout` (with what it printed).
-pub fn run_bounded(
-    cmd: &mut Command,
-    stdin: Option<&[u8]>,
-    timeout: Duration,
-) -> Result<Output, String> {
-    let program = format!("{:?}", cmd.get_program());
-    cmd.stdin(if stdin.is_some() {
-        Stdio::piped()
-    } else {
-        Stdio::null()
-    })
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped())
-    .process_group(0);
-    let mut child = cmd
-        .spawn()
-        .map_err(|e| format!("cannot run {program}: {e}"))?;
-    let writer = match (stdin, child.stdin.take()) {
-        (Some(data), Some(mut pipe)) => {
-            let data = data.to_vec();
-            Some(thread::spawn(move || {
-                let _ = pipe.write_all(&data);
-            }))
-        }
-        _ => None,
-    };
-    let out = drain(child.stdout.take());
-    let err = drain(child.stderr.take());
-    let deadline = Instant::now() + timeout;
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(s)) => break s,
-            Ok(None) if Instant::now() < deadline => thread::sleep(Duration::from_millis(5)),
-            Ok(None) => {
-                signal_group(child.id(), libc::SIGKILL);
-                let _ = child.wait();
-                return Err(format!(
-                    "{program} did not finish within {timeout:?}; killed it.\nstdout: {}\nstderr: {}",
-                    String::from_utf8_lossy(&out.join().unwrap_or_default()),
-                    String::from_utf8_lossy(&err.join().unwrap_or_default())
-                ));
-            }
-            Err(e) => return Err(format!("waiting for {program}: {e}")),
-        }
-    };
-    if let Some(w) = writer {
-        let _ = w.join();
-    }
-    Ok(Output {
-        status,
-        stdout: out.join().unwrap_or_default(),
-        stderr: err.join().unwrap_or_default(),
-    })
-}
-
-fn drain<R: Read + Send + 'static>(pipe: Option<R>) -> thread::JoinHandle<Vec<u8>> {
-    thread::spawn(move || {
-        let mut buf = Vec::new();
-        if let Some(mut p) = pipe {
-            let _ = p.read_to_end(&mut buf);
-        }
-        buf
     })
 }
 
