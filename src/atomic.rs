@@ -3,7 +3,6 @@
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
-use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 
 /// A write failure naming the file.
@@ -42,10 +41,7 @@ impl FileLock {
                 .mode(0o600)
                 .open(path)
                 .map_err(|e| err(path, e))?;
-            // SAFETY: flock on a valid, owned descriptor.
-            if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
-                return Err(err(path, io::Error::last_os_error()));
-            }
+            crate::sys::flock(&file, crate::sys::Flock::Exclusive).map_err(|e| err(path, e))?;
             let held = file.metadata().map_err(|e| err(path, e))?.ino();
             match fs::metadata(path) {
                 Ok(m) if m.ino() == held => return Ok(Self { _file: file }),
@@ -128,8 +124,7 @@ fn sweep_stale(path: &Path) {
         let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<i32>().ok()) else {
             continue;
         };
-        // SAFETY: kill with signal 0 only checks whether the process exists.
-        let alive = pid == std::process::id() as i32 || unsafe { libc::kill(pid, 0) } == 0;
+        let alive = crate::sys::process_alive(pid);
         if !alive {
             let _ = fs::remove_file(entry.path());
         }

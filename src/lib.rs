@@ -1,6 +1,7 @@
 //! Keyferry: a host-side broker that keeps AI CLI tokens in the OS keychain and ferries
 //! them into sandboxes. Everything testable lives in this library; the binaries are glue.
 
+#![deny(unsafe_code)]
 #![forbid(unsafe_op_in_unsafe_fn)]
 
 pub mod agent;
@@ -28,6 +29,7 @@ pub mod sink;
 pub mod snapshot;
 pub mod source;
 pub mod store;
+pub mod sys;
 pub mod tray;
 
 pub use error::{Error, ErrorBody};

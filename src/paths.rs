@@ -12,19 +12,7 @@ pub fn home() -> PathBuf {
     if let Some(h) = env::var_os("HOME").filter(|h| !h.is_empty()) {
         return PathBuf::from(h);
     }
-    passwd_home().unwrap_or_else(|| PathBuf::from("/"))
-}
-
-fn passwd_home() -> Option<PathBuf> {
-    // SAFETY: getpwuid returns a pointer into static storage or null; we copy out at once.
-    unsafe {
-        let pw = libc::getpwuid(libc::geteuid());
-        if pw.is_null() || (*pw).pw_dir.is_null() {
-            return None;
-        }
-        let dir = std::ffi::CStr::from_ptr((*pw).pw_dir);
-        Some(PathBuf::from(dir.to_string_lossy().into_owned()))
-    }
+    crate::sys::passwd(crate::sys::PasswdField::Home).map_or_else(|| PathBuf::from("/"), PathBuf::from)
 }
 
 /// The login name: `$USER`, then `$LOGNAME`, then the passwd entry.
@@ -37,22 +25,13 @@ pub fn user() -> String {
             }
         }
     }
-    // SAFETY: as in `passwd_home`.
-    unsafe {
-        let pw = libc::getpwuid(libc::geteuid());
-        if !pw.is_null() && !(*pw).pw_name.is_null() {
-            return std::ffi::CStr::from_ptr((*pw).pw_name)
-                .to_string_lossy()
-                .into_owned();
-        }
-    }
-    format!("uid{}", current_uid())
+    crate::sys::passwd(crate::sys::PasswdField::Name)
+        .unwrap_or_else(|| format!("uid{}", current_uid()))
 }
 
 #[must_use]
 pub fn current_uid() -> u32 {
-    // SAFETY: geteuid cannot fail.
-    unsafe { libc::geteuid() }
+    crate::sys::euid()
 }
 
 fn xdg(var: &str, fallback: &str) -> PathBuf {

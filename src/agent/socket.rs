@@ -4,7 +4,6 @@
 use std::fs::{self, File, OpenOptions};
 use std::io::Write as _;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
-use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 
 use crate::paths;
@@ -147,8 +146,7 @@ impl InstanceLock {
             .mode(0o600)
             .open(&path)
             .map_err(|e| io(&path, e))?;
-        // SAFETY: flock on an owned descriptor.
-        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        if crate::sys::flock(&file, crate::sys::Flock::TryExclusive).is_err() {
             let pid = fs::read_to_string(&path)
                 .ok()
                 .and_then(|s| s.trim().parse().ok());
