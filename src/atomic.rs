@@ -5,6 +5,8 @@ use std::io::{self, Write};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
+use crate::safe_file::{self, FileError};
+
 /// A write failure naming the file.
 #[derive(Debug, thiserror::Error)]
 #[error("{path}: cannot write: {source}")]
@@ -12,6 +14,15 @@ pub struct WriteError {
     pub path: String,
     #[source]
     pub source: io::Error,
+}
+
+impl From<WriteError> for FileError {
+    fn from(e: WriteError) -> Self {
+        Self::Io {
+            path: e.path,
+            source: e.source,
+        }
+    }
 }
 
 fn err(path: &Path, source: io::Error) -> WriteError {
@@ -22,32 +33,72 @@ fn err(path: &Path, source: io::Error) -> WriteError {
 }
 
 /// An exclusive `flock` on the file currently at `path` (created empty, 0600, if missing).
-/// Re-checks the inode after locking: a writer that renamed a new file in meanwhile
-/// means our lock is on a dead inode, so we retry on the new one.
+/// The file is opened like [`crate::safe_file::open`]: never through a symlink, never a
+/// FIFO or another user's file. Re-checks the inode after locking: a writer that renamed a
+/// new file in meanwhile means our lock is on a dead inode, so we retry on the new one.
 pub struct FileLock {
-    _file: File,
+    file: File,
+    path: PathBuf,
 }
 
 impl FileLock {
     /// # Errors
-    /// The file cannot be opened or locked.
-    pub fn acquire(path: &Path) -> Result<Self, WriteError> {
+    /// The file is a symlink, FIFO, directory, device or another user's, or cannot be
+    /// opened or locked.
+    pub fn acquire(path: &Path) -> Result<Self, FileError> {
         loop {
-            let file = OpenOptions::new()
-                .read(true)
+            // Create it if missing (never through a dangling link: O_NOFOLLOW), then open it
+            // the safe way and check what it is on the descriptor.
+            match OpenOptions::new()
                 .write(true)
-                .create(true)
-                .truncate(false)
+                .create_new(true)
                 .mode(0o600)
+                .custom_flags(libc::O_NOFOLLOW)
                 .open(path)
-                .map_err(|e| err(path, e))?;
-            crate::sys::flock(&file, crate::sys::Flock::Exclusive).map_err(|e| err(path, e))?;
-            let held = file.metadata().map_err(|e| err(path, e))?.ino();
-            match fs::metadata(path) {
-                Ok(m) if m.ino() == held => return Ok(Self { _file: file }),
+            {
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(FileError::io(path, e)),
+            }
+            let Some(file) = safe_file::open(
+                path,
+                safe_file::Access::ReadWrite,
+                safe_file::MAX_FILE_BYTES,
+            )?
+            else {
+                continue;
+            };
+            crate::sys::flock(&file, crate::sys::Flock::Exclusive)
+                .map_err(|e| FileError::io(path, e))?;
+            let held = file.metadata().map_err(|e| FileError::io(path, e))?.ino();
+            match fs::symlink_metadata(path) {
+                Ok(m) if m.ino() == held => {
+                    return Ok(Self {
+                        file,
+                        path: path.to_path_buf(),
+                    })
+                }
                 Ok(_) | Err(_) => continue,
             }
         }
+    }
+
+    /// Reads the locked file (bounded by [`crate::safe_file::MAX_FILE_BYTES`]).
+    ///
+    /// # Errors
+    /// I/O, an oversized file, or invalid UTF-8.
+    pub fn read_to_string(&mut self) -> Result<String, FileError> {
+        use std::io::Seek;
+        self.file
+            .rewind()
+            .map_err(|e| FileError::io(&self.path, e))?;
+        let bytes = safe_file::read_all(&mut self.file, &self.path, safe_file::MAX_FILE_BYTES)?;
+        String::from_utf8(bytes).map_err(|_| {
+            FileError::io(
+                &self.path,
+                io::Error::new(io::ErrorKind::InvalidData, "not valid UTF-8"),
+            )
+        })
     }
 }
 
@@ -61,9 +112,13 @@ pub fn write(path: &Path, contents: &[u8], mode: u32) -> Result<(), WriteError> 
         .parent()
         .filter(|d| !d.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
-    let mode = match fs::metadata(path) {
-        Ok(m) => (m.mode() & 0o777) & mode,
-        Err(_) => mode,
+    // lstat: a symlink's target must not lend its mode (the rename replaces the link itself).
+    let mode = match fs::symlink_metadata(path)
+        .ok()
+        .filter(|m| m.file_type().is_file())
+    {
+        Some(m) => (m.mode() & 0o777) & mode,
+        None => mode,
     };
     sweep_stale(path);
     let tmp = temp_path(path);

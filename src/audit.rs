@@ -7,8 +7,8 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
+use crate::domain::Access;
 use crate::paths;
-use crate::protocol::Access;
 
 const ROTATE_AT: u64 = 8 << 20;
 
@@ -153,7 +153,7 @@ pub fn line(a: &Access) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::Peer;
+    use crate::domain::Peer;
 
     #[test]
     fn records_append_and_tail_reads_back() {

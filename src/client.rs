@@ -9,8 +9,12 @@ use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 
-use crate::error::ErrorBody;
-use crate::protocol::{Envelope, Event, EventLine, Hello, Reply, Request, MAX_LINE, VERSION};
+use crate::domain::{CredentialStatus, Decision, ErrorBody, ErrorCode, Settings};
+use crate::protocol::{
+    Cleared, Delivered, Envelope, Event, EventLine, Forgotten, Hello, LockState, Reply, Request,
+    Status, Streaming, Token, WireSecret, Written, MAX_LINE, VERSION,
+};
+use crate::secret::Secret;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -37,13 +41,22 @@ pub enum ClientError {
 impl ClientError {
     /// The `{code}` this maps to, for exit statuses.
     #[must_use]
-    pub fn code(&self) -> &str {
+    pub fn code(&self) -> ErrorCode {
         match self {
-            Self::NotRunning { .. } => "no_agent",
-            Self::ForeignAgent { .. } => "foreign_agent",
-            Self::Io { .. } | Self::Closed { .. } => "io",
-            Self::Protocol(_) => "protocol",
-            Self::Refused(e) => &e.code,
+            Self::NotRunning { .. } => ErrorCode::NoAgent,
+            Self::ForeignAgent { .. } => ErrorCode::ForeignAgent,
+            Self::Io { .. } | Self::Closed { .. } => ErrorCode::Io,
+            Self::Protocol(_) => ErrorCode::Protocol,
+            Self::Refused(e) => e.code.clone(),
+        }
+    }
+
+    /// The `{code, message}` form, for the UI.
+    #[must_use]
+    pub fn body(&self) -> ErrorBody {
+        match self {
+            Self::Refused(e) => e.clone(),
+            other => ErrorBody::new(other.code(), other.to_string()),
         }
     }
 }
@@ -99,7 +112,7 @@ impl Client {
                 source: e,
             },
         })?;
-        let uid = crate::agent::peer::uid_of(&stream).map_err(|e| ClientError::Io {
+        let uid = crate::sys::peer_uid(&stream).map_err(|e| ClientError::Io {
             socket: shown.clone(),
             source: e,
         })?;
@@ -156,19 +169,23 @@ impl Client {
     /// # Errors
     /// The agent refused (`Refused` with its `{code, message}`), or I/O.
     pub fn call<T: DeserializeOwned>(&mut self, request: Request) -> Result<T, ClientError> {
+        // The request line may hold a token (`store`, `unlock`): zeroized once sent.
         self.next_id += 1;
         let id = self.next_id;
-        let mut line = serde_json::to_string(&Envelope {
-            id: Some(id),
-            request,
-        })
-        .map_err(|e| ClientError::Protocol(e.to_string()))?;
+        let mut line = zeroize::Zeroizing::new(
+            serde_json::to_string(&Envelope {
+                id: Some(id),
+                request,
+            })
+            .map_err(|e| ClientError::Protocol(e.to_string()))?,
+        );
         line.push('\n');
         self.writer
             .write_all(line.as_bytes())
             .map_err(|e| self.io(e))?;
         loop {
-            let text = self.read_line()?;
+            // The reply may hold a token: zeroized once parsed.
+            let text = zeroize::Zeroizing::new(self.read_line()?);
             if let Ok(ev) = serde_json::from_str::<EventLine>(&text) {
                 self.events.push_back(ev.event);
                 continue;
@@ -179,26 +196,27 @@ impl Client {
                 continue;
             }
             if !reply.ok {
-                return Err(ClientError::Refused(reply.error.unwrap_or(ErrorBody {
-                    code: "unknown".into(),
-                    message: "the agent refused without saying why".into(),
-                })));
+                return Err(ClientError::Refused(reply.error.unwrap_or(ErrorBody::new(
+                    ErrorCode::Other("unknown".into()),
+                    "the agent refused without saying why",
+                ))));
             }
-            return serde_json::from_value(reply.result.unwrap_or_default())
-                .map_err(|e| ClientError::Protocol(e.to_string()));
+            // Shape errors name the position only: the result may hold a token.
+            return reply.result().map_err(|e| {
+                ClientError::Protocol(format!("unexpected result (column {})", e.column()))
+            });
         }
     }
 
-    /// The next event (after `watch`/`approvals`), blocking.
+    /// The next event (after `watch`/`approvals`), blocking for at most the read timeout
+    /// the caller set with [`Client::set_timeout`] (none after [`Client::watch`]).
     ///
     /// # Errors
-    /// The connection ended or sent garbage.
+    /// The connection ended, timed out (`Io` with `WouldBlock`/`TimedOut`) or sent garbage.
     pub fn next_event(&mut self) -> Result<Event, ClientError> {
         if let Some(e) = self.events.pop_front() {
             return Ok(e);
         }
-        let _ = self.writer.set_read_timeout(None);
-        let _ = self.reader.get_ref().set_read_timeout(None);
         loop {
             let text = self.read_line()?;
             if let Ok(ev) = serde_json::from_str::<EventLine>(&text) {
@@ -210,5 +228,133 @@ impl Client {
     /// Sets how long a read may block (None = forever).
     pub fn set_timeout(&self, timeout: Option<Duration>) {
         let _ = self.reader.get_ref().set_read_timeout(timeout);
+    }
+
+    /// Every credential's state.
+    ///
+    /// # Errors
+    /// As [`Client::call`].
+    pub fn status(&mut self) -> Result<Status, ClientError> {
+        self.call(Request::Status {})
+    }
+
+    /// The token of `name`.
+    ///
+    /// # Errors
+    /// As [`Client::call`].
+    pub fn get(&mut self, name: &str) -> Result<Token, ClientError> {
+        self.call(Request::Get {
+            name: name.to_owned(),
+        })
+    }
+
+    /// Stores `token` under `name`.
+    ///
+    /// # Errors
+    /// As [`Client::call`].
+    pub fn store(&mut self, name: &str, token: Secret) -> Result<CredentialStatus, ClientError> {
+        self.call(Request::Store {
+            name: name.to_owned(),
+            token: WireSecret(token),
+        })
+    }
+
+    /// Removes the stored token; whether there was one.
+    ///
+    /// # Errors
+    /// As [`Client::call`].
+    pub fn clear(&mut self, name: &str) -> Result<bool, ClientError> {
+        self.call::<Cleared>(Request::Clear {
+            name: name.to_owned(),
+        })
+        .map(|c| c.cleared)
+    }
+
+    /// Locks (`Some`) or unlocks the agent, with an optional passphrase.
+    ///
+    /// # Errors
+    /// As [`Client::call`]; a wrong passphrase is `Refused` with `bad_passphrase`.
+    pub fn set_locked(
+        &mut self,
+        locked: bool,
+        passphrase: Option<Secret>,
+    ) -> Result<bool, ClientError> {
+        let passphrase = passphrase.map(WireSecret);
+        let request = if locked {
+            Request::Lock { passphrase }
+        } else {
+            Request::Unlock { passphrase }
+        };
+        self.call::<LockState>(request).map(|s| s.locked)
+    }
+
+    /// Registers a snapshot at `path`.
+    ///
+    /// # Errors
+    /// As [`Client::call`].
+    pub fn snapshot(
+        &mut self,
+        name: &str,
+        path: &str,
+        include_refresh_token: bool,
+    ) -> Result<String, ClientError> {
+        self.call::<Written>(Request::Snapshot {
+            name: name.to_owned(),
+            path: path.to_owned(),
+            include_refresh_token,
+        })
+        .map(|w| w.written)
+    }
+
+    /// Forgets the snapshot at `path`; whether it was registered.
+    ///
+    /// # Errors
+    /// As [`Client::call`].
+    pub fn forget(&mut self, path: &str) -> Result<bool, ClientError> {
+        self.call::<Forgotten>(Request::Forget {
+            path: path.to_owned(),
+        })
+        .map(|f| f.forgotten)
+    }
+
+    /// Changes (and saves) run-time settings; the settings now in force.
+    ///
+    /// # Errors
+    /// As [`Client::call`].
+    pub fn settings(&mut self, s: &Settings) -> Result<Settings, ClientError> {
+        self.call(Request::Settings {
+            notifications: Some(s.notifications),
+            notify_on_access: Some(s.notify_on_access),
+            expiry_thresholds: Some(s.expiry_thresholds.clone()),
+        })
+    }
+
+    /// Subscribes this connection to events; reads then block until one arrives.
+    ///
+    /// # Errors
+    /// As [`Client::call`].
+    pub fn watch(&mut self) -> Result<(), ClientError> {
+        self.call::<Streaming>(Request::Watch {})?;
+        self.set_timeout(None);
+        Ok(())
+    }
+
+    /// Registers this connection as an approver.
+    ///
+    /// # Errors
+    /// As [`Client::call`]; refused unless this executable is a configured approver.
+    pub fn approvals(&mut self) -> Result<(), ClientError> {
+        self.call::<Streaming>(Request::Approvals {})?;
+        self.set_timeout(None);
+        Ok(())
+    }
+
+    /// Answers an approval request.
+    ///
+    /// # Errors
+    /// As [`Client::call`].
+    pub fn approve(&mut self, request: u64, decision: Decision) -> Result<(), ClientError> {
+        self.call::<Delivered>(Request::Approve { request, decision })
+            .map(drop)
     }
 }

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::expiry::{Levels, Thresholds};
 use crate::paths;
 use crate::source::Source;
 use crate::store::{Backend, ItemId};
@@ -67,7 +68,7 @@ pub struct AgentConfig {
     /// A full re-resolve of every credential, catching what watchers cannot see.
     pub rescan_secs: u64,
     /// Warn this long before expiry: `14d`, `3d`, `1d`, `1h`, `30m`.
-    pub expiry_thresholds: Vec<String>,
+    pub expiry_thresholds: Levels,
     /// Claude Code refreshes its own OAuth login; warn only when it stayed expired this long.
     pub oauth_grace_mins: u64,
     /// Desktop notifications (when a notification service is running).
@@ -78,6 +79,14 @@ pub struct AgentConfig {
     pub approval_timeout_secs: u64,
 }
 
+impl AgentConfig {
+    /// The expiry thresholds with the OAuth grace period.
+    #[must_use]
+    pub fn thresholds(&self) -> Thresholds {
+        Thresholds::new(&self.expiry_thresholds, self.oauth_grace_mins)
+    }
+}
+
 impl Default for AgentConfig {
     fn default() -> Self {
         Self {
@@ -86,7 +95,7 @@ impl Default for AgentConfig {
             idle_timeout_secs: 30,
             poll_interval_secs: 2,
             rescan_secs: 30,
-            expiry_thresholds: ["14d", "3d", "1d", "1h"].map(String::from).to_vec(),
+            expiry_thresholds: Levels::default(),
             oauth_grace_mins: 10,
             notifications: true,
             notify_on_access: false,
@@ -106,6 +115,50 @@ pub struct PolicyConfig {
     pub allow_exe: Vec<String>,
 }
 
+/// `[policy]`: `approvers` and one `[policy.NAME]` table per credential.
+#[derive(Debug, Clone, Deserialize, Default)]
+pub struct PolicyTable {
+    /// Executables that may answer approvals on a headless agent's socket; default: the
+    /// `keyferry-tray` next to this `keyferry`.
+    #[serde(default)]
+    approvers: Option<Vec<String>>,
+    #[serde(flatten)]
+    pub credentials: BTreeMap<String, PolicyConfig>,
+}
+
+impl PolicyTable {
+    /// The approver executables, `~` expanded and canonicalized (the kernel reports the
+    /// peer's resolved executable path).
+    #[must_use]
+    pub fn approvers(&self) -> Vec<String> {
+        let listed: Vec<PathBuf> = match &self.approvers {
+            Some(list) => list.iter().map(|p| paths::expand(p)).collect(),
+            None => std::env::current_exe()
+                .ok()
+                .and_then(|me| Some(me.parent()?.join("keyferry-tray")))
+                .into_iter()
+                .collect(),
+        };
+        listed
+            .into_iter()
+            .flat_map(|p| {
+                let canonical = std::fs::canonicalize(&p).ok();
+                std::iter::once(p).chain(canonical)
+            })
+            .map(|p| p.display().to_string())
+            .collect()
+    }
+}
+
+fn sink_targets<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Vec<crate::sink::Target>, D::Error> {
+    Vec::<crate::sink::SinkConfig>::deserialize(d)?
+        .iter()
+        .map(|s| s.target().map_err(serde::de::Error::custom))
+        .collect()
+}
+
 #[derive(Debug, Clone, Copy, Deserialize, Default, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum PolicyMode {
@@ -116,26 +169,6 @@ pub enum PolicyMode {
     Ask,
 }
 
-/// Parses `14d`, `3d`, `1h`, `30m`, `45s`.
-///
-/// # Errors
-/// A malformed duration, quoting it.
-pub fn parse_duration(text: &str) -> Result<time::Duration, String> {
-    let t = text.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let n: i64 = num
-        .parse()
-        .map_err(|_| format!("bad duration {text:?}; use e.g. 14d, 3d, 1h, 30m"))?;
-    Ok(match unit.trim() {
-        "d" => time::Duration::days(n),
-        "h" => time::Duration::hours(n),
-        "m" | "min" => time::Duration::minutes(n),
-        "s" | "" => time::Duration::seconds(n),
-        _ => return Err(format!("bad duration unit in {text:?}; use d, h, m or s")),
-    })
-}
-
 #[derive(Debug, Clone, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
@@ -144,10 +177,10 @@ pub struct Config {
     #[serde(default)]
     pub agent: AgentConfig,
     #[serde(default)]
-    pub policy: BTreeMap<String, PolicyConfig>,
-    /// `[[sink]]`: files the agent keeps current.
-    #[serde(default)]
-    pub sink: Vec<crate::sink::SinkConfig>,
+    pub policy: PolicyTable,
+    /// `[[sink]]`: files the agent keeps current, checked and typed when the file is read.
+    #[serde(default, rename = "sink", deserialize_with = "sink_targets")]
+    pub sinks: Vec<crate::sink::Target>,
     #[serde(default)]
     pub credentials: BTreeMap<String, CredentialConfig>,
     #[serde(skip)]
@@ -186,6 +219,25 @@ fn default_chain(name: &str) -> Option<Vec<Source>> {
 const BUILTIN: [&str; 3] = ["claude", "codex", "gemini"];
 
 impl Config {
+    /// Parses config text (the file's contents) into typed values.
+    ///
+    /// # Errors
+    /// Invalid TOML or values, naming `path` and the line.
+    pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        let mut cfg: Self = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: paths::display(path),
+            message: e.message().to_owned()
+                + &e.span()
+                    .map(|r| {
+                        let upto = text.get(..r.start).unwrap_or(text);
+                        format!(" (at line {})", upto.lines().count().max(1))
+                    })
+                    .unwrap_or_default(),
+        })?;
+        cfg.path = path.to_path_buf();
+        Ok(cfg)
+    }
+
     /// Loads `paths::config_file()`; a missing file means all defaults.
     ///
     /// # Errors
@@ -197,29 +249,7 @@ impl Config {
     /// # Errors
     /// As [`Config::load`].
     pub fn load_from(path: &Path) -> Result<Self, ConfigError> {
-        let shown = paths::display(path);
-        let text = read_text(path)?;
-        let mut cfg: Self = toml::from_str(&text).map_err(|e| ConfigError::Parse {
-            path: shown,
-            message: e.message().to_owned()
-                + &e.span()
-                    .map(|r| format!(" (at line {})", text[..r.start].lines().count().max(1)))
-                    .unwrap_or_default(),
-        })?;
-        cfg.path = path.to_path_buf();
-        for sink in &cfg.sink {
-            sink.target().map_err(|message| ConfigError::Parse {
-                path: paths::display(path),
-                message,
-            })?;
-        }
-        for t in &cfg.agent.expiry_thresholds {
-            parse_duration(t).map_err(|message| ConfigError::Parse {
-                path: paths::display(path),
-                message: format!("[agent] expiry_thresholds: {message}"),
-            })?;
-        }
-        Ok(cfg)
+        Self::parse(&read_text(path)?, path)
     }
 
     /// Every credential name, built-in and configured.
@@ -285,16 +315,35 @@ impl Config {
     }
 }
 
-/// The config file's text; a missing file is empty (all defaults).
+/// A config file this large is not a config file.
+const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
+
+/// The config file's text; a missing file is empty (all defaults). The file may be a
+/// symlink (dotfiles repos), but must resolve to a regular file of bounded size.
 fn read_text(path: &Path) -> Result<String, ConfigError> {
-    match std::fs::read_to_string(path) {
-        Ok(t) => Ok(t),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(String::new()),
-        Err(e) => Err(ConfigError::Read {
-            path: paths::display(path),
-            reason: e.to_string(),
-        }),
+    let read_err = |reason: String| ConfigError::Read {
+        path: paths::display(path),
+        reason,
+    };
+    let target = match std::fs::canonicalize(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(String::new()),
+        Err(e) => return Err(read_err(e.to_string())),
+    };
+    match std::fs::metadata(&target) {
+        Ok(m) if !m.is_file() => return Err(read_err("not a regular file".into())),
+        Ok(m) if m.len() > MAX_CONFIG_BYTES => {
+            return Err(read_err(format!(
+                "{} bytes, over the {MAX_CONFIG_BYTES}-byte limit",
+                m.len()
+            )))
+        }
+        Ok(_) => {}
+        Err(e) => return Err(read_err(e.to_string())),
     }
+    crate::safe_file::read_to_string(&target, MAX_CONFIG_BYTES)
+        .map(Option::unwrap_or_default)
+        .map_err(|e| read_err(e.to_string()))
 }
 
 /// Saves run-time settings under `[agent]` in the config file, keeping every other line,
@@ -302,14 +351,14 @@ fn read_text(path: &Path) -> Result<String, ConfigError> {
 ///
 /// # Errors
 /// A bad threshold, or the file cannot be parsed or written.
-pub fn save_agent_settings(path: &Path, s: &crate::protocol::Settings) -> Result<(), ConfigError> {
+pub fn save_agent_settings(path: &Path, s: &crate::domain::Settings) -> Result<(), ConfigError> {
     let shown = paths::display(path);
-    for t in &s.expiry_thresholds {
-        parse_duration(t).map_err(|message| ConfigError::Parse {
-            path: shown.clone(),
-            message,
-        })?;
-    }
+    Levels::parse(&s.expiry_thresholds).map_err(|message| ConfigError::Parse {
+        path: shown.clone(),
+        message,
+    })?;
+    // A symlinked config (dotfiles repos) stays a symlink: write the file it points to.
+    let path = &std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
     let text = read_text(path)?;
     let mut doc: toml_edit::DocumentMut =
         text.parse()
@@ -412,9 +461,12 @@ mod tests {
         .unwrap();
         assert_eq!(cfg.agent.idle_timeout_secs, 5);
         assert_eq!(cfg.agent.max_connections, 512);
-        assert_eq!(cfg.policy["claude"].mode, PolicyMode::Ask);
-        assert_eq!(parse_duration("30m").unwrap(), time::Duration::minutes(30));
-        assert!(parse("[agent]\nexpiry_thresholds = [\"soon\"]\n").is_err());
+        assert_eq!(cfg.policy.credentials["claude"].mode, PolicyMode::Ask);
+        assert_eq!(cfg.agent.expiry_thresholds.labels(), ["2d", "30m"]);
+        let err = parse("[agent]\nexpiry_thresholds = [\"soon\"]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("soon") && err.contains("line 2"), "{err}");
     }
 
     #[test]
@@ -422,7 +474,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("config.toml");
         std::fs::write(&p, "# mine\n[credentials.claude]\nenv_files = [\"~/p/.env\"]\n\n[agent]\nidle_timeout_secs = 5 # short\n").unwrap();
-        let s = crate::protocol::Settings {
+        let s = crate::domain::Settings {
             notifications: false,
             notify_on_access: true,
             expiry_thresholds: vec!["7d".into(), "2h".into()],
@@ -436,12 +488,53 @@ mod tests {
         assert!(text.contains("idle_timeout_secs = 5 # short"), "{text}");
         let cfg = Config::load_from(&p).unwrap();
         assert!(cfg.agent.notify_on_access && !cfg.agent.notifications);
-        assert_eq!(cfg.agent.expiry_thresholds, ["7d", "2h"]);
-        let bad = crate::protocol::Settings {
+        assert_eq!(cfg.agent.expiry_thresholds.labels(), ["7d", "2h"]);
+        let bad = crate::domain::Settings {
             expiry_thresholds: vec!["soon".into()],
             ..s
         };
         assert!(save_agent_settings(&p, &bad).is_err());
+    }
+
+    #[test]
+    fn approvers_and_sinks_are_typed_when_read() {
+        let cfg = parse(
+            "[policy]\napprovers = [\"/opt/kf/keyferry-tray\"]\n[policy.claude]\nmode = \"ask\"\n\
+             [[sink]]\ncredential = \"claude\"\ndotenv = \"/p/.env\"\n",
+        )
+        .unwrap();
+        assert_eq!(cfg.policy.approvers(), ["/opt/kf/keyferry-tray"]);
+        assert_eq!(cfg.sinks[0].sink.path(), Path::new("/p/.env"));
+        let default = parse("").unwrap().policy.approvers();
+        assert!(default[0].ends_with("/keyferry-tray"), "{default:?}");
+        let err = parse("[[sink]]\ncredential = \"claude\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("exactly one"), "{err}");
+    }
+
+    #[test]
+    fn saving_through_a_symlinked_config_keeps_the_link() {
+        let dir = tempfile::tempdir().unwrap();
+        let real = dir.path().join("dotfiles-config.toml");
+        std::fs::write(&real, "# mine\n").unwrap();
+        let link = dir.path().join("config.toml");
+        std::os::unix::fs::symlink(&real, &link).unwrap();
+        let s = crate::domain::Settings {
+            notifications: true,
+            notify_on_access: true,
+            expiry_thresholds: vec!["1d".into()],
+        };
+        save_agent_settings(&link, &s).unwrap();
+        assert!(std::fs::symlink_metadata(&link)
+            .unwrap()
+            .file_type()
+            .is_symlink());
+        let text = std::fs::read_to_string(&real).unwrap();
+        assert!(
+            text.contains("# mine\n") && text.contains("notify_on_access = true"),
+            "{text}"
+        );
     }
 
     #[test]

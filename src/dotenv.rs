@@ -19,6 +19,24 @@ pub enum DotenvError {
         key: String,
         line: usize,
     },
+    /// The file is not one Keyferry may read or rewrite (a link, FIFO, foreign or huge file).
+    #[error(transparent)]
+    File(#[from] crate::safe_file::FileError),
+    #[error(transparent)]
+    Write(#[from] crate::atomic::WriteError),
+}
+
+impl DotenvError {
+    /// The stable error code for the socket and the UI.
+    #[must_use]
+    pub fn code(&self) -> crate::domain::ErrorCode {
+        use crate::domain::ErrorCode;
+        match self {
+            Self::Duplicate { .. } | Self::Unterminated { .. } => ErrorCode::Malformed,
+            Self::File(e) => e.code(),
+            Self::Write(_) => ErrorCode::WriteFailed,
+        }
+    }
 }
 
 /// One assignment found in the file.
@@ -240,16 +258,16 @@ fn render(value: &str, quote: Option<char>) -> String {
 
 /// Sets `key` in the `.env` file at `path` under its lock, atomically, mode 0600 (or the
 /// file's stricter mode). A missing file is created; every other line is kept as it was.
+/// The file is read through the locked descriptor, which was opened without following a
+/// link: a `.env` swapped for a symlink to a private key, a FIFO or another user's file is
+/// refused before a byte of it is read.
 ///
 /// # Errors
-/// Duplicate key, unreadable or unwritable file.
-pub fn write_key(path: &std::path::Path, key: &str, value: &Secret) -> Result<(), crate::Error> {
+/// Duplicate key, a refused file (see [`crate::safe_file`]), an unwritable file.
+pub fn write_key(path: &std::path::Path, key: &str, value: &Secret) -> Result<(), DotenvError> {
     let shown = crate::paths::display(path);
-    let _lock = crate::atomic::FileLock::acquire(path)?;
-    let text = std::fs::read_to_string(path).map_err(|source| crate::atomic::WriteError {
-        path: shown.clone(),
-        source,
-    })?;
+    let mut lock = crate::atomic::FileLock::acquire(path)?;
+    let text = zeroize::Zeroizing::new(lock.read_to_string()?);
     let mut doc = Dotenv::parse(&text);
     doc.set(key, value, &shown)?;
     crate::atomic::write(path, doc.render().expose().as_bytes(), 0o600)?;

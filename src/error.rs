@@ -1,6 +1,6 @@
 //! The library's top-level error: every module's error, a stable code, and an exit status.
 
-use serde::Serialize;
+pub use crate::domain::{exit, ErrorBody, ErrorCode};
 
 use crate::config::ConfigError;
 use crate::credential::CredentialError;
@@ -21,6 +21,10 @@ pub enum Error {
     Write(#[from] crate::atomic::WriteError),
     #[error(transparent)]
     Dotenv(#[from] crate::dotenv::DotenvError),
+    #[error(transparent)]
+    Sink(#[from] crate::sink::SinkError),
+    #[error(transparent)]
+    File(#[from] crate::safe_file::FileError),
     #[error("no token found for {name:?} (tried {tried}); {hint}")]
     NotFound {
         name: String,
@@ -38,68 +42,33 @@ pub enum Error {
     Reroll(#[from] crate::reroll::RerollError),
 }
 
-/// Exit statuses, documented in the README.
-pub mod exit {
-    pub const OK: i32 = 0;
-    pub const ERROR: i32 = 1;
-    pub const USAGE: i32 = 2;
-    /// No token found: cfauth's soft failure.
-    pub const NOT_FOUND: i32 = 3;
-    /// The keychain is locked, unavailable or denied access.
-    pub const KEYCHAIN: i32 = 4;
-    /// `--require-agent` and no agent answers.
-    pub const NO_AGENT: i32 = 5;
-    /// The agent refused: policy, lock, or another user.
-    pub const REFUSED: i32 = 6;
-
-    /// The exit status for an error `code` (library or agent).
-    #[must_use]
-    pub fn for_code(code: &str) -> i32 {
-        match code {
-            "not_found" => NOT_FOUND,
-            "no_agent" => NO_AGENT,
-            "agent_locked" | "not_allowed" | "approval_required" | "approval_timeout"
-            | "denied" | "forbidden_user" | "foreign_agent" | "bad_passphrase" => REFUSED,
-            c if c.starts_with("keychain_") => KEYCHAIN,
-            _ => ERROR,
-        }
-    }
-}
-
-/// The wire and UI form of any error.
-#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq, Eq)]
-pub struct ErrorBody {
-    pub code: String,
-    pub message: String,
-}
-
 impl Error {
     #[must_use]
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> ErrorCode {
         match self {
-            Self::Config(_) => "config",
+            Self::Config(_) => ErrorCode::Config,
             Self::Source(e) => e.code(),
             Self::Store(e) => e.code(),
-            Self::Credential(_) | Self::Dotenv(_) => "malformed",
-            Self::Write(_) => "write_failed",
-            Self::NotFound { .. } => "not_found",
-            Self::Invalid(_) => "invalid",
-            Self::Snapshot(_) => "unsupported",
-            Self::Provision(_) => "provision_failed",
-            Self::Reroll(_) => "reroll_failed",
+            Self::Credential(_) => ErrorCode::Malformed,
+            Self::Dotenv(e) => e.code(),
+            Self::Sink(e) => e.code(),
+            Self::File(e) => e.code(),
+            Self::Write(_) => ErrorCode::WriteFailed,
+            Self::NotFound { .. } => ErrorCode::NotFound,
+            Self::Invalid(_) => ErrorCode::Invalid,
+            Self::Snapshot(_) => ErrorCode::Unsupported,
+            Self::Provision(_) => ErrorCode::ProvisionFailed,
+            Self::Reroll(_) => ErrorCode::RerollFailed,
         }
     }
 
     #[must_use]
     pub fn exit_code(&self) -> i32 {
-        exit::for_code(self.code())
+        self.code().exit_status()
     }
 
     #[must_use]
     pub fn body(&self) -> ErrorBody {
-        ErrorBody {
-            code: self.code().to_owned(),
-            message: self.to_string(),
-        }
+        ErrorBody::new(self.code(), self.to_string())
     }
 }

@@ -1,10 +1,67 @@
 //! Expiry: health from time left, which warning is due, and when the next one falls due.
 
+use serde::{Deserialize, Deserializer};
 use time::{Duration, OffsetDateTime};
 
-use crate::config::{parse_duration, AgentConfig};
 use crate::credential::human_duration;
-use crate::protocol::Health;
+use crate::domain::Health;
+
+/// Parses `14d`, `3d`, `1h`, `30m`, `45s`.
+///
+/// # Errors
+/// A malformed duration, quoting it.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: i64 = num
+        .parse()
+        .map_err(|_| format!("bad duration {text:?}; use e.g. 14d, 3d, 1h, 30m"))?;
+    let d = match unit.trim() {
+        "d" => Duration::checked_seconds_f64(n as f64 * 86_400.0),
+        "h" => Duration::checked_seconds_f64(n as f64 * 3_600.0),
+        "m" | "min" => Duration::checked_seconds_f64(n as f64 * 60.0),
+        "s" | "" => Some(Duration::seconds(n)),
+        _ => return Err(format!("bad duration unit in {text:?}; use d, h, m or s")),
+    };
+    d.filter(|d| d.whole_days() <= 36_500)
+        .ok_or_else(|| format!("duration {text:?} is out of range (at most 36500d)"))
+}
+
+/// Warning levels (`14d`, `3d`, …), parsed once from config or settings, most distant first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Levels(Vec<(String, Duration)>);
+
+impl Levels {
+    /// # Errors
+    /// A malformed duration, quoting it.
+    pub fn parse(labels: &[String]) -> Result<Self, String> {
+        let mut levels = labels
+            .iter()
+            .map(|t| parse_duration(t).map(|d| (t.trim().to_owned(), d)))
+            .collect::<Result<Vec<_>, _>>()?;
+        levels.sort_by_key(|l| std::cmp::Reverse(l.1));
+        Ok(Self(levels))
+    }
+
+    /// The labels, most distant first.
+    #[must_use]
+    pub fn labels(&self) -> Vec<String> {
+        self.0.iter().map(|(l, _)| l.clone()).collect()
+    }
+}
+
+impl Default for Levels {
+    fn default() -> Self {
+        Self::parse(&["14d", "3d", "1d", "1h"].map(String::from)).unwrap_or(Self(Vec::new()))
+    }
+}
+
+impl<'de> Deserialize<'de> for Levels {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Self::parse(&Vec::<String>::deserialize(d)?).map_err(serde::de::Error::custom)
+    }
+}
 
 /// Warning thresholds, most distant first, and the OAuth grace period.
 #[derive(Debug, Clone)]
@@ -37,16 +94,10 @@ impl Due {
 
 impl Thresholds {
     #[must_use]
-    pub fn from_config(cfg: &AgentConfig) -> Self {
-        let mut levels: Vec<(String, Duration)> = cfg
-            .expiry_thresholds
-            .iter()
-            .filter_map(|t| parse_duration(t).ok().map(|d| (t.clone(), d)))
-            .collect();
-        levels.sort_by_key(|l| std::cmp::Reverse(l.1));
+    pub fn new(levels: &Levels, oauth_grace_mins: u64) -> Self {
         Self {
-            levels,
-            oauth_grace: Duration::minutes(i64::try_from(cfg.oauth_grace_mins).unwrap_or(10)),
+            levels: levels.0.clone(),
+            oauth_grace: Duration::minutes(i64::try_from(oauth_grace_mins).unwrap_or(10)),
         }
     }
 
@@ -125,7 +176,7 @@ mod tests {
     use super::*;
 
     fn t() -> Thresholds {
-        Thresholds::from_config(&AgentConfig::default())
+        Thresholds::new(&Levels::default(), 10)
     }
 
     #[test]
@@ -163,6 +214,22 @@ mod tests {
             t().next_change(false, at(Duration::days(20)), now),
             Some(now + Duration::days(6))
         );
+    }
+
+    #[test]
+    fn durations_and_levels_parse_once() {
+        assert_eq!(parse_duration("30m").unwrap(), Duration::minutes(30));
+        assert_eq!(parse_duration("2d").unwrap(), Duration::days(2));
+        assert!(parse_duration("soon").is_err());
+        assert!(parse_duration("99999999999999d").is_err());
+        let l = Levels::parse(&["1h".into(), "14d".into()]).unwrap();
+        assert_eq!(l.labels(), ["14d", "1h"]);
+        assert!(Levels::parse(&["x".into()]).is_err());
+        let parsed: Levels = toml::from_str::<toml::Value>("v = [\"3d\"]").unwrap()["v"]
+            .clone()
+            .try_into()
+            .unwrap();
+        assert_eq!(parsed.labels(), ["3d"]);
     }
 
     #[test]

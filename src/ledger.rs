@@ -6,8 +6,12 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-use crate::atomic::{self, WriteError};
+use crate::atomic;
 use crate::paths;
+use crate::safe_file::{self, FileError};
+
+/// The ledger holds a few hundred bytes per token; anything this large is not ours.
+const MAX_LEDGER_BYTES: u64 = 1024 * 1024;
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Entry {
@@ -34,13 +38,17 @@ impl Ledger {
     #[must_use]
     pub fn load() -> Self {
         let path = Self::path();
-        match std::fs::read_to_string(&path) {
-            Ok(text) if text.trim().is_empty() => Self::default(),
-            Ok(text) => serde_json::from_str(&text).unwrap_or_else(|e| {
+        match safe_file::read_to_string(&path, MAX_LEDGER_BYTES) {
+            Ok(Some(text)) if text.trim().is_empty() => Self::default(),
+            Ok(Some(text)) => serde_json::from_str(&text).unwrap_or_else(|e| {
                 tracing::warn!(path = %paths::display(&path), error = %e, "ignoring unreadable ledger");
                 Self::default()
             }),
-            Err(_) => Self::default(),
+            Ok(None) => Self::default(),
+            Err(e) => {
+                tracing::warn!(error = %e, "ignoring the ledger");
+                Self::default()
+            }
         }
     }
 
@@ -64,13 +72,13 @@ impl Ledger {
     ///
     /// # Errors
     /// The state directory or file cannot be written.
-    pub fn update(change: impl FnOnce(&mut Self)) -> Result<(), WriteError> {
+    pub fn update(change: impl FnOnce(&mut Self)) -> Result<(), FileError> {
         let path = Self::path();
         atomic::private_dir(&paths::state_dir())?;
         let _lock = atomic::FileLock::acquire(&path)?;
         let mut ledger = Self::load();
         change(&mut ledger);
         let json = serde_json::to_vec_pretty(&ledger).unwrap_or_default();
-        atomic::write(&path, &json, 0o600)
+        Ok(atomic::write(&path, &json, 0o600)?)
     }
 }

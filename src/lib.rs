@@ -5,24 +5,29 @@
 #![forbid(unsafe_op_in_unsafe_fn)]
 
 pub mod agent;
+pub mod api;
 pub mod atomic;
 pub mod audit;
 pub mod broker;
 pub mod client;
 pub mod config;
 pub mod credential;
+pub mod domain;
 pub mod dotenv;
 pub mod error;
 pub mod expiry;
 pub mod launch;
 pub mod ledger;
 pub mod notification;
+pub mod panic;
 pub mod paths;
 pub mod policy;
 pub mod protocol;
 pub mod provision;
+pub mod random;
 pub mod report;
 pub mod reroll;
+pub mod safe_file;
 pub mod secret;
 pub mod service;
 pub mod sink;

@@ -12,7 +12,8 @@ pub fn home() -> PathBuf {
     if let Some(h) = env::var_os("HOME").filter(|h| !h.is_empty()) {
         return PathBuf::from(h);
     }
-    crate::sys::passwd(crate::sys::PasswdField::Home).map_or_else(|| PathBuf::from("/"), PathBuf::from)
+    crate::sys::passwd(crate::sys::PasswdField::Home)
+        .map_or_else(|| PathBuf::from("/"), PathBuf::from)
 }
 
 /// The login name: `$USER`, then `$LOGNAME`, then the passwd entry.

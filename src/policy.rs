@@ -5,15 +5,15 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use crate::config::{PolicyConfig, PolicyMode};
+use crate::domain::{ErrorCode, Peer};
 use crate::paths;
-use crate::protocol::Peer;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
     Allow,
     /// Refused: a stable code and a message that says how to allow it.
     Deny {
-        code: &'static str,
+        code: ErrorCode,
         message: String,
     },
     /// Defer to an approver.
@@ -58,7 +58,11 @@ impl Policy {
             .collect();
         let remembered = store
             .as_deref()
-            .and_then(|p| std::fs::read_to_string(p).ok())
+            .and_then(|p| {
+                crate::safe_file::read_to_string(p, 1024 * 1024)
+                    .ok()
+                    .flatten()
+            })
             .and_then(|t| serde_json::from_str::<Vec<(String, String)>>(&t).ok())
             .unwrap_or_default()
             .into_iter()
@@ -87,7 +91,7 @@ impl Policy {
             _ if listed || remembered => Verdict::Allow,
             PolicyMode::Allow if allowed.is_empty() => Verdict::Allow,
             PolicyMode::Allow => Verdict::Deny {
-                code: "not_allowed",
+                code: ErrorCode::NotAllowed,
                 message: format!(
                     "{peer} may not read {credential:?}: add {exe:?} to allow_exe under [policy.{credential}] in {}",
                     self.config_path
@@ -101,7 +105,7 @@ impl Policy {
     #[must_use]
     pub fn no_approver(&self, credential: &str, peer: &Peer) -> Verdict {
         Verdict::Deny {
-            code: "approval_required",
+            code: ErrorCode::ApprovalRequired,
             message: format!(
                 "{credential:?} needs approval (mode = \"ask\") and no approver is connected; open the Keyferry tray app, \
                  or allow this client permanently with allow_exe = [{:?}] under [policy.{credential}] in {}",
@@ -161,7 +165,7 @@ mod tests {
         );
         match p.check("claude", &peer("/usr/bin/curl")) {
             Verdict::Deny { code, message } => {
-                assert_eq!(code, "not_allowed");
+                assert_eq!(code, ErrorCode::NotAllowed);
                 assert!(
                     message.contains("allow_exe under [policy.claude]"),
                     "{message}"

@@ -9,8 +9,7 @@ use std::fmt;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::credential::Inspection;
-use crate::error::ErrorBody;
+use crate::domain::{Access, ApprovalRequest, CredentialStatus, Decision, ErrorBody, SinkStatus};
 use crate::secret::Secret;
 
 /// Bumped on any incompatible change; the handshake compares it exactly.
@@ -123,16 +122,69 @@ impl Request {
     }
 }
 
-/// A reply line.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// A reply line as a client reads it: the result stays raw JSON text until the caller says
+/// which typed result it expects (see [`Reply::result`]).
+#[derive(Debug, Deserialize)]
 pub struct Reply {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub id: Option<u64>,
     pub ok: bool,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub result: Option<serde_json::Value>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
+    result: Option<Box<serde_json::value::RawValue>>,
+    #[serde(default)]
     pub error: Option<ErrorBody>,
+}
+
+impl Reply {
+    /// The typed result of a successful reply.
+    ///
+    /// # Errors
+    /// The result does not have the expected shape (names the column, never the value).
+    pub fn result<T: serde::de::DeserializeOwned>(&self) -> Result<T, serde_json::Error> {
+        let raw = self
+            .result
+            .as_deref()
+            .map_or("null", serde_json::value::RawValue::get);
+        serde_json::from_str(raw)
+    }
+}
+
+/// `clear`'s result.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Cleared {
+    pub cleared: bool,
+}
+
+/// `lock`'s and `unlock`'s result.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub struct LockState {
+    pub locked: bool,
+}
+
+/// `snapshot`'s result: the path written.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Written {
+    pub written: String,
+}
+
+/// `forget`'s result.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Forgotten {
+    pub forgotten: bool,
+}
+
+/// `approve`'s result.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Delivered {
+    pub delivered: bool,
+}
+
+/// `watch`'s and `approvals`' result: the connection now streams events.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Streaming {
+    Watching,
+    Approving,
 }
 
 /// A reply serialized straight from a typed result (the agent's hot path: no
@@ -180,14 +232,6 @@ pub struct Hello {
     pub pid: u32,
 }
 
-/// The settings a client may change at run time (`settings` result).
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct Settings {
-    pub notifications: bool,
-    pub notify_on_access: bool,
-    pub expiry_thresholds: Vec<String>,
-}
-
 /// `get`'s result.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Token {
@@ -197,32 +241,6 @@ pub struct Token {
     pub env_var: String,
     pub token: WireSecret,
     pub expires_at: Option<String>,
-}
-
-/// Health of one credential, worst last.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Health {
-    Ok,
-    Expiring,
-    Missing,
-    Error,
-    Expired,
-}
-
-/// One credential in `status` and `changed` events.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct CredentialStatus {
-    pub name: String,
-    pub health: Health,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub source: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub inspection: Option<Inspection>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub error: Option<ErrorBody>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub warnings: Vec<String>,
 }
 
 /// `status`'s result.
@@ -237,54 +255,9 @@ pub struct Status {
     /// How many times credentials were re-resolved since start (watch-loop diagnostics).
     #[serde(default)]
     pub resolutions: u64,
-}
-
-/// Who is on the other end of a connection, from the kernel.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct Peer {
-    pub uid: u32,
-    pub pid: Option<i32>,
-    pub exe: Option<String>,
-}
-
-impl fmt::Display for Peer {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let exe = self.exe.as_deref().unwrap_or("unknown executable");
-        match self.pid {
-            Some(pid) => write!(f, "{exe} (pid {pid}, uid {})", self.uid),
-            None => write!(f, "{exe} (uid {})", self.uid),
-        }
-    }
-}
-
-/// One served or refused request, as the audit log and the tray show it.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct Access {
-    pub ts: String,
-    pub op: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub credential: Option<String>,
-    pub outcome: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub code: Option<String>,
-    pub peer: Peer,
-}
-
-/// An `ask`-policy request waiting for an approver.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct ApprovalRequest {
-    pub request: u64,
-    pub credential: String,
-    pub peer: Peer,
-    pub timeout_secs: u64,
-}
-
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "snake_case")]
-pub enum Decision {
-    AllowOnce,
-    AlwaysAllow,
-    Deny,
+    /// Every sink the agent keeps current, with the last failure if any.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sinks: Vec<SinkStatus>,
 }
 
 /// Streamed after `watch` as `{"event":{"kind":…}}`. Never carries a secret.
@@ -393,11 +366,10 @@ mod tests {
             },
         );
         let r: Reply = serde_json::from_str(&line).unwrap();
-        assert!(r.ok && r.id == Some(7) && r.result.unwrap()["pid"] == 2);
-        let e = ErrorBody {
-            code: "x".into(),
-            message: "y".into(),
-        };
+        assert!(r.ok && r.id == Some(7));
+        assert_eq!(r.result::<Hello>().unwrap().pid, 2);
+        assert!(r.result::<Status>().is_err());
+        let e = ErrorBody::new(crate::domain::ErrorCode::Other("x".into()), "y");
         let r: Reply = serde_json::from_str(&err_line(None, &e)).unwrap();
         assert_eq!(r.error, Some(e));
         assert!(r.id.is_none() && !r.ok);
@@ -413,8 +385,14 @@ mod tests {
     }
 
     #[test]
-    fn health_orders_worst_last() {
-        assert!(Health::Expired > Health::Error);
-        assert!(Health::Expiring > Health::Ok);
+    fn acknowledgements_keep_their_v1_wire_form() {
+        assert_eq!(
+            ok_line(Some(1), &Streaming::Watching),
+            r#"{"id":1,"ok":true,"result":"watching"}"#
+        );
+        assert_eq!(
+            ok_line(None, &Cleared { cleared: true }),
+            r#"{"ok":true,"result":{"cleared":true}}"#
+        );
     }
 }

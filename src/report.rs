@@ -7,7 +7,7 @@ use time::OffsetDateTime;
 
 use crate::broker::Found;
 use crate::credential::Inspection;
-use crate::protocol::{CredentialStatus, Health};
+use crate::domain::{CredentialStatus, Health};
 
 /// `show`'s data: a credential's inspection plus where it came from.
 #[derive(Debug, Serialize)]

@@ -2,16 +2,20 @@
 //! credentials snapshot for a file-scoped mount. Declared in config (`[[sink]]`) or
 //! registered at run time (`keyferry snapshot`), rewritten on every credential change.
 
-use std::fs::OpenOptions;
 use std::os::unix::fs::{FileExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
 use crate::atomic::{self, WriteError};
-use crate::credential::Credential;
+use crate::credential::{Credential, Kind};
+use crate::domain::ErrorCode;
 use crate::paths;
+use crate::safe_file::{self, Access, FileError};
 use crate::secret::Secret;
+
+/// Paths of registered snapshots; a megabyte is thousands of them.
+const MAX_REGISTRY_BYTES: u64 = 1024 * 1024;
 
 /// `[[sink]]` in config.toml: exactly one of `dotenv` or `snapshot`.
 #[derive(Debug, Clone, Deserialize)]
@@ -74,6 +78,41 @@ impl SinkConfig {
     }
 }
 
+/// Why a sink was not written. Names the path and the reason; never the token.
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    #[error(transparent)]
+    Dotenv(#[from] crate::dotenv::DotenvError),
+    #[error(transparent)]
+    Snapshot(#[from] crate::snapshot::SnapshotError),
+    #[error(transparent)]
+    File(#[from] FileError),
+    #[error(transparent)]
+    Write(#[from] WriteError),
+    #[error("{path}: is not a {cli} credentials file; refusing to overwrite it (the file is unchanged). Pick another --out path, or delete the file if it really is a stale snapshot")]
+    NotCredentials { path: String, cli: &'static str },
+}
+
+impl SinkError {
+    /// The stable error code for the socket and the UI.
+    #[must_use]
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            Self::Dotenv(e) => e.code(),
+            Self::Snapshot(_) => ErrorCode::Unsupported,
+            Self::File(e) => e.code(),
+            Self::Write(_) => ErrorCode::WriteFailed,
+            Self::NotCredentials { .. } => ErrorCode::NotCredentials,
+        }
+    }
+
+    /// The `{code, message}` for the socket, `status` and the UI.
+    #[must_use]
+    pub fn body(&self) -> crate::domain::ErrorBody {
+        crate::domain::ErrorBody::new(self.code(), self.to_string())
+    }
+}
+
 impl Sink {
     #[must_use]
     pub fn path(&self) -> &Path {
@@ -85,21 +124,30 @@ impl Sink {
     /// Writes `c` into this sink. `env_var` is the default `.env` key.
     ///
     /// # Errors
-    /// The credential has no file form, or the file cannot be written.
-    pub fn write(&self, name: &str, c: &Credential, env_var: &str) -> Result<(), crate::Error> {
+    /// The credential has no file form, the target is not a file we may write (a link, a
+    /// FIFO, someone else's, a non-credentials file under a snapshot), or an I/O failure.
+    pub fn write(&self, name: &str, c: &Credential, env_var: &str) -> Result<(), SinkError> {
         match self {
             Self::Dotenv { path, key } => {
-                crate::dotenv::write_key(path, key.as_deref().unwrap_or(env_var), &c.token)
+                crate::dotenv::write_key(path, key.as_deref().unwrap_or(env_var), &c.token)?;
+                Ok(())
             }
             Self::Snapshot {
                 path,
                 include_refresh_token,
             } => {
                 let text = crate::snapshot::render(name, c, *include_refresh_token)?;
-                write_in_place(path, &text)?;
-                Ok(())
+                write_in_place(path, c.kind, &text)
             }
         }
+    }
+}
+
+fn cli_of(kind: Kind) -> &'static str {
+    match kind {
+        Kind::Codex => "Codex",
+        Kind::Gemini => "Gemini",
+        _ => "Claude",
     }
 }
 
@@ -110,9 +158,13 @@ impl Sink {
 /// `pwrite`, so a reader never sees a shorter, truncated document. A new file is created
 /// atomically, 0600.
 ///
+/// The existing file is opened without following a link and checked on the descriptor (see
+/// [`crate::safe_file`]); it is replaced only when it is empty or already a credentials
+/// document of the same CLI (`kind`), so `--out ~/.bashrc` leaves `.bashrc` alone.
+///
 /// # Errors
-/// Not a regular file of ours, or an I/O failure.
-pub fn write_in_place(path: &Path, text: &Secret) -> Result<(), WriteError> {
+/// A refused or foreign file, a non-credentials file, or an I/O failure.
+pub fn write_in_place(path: &Path, kind: Kind, text: &Secret) -> Result<(), SinkError> {
     let err = |source| WriteError {
         path: paths::display(path),
         source,
@@ -122,25 +174,27 @@ pub fn write_in_place(path: &Path, text: &Secret) -> Result<(), WriteError> {
             atomic::private_dir(dir)?;
         }
     }
-    let file = match OpenOptions::new().write(true).open(path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return atomic::write(path, text.expose().as_bytes(), 0o600);
-        }
-        Err(e) => return Err(err(e)),
+    let Some(mut file) = safe_file::open(path, Access::ReadWrite, safe_file::MAX_FILE_BYTES)?
+    else {
+        return Ok(atomic::write(path, text.expose().as_bytes(), 0o600)?);
     };
-    let meta = file.metadata().map_err(err)?;
-    if !meta.is_file() || meta.uid() != paths::current_uid() {
-        return Err(err(std::io::Error::other(
-            "not a regular file owned by you; refusing to write a token into it",
-        )));
+    let old = zeroize::Zeroizing::new(safe_file::read_all(
+        &mut file,
+        path,
+        safe_file::MAX_FILE_BYTES,
+    )?);
+    if !crate::snapshot::may_replace(kind, &String::from_utf8_lossy(&old)) {
+        return Err(SinkError::NotCredentials {
+            path: paths::display(path),
+            cli: cli_of(kind),
+        });
     }
+    let meta = file.metadata().map_err(err)?;
     let mut bytes = text.expose().as_bytes().to_vec();
-    let old_len = usize::try_from(meta.len()).unwrap_or(usize::MAX);
-    if bytes.len() < old_len {
+    if bytes.len() < old.len() {
         // Pad before the final newline: trailing spaces are valid JSON whitespace.
         let nl = bytes.pop();
-        bytes.resize(old_len - usize::from(nl.is_some()), b' ');
+        bytes.resize(old.len() - usize::from(nl.is_some()), b' ');
         bytes.extend(nl);
     }
     let result = file
@@ -149,7 +203,7 @@ pub fn write_in_place(path: &Path, text: &Secret) -> Result<(), WriteError> {
         .and_then(|()| file.set_permissions(std::fs::Permissions::from_mode(meta.mode() & 0o600)))
         .and_then(|()| file.sync_all());
     zeroize::Zeroize::zeroize(&mut bytes);
-    result.map_err(err)
+    Ok(result.map_err(err)?)
 }
 
 /// Snapshots registered with the agent (`keyferry snapshot … --out`), kept across restarts
@@ -161,15 +215,23 @@ impl Registry {
         paths::state_dir().join("snapshots.json")
     }
 
+    /// The registrations; an unreadable or unsafe registry file is reported and read as empty.
     #[must_use]
     pub fn load() -> Vec<Target> {
-        std::fs::read_to_string(Self::path())
-            .ok()
-            .and_then(|t| serde_json::from_str(&t).ok())
-            .unwrap_or_default()
+        match safe_file::read_to_string(&Self::path(), MAX_REGISTRY_BYTES) {
+            Ok(Some(t)) => serde_json::from_str(&t).unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "ignoring an unreadable snapshot registry");
+                Vec::new()
+            }),
+            Ok(None) => Vec::new(),
+            Err(e) => {
+                tracing::warn!(error = %e, "ignoring the snapshot registry");
+                Vec::new()
+            }
+        }
     }
 
-    fn update(change: impl FnOnce(&mut Vec<Target>)) -> Result<Vec<Target>, WriteError> {
+    fn update(change: impl FnOnce(&mut Vec<Target>)) -> Result<Vec<Target>, FileError> {
         atomic::private_dir(&paths::state_dir())?;
         let path = Self::path();
         let _lock = atomic::FileLock::acquire(&path)?;
@@ -187,7 +249,7 @@ impl Registry {
     ///
     /// # Errors
     /// The state file cannot be written.
-    pub fn add(target: Target) -> Result<(), WriteError> {
+    pub fn add(target: Target) -> Result<(), FileError> {
         Self::update(|l| {
             l.retain(|t| t.sink.path() != target.sink.path());
             l.push(target);
@@ -199,7 +261,7 @@ impl Registry {
     ///
     /// # Errors
     /// The state file cannot be written.
-    pub fn remove(path: &Path) -> Result<bool, WriteError> {
+    pub fn remove(path: &Path) -> Result<bool, FileError> {
         let mut removed = false;
         Self::update(|l| {
             let before = l.len();
@@ -219,29 +281,35 @@ mod tests {
     fn in_place_keeps_the_inode_and_pads_shorter_text() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("snap/.credentials.json");
-        let long = "{\"a\":\"long-long-long\"}\n";
-        write_in_place(&p, &Secret::new(long.into())).unwrap();
+        let long = "{\"access_token\":\"long-long-long\"}\n";
+        write_in_place(&p, Kind::Gemini, &Secret::new(long.into())).unwrap();
         let ino = std::fs::metadata(&p).unwrap().ino();
         assert_eq!(std::fs::metadata(&p).unwrap().mode() & 0o777, 0o600);
-        write_in_place(&p, &Secret::new("{\"a\":\"x\"}\n".into())).unwrap();
+        write_in_place(
+            &p,
+            Kind::Gemini,
+            &Secret::new("{\"access_token\":\"x\"}\n".into()),
+        )
+        .unwrap();
         assert_eq!(std::fs::metadata(&p).unwrap().ino(), ino);
         let text = std::fs::read_to_string(&p).unwrap();
         let v: serde_json::Value = serde_json::from_str(&text).unwrap();
-        assert_eq!(v["a"], "x");
+        assert_eq!(v["access_token"], "x");
         // Padded with spaces to the old length, newline kept last.
-        let short = "{\"a\":\"x\"}";
+        let short = "{\"access_token\":\"x\"}";
         assert_eq!(
             text,
             format!("{short}{}\n", " ".repeat(long.len() - short.len() - 1))
         );
         write_in_place(
             &p,
-            &Secret::new("{\"a\":\"much-much-much-longer-value\"}\n".into()),
+            Kind::Gemini,
+            &Secret::new("{\"access_token\":\"much-much-much-longer-value\"}\n".into()),
         )
         .unwrap();
         let v: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
-        assert_eq!(v["a"], "much-much-much-longer-value");
+        assert_eq!(v["access_token"], "much-much-much-longer-value");
     }
 
     #[test]

@@ -17,6 +17,29 @@ pub enum SnapshotError {
     },
 }
 
+/// Whether `text` (an existing file's contents) is a credentials document of the CLI that
+/// `kind` renders for, so a snapshot may replace it. Blank files count as empty. Anything
+/// else (a `~/.bashrc` named by mistake, a key file) must be left byte-for-byte alone.
+#[must_use]
+pub fn may_replace(kind: Kind, text: &str) -> bool {
+    if text.trim().is_empty() {
+        return true;
+    }
+    let Ok(Value::Object(doc)) = serde_json::from_str::<Value>(text) else {
+        return false;
+    };
+    match kind {
+        Kind::ClaudeOauth | Kind::SetupToken => {
+            doc.get("claudeAiOauth").is_some_and(Value::is_object)
+        }
+        Kind::Codex => {
+            doc.get("tokens").is_some_and(Value::is_object) || doc.contains_key("OPENAI_API_KEY")
+        }
+        Kind::Gemini => doc.contains_key("access_token") || doc.contains_key("refresh_token"),
+        Kind::ApiKey | Kind::Opaque => false,
+    }
+}
+
 /// The file contents for `credential`. Unknown fields of the original document are kept.
 ///
 /// # Errors
@@ -103,6 +126,28 @@ mod tests {
 
     fn cred(s: &str) -> Credential {
         Credential::parse(&Secret::new(s.into()), "t").unwrap()
+    }
+
+    #[test]
+    fn only_documents_of_the_same_cli_may_be_replaced() {
+        let claude = r#"{"claudeAiOauth":{"accessToken":"x"}}"#;
+        let codex = r#"{"OPENAI_API_KEY":null,"tokens":{"access_token":"a"}}"#;
+        let gemini = r#"{"access_token":"ya29.x","expiry_date":1}"#;
+        assert!(may_replace(Kind::ClaudeOauth, claude));
+        assert!(may_replace(Kind::SetupToken, claude));
+        assert!(may_replace(Kind::ClaudeOauth, "  \n"));
+        assert!(may_replace(Kind::Codex, codex));
+        assert!(may_replace(Kind::Gemini, gemini));
+        for (kind, other) in [
+            (Kind::ClaudeOauth, codex),
+            (Kind::Codex, claude),
+            (Kind::Gemini, claude),
+            (Kind::ClaudeOauth, "export PATH=$HOME/bin:$PATH\n"),
+            (Kind::ClaudeOauth, "-----BEGIN OPENSSH PRIVATE KEY-----"),
+            (Kind::ClaudeOauth, "[1,2]"),
+        ] {
+            assert!(!may_replace(kind, other), "{kind:?} over {other}");
+        }
     }
 
     #[test]

@@ -14,7 +14,8 @@ use std::process::Command;
 use std::time::Duration;
 
 use keyferry::client::{Client, ClientError};
-use keyferry::protocol::{Decision, Event, Request, Token, VERSION};
+use keyferry::domain::Decision;
+use keyferry::protocol::{Event, Request, Token, VERSION};
 use kf::notifications::NotificationServer;
 use kf::{ok, text, Home};
 
@@ -550,7 +551,7 @@ fn file_and_keychain_changes_reach_watchers() {
 fn settings_change_at_run_time_and_persist() {
     let h = home_with_token("# my config\n[agent]\nidle_timeout_secs = 9\n");
     let agent = h.start_agent();
-    let applied: keyferry::protocol::Settings = agent
+    let applied: keyferry::domain::Settings = agent
         .client()
         .call(Request::Settings {
             notifications: Some(false),
@@ -570,7 +571,7 @@ fn settings_change_at_run_time_and_persist() {
     );
     let bad = agent
         .client()
-        .call::<keyferry::protocol::Settings>(Request::Settings {
+        .call::<keyferry::domain::Settings>(Request::Settings {
             notifications: None,
             notify_on_access: None,
             expiry_thresholds: Some(vec!["soonish".into()]),
@@ -645,7 +646,7 @@ fn expiry_warnings_reach_the_desktop_and_subscribers() {
     assert!(!format!("{summary}{body}").contains("GEMINIaccess"));
     let st: keyferry::protocol::Status = agent.client().call(Request::Status {}).unwrap();
     let gemini = st.credentials.iter().find(|c| c.name == "gemini").unwrap();
-    assert_eq!(gemini.health, keyferry::protocol::Health::Expiring);
+    assert_eq!(gemini.health, keyferry::domain::Health::Expiring);
 }
 
 #[test]

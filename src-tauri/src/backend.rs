@@ -10,7 +10,8 @@ use keyferry::agent::socket::{self, InstanceLock, SocketError};
 use keyferry::agent::Agent;
 use keyferry::client::{Client, ClientError};
 use keyferry::config::Config;
-use keyferry::protocol::{CredentialStatus, Decision, Event, Peer, Request, Status, WireSecret};
+use keyferry::domain::{CredentialStatus, Decision, Peer};
+use keyferry::protocol::{Event, Request, Status, WireSecret};
 use keyferry::secret::Secret;
 use tokio::sync::{broadcast, oneshot};
 
@@ -133,7 +134,7 @@ impl Backend {
         }
     }
 
-    pub fn save_settings(&self, s: &keyferry::protocol::Settings) -> Result<(), String> {
+    pub fn save_settings(&self, s: &keyferry::domain::Settings) -> Result<(), String> {
         match self {
             Self::Embedded(e) => e.agent.update_settings(s, &me()).map_err(|b| b.message),
             _ => self.call(Request::Settings {

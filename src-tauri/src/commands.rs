@@ -4,7 +4,7 @@
 use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use keyferry::protocol::{Decision, Settings};
+use keyferry::domain::{Decision, Settings};
 use keyferry::reroll;
 use keyferry::secret::Secret;
 use tauri::{AppHandle, Emitter, Manager, State};

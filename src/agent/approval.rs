@@ -1,5 +1,6 @@
 //! Pending `ask`-policy requests, answered by an approver (the tray), denied when the last
-//! approver leaves, or timed out.
+//! approver leaves, or timed out. A request remembers the connection that made it, so an
+//! approver connection can never answer its own request.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -8,7 +9,7 @@ use std::time::Duration;
 
 use tokio::sync::oneshot;
 
-use crate::protocol::Decision;
+use crate::domain::Decision;
 
 /// How a pending request ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -21,8 +22,8 @@ pub enum Outcome {
 
 struct Pending {
     tx: oneshot::Sender<Decision>,
-    /// The waiting client's pid: it may not approve itself.
-    requester: Option<i32>,
+    /// The waiting client's connection: it may not approve itself.
+    requester: Option<ConnId>,
 }
 
 #[derive(Default)]
@@ -40,15 +41,9 @@ impl Drop for ApproverGuard<'_> {
     }
 }
 
-/// Request ids are random, so a client cannot guess the id of someone else's request.
-fn random_id() -> u64 {
-    use std::io::Read;
-    let mut b = [0u8; 8];
-    if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
-        let _ = f.read_exact(&mut b);
-    }
-    u64::from_le_bytes(b) >> 11 // stays exact in JSON numbers (53 bits)
-}
+/// One socket connection, numbered by the agent (pids can be shared by parent and child).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ConnId(pub u64);
 
 impl Approvals {
     /// Counts one more approver for as long as the guard lives.
@@ -78,15 +73,23 @@ impl Approvals {
 
     /// Opens a request for the client `requester`; the caller announces its id, then awaits
     /// [`Approvals::wait`].
-    pub fn open(&self, requester: Option<i32>) -> (u64, oneshot::Receiver<Decision>) {
+    ///
+    /// Request ids are random, so a client cannot guess the id of someone else's request.
+    ///
+    /// # Errors
+    /// The OS random generator failed (the request is then refused, never numbered weakly).
+    pub fn open(
+        &self,
+        requester: Option<ConnId>,
+    ) -> Result<(u64, oneshot::Receiver<Decision>), crate::random::RandomError> {
         let (tx, rx) = oneshot::channel();
         let mut pending = self.lock();
-        let mut id = random_id();
-        while id == 0 || pending.contains_key(&id) {
-            id = random_id().wrapping_add(1);
+        let mut id = crate::random::json_id()?;
+        while pending.contains_key(&id) {
+            id = crate::random::json_id()?;
         }
         pending.insert(id, Pending { tx, requester });
-        (id, rx)
+        Ok((id, rx))
     }
 
     /// Gives up a request nobody can answer (its waiter sees `Abandoned`).
@@ -111,7 +114,7 @@ impl Approvals {
 
     /// Delivers an answer from the approver `by`. Refuses self-approval; false when the
     /// request is unknown, already over, or the requester's own.
-    pub fn answer(&self, id: u64, decision: Decision, by: Option<i32>) -> bool {
+    pub fn answer(&self, id: u64, decision: Decision, by: Option<ConnId>) -> bool {
         let mut pending = self.lock();
         if pending
             .get(&id)
@@ -139,17 +142,17 @@ mod tests {
     async fn answers_timeouts_self_approval_and_abandonment() {
         let a = Approvals::default();
         let g = a.register();
-        let (id, rx) = a.open(Some(42));
+        let (id, rx) = a.open(Some(ConnId(42))).unwrap();
         assert!(
-            !a.answer(id, Decision::AllowOnce, Some(42)),
-            "a client may not approve itself"
+            !a.answer(id, Decision::AllowOnce, Some(ConnId(42))),
+            "a connection may not approve itself"
         );
-        assert!(a.answer(id, Decision::AllowOnce, Some(7)));
+        assert!(a.answer(id, Decision::AllowOnce, Some(ConnId(7))));
         assert_eq!(
             a.wait(id, rx, Duration::from_secs(1)).await,
             Outcome::Answered(Decision::AllowOnce)
         );
-        let (id, rx) = a.open(None);
+        let (id, rx) = a.open(None).unwrap();
         assert_eq!(
             a.wait(id, rx, Duration::from_millis(10)).await,
             Outcome::TimedOut
@@ -158,7 +161,7 @@ mod tests {
             !a.answer(id, Decision::AllowOnce, None),
             "late answers are dropped"
         );
-        let (id, rx) = a.open(None);
+        let (id, rx) = a.open(None).unwrap();
         drop(g);
         assert!(!a.has_approver());
         assert_eq!(

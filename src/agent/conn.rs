@@ -1,36 +1,52 @@
 //! One client connection: peer check, handshake, bounded lines, idle timeout, requests,
-//! and (after `watch`/`approvals`) a stream of events interleaved with replies.
+//! and (after `watch`/`approvals`) a stream of events interleaved with replies. A request
+//! that may wait (a `get` under `ask`) runs alongside the connection's other requests, so a
+//! pending approval never blocks them; replies carry the request's id.
 
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::{SinkExt, StreamExt};
-use serde_json::json;
+use futures_util::stream::FuturesUnordered;
+use futures_util::StreamExt;
+use tokio::io::AsyncWriteExt;
+use tokio::net::unix::OwnedWriteHalf;
 use tokio::net::UnixStream;
 use tokio::sync::broadcast;
 use tokio::time::Instant;
-use tokio_util::codec::{Framed, LinesCodec, LinesCodecError};
+use tokio_util::codec::{FramedRead, LinesCodec, LinesCodecError};
 
+use super::approval::ConnId;
+use super::dispatch::{dispatch, may_wait, Line};
 use super::Agent;
-use crate::error::ErrorBody;
+use crate::domain::{ErrorBody, ErrorCode};
 use crate::protocol::{
-    err_line, ok_line, Envelope, Event, EventLine, Peer, Request, MAX_LINE, VERSION,
+    err_line, ok_line, Envelope, Event, EventLine, Request, Streaming, MAX_LINE, VERSION,
 };
 
-fn error(code: &str, message: impl Into<String>) -> ErrorBody {
-    ErrorBody {
-        code: code.to_owned(),
-        message: message.into(),
-    }
+/// Requests one connection may have waiting at once; past this it is not read until one ends.
+const MAX_IN_FLIGHT: usize = 16;
+
+type Pending = Pin<Box<dyn Future<Output = Line> + Send>>;
+
+fn error(code: ErrorCode, message: impl Into<String>) -> ErrorBody {
+    ErrorBody::new(code, message)
 }
 
 fn version_mismatch(version: u32) -> ErrorBody {
     error(
-        "version_mismatch",
+        ErrorCode::VersionMismatch,
         format!(
             "client speaks protocol {version}, this agent speaks {VERSION}; use matching keyferry versions (restart the agent after upgrading)"
         ),
     )
+}
+
+async fn send(out: &mut OwnedWriteHalf, mut line: Line) -> bool {
+    line.push('\n');
+    out.write_all(line.as_bytes()).await.is_ok()
 }
 
 /// Serves one connection until the client leaves, misbehaves, idles out, or shutdown.
@@ -42,28 +58,37 @@ pub async fn handle(agent: Arc<Agent>, stream: UnixStream, mut shutdown: broadca
             return;
         }
     };
-    let mut framed = Framed::new(stream, LinesCodec::new_with_max_length(MAX_LINE));
+    let (read, mut out) = stream.into_split();
     if peer.uid != agent.uid {
-        agent.record("connect", None, "refused", Some("forbidden_user"), &peer);
+        agent.record(
+            "connect",
+            None,
+            "refused",
+            Some(&ErrorCode::ForbiddenUser),
+            &peer,
+        );
         tracing::warn!(%peer, "refused a connection from another user");
         let refusal = error(
-            "forbidden_user",
+            ErrorCode::ForbiddenUser,
             format!("this agent serves uid {} only", agent.uid),
         );
-        let _ = framed.send(err_line(None, &refusal)).await;
+        let _ = send(&mut out, err_line(None, &refusal).into()).await;
         return;
     }
+    let conn = ConnId(agent.connections.fetch_add(1, Relaxed) + 1);
+    let mut lines = FramedRead::new(read, LinesCodec::new_with_max_length(MAX_LINE));
     let idle = Duration::from_secs(agent.cfg.idle_timeout_secs.max(1));
-    // One timer per connection, pushed back after every request.
+    // One timer per connection, pushed back after every request and reply.
     let deadline = tokio::time::sleep(idle);
     tokio::pin!(deadline);
     let mut hello = false;
     let mut events: Option<broadcast::Receiver<Event>> = None;
     let (mut watching, mut approving) = (false, false);
     let mut approver_guard = None;
+    let mut pending: FuturesUnordered<Pending> = FuturesUnordered::new();
     loop {
-        // Streaming connections are idle by design; only plain request connections time out.
-        let streaming = watching || approving;
+        // Streaming connections are idle by design, and so is one waiting on an approver.
+        let idle_counts = !(watching || approving) && pending.is_empty();
         let next_event = async {
             match events.as_mut() {
                 Some(rx) => rx.recv().await,
@@ -72,10 +97,17 @@ pub async fn handle(agent: Arc<Agent>, stream: UnixStream, mut shutdown: broadca
         };
         let line = tokio::select! {
             _ = shutdown.recv() => break,
-            () = &mut deadline, if !streaming => {
+            () = &mut deadline, if idle_counts => {
                 let msg = format!("no request for {} s; closing", idle.as_secs());
-                let _ = framed.send(err_line(None, &error("idle_timeout", msg))).await;
+                let _ = send(&mut out, err_line(None, &error(ErrorCode::IdleTimeout, msg)).into()).await;
                 break;
+            }
+            Some(reply) = pending.next(), if !pending.is_empty() => {
+                if !send(&mut out, reply).await {
+                    break;
+                }
+                deadline.as_mut().reset(Instant::now() + idle);
+                continue;
             }
             ev = next_event => {
                 let event = match ev {
@@ -86,182 +118,115 @@ pub async fn handle(agent: Arc<Agent>, stream: UnixStream, mut shutdown: broadca
                 let wanted = if matches!(event, Event::Approval { .. }) { approving } else { watching };
                 if wanted {
                     let line = serde_json::to_string(&EventLine { event }).unwrap_or_default();
-                    if framed.send(line).await.is_err() {
+                    if !send(&mut out, line.into()).await {
                         break;
                     }
                 }
                 continue;
             }
-            line = framed.next() => line,
+            line = lines.next(), if pending.len() < MAX_IN_FLIGHT => line,
         };
         let line = match line {
             None | Some(Err(LinesCodecError::Io(_))) => break,
             Some(Err(LinesCodecError::MaxLineLengthExceeded)) => {
                 let msg = format!("request lines are limited to {MAX_LINE} bytes; closing");
-                let _ = framed
-                    .send(err_line(None, &error("line_too_long", msg)))
-                    .await;
+                let _ = send(
+                    &mut out,
+                    err_line(None, &error(ErrorCode::LineTooLong, msg)).into(),
+                )
+                .await;
                 break;
             }
-            Some(Ok(line)) => line,
+            Some(Ok(line)) => Line::new(line),
         };
         // Blank lines are not requests: they neither count nor keep the connection alive.
         if line.trim().is_empty() {
             continue;
         }
         deadline.as_mut().reset(Instant::now() + idle);
-        let reply = match serde_json::from_str::<Envelope>(&line) {
+        let reply: Line = match serde_json::from_str::<Envelope>(&line) {
             // Position only: the line may hold a token. The id, if readable, is echoed.
             Err(e) => err_line(
-                serde_json::from_str::<serde_json::Value>(&line)
+                serde_json::from_str::<IdOnly>(&line)
                     .ok()
-                    .and_then(|v| v.get("id")?.as_u64()),
+                    .and_then(|v| v.id),
                 &error(
-                    "bad_request",
+                    ErrorCode::BadRequest,
                     format!(
                         "not a valid request (line 1, column {}); see docs/protocol.md",
                         e.column()
                     ),
                 ),
-            ),
+            )
+            .into(),
             Ok(Envelope { id, request }) => match request {
                 Request::Hello { version, .. } if version != VERSION => {
-                    err_line(id, &version_mismatch(version))
+                    err_line(id, &version_mismatch(version)).into()
                 }
                 Request::Hello { .. } => {
                     hello = true;
-                    ok_line(id, &agent.hello())
+                    ok_line(id, &agent.hello()).into()
                 }
                 _ if !hello => err_line(
                     id,
                     &error(
-                        "handshake_required",
+                        ErrorCode::HandshakeRequired,
                         format!("send {{\"op\":\"hello\",\"version\":{VERSION}}} first"),
                     ),
-                ),
+                )
+                .into(),
                 Request::Watch {} => {
                     watching = true;
                     events.get_or_insert_with(|| agent.subscribe());
                     agent.record("watch", None, "ok", None, &peer);
-                    ok_line(id, &"watching")
+                    ok_line(id, &Streaming::Watching).into()
                 }
-                Request::Approvals {} => {
-                    approving = true;
-                    events.get_or_insert_with(|| agent.subscribe());
-                    approver_guard.get_or_insert_with(|| agent.approvals.register());
-                    ok_line(id, &"approving")
-                }
+                Request::Approvals {} => match agent.may_approve(&peer) {
+                    Ok(()) => {
+                        approving = true;
+                        events.get_or_insert_with(|| agent.subscribe());
+                        approver_guard.get_or_insert_with(|| agent.approvals.register());
+                        agent.record("approvals", None, "registered", None, &peer);
+                        ok_line(id, &Streaming::Approving).into()
+                    }
+                    Err(e) => {
+                        agent.record("approvals", None, "refused", Some(&e.code), &peer);
+                        err_line(id, &e).into()
+                    }
+                },
                 Request::Approve { .. } if approver_guard.is_none() => err_line(
                     id,
                     &error(
-                        "not_an_approver",
+                        ErrorCode::NotAnApprover,
                         "send {\"op\":\"approvals\"} on this connection before answering requests",
                     ),
-                ),
-                other => dispatch(&agent, other, id, &peer).await,
+                )
+                .into(),
+                other if may_wait(&other) => {
+                    pending.push(Box::pin(dispatch(
+                        Arc::clone(&agent),
+                        other,
+                        id,
+                        peer.clone(),
+                        conn,
+                    )));
+                    continue;
+                }
+                other => dispatch(Arc::clone(&agent), other, id, peer.clone(), conn).await,
             },
         };
-        if framed.send(reply).await.is_err() {
+        drop(line);
+        if !send(&mut out, reply).await {
             break;
         }
-        // The idle clock starts after the reply: a `get` that waited on an approver must not
-        // find its connection already timed out.
+        // The idle clock starts after the reply.
         deadline.as_mut().reset(Instant::now() + idle);
     }
     drop(approver_guard);
 }
 
-/// Handles one request after the handshake; returns the reply line.
-async fn dispatch(agent: &Arc<Agent>, request: Request, id: Option<u64>, peer: &Peer) -> String {
-    let line = |r: Result<serde_json::Value, ErrorBody>| match r {
-        Ok(v) => ok_line(id, &v),
-        Err(e) => err_line(id, &e),
-    };
-    match request {
-        Request::Get { name } => match agent.get(&name, peer).await {
-            Ok(t) => ok_line(id, &t),
-            Err(e) => err_line(id, &e),
-        },
-        Request::Status {} => ok_line(id, &agent.status()),
-        Request::Store { name, token } => match agent.store(&name, token.0, peer).await {
-            Ok(s) => ok_line(id, &s),
-            Err(e) => err_line(id, &e),
-        },
-        Request::Clear { name } => line(
-            agent
-                .clear(&name, peer)
-                .await
-                .map(|c| json!({ "cleared": c })),
-        ),
-        Request::Lock { passphrase } => {
-            agent.lock(passphrase.as_ref().map(|p| &p.0), peer);
-            ok_line(id, &json!({ "locked": true }))
-        }
-        Request::Unlock { passphrase } => line(
-            agent
-                .unlock(passphrase.as_ref().map(|p| &p.0), peer)
-                .map(|()| json!({ "locked": false })),
-        ),
-        Request::Snapshot {
-            name,
-            path,
-            include_refresh_token,
-        } => line(
-            agent
-                .register_snapshot(
-                    &name,
-                    std::path::Path::new(&path),
-                    include_refresh_token,
-                    peer,
-                )
-                .await
-                .map(|()| json!({ "written": path })),
-        ),
-        Request::Forget { path } => line(
-            agent
-                .forget_snapshot(std::path::Path::new(&path), peer)
-                .map(|f| json!({ "forgotten": f })),
-        ),
-        Request::Settings {
-            notifications,
-            notify_on_access,
-            expiry_thresholds,
-        } => {
-            let current = agent.settings();
-            let wanted = crate::protocol::Settings {
-                notifications: notifications.unwrap_or(current.notifications),
-                notify_on_access: notify_on_access.unwrap_or(current.notify_on_access),
-                expiry_thresholds: expiry_thresholds.unwrap_or(current.expiry_thresholds),
-            };
-            match agent.update_settings(&wanted, peer) {
-                Ok(()) => ok_line(id, &agent.settings()),
-                Err(e) => err_line(id, &e),
-            }
-        }
-        Request::Approve { request, decision } => {
-            let delivered = agent.approve_from(request, decision, peer);
-            agent.record(
-                "approve",
-                None,
-                if delivered { "answered" } else { "expired" },
-                None,
-                peer,
-            );
-            if delivered {
-                ok_line(id, &json!({ "delivered": true }))
-            } else {
-                err_line(
-                    id,
-                    &error(
-                        "no_such_request",
-                        format!("approval request {request} is unknown, already over, or your own"),
-                    ),
-                )
-            }
-        }
-        // Handled by the connection loop above.
-        Request::Hello { .. } | Request::Watch {} | Request::Approvals {} => {
-            ok_line(id, &agent.hello())
-        }
-    }
+/// Just the id of a line that is not a valid request, to echo it.
+#[derive(serde::Deserialize)]
+struct IdOnly {
+    id: Option<u64>,
 }

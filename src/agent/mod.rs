@@ -1,37 +1,54 @@
 //! The agent: the live state of every credential, served over a permission-checked Unix
 //! socket, kept current by watchers and an expiry scheduler. `keyferry agent` runs it
-//! headless; the tray embeds the same [`Agent`].
+//! headless; the tray embeds the same [`Agent`] through the same [`start`].
 
 mod approval;
 mod conn;
+mod dispatch;
+mod expiry;
+mod lock;
+mod ops;
 pub mod peer;
 mod server;
 mod sinks;
 pub mod socket;
 mod state;
-mod tasks;
+mod watch;
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, RwLock};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
 
 use time::OffsetDateTime;
 use tokio::sync::broadcast;
 
-pub use server::{run, serve, AgentError};
+pub use server::{run, serve, start, AgentError, Running};
 
 use crate::audit::Audit;
 use crate::broker::Broker;
 use crate::config::{AgentConfig, Config};
 use crate::credential::rfc3339;
+use crate::domain::{Access, CredentialStatus, ErrorCode, Peer, SinkStatus};
 use crate::expiry::Thresholds;
 use crate::policy::Policy;
-use crate::protocol::{Access, Event, Peer};
+use crate::protocol::Event;
 use approval::Approvals;
 use state::State;
 
 /// Shows one notification (summary, body) and says whether it was shown.
 pub type Notifier = Arc<dyn Fn(&str, &str) -> crate::notification::Delivery + Send + Sync>;
+
+/// Who answers `ask`-policy approvals.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// `keyferry agent`: approver connections from the executables in `[policy] approvers`.
+    Headless,
+    /// Inside the tray app: approvals are answered in-process and the socket refuses
+    /// `approvals`, so no other process of the user can answer them.
+    Embedded,
+}
 
 /// Keeps an in-process approver registered until dropped.
 pub struct ApproverHandle(Arc<Agent>);
@@ -45,15 +62,20 @@ impl Drop for ApproverHandle {
 pub struct Agent {
     broker: Broker,
     cfg: AgentConfig,
+    role: Role,
     policy: Policy,
+    /// Canonical paths of executables that may register as approvers (headless only).
+    approvers: Vec<String>,
     audit: Audit,
     events: broadcast::Sender<Event>,
     approvals: Approvals,
     state: RwLock<State>,
+    /// Wrong unlock guesses; an async lock so guesses are heard one at a time.
+    throttle: tokio::sync::Mutex<lock::Throttle>,
     /// Expiry thresholds; replaced at run time by the `settings` request.
     thresholds: RwLock<Thresholds>,
-    notifications: std::sync::atomic::AtomicBool,
-    notify_on_access: std::sync::atomic::AtomicBool,
+    notifications: AtomicBool,
+    notify_on_access: AtomicBool,
     started: Instant,
     uid: u32,
     /// Wakes the expiry task when a credential changed.
@@ -61,35 +83,51 @@ pub struct Agent {
     /// Replaces the library's notification sender (the tray sets it).
     notifier: RwLock<Option<Notifier>>,
     /// Re-resolutions since start, reported in `status`.
-    resolutions: std::sync::atomic::AtomicU64,
+    resolutions: AtomicU64,
+    /// Numbers connections, so approvals can tell them apart.
+    connections: AtomicU64,
     /// `[[sink]]`s from config.
     sinks: Vec<crate::sink::Target>,
     /// Snapshots registered at run time (persisted in the state directory).
-    registered: std::sync::Mutex<Vec<crate::sink::Target>>,
+    registered: Mutex<Vec<crate::sink::Target>>,
+    /// The last outcome of every sink, by path, for `status`.
+    sink_status: Mutex<BTreeMap<PathBuf, SinkStatus>>,
 }
 
 impl Agent {
     /// Builds the agent from config; call [`Agent::refresh_all`] before serving.
     #[must_use]
-    pub fn new(config: Config) -> Arc<Self> {
+    pub fn new(config: Config, role: Role) -> Arc<Self> {
+        let broker = Broker::new(config);
+        Self::with_broker(broker, role)
+    }
+
+    /// Builds the agent around a broker (tests give it an in-memory store).
+    #[must_use]
+    pub fn with_broker(broker: Broker, role: Role) -> Arc<Self> {
+        let config = &broker.config;
         let policy = Policy::new(
-            &config.policy,
+            &config.policy.credentials,
             &config.path,
             Some(crate::paths::state_dir().join("always-allow.json")),
         );
         let (events, _) = broadcast::channel(1024);
         let cfg = config.agent.clone();
-        let sinks = config.sink.iter().filter_map(|s| s.target().ok()).collect();
         Arc::new(Self {
-            resolutions: std::sync::atomic::AtomicU64::new(0),
+            approvers: config.policy.approvers(),
+            sinks: config.sinks.clone(),
+            resolutions: AtomicU64::new(0),
+            connections: AtomicU64::new(0),
             notifier: RwLock::new(None),
-            sinks,
-            registered: std::sync::Mutex::new(crate::sink::Registry::load()),
-            thresholds: RwLock::new(Thresholds::from_config(&cfg)),
-            notifications: std::sync::atomic::AtomicBool::new(cfg.notifications),
-            notify_on_access: std::sync::atomic::AtomicBool::new(cfg.notify_on_access),
-            broker: Broker::new(config),
+            registered: Mutex::new(crate::sink::Registry::load()),
+            sink_status: Mutex::new(BTreeMap::new()),
+            thresholds: RwLock::new(cfg.thresholds()),
+            notifications: AtomicBool::new(cfg.notifications),
+            notify_on_access: AtomicBool::new(cfg.notify_on_access),
+            throttle: tokio::sync::Mutex::new(lock::Throttle::default()),
+            broker,
             cfg,
+            role,
             policy,
             audit: Audit::new(Audit::default_path()),
             events,
@@ -129,9 +167,8 @@ impl Agent {
 
     /// The settings a client may change.
     #[must_use]
-    pub fn settings(&self) -> crate::protocol::Settings {
-        use std::sync::atomic::Ordering::Relaxed;
-        crate::protocol::Settings {
+    pub fn settings(&self) -> crate::domain::Settings {
+        crate::domain::Settings {
             notifications: self.notifications.load(Relaxed),
             notify_on_access: self.notify_on_access.load(Relaxed),
             expiry_thresholds: self.thresholds().labels(),
@@ -144,18 +181,18 @@ impl Agent {
     /// A bad threshold or an unwritable config file; nothing changes then.
     pub fn update_settings(
         &self,
-        s: &crate::protocol::Settings,
+        s: &crate::domain::Settings,
         peer: &Peer,
-    ) -> Result<(), crate::ErrorBody> {
-        use std::sync::atomic::Ordering::Relaxed;
+    ) -> Result<(), crate::domain::ErrorBody> {
+        let thresholds = crate::expiry::Levels::parse(&s.expiry_thresholds)
+            .map(|l| Thresholds::new(&l, self.cfg.oauth_grace_mins))
+            .map_err(|m| crate::domain::ErrorBody::new(ErrorCode::Invalid, m))?;
         crate::config::save_agent_settings(&self.broker.config.path, s)
             .map_err(|e| crate::Error::from(e).body())?;
-        let mut cfg = self.cfg.clone();
-        cfg.expiry_thresholds.clone_from(&s.expiry_thresholds);
         *self
             .thresholds
             .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = Thresholds::from_config(&cfg);
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = thresholds;
         self.notifications.store(s.notifications, Relaxed);
         self.notify_on_access.store(s.notify_on_access, Relaxed);
         self.record("settings", None, "saved", None, peer);
@@ -166,6 +203,11 @@ impl Agent {
     #[must_use]
     pub fn config(&self) -> &AgentConfig {
         &self.cfg
+    }
+
+    #[must_use]
+    pub fn role(&self) -> Role {
+        self.role
     }
 
     /// A receiver of every event (the tray subscribes in-process).
@@ -185,7 +227,7 @@ impl Agent {
         op: &str,
         credential: Option<&str>,
         outcome: &str,
-        code: Option<&str>,
+        code: Option<&ErrorCode>,
         peer: &Peer,
     ) {
         let access = Access {
@@ -193,17 +235,12 @@ impl Agent {
             op: op.to_owned(),
             credential: credential.map(str::to_owned),
             outcome: outcome.to_owned(),
-            code: code.map(str::to_owned),
+            code: code.cloned(),
             peer: peer.clone(),
         };
         self.audit.record(&access);
-        if op == "get"
-            && (outcome == "refused"
-                || self
-                    .notify_on_access
-                    .load(std::sync::atomic::Ordering::Relaxed))
-        {
-            tasks::notify_access(self, &access);
+        if op == "get" && (outcome == "refused" || self.notify_on_access.load(Relaxed)) {
+            expiry::notify_access(self, &access);
         }
         if credential.is_some() {
             self.write_state().last_access = Some(access.clone());
@@ -236,13 +273,14 @@ impl Agent {
 
     /// For `status` and the tray's menu: every credential, with fresh countdowns.
     #[must_use]
-    pub fn snapshot(&self) -> BTreeMap<String, crate::protocol::CredentialStatus> {
+    pub fn snapshot(&self) -> BTreeMap<String, CredentialStatus> {
         let now = OffsetDateTime::now_utc();
+        let thresholds = self.thresholds();
         let state = self.read_state();
         state
             .slots
             .iter()
-            .map(|(name, slot)| (name.clone(), slot.status_at(now, &self.thresholds())))
+            .map(|(name, slot)| (name.clone(), slot.status_at(now, &thresholds)))
             .collect()
     }
 }

@@ -1,6 +1,6 @@
 //! Who is on the other end of a Unix socket: uid from the kernel, pid, executable path.
 
-use crate::protocol::Peer;
+use crate::domain::Peer;
 
 /// The peer of an accepted connection (SO_PEERCRED on Linux, getpeereid + LOCAL_PEERPID on macOS).
 ///

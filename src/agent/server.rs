@@ -1,16 +1,17 @@
 //! Serving: `run(listener, shutdown)` after mini-redis — a semaphore caps connections, a
-//! broadcast tells every task to stop, and `run` returns only when all of them have.
+//! broadcast tells every task to stop, and `run` returns only when all of them have — and
+//! [`start`], the one way both `keyferry agent` and the tray bring an agent up.
 
 use std::future::Future;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::UnixListener;
-use tokio::sync::{broadcast, mpsc, Semaphore};
+use tokio::sync::{broadcast, mpsc, oneshot, Semaphore};
 
 use super::socket::{self, InstanceLock, SocketError};
-use super::{conn, tasks, Agent};
+use super::{conn, watch, Agent, Role};
 use crate::config::Config;
 
 #[derive(Debug, thiserror::Error)]
@@ -26,7 +27,7 @@ pub enum AgentError {
 pub async fn run(agent: Arc<Agent>, listener: UnixListener, shutdown: impl Future<Output = ()>) {
     let (notify, _) = broadcast::channel::<()>(1);
     let (done_tx, mut done_rx) = mpsc::channel::<()>(1);
-    tasks::spawn_all(&agent, &notify, &done_tx);
+    watch::spawn_all(&agent, &notify, &done_tx);
     let limit = Arc::new(Semaphore::new(agent.cfg.max_connections.max(1)));
     let accept = async {
         loop {
@@ -76,34 +77,97 @@ async fn signals() {
     }
 }
 
-/// `keyferry agent`: prepares the socket, resolves every credential, serves until a signal,
-/// then removes the socket.
+/// A running agent: its socket prepared, locked and bound, and [`run`] spawned on the
+/// runtime that called [`start`]. The CLI's `keyferry agent` and the tray both start here.
+pub struct Running {
+    pub agent: Arc<Agent>,
+    socket: PathBuf,
+    stop: Option<oneshot::Sender<()>>,
+    served: Option<tokio::task::JoinHandle<()>>,
+    _lock: InstanceLock,
+}
+
+/// Prepares the socket directory (0700, ours, no symlink), takes the instance lock, binds
+/// the socket (0600) and serves it in the background. Every credential is resolved before
+/// the first client is accepted: early clients wait in the listen backlog, not refused.
+///
+/// # Errors
+/// An unsafe socket directory, another agent running, a bind failure.
+pub async fn start(config: Config, socket_path: &Path, role: Role) -> Result<Running, AgentError> {
+    let dir = socket::prepare_dir(socket_path)?;
+    let lock = InstanceLock::acquire(&dir, socket_path)?;
+    let listener = socket::bind(socket_path)?;
+    let agent = Agent::new(config, role);
+    let (stop, stopped) = oneshot::channel::<()>();
+    let served = tokio::spawn({
+        let agent = Arc::clone(&agent);
+        async move {
+            let warm = Arc::clone(&agent);
+            let _ = tokio::task::spawn_blocking(move || warm.refresh_all()).await;
+            run(agent, listener, async move {
+                let _ = stopped.await;
+            })
+            .await;
+        }
+    });
+    Ok(Running {
+        agent,
+        socket: socket_path.to_path_buf(),
+        stop: Some(stop),
+        served: Some(served),
+        _lock: lock,
+    })
+}
+
+impl Running {
+    #[must_use]
+    pub fn socket(&self) -> &Path {
+        &self.socket
+    }
+
+    /// Serves until `until` completes, then stops.
+    pub async fn serve_until(mut self, until: impl Future<Output = ()>) {
+        let served = self.served.take();
+        tokio::select! {
+            () = until => tracing::info!("shutting down"),
+            _ = async { if let Some(s) = served { let _ = s.await; } } => {}
+        }
+        self.stop().await;
+    }
+
+    /// Tells every connection and task to end, waits (at most 2 s) and removes the socket.
+    pub async fn stop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(served) = self.served.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(2), served).await;
+        }
+        let _ = std::fs::remove_file(&self.socket);
+    }
+}
+
+/// `keyferry agent`: serves the socket until SIGTERM or SIGINT, then removes it.
 ///
 /// # Errors
 /// Unsafe socket directory, another agent running, bind failure.
 pub fn serve(config: Config, socket_flag: Option<&Path>) -> Result<(), AgentError> {
     let path = socket::path(socket_flag, config.agent.socket.as_deref());
-    let dir = socket::prepare_dir(&path)?;
-    let _lock = InstanceLock::acquire(&dir, &path)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("keyferry-agent")
         .build()
         .map_err(AgentError::Runtime)?;
     let result = runtime.block_on(async {
-        let listener = socket::bind(&path)?;
-        let agent = Agent::new(config);
-        let warm = Arc::clone(&agent);
-        let _ = tokio::task::spawn_blocking(move || warm.refresh_all()).await;
+        let running = start(config, &path, Role::Headless).await?;
         eprintln!(
             "keyferry agent: serving {} (pid {})",
             path.display(),
             std::process::id()
         );
-        run(agent, listener, signals()).await;
+        running.serve_until(signals()).await;
         Ok::<(), AgentError>(())
     });
-    let _ = std::fs::remove_file(&path);
     runtime.shutdown_timeout(Duration::from_secs(1));
     result
 }

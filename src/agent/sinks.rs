@@ -1,13 +1,34 @@
 //! The agent's sinks: config `[[sink]]`s and registered snapshots, rewritten whenever their
 //! credential changes, so running sandboxes see the fresh token without re-provisioning.
+//! A sink whose file was turned into a link, a FIFO or someone else's file is refused,
+//! audited and shown as failed in `status`; its target is never read or written.
 
 use std::path::Path;
 
+use time::OffsetDateTime;
+
+use super::approval::ConnId;
 use super::Agent;
-use crate::credential::Credential;
-use crate::error::ErrorBody;
-use crate::protocol::{Event, Peer};
+use crate::credential::{rfc3339, Credential};
+use crate::domain::{ErrorBody, ErrorCode, Peer, SinkStatus};
+use crate::protocol::Event;
 use crate::sink::{Registry, Sink, Target};
+
+fn kind_of(sink: &Sink) -> &'static str {
+    match sink {
+        Sink::Dotenv { .. } => "dotenv",
+        Sink::Snapshot { .. } => "snapshot",
+    }
+}
+
+/// The agent itself, as the audit log names the writer of a sink.
+fn agent_peer() -> Peer {
+    Peer {
+        uid: crate::paths::current_uid(),
+        pid: i32::try_from(std::process::id()).ok(),
+        exe: Some("keyferry agent (sink writer)".into()),
+    }
+}
 
 impl Agent {
     /// Every sink of `name`: declared in config, then registered at run time.
@@ -25,22 +46,45 @@ impl Agent {
             .collect()
     }
 
-    /// Writes `credential` to each of `name`'s sinks; failures are logged and published.
+    /// Writes `credential` to each of `name`'s sinks; failures are logged, audited,
+    /// published and kept for `status`.
     pub(super) fn write_sinks(&self, name: &str, credential: &Credential) {
-        let env_var = self
-            .broker
-            .spec(name)
-            .ok()
-            .and_then(|s| s.env_var)
-            .unwrap_or_else(|| credential.kind.env_var().to_owned());
+        let env_var = self.env_var(name, credential);
         for target in self.sinks_of(name) {
-            self.write_one(name, credential, &env_var, &target.sink);
+            let _ = self.write_one(name, credential, &env_var, &target.sink);
         }
     }
 
-    fn write_one(&self, name: &str, credential: &Credential, env_var: &str, sink: &Sink) {
+    fn env_var(&self, name: &str, credential: &Credential) -> String {
+        self.broker
+            .spec(name)
+            .ok()
+            .and_then(|s| s.env_var)
+            .unwrap_or_else(|| credential.kind.env_var().to_owned())
+    }
+
+    fn write_one(
+        &self,
+        name: &str,
+        credential: &Credential,
+        env_var: &str,
+        sink: &Sink,
+    ) -> Result<(), ErrorBody> {
         let path = sink.path().display().to_string();
-        match sink.write(name, credential, env_var) {
+        let result = sink.write(name, credential, env_var).map_err(|e| e.body());
+        let now = rfc3339(OffsetDateTime::now_utc());
+        let status = SinkStatus {
+            credential: name.to_owned(),
+            path: path.clone(),
+            kind: kind_of(sink).to_owned(),
+            error: result.as_ref().err().cloned(),
+            written_at: if result.is_ok() { now } else { None },
+        };
+        self.sink_status
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(sink.path().to_path_buf(), status);
+        match &result {
             Ok(()) => {
                 tracing::info!(credential = %name, %path, "sink rewritten");
                 self.emit(Event::SinkWritten {
@@ -49,49 +93,77 @@ impl Agent {
                 });
             }
             Err(e) => {
-                tracing::warn!(credential = %name, %path, error = %e, "sink not written");
+                tracing::warn!(credential = %name, %path, error = %e.message, "sink not written");
+                self.record("sink", Some(name), "refused", Some(&e.code), &agent_peer());
                 self.emit(Event::SinkFailed {
                     name: name.to_owned(),
                     path,
-                    error: e.body(),
+                    error: e.clone(),
                 });
             }
         }
+        result
+    }
+
+    /// Every sink with its last outcome, for `status`.
+    pub(super) fn sink_statuses(&self) -> Vec<crate::domain::SinkStatus> {
+        let known = self
+            .sink_status
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        let registered = self
+            .registered
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        self.sinks
+            .iter()
+            .chain(registered.iter())
+            .map(|t| {
+                known
+                    .get(t.sink.path())
+                    .cloned()
+                    .unwrap_or_else(|| SinkStatus {
+                        credential: t.credential.clone(),
+                        path: t.sink.path().display().to_string(),
+                        kind: kind_of(&t.sink).to_owned(),
+                        error: None,
+                        written_at: None,
+                    })
+            })
+            .collect()
     }
 
     /// Registers a snapshot and writes it now. The agent keeps it current until forgotten.
-    /// A snapshot writes the token to a file, so it passes the same lock and policy as `get`.
+    /// A snapshot writes the token to a file, so it passes the same lock and policy as `get`;
+    /// a target that is not a credentials file of the same CLI is refused and not registered.
     pub async fn register_snapshot(
         &self,
         name: &str,
         path: &Path,
         include_refresh_token: bool,
         peer: &Peer,
+        conn: Option<ConnId>,
     ) -> Result<(), ErrorBody> {
-        if let Err(e) = self.may_read(name, peer).await {
+        if let Err(e) = self.may_read(name, peer, conn).await {
             self.record("snapshot", Some(name), "refused", Some(&e.code), peer);
             return Err(e);
         }
         if !path.is_absolute() {
-            return Err(ErrorBody {
-                code: "invalid".into(),
-                message: format!("{} is not an absolute path", path.display()),
-            });
+            return Err(ErrorBody::new(
+                ErrorCode::Invalid,
+                format!("{} is not an absolute path", path.display()),
+            ));
         }
         let credential = {
             let state = self.read_state();
-            let slot = state.slots.get(name).ok_or_else(|| ErrorBody {
-                code: "unknown_credential".into(),
-                message: format!(
-                    "no credential named {name:?} (configured: {})",
-                    self.names().join(", ")
-                ),
-            })?;
+            let slot = state.slots.get(name).ok_or_else(|| self.unknown(name))?;
             slot.credential.clone().ok_or_else(|| {
-                slot.status.error.clone().unwrap_or(ErrorBody {
-                    code: "not_found".into(),
-                    message: format!("no token found for {name:?}"),
-                })
+                slot.status.error.clone().unwrap_or(ErrorBody::new(
+                    ErrorCode::NotFound,
+                    format!("no token found for {name:?}"),
+                ))
             })?
         };
         let target = Target {
@@ -102,14 +174,10 @@ impl Agent {
             },
         };
         let env_var = credential.kind.env_var();
-        target.sink.write(name, &credential, env_var).map_err(|e| {
-            self.record("snapshot", Some(name), "failed", Some(e.code()), peer);
-            e.body()
-        })?;
-        Registry::add(target.clone()).map_err(|e| ErrorBody {
-            code: "write_failed".into(),
-            message: e.to_string(),
-        })?;
+        self.write_one(name, &credential, env_var, &target.sink)
+            .inspect_err(|e| self.record("snapshot", Some(name), "failed", Some(&e.code), peer))?;
+        Registry::add(target.clone())
+            .map_err(|e| ErrorBody::new(ErrorCode::WriteFailed, e.to_string()))?;
         let mut reg = self
             .registered
             .lock()
@@ -123,21 +191,18 @@ impl Agent {
 
     /// Stops keeping a snapshot current (the file itself is left alone).
     pub fn forget_snapshot(&self, path: &Path, peer: &Peer) -> Result<bool, ErrorBody> {
-        let removed = Registry::remove(path).map_err(|e| ErrorBody {
-            code: "write_failed".into(),
-            message: e.to_string(),
-        })?;
+        let removed = Registry::remove(path)
+            .map_err(|e| ErrorBody::new(ErrorCode::WriteFailed, e.to_string()))?;
         self.registered
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .retain(|t| t.sink.path() != path);
-        self.record(
-            "forget",
-            None,
-            if removed { "forgotten" } else { "unknown" },
-            None,
-            peer,
-        );
+        self.sink_status
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(path);
+        let outcome = if removed { "forgotten" } else { "unknown" };
+        self.record("forget", None, outcome, None, peer);
         Ok(removed)
     }
 }

@@ -1,37 +1,33 @@
-//! The agent's state: one slot per credential (status, served token), the lock, and the
-//! operations clients call: get, store, clear, lock, unlock.
+//! The agent's state: one slot per credential (status, served token), the lock, and how a
+//! re-resolution is applied. Every resolution takes a generation number before it reads the
+//! sources, and only a result newer than the one in the slot is applied, so a slow, older
+//! resolution can never overwrite a newer token or rewrite sinks with a stale one.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
-use std::time::Duration;
 
-use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 
-use super::approval::Outcome;
+use super::lock::Lock;
 use super::Agent;
 use crate::credential::{fingerprint, rfc3339};
-use crate::error::ErrorBody;
+use crate::domain::{CredentialStatus, ErrorCode, Health};
 use crate::expiry::Thresholds;
-use crate::policy::Verdict;
-use crate::protocol::{
-    ApprovalRequest, CredentialStatus, Decision, Event, Health, Peer, Status, Token, WireSecret,
-};
-use crate::secret::Secret;
+use crate::protocol::{Event, Status, Token, WireSecret};
 
 #[derive(Default)]
 pub(super) struct State {
     pub slots: BTreeMap<String, Slot>,
-    pub lock: Option<LockState>,
-    pub last_access: Option<crate::protocol::Access>,
-}
-
-pub(super) struct LockState {
-    salt: [u8; 16],
-    hash: Option<[u8; 32]>,
+    /// The last generation handed out per credential.
+    issued: BTreeMap<String, u64>,
+    pub lock: Option<Lock>,
+    pub last_access: Option<crate::domain::Access>,
 }
 
 pub(super) struct Slot {
+    /// The generation of the resolution this slot holds.
+    generation: u64,
     pub status: CredentialStatus,
     pub token: Option<Token>,
     pub expires_at: Option<OffsetDateTime>,
@@ -50,49 +46,34 @@ impl Slot {
         s
     }
 
-    fn identity(&self) -> (Option<String>, Option<String>, Health, Option<String>) {
+    fn identity(&self) -> (Option<&str>, Option<&str>, Health, Option<&ErrorCode>) {
         (
             self.status
                 .inspection
                 .as_ref()
-                .map(|i| i.fingerprint.clone()),
-            self.status.source.clone(),
+                .map(|i| i.fingerprint.as_str()),
+            self.status.source.as_deref(),
             self.status.health,
-            self.status.error.as_ref().map(|e| e.code.clone()),
+            self.status.error.as_ref().map(|e| &e.code),
         )
     }
-}
 
-fn err(code: &str, message: impl Into<String>) -> ErrorBody {
-    ErrorBody {
-        code: code.to_owned(),
-        message: message.into(),
+    /// What sinks follow: the token itself and its expiry, not health or warnings.
+    fn token_identity(&self) -> Option<(String, Option<OffsetDateTime>)> {
+        self.credential
+            .as_ref()
+            .map(|c| (fingerprint(c.token.expose()), c.expires_at))
     }
-}
-
-fn passphrase_hash(salt: &[u8; 16], pass: &Secret) -> [u8; 32] {
-    let mut h = Sha256::new();
-    h.update(salt);
-    h.update(pass.expose().as_bytes());
-    h.finalize().into()
-}
-
-fn random_salt() -> [u8; 16] {
-    use std::io::Read;
-    let mut salt = [0u8; 16];
-    if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
-        let _ = f.read_exact(&mut salt);
-    }
-    salt
 }
 
 impl Agent {
-    fn resolve_slot(&self, name: &str) -> Slot {
+    fn resolve_slot(&self, name: &str, generation: u64) -> Slot {
         let now = OffsetDateTime::now_utc();
         let result = self.broker.resolve(name);
         let status = crate::report::status_of(name, &result, now, &self.thresholds());
         let Ok(found) = result else {
             return Slot {
+                generation,
                 status,
                 token: None,
                 expires_at: None,
@@ -115,11 +96,20 @@ impl Agent {
             expires_at: c.expires_at.and_then(rfc3339),
         };
         Slot {
+            generation,
             status,
             token: Some(token),
             expires_at: c.expires_at,
             credential: Some(c),
         }
+    }
+
+    /// Hands out the next generation for `name`.
+    fn next_generation(&self, name: &str) -> u64 {
+        let mut state = self.write_state();
+        let g = state.issued.entry(name.to_owned()).or_insert(0);
+        *g += 1;
+        *g
     }
 
     /// Re-resolves `names` (blocking) and publishes `changed` for those that differ.
@@ -128,19 +118,19 @@ impl Agent {
         let known = self.names();
         // Only configured credentials get a slot (a failed `store` of a typo must not).
         for name in names.iter().filter(|n| known.contains(n)) {
-            self.resolutions
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let slot = self.resolve_slot(name);
+            self.resolutions.fetch_add(1, Relaxed);
+            let generation = self.next_generation(name);
+            let slot = self.resolve_slot(name, generation);
             let mut state = self.write_state();
             let old = state.slots.get(name);
+            if old.is_some_and(|old| old.generation > generation) {
+                // A newer resolution finished first; this one read older sources.
+                tracing::debug!(credential = %name, generation, "stale resolution dropped");
+                continue;
+            }
             let differs = old.map_or(true, |old| old.identity() != slot.identity());
-            // Sinks follow the token itself (and its expiry), not health or warnings.
-            let token_of = |s: &Slot| {
-                s.credential
-                    .as_ref()
-                    .map(|c| (fingerprint(c.token.expose()), c.expires_at))
-            };
-            let moved = token_of(&slot).is_some() && old.and_then(token_of) != token_of(&slot);
+            let moved = slot.token_identity().is_some()
+                && old.and_then(Slot::token_identity) != slot.token_identity();
             let for_sinks = if moved { slot.credential.clone() } else { None };
             if differs {
                 tracing::info!(credential = %name, source = ?slot.status.source, health = ?slot.status.health, "credential changed");
@@ -167,6 +157,7 @@ impl Agent {
     #[must_use]
     pub fn status(&self) -> Status {
         let credentials = self.snapshot().into_values().collect();
+        let sinks = self.sink_statuses();
         let state = self.read_state();
         Status {
             agent: self.hello(),
@@ -174,7 +165,8 @@ impl Agent {
             uptime_secs: self.started.elapsed().as_secs(),
             credentials,
             last_access: state.last_access.clone(),
-            resolutions: self.resolutions.load(std::sync::atomic::Ordering::Relaxed),
+            resolutions: self.resolutions.load(Relaxed),
+            sinks,
         }
     }
 
@@ -186,239 +178,105 @@ impl Agent {
             pid: std::process::id(),
         }
     }
+}
 
-    /// Serves a token after the lock, policy and (for `ask`) an approver have agreed.
-    pub async fn get(&self, name: &str, peer: &Peer) -> Result<Token, ErrorBody> {
-        let result = self.get_inner(name, peer).await;
-        match &result {
-            Ok(_) => self.record("get", Some(name), "allowed", None, peer),
-            Err(e) => self.record("get", Some(name), "refused", Some(&e.code), peer),
-        }
-        result
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Barrier, Mutex};
+
+    use super::super::Role;
+    use super::*;
+    use crate::broker::Broker;
+    use crate::config::Config;
+    use crate::secret::Secret;
+    use crate::store::{Backend, ItemId, LazyStore, MemoryStore, Stamp, Store, StoreError};
+
+    /// A keychain whose reads can be held at a barrier: the first read parks until the
+    /// test releases it, long after a newer read has returned.
+    struct SlowStore {
+        inner: MemoryStore,
+        hold_next: Mutex<Option<(Arc<Barrier>, Arc<Barrier>)>>,
     }
 
-    async fn get_inner(&self, name: &str, peer: &Peer) -> Result<Token, ErrorBody> {
-        self.may_read(name, peer).await?;
-        let state = self.read_state();
-        let Some(slot) = state.slots.get(name) else {
-            return Err(err(
-                "unknown_credential",
-                format!(
-                    "no credential named {name:?} (configured: {})",
-                    self.names().join(", ")
-                ),
-            ));
-        };
-        match (&slot.token, &slot.status.error) {
-            (Some(t), _) => Ok(t.clone()),
-            (None, Some(e)) => Err(e.clone()),
-            (None, None) => Err(err("not_found", format!("no token found for {name:?}"))),
+    impl Store for SlowStore {
+        fn backend(&self) -> Backend {
+            Backend::Memory
+        }
+        fn get(&self, id: &ItemId) -> Result<Option<Secret>, StoreError> {
+            let value = self.inner.get(id);
+            let hold = self.hold_next.lock().unwrap().take();
+            if let Some((read, release)) = hold {
+                read.wait();
+                release.wait();
+            }
+            value
+        }
+        fn set(&self, id: &ItemId, secret: &Secret) -> Result<(), StoreError> {
+            self.inner.set(id, secret)
+        }
+        fn delete(&self, id: &ItemId) -> Result<bool, StoreError> {
+            self.inner.delete(id)
+        }
+        fn stamp(&self, id: &ItemId) -> Result<Option<Stamp>, StoreError> {
+            self.inner.stamp(id)
         }
     }
 
-    async fn ask(&self, name: &str, peer: &Peer) -> Result<(), ErrorBody> {
-        let (id, rx) = self.approvals.open(peer.pid);
-        // The last approver may have left between the policy check and now.
-        if !self.approvals.has_approver() {
-            self.approvals.abandon(id);
-        }
-        self.emit(Event::Approval {
-            approval: ApprovalRequest {
-                request: id,
-                credential: name.to_owned(),
-                peer: peer.clone(),
-                timeout_secs: self.cfg.approval_timeout_secs,
-            },
+    #[test]
+    fn a_slow_stale_resolution_never_wins() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg_path = dir.path().join("config.toml");
+        let cfg = Config::parse(
+            "[credentials.work]\nsources = [\"keychain:work-token#me\"]\n",
+            &cfg_path,
+        )
+        .unwrap();
+        let store = Arc::new(SlowStore {
+            inner: MemoryStore::default(),
+            hold_next: Mutex::new(None),
         });
-        let timeout = Duration::from_secs(self.cfg.approval_timeout_secs);
-        match self.approvals.wait(id, rx, timeout).await {
-            Outcome::Answered(Decision::AllowOnce) => Ok(()),
-            Outcome::Answered(Decision::AlwaysAllow) => {
-                if let Some(exe) = &peer.exe {
-                    self.policy.remember(name, exe);
-                }
-                Ok(())
+        let id = ItemId::new("work-token", "me");
+        store
+            .set(&id, &Secret::new("sk-ant-api03-OLD".into()))
+            .unwrap();
+        struct Shared(Arc<SlowStore>);
+        impl Store for Shared {
+            fn backend(&self) -> Backend {
+                Backend::Memory
             }
-            Outcome::Answered(Decision::Deny) => Err(err(
-                "denied",
-                format!("access to {name:?} was denied by the approver"),
-            )),
-            Outcome::Abandoned => Err(err(
-                "denied",
-                format!("access to {name:?} was denied: the approver went away before answering"),
-            )),
-            Outcome::TimedOut => Err(err(
-                "approval_timeout",
-                format!(
-                    "nobody answered the approval request for {name:?} within {} s; denied",
-                    timeout.as_secs()
-                ),
-            )),
+            fn get(&self, id: &ItemId) -> Result<Option<Secret>, StoreError> {
+                self.0.get(id)
+            }
+            fn set(&self, id: &ItemId, s: &Secret) -> Result<(), StoreError> {
+                self.0.set(id, s)
+            }
+            fn delete(&self, id: &ItemId) -> Result<bool, StoreError> {
+                self.0.delete(id)
+            }
+            fn stamp(&self, id: &ItemId) -> Result<Option<Stamp>, StoreError> {
+                self.0.stamp(id)
+            }
         }
-    }
-
-    /// Checks the lock and the policy for reading `name` (a `get`, or a snapshot that
-    /// writes the token to a file), asking an approver under `ask`.
-    pub(super) async fn may_read(&self, name: &str, peer: &Peer) -> Result<(), ErrorBody> {
-        if self.read_state().lock.is_some() {
-            return Err(err(
-                "agent_locked",
-                "the agent is locked and serves no tokens; run `keyferry unlock`",
-            ));
-        }
-        let verdict = match self.policy.check(name, peer) {
-            Verdict::Ask if !self.approvals.has_approver() => self.policy.no_approver(name, peer),
-            v => v,
+        let broker = Broker::with_store(cfg, LazyStore::with(Box::new(Shared(Arc::clone(&store)))))
+            .with_env(|_| None);
+        let agent = Agent::with_broker(broker, Role::Headless);
+        let (read, release) = (Arc::new(Barrier::new(2)), Arc::new(Barrier::new(2)));
+        *store.hold_next.lock().unwrap() = Some((Arc::clone(&read), Arc::clone(&release)));
+        let slow = {
+            let agent = Arc::clone(&agent);
+            std::thread::spawn(move || agent.refresh_blocking(&["work".to_owned()]))
         };
-        match verdict {
-            Verdict::Allow => Ok(()),
-            Verdict::Deny { code, message } => Err(err(code, message)),
-            Verdict::Ask => self.ask(name, peer).await,
-        }
-    }
-
-    /// Answers an approval request from the in-process tray.
-    pub fn approve(&self, request: u64, decision: Decision) -> bool {
-        self.approvals.answer(request, decision, None)
-    }
-
-    /// Answers an approval request from an approver connection `by` (never its own).
-    pub(super) fn approve_from(&self, request: u64, decision: Decision, by: &Peer) -> bool {
-        self.approvals.answer(request, decision, by.pid)
-    }
-
-    /// Stores a token through the agent (`keyferry setup` while it runs).
-    pub async fn store(
-        self: &Arc<Self>,
-        name: &str,
-        token: Secret,
-        peer: &Peer,
-    ) -> Result<CredentialStatus, ErrorBody> {
-        let agent = Arc::clone(self);
-        let owned = name.to_owned();
-        let result = tokio::task::spawn_blocking(move || {
-            let stored = agent.broker.store_token(&owned, token);
-            agent.refresh_blocking(std::slice::from_ref(&owned));
-            stored
-        })
-        .await
-        .map_err(|_| err("internal", "the store task failed"))?;
-        match result {
-            Ok(stored) => {
-                self.record("store", Some(name), "stored", None, peer);
-                self.emit(Event::Rerolled {
-                    name: name.to_owned(),
-                    fingerprint: fingerprint(stored.credential.token.expose()),
-                });
-                let now = OffsetDateTime::now_utc();
-                Ok(self
-                    .read_state()
-                    .slots
-                    .get(name)
-                    .map(|s| s.status_at(now, &self.thresholds()))
-                    .unwrap_or_else(|| CredentialStatus {
-                        name: name.to_owned(),
-                        health: Health::Ok,
-                        source: None,
-                        inspection: Some(stored.credential.inspect(now)),
-                        error: None,
-                        warnings: Vec::new(),
-                    }))
-            }
-            Err(e) => {
-                self.record("store", Some(name), "failed", Some(e.code()), peer);
-                Err(e.body())
-            }
-        }
-    }
-
-    /// Removes the stored token.
-    pub async fn clear(self: &Arc<Self>, name: &str, peer: &Peer) -> Result<bool, ErrorBody> {
-        let agent = Arc::clone(self);
-        let owned = name.to_owned();
-        let result = tokio::task::spawn_blocking(move || {
-            let cleared = agent.broker.clear(&owned);
-            agent.refresh_blocking(std::slice::from_ref(&owned));
-            cleared
-        })
-        .await
-        .map_err(|_| err("internal", "the clear task failed"))?;
-        match result {
-            Ok(item) => {
-                self.record(
-                    "clear",
-                    Some(name),
-                    if item.is_some() { "cleared" } else { "nothing" },
-                    None,
-                    peer,
-                );
-                if item.is_some() {
-                    self.emit(Event::Cleared {
-                        name: name.to_owned(),
-                    });
-                }
-                Ok(item.is_some())
-            }
-            Err(e) => {
-                self.record("clear", Some(name), "failed", Some(e.code()), peer);
-                Err(e.body())
-            }
-        }
-    }
-
-    /// Locks serving. Locking again keeps the first lock (and its passphrase): only
-    /// `unlock` can change it.
-    pub fn lock(&self, passphrase: Option<&Secret>, peer: &Peer) {
-        let mut state = self.write_state();
-        if state.lock.is_none() {
-            let salt = random_salt();
-            let hash = passphrase
-                .filter(|p| !p.is_empty())
-                .map(|p| passphrase_hash(&salt, p));
-            state.lock = Some(LockState { salt, hash });
-        }
-        drop(state);
-        self.record("lock", None, "locked", None, peer);
-        self.emit(Event::Locked);
-    }
-
-    /// # Errors
-    /// A wrong passphrase (the agent stays locked).
-    pub fn unlock(&self, passphrase: Option<&Secret>, peer: &Peer) -> Result<(), ErrorBody> {
-        let mut state = self.write_state();
-        let ok = match &state.lock {
-            None => true,
-            Some(LockState { hash: None, .. }) => true,
-            Some(LockState {
-                salt,
-                hash: Some(h),
-            }) => passphrase.is_some_and(|p| {
-                let got = passphrase_hash(salt, p);
-                got.iter()
-                    .zip(h.iter())
-                    .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-                    == 0
-            }),
-        };
-        if !ok {
-            drop(state);
-            self.record("unlock", None, "refused", Some("bad_passphrase"), peer);
-            return Err(err(
-                "bad_passphrase",
-                "wrong passphrase; the agent stays locked",
-            ));
-        }
-        let was_locked = state.lock.take().is_some();
-        drop(state);
-        self.record("unlock", None, "unlocked", None, peer);
-        if was_locked {
-            self.emit(Event::Unlocked);
-        }
-        Ok(())
-    }
-
-    #[must_use]
-    pub fn is_locked(&self) -> bool {
-        self.read_state().lock.is_some()
+        // The slow resolution has read OLD and is parked; the token changes and a newer
+        // resolution completes.
+        read.wait();
+        store
+            .set(&id, &Secret::new("sk-ant-api03-NEW".into()))
+            .unwrap();
+        agent.refresh_blocking(&["work".to_owned()]);
+        release.wait();
+        slow.join().unwrap();
+        let state = agent.read_state();
+        let served = state.slots["work"].token.as_ref().unwrap();
+        assert_eq!(served.token.0.expose(), "sk-ant-api03-NEW");
     }
 }

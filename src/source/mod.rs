@@ -151,11 +151,12 @@ impl SourceError {
     }
 
     #[must_use]
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> crate::domain::ErrorCode {
+        use crate::domain::ErrorCode;
         match self {
-            Self::UnsafeMode { .. } | Self::WrongOwner { .. } => "unsafe_file",
-            Self::TooLarge { .. } | Self::Unreadable { .. } => "unreadable",
-            Self::Credential(_) | Self::Dotenv(_) => "malformed",
+            Self::UnsafeMode { .. } | Self::WrongOwner { .. } => ErrorCode::UnsafeFile,
+            Self::TooLarge { .. } | Self::Unreadable { .. } => ErrorCode::Unreadable,
+            Self::Credential(_) | Self::Dotenv(_) => ErrorCode::Malformed,
             Self::Store(e) => e.code(),
         }
     }

@@ -131,14 +131,15 @@ pub enum StoreError {
 impl StoreError {
     /// Stable machine-readable code for `{code, message}` replies.
     #[must_use]
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> crate::domain::ErrorCode {
+        use crate::domain::ErrorCode;
         match self {
-            Self::Locked { .. } => "keychain_locked",
-            Self::Unavailable { .. } => "keychain_unavailable",
-            Self::Denied { .. } => "keychain_denied",
-            Self::Ambiguous { .. } => "keychain_ambiguous",
-            Self::NotUtf8 { .. } => "keychain_bad_data",
-            Self::Platform { .. } => "keychain_error",
+            Self::Locked { .. } => ErrorCode::KeychainLocked,
+            Self::Unavailable { .. } => ErrorCode::KeychainUnavailable,
+            Self::Denied { .. } => ErrorCode::KeychainDenied,
+            Self::Ambiguous { .. } => ErrorCode::KeychainAmbiguous,
+            Self::NotUtf8 { .. } => ErrorCode::KeychainBadData,
+            Self::Platform { .. } => ErrorCode::KeychainError,
         }
     }
 }

@@ -10,7 +10,8 @@ use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
 use crate::credential::{human_duration, Credential, Kind};
-use crate::protocol::{Access, ApprovalRequest, CredentialStatus, Event, Health, Peer, Status};
+use crate::domain::{Access, ApprovalRequest, CredentialStatus, Health, Peer};
+use crate::protocol::{Event, Status};
 use crate::secret::Secret;
 
 mod menu;

@@ -2,7 +2,7 @@
 
 use super::*;
 use crate::credential::{Expiry, Inspection};
-use crate::ErrorBody;
+use crate::domain::{ErrorBody, ErrorCode};
 
 fn now() -> OffsetDateTime {
     OffsetDateTime::from_unix_timestamp(1_800_000_000).unwrap()
@@ -43,7 +43,7 @@ fn missing(name: &str) -> CredentialStatus {
         source: None,
         inspection: None,
         error: Some(ErrorBody {
-            code: "not_found".into(),
+            code: ErrorCode::NotFound,
             message: "no token".into(),
         }),
         warnings: Vec::new(),
@@ -56,7 +56,7 @@ fn access(op: &str, outcome: &str, code: Option<&str>, secs_ago: i64) -> Access 
         op: op.into(),
         credential: Some("claude".into()),
         outcome: outcome.into(),
-        code: code.map(Into::into),
+        code: code.map(ErrorCode::parse),
         peer: Peer {
             uid: 1000,
             pid: Some(4211),
@@ -176,7 +176,7 @@ fn credential_and_access_lines() {
     let err = CredentialStatus {
         health: Health::Error,
         error: Some(ErrorBody {
-            code: "keychain_locked".into(),
+            code: ErrorCode::KeychainLocked,
             message: "…".into(),
         }),
         ..missing("claude")
@@ -401,7 +401,7 @@ fn sink_failures_show_until_that_sink_is_written() {
         name: "claude".into(),
         path: "/p/.env".into(),
         error: ErrorBody {
-            code: "io".into(),
+            code: ErrorCode::Io,
             message: "permission denied; chmod u+w /p/.env".into(),
         },
     };

@@ -183,7 +183,7 @@ pub fn access_line(a: &Access, now: OffsetDateTime, precision: Precision) -> Str
     );
     let code = a
         .code
-        .as_deref()
+        .as_ref()
         .map(|c| format!(" ({c})"))
         .unwrap_or_default();
     match (a.op.as_str(), a.outcome.as_str()) {

@@ -39,7 +39,7 @@ impl TrayState {
                     op: a.op.clone(),
                     credential: a.credential.clone(),
                     outcome: a.outcome.clone(),
-                    code: a.code.clone(),
+                    code: a.code.as_ref().map(ToString::to_string),
                     peer: a.peer.to_string(),
                     refused: a.outcome == "refused",
                 })

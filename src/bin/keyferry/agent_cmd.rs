@@ -4,8 +4,9 @@ use clap::Subcommand;
 use keyferry::audit::{self, Audit};
 use keyferry::client::{Client, ClientError};
 use keyferry::config::Config;
+use keyferry::domain::ErrorCode;
 use keyferry::error::exit;
-use keyferry::protocol::{Event, Request, WireSecret};
+use keyferry::protocol::Event;
 use keyferry::report::status_line;
 use keyferry::service;
 
@@ -49,9 +50,13 @@ fn client(cli: &Cli, config: &Config) -> anyhow::Result<Client> {
     Ok(Client::connect(&path)?)
 }
 
+fn needs_passphrase(e: &ClientError) -> bool {
+    matches!(e, ClientError::Refused(b) if b.code == ErrorCode::BadPassphrase)
+}
+
 pub fn log(follow: bool, lines: usize, json: bool) -> anyhow::Result<i32> {
     let path = Audit::default_path();
-    let print = |a: &keyferry::protocol::Access| {
+    let print = |a: &keyferry::domain::Access| {
         if json {
             println!("{}", serde_json::to_string(a).unwrap_or_default());
         } else {
@@ -69,27 +74,24 @@ pub fn log(follow: bool, lines: usize, json: bool) -> anyhow::Result<i32> {
 
 pub fn lock(cli: &Cli, config: &Config, ask: bool) -> anyhow::Result<i32> {
     let passphrase = if ask {
-        Some(WireSecret(term::read_secret(
+        Some(term::read_secret(
             "Passphrase to unlock with (input hidden): ",
-        )?))
+        )?)
     } else {
         None
     };
-    let _: serde_json::Value = client(cli, config)?.call(Request::Lock { passphrase })?;
+    client(cli, config)?.set_locked(true, passphrase)?;
     eprintln!("keyferry: agent locked; it serves no tokens until `keyferry unlock`");
     Ok(exit::OK)
 }
 
 pub fn unlock(cli: &Cli, config: &Config) -> anyhow::Result<i32> {
     let mut c = client(cli, config)?;
-    let first: Result<serde_json::Value, _> = c.call(Request::Unlock { passphrase: None });
-    match first {
+    match c.set_locked(false, None) {
         Ok(_) => {}
-        Err(ClientError::Refused(e)) if e.code == "bad_passphrase" => {
+        Err(e) if needs_passphrase(&e) => {
             let pass = term::read_secret("Passphrase (input hidden): ")?;
-            let _: serde_json::Value = c.call(Request::Unlock {
-                passphrase: Some(WireSecret(pass)),
-            })?;
+            c.set_locked(false, Some(pass))?;
         }
         Err(e) => return Err(e.into()),
     }
@@ -99,7 +101,7 @@ pub fn unlock(cli: &Cli, config: &Config) -> anyhow::Result<i32> {
 
 pub fn watch(cli: &Cli, config: &Config, json: bool) -> anyhow::Result<i32> {
     let mut c = client(cli, config)?;
-    let _: serde_json::Value = c.call(Request::Watch {})?;
+    c.watch()?;
     eprintln!(
         "keyferry: watching agent pid {} (Ctrl-C to stop)",
         c.hello.pid

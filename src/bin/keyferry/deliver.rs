@@ -5,15 +5,15 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 
 use clap::Args;
+use keyferry::api::Api;
 use keyferry::broker::Broker;
 use keyferry::config::Config;
 use keyferry::error::exit;
 use keyferry::launch::{Injection, Mount, Plan, FORWARD};
-use keyferry::protocol::Request;
 use keyferry::provision::{self, Block};
 use keyferry::{Error, Secret};
 
-use crate::tokens::{connect, serve};
+use crate::tokens::{api, serve};
 use crate::Cli;
 
 #[derive(Args)]
@@ -98,19 +98,10 @@ fn absolute(p: &Path) -> anyhow::Result<PathBuf> {
 }
 
 pub fn snapshot(cli: &Cli, config: Config, args: &SnapshotArgs) -> anyhow::Result<i32> {
-    let agent = connect(cli, &config)?;
+    let api = api(cli, &config)?;
     if let Some(path) = &args.forget {
         let path = absolute(path)?;
-        let Some(mut c) = agent else {
-            anyhow::bail!(
-                "no agent is running, so nothing keeps {} current; nothing to forget",
-                path.display()
-            );
-        };
-        let v: serde_json::Value = c.call(Request::Forget {
-            path: path.display().to_string(),
-        })?;
-        if v["forgotten"].as_bool() == Some(true) {
+        if api.forget(&path)? {
             eprintln!(
                 "keyferry: the agent no longer updates {} (the file is left as it is)",
                 path.display()
@@ -121,21 +112,12 @@ pub fn snapshot(cli: &Cli, config: Config, args: &SnapshotArgs) -> anyhow::Resul
         return Ok(exit::OK);
     }
     let path = absolute(args.out.as_deref().expect("clap requires --out"))?;
-    write_snapshot(
-        cli,
-        &Broker::new(config),
-        agent,
-        &args.name,
-        &path,
-        args.include_refresh_token,
-    )?;
+    write_snapshot(&api, &args.name, &path, args.include_refresh_token)?;
     Ok(exit::OK)
 }
 
 fn write_snapshot(
-    cli: &Cli,
-    b: &Broker,
-    agent: Option<keyferry::client::Client>,
+    api: &Api,
     name: &str,
     path: &Path,
     include_refresh_token: bool,
@@ -145,25 +127,14 @@ fn write_snapshot(
             "the snapshot includes the refresh token: only one party may refresh a login, so the host's Claude Code and this sandbox will log each other out if both refresh",
         );
     }
-    if let Some(mut c) = agent {
-        let _: serde_json::Value = c.call(Request::Snapshot {
-            name: name.to_owned(),
-            path: path.display().to_string(),
-            include_refresh_token,
-        })?;
+    if api.snapshot(name, path, include_refresh_token)? {
         eprintln!("keyferry: wrote {} ({name}); the agent keeps it current until `keyferry snapshot --forget {}`", path.display(), path.display());
-        return Ok(());
+    } else {
+        eprintln!(
+            "keyferry: wrote {} ({name}); no agent is running, so it will not follow token changes",
+            path.display()
+        );
     }
-    let _ = cli;
-    let found = b.resolve(name)?;
-    let text = keyferry::snapshot::render(name, &found.resolved.credential, include_refresh_token)
-        .map_err(Error::from)?;
-    keyferry::sink::write_in_place(path, &text).map_err(Error::from)?;
-    eprintln!(
-        "keyferry: wrote {} ({name} from {}); no agent is running, so it will not follow token changes",
-        path.display(),
-        found.resolved.origin
-    );
     Ok(())
 }
 
@@ -180,15 +151,15 @@ pub fn exec(cli: &Cli, config: Config, args: &ExecArgs) -> anyhow::Result<i32> {
         injections.push(Injection {
             name: name.clone(),
             var: s.env_var,
-            token: s.token,
-            origin: s.origin,
+            token: s.token.0,
+            origin: s.source,
         });
     }
     let mut snapshots = Vec::new();
     for path in &args.snapshot {
         let path = absolute(path)?;
         if !args.dry_run {
-            write_snapshot(cli, &b, connect(cli, &b.config)?, &creds[0], &path, false)?;
+            write_snapshot(&api(cli, &b.config)?, &creds[0], &path, false)?;
         }
         snapshots.push(Mount {
             source: path.display().to_string(),
@@ -243,7 +214,7 @@ pub fn provision(cli: &Cli, config: Config, args: &ProvisionArgs) -> anyhow::Res
         let b = Broker::new(config);
         for name in &creds {
             let s = serve(cli, &b, name)?;
-            exports.push((s.env_var, s.token));
+            exports.push((s.env_var, s.token.0));
         }
         for k in FORWARD {
             if let Ok(v) = std::env::var(k) {

@@ -114,7 +114,7 @@ pub enum Cmd {
 }
 
 fn main() -> ExitCode {
-    install_panic_hook();
+    keyferry::panic::install_redacting_hook("keyferry");
     init_logging();
     let cli = match Cli::try_parse() {
         Ok(c) => c,
@@ -145,20 +145,14 @@ fn report(e: &anyhow::Error) -> i32 {
     }
     if let Some(err) = e.downcast_ref::<ClientError>() {
         eprintln!("keyferry: {err}");
-        return exit::for_code(err.code());
+        return err.code().exit_status();
+    }
+    if let Some(err) = e.downcast_ref::<keyferry::ErrorBody>() {
+        eprintln!("keyferry: {}", err.message);
+        return err.code.exit_status();
     }
     eprintln!("keyferry: {e:#}");
     exit::ERROR
-}
-
-/// Panic payloads could carry data; print where, not what.
-fn install_panic_hook() {
-    std::panic::set_hook(Box::new(|info| {
-        let at = info
-            .location()
-            .map_or_else(String::new, |l| format!(" at {}:{}", l.file(), l.line()));
-        eprintln!("keyferry: internal error{at}; the message is withheld in case it holds a secret. Please report this.");
-    }));
 }
 
 fn init_logging() {

@@ -6,14 +6,14 @@ use std::path::PathBuf;
 
 use clap::Args;
 use keyferry::agent::socket;
+use keyferry::api::{AgentUse, Api};
 use keyferry::broker::{Broker, Found};
-use keyferry::client::{Client, ClientError};
 use keyferry::config::Config;
 use keyferry::credential::Inspection;
+use keyferry::domain::{CredentialStatus, ErrorBody, ErrorCode};
 use keyferry::error::exit;
-use keyferry::expiry::Thresholds;
-use keyferry::protocol::{self, CredentialStatus, Request, WireSecret};
-use keyferry::report::{secret_json, status_line, Shown};
+use keyferry::protocol::Token;
+use keyferry::report::{status_line, Shown};
 use keyferry::{reroll, Error, Secret};
 use time::OffsetDateTime;
 
@@ -61,63 +61,39 @@ pub struct ExportArgs {
     var: Option<String>,
 }
 
-/// A running agent, or `None` to read the sources directly.
-pub fn connect(cli: &Cli, config: &Config) -> anyhow::Result<Option<Client>> {
-    if cli.no_agent {
-        return Ok(None);
-    }
+/// The agent (or, without one, the sources), as `--no-agent`/`--require-agent` say.
+pub fn api(cli: &Cli, config: &Config) -> anyhow::Result<Api> {
     let path = socket::path(cli.socket.as_deref(), config.agent.socket.as_deref());
-    match Client::connect(&path) {
-        Ok(c) => Ok(Some(c)),
-        Err(ClientError::NotRunning { .. }) if !cli.require_agent => Ok(None),
-        Err(ClientError::Refused(e)) if e.code == "version_mismatch" && !cli.require_agent => {
-            term::warn(&format!("{}; reading the sources directly", e.message));
-            Ok(None)
-        }
-        Err(e) => Err(e.into()),
-    }
+    let agent = if cli.no_agent {
+        AgentUse::Never
+    } else if cli.require_agent {
+        AgentUse::Required
+    } else {
+        AgentUse::Auto
+    };
+    let name = concat!("keyferry-cli/", env!("CARGO_PKG_VERSION"));
+    Ok(Api::open(
+        &path,
+        name,
+        agent,
+        Broker::new(config.clone()),
+        term::warn,
+    )?)
 }
 
-/// What `get` and `export` serve: name, origin, kind, variable and the token.
-pub struct Served {
-    pub origin: String,
-    pub env_var: String,
-    pub token: Secret,
-    pub json: serde_json::Value,
-}
-
-fn served_direct(b: &Broker, found: &Found) -> Result<Served, Error> {
-    let env_var = b
-        .spec(&found.name)?
-        .env_var
-        .unwrap_or_else(|| found.resolved.credential.kind.env_var().to_owned());
-    Ok(Served {
-        origin: found.resolved.origin.clone(),
-        json: secret_json(found, &env_var),
-        env_var,
-        token: found.resolved.credential.token.clone(),
-    })
-}
-
-pub fn serve(cli: &Cli, b: &Broker, name: &str) -> anyhow::Result<Served> {
+/// What `get` and `export` serve.
+pub fn serve(cli: &Cli, b: &Broker, name: &str) -> anyhow::Result<Token> {
     // An explicit environment override wins even over a running agent.
-    if let Some(found) = b.env_override(name)? {
-        return Ok(served_direct(b, &found)?);
+    let api = if b.env_override(name)?.is_some() {
+        Api::Direct(Box::new(Broker::new(b.config.clone())))
+    } else {
+        api(cli, &b.config)?
+    };
+    if let Api::Direct(_) = api {
+        // Direct reads print the chain's warnings (a 644 token file), like cfauth.
+        resolve(b, name)?;
     }
-    if let Some(mut client) = connect(cli, &b.config)? {
-        let t: protocol::Token = client.call(Request::Get {
-            name: name.to_owned(),
-        })?;
-        let json = serde_json::to_value(&t)?;
-        return Ok(Served {
-            origin: t.source,
-            env_var: t.env_var,
-            token: t.token.0,
-            json,
-        });
-    }
-    let found = resolve(b, name)?;
-    Ok(served_direct(b, &found)?)
+    Ok(api.get(name)?)
 }
 
 fn resolve(b: &Broker, name: &str) -> Result<Found, Error> {
@@ -129,17 +105,17 @@ fn resolve(b: &Broker, name: &str) -> Result<Found, Error> {
 }
 
 pub fn run(cli: &Cli, config: Config) -> anyhow::Result<i32> {
-    let thresholds = Thresholds::from_config(&config.agent);
     let b = Broker::new(config);
     let now = OffsetDateTime::now_utc();
     match &cli.cmd {
         Cmd::Get { name, json } => {
-            let s = serve(cli, &b, &name.name)?;
+            let t = serve(cli, &b, &name.name)?;
             let mut out = std::io::stdout().lock();
             if *json {
-                writeln!(out, "{}", s.json)?;
+                let doc = zeroize::Zeroizing::new(serde_json::to_string(&t)?);
+                writeln!(out, "{}", doc.as_str())?;
             } else {
-                writeln!(out, "{}", s.token.expose())?;
+                writeln!(out, "{}", t.token.0.expose())?;
             }
         }
         Cmd::Show { name, json } => {
@@ -150,27 +126,17 @@ pub fn run(cli: &Cli, config: Config) -> anyhow::Result<i32> {
                 print!("{}", shown.text());
             }
         }
-        Cmd::Status { name, json } => {
-            return status(cli, &b, name.as_deref(), *json, now, &thresholds)
-        }
+        Cmd::Status { name, json } => return status(cli, &b, name.as_deref(), *json),
         Cmd::Setup(name) => {
             let token = term::read_secret(&format!(
                 "Paste the token for '{}' (input hidden): ",
                 name.name
             ))?;
-            store(cli, &b, &name.name, token, now)?;
+            store(cli, &b, &name.name, token)?;
         }
-        Cmd::Reroll(args) => reroll(cli, &b, args, now)?,
+        Cmd::Reroll(args) => reroll(cli, &b, args)?,
         Cmd::Clear(name) => {
-            let cleared = match connect(cli, &b.config)? {
-                Some(mut c) => {
-                    let v: serde_json::Value = c.call(Request::Clear {
-                        name: name.name.clone(),
-                    })?;
-                    v["cleared"].as_bool().unwrap_or(false)
-                }
-                None => b.clear(&name.name)?.is_some(),
-            };
+            let cleared = api(cli, &b.config)?.clear(&name.name)?;
             if cleared {
                 eprintln!("{}: keychain token cleared", name.name);
             } else {
@@ -188,9 +154,10 @@ pub fn run(cli: &Cli, config: Config) -> anyhow::Result<i32> {
 
 fn show(cli: &Cli, b: &Broker, name: &str, now: OffsetDateTime) -> anyhow::Result<Shown> {
     if b.env_override(name)?.is_none() {
-        if let Some(mut client) = connect(cli, &b.config)? {
-            let st: protocol::Status = client.call(Request::Status {})?;
-            let cs = st
+        let api = api(cli, &b.config)?;
+        if !matches!(api, Api::Direct(_)) {
+            let cs = api
+                .status()?
                 .credentials
                 .into_iter()
                 .find(|c| c.name == name)
@@ -203,62 +170,39 @@ fn show(cli: &Cli, b: &Broker, name: &str, now: OffsetDateTime) -> anyhow::Resul
                     source,
                     inspection,
                 }),
-                _ => Err(
-                    ClientError::Refused(cs.error.unwrap_or(keyferry::ErrorBody {
-                        code: "not_found".into(),
-                        message: format!("no token found for {name:?}"),
-                    }))
-                    .into(),
-                ),
+                _ => Err(cs
+                    .error
+                    .unwrap_or(ErrorBody::new(
+                        ErrorCode::NotFound,
+                        format!("no token found for {name:?}"),
+                    ))
+                    .into()),
             };
         }
     }
     Ok(Shown::of(&resolve(b, name)?, now))
 }
 
-fn status(
-    cli: &Cli,
-    b: &Broker,
-    only: Option<&str>,
-    json: bool,
-    now: OffsetDateTime,
-    thresholds: &Thresholds,
-) -> anyhow::Result<i32> {
-    let all: Vec<CredentialStatus> = match connect(cli, &b.config)? {
-        Some(mut client) => {
-            let st: protocol::Status = client.call(Request::Status {})?;
-            if st.locked && !json {
-                eprintln!("keyferry: the agent is locked (run `keyferry unlock`)");
-            }
-            st.credentials
-        }
-        None => b
-            .config
-            .names()
-            .into_iter()
-            .filter(|n| only.map_or(true, |o| o == n))
-            .map(|n| {
-                let r = b.resolve(&n);
-                keyferry::report::status_of(&n, &r, now, thresholds)
-            })
-            .collect(),
-    };
-    let selected: Vec<CredentialStatus> = all
+fn status(cli: &Cli, b: &Broker, only: Option<&str>, json: bool) -> anyhow::Result<i32> {
+    if let Some(o) = only {
+        b.spec(o)?;
+    }
+    let st = api(cli, &b.config)?.status()?;
+    if st.locked && !json {
+        eprintln!("keyferry: the agent is locked (run `keyferry unlock`)");
+    }
+    let selected: Vec<CredentialStatus> = st
+        .credentials
         .into_iter()
         .filter(|c| only.map_or(true, |o| o == c.name))
         .collect();
-    if let Some(o) = only {
-        if selected.is_empty() {
-            b.spec(o)?;
-        }
-    }
     let mut code = exit::OK;
     for c in &selected {
         for w in &c.warnings {
             term::warn(w);
         }
         if let (Some(e), Some(_)) = (&c.error, only) {
-            code = exit::for_code(&e.code);
+            code = e.code.exit_status();
         }
         if !json {
             println!("{}", status_line(c));
@@ -273,33 +217,20 @@ fn status(
     Ok(code)
 }
 
-fn store(
-    cli: &Cli,
-    b: &Broker,
-    name: &str,
-    token: Secret,
-    now: OffsetDateTime,
-) -> anyhow::Result<()> {
+fn store(cli: &Cli, b: &Broker, name: &str, token: Secret) -> anyhow::Result<()> {
     if token.is_empty() {
         anyhow::bail!("no token given; nothing was changed");
     }
-    let inspection: Inspection = match connect(cli, &b.config)? {
-        Some(mut c) => {
-            let st: CredentialStatus = c.call(Request::Store {
-                name: name.to_owned(),
-                token: WireSecret(token),
-            })?;
-            eprintln!("{name}: stored through the agent (pid {})", c.hello.pid);
-            st.inspection.ok_or_else(|| {
-                Error::Invalid("the agent stored the token but cannot read it back".into())
-            })?
-        }
-        None => {
-            let s = b.store_token(name, token)?;
-            eprintln!("{name}: stored in {} {}", s.backend, s.item);
-            s.credential.inspect(now)
-        }
-    };
+    let api = api(cli, &b.config)?;
+    let (st, place) = api.store(name, token)?;
+    if matches!(api, Api::Direct(_)) {
+        eprintln!("{name}: stored in {place}");
+    } else {
+        eprintln!("{name}: stored through {place}");
+    }
+    let inspection: Inspection = st
+        .inspection
+        .ok_or_else(|| Error::Invalid("the token was stored but cannot be read back".into()))?;
     eprintln!(
         "{name}: {} {} ({})",
         inspection.kind, inspection.masked, inspection.fingerprint
@@ -320,7 +251,7 @@ fn store(
     Ok(())
 }
 
-fn reroll(cli: &Cli, b: &Broker, args: &RerollArgs, now: OffsetDateTime) -> anyhow::Result<()> {
+fn reroll(cli: &Cli, b: &Broker, args: &RerollArgs) -> anyhow::Result<()> {
     let name = &args.name.name;
     eprintln!(
         "Rerolling '{name}'. Revoke the old token first, so a leaked copy stops working:\n  {}\n\
@@ -347,36 +278,37 @@ fn reroll(cli: &Cli, b: &Broker, args: &RerollArgs, now: OffsetDateTime) -> anyh
             "Paste the new token for '{name}' (input hidden): "
         ))?
     };
-    store(cli, b, name, token, now)
+    store(cli, b, name, token)
 }
 
 fn export(cli: &Cli, b: &Broker, args: &ExportArgs) -> anyhow::Result<()> {
     let s = serve(cli, b, &args.name.name)?;
     let var = args.var.clone().unwrap_or_else(|| s.env_var.clone());
+    let token = &s.token.0;
     let mut out = std::io::stdout().lock();
     if args.token_only {
-        writeln!(out, "{}", s.token.expose())?;
+        writeln!(out, "{}", token.expose())?;
     } else if args.export {
         writeln!(
             out,
             "export {var}='{}'",
-            s.token.expose().replace('\'', r"'\''")
+            token.expose().replace('\'', r"'\''")
         )?;
     } else if args.json {
-        let mut doc = s.json.clone();
-        doc["env_var"] = serde_json::Value::String(var);
-        writeln!(out, "{doc}")?;
+        let t = Token { env_var: var, ..s };
+        let doc = zeroize::Zeroizing::new(serde_json::to_string(&t)?);
+        writeln!(out, "{}", doc.as_str())?;
     } else {
         let path = args
             .env_file
             .clone()
             .unwrap_or_else(|| PathBuf::from(".env"));
-        keyferry::dotenv::write_key(&path, &var, &s.token)?;
+        keyferry::dotenv::write_key(&path, &var, token)?;
         eprintln!(
             "updated {}: {var}={} (from {})",
             path.display(),
-            keyferry::credential::mask(s.token.expose()),
-            s.origin
+            keyferry::credential::mask(token.expose()),
+            s.source
         );
     }
     Ok(())

@@ -1,20 +1,17 @@
-//! Background tasks: file watchers, keychain polling, periodic rescan, expiry warnings and
-//! desktop notifications. Each ends when the shutdown broadcast fires.
+//! Watching the sources: a notify watcher on each watched file's directory (bounded queue),
+//! keychain items polled by their modification stamps (never their data), and a periodic
+//! rescan. Each task ends when the shutdown broadcast fires.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use notify::{RecursiveMode, Watcher};
-use time::OffsetDateTime;
 use tokio::sync::{broadcast, mpsc};
 
 use super::Agent;
-use crate::credential::{human_duration, rfc3339};
-use crate::expiry::Due;
-use crate::notification::{self, Delivery};
-use crate::protocol::Event;
 use crate::source::{chain::claude_login, chain::LoginLocation, Source};
 use crate::store::{ItemId, Stamp};
 
@@ -82,7 +79,7 @@ pub fn spawn_all(agent: &Arc<Agent>, notify: &broadcast::Sender<()>, done: &mpsc
     )));
     spawn(Box::pin(poll_keychain(Arc::clone(agent), Arc::clone(&t))));
     spawn(Box::pin(rescan(Arc::clone(agent))));
-    spawn(Box::pin(expiry(Arc::clone(agent))));
+    spawn(Box::pin(super::expiry::expiry(Arc::clone(agent))));
 }
 
 /// The nearest existing directory at or above `path`'s parent: watching it catches the
@@ -103,21 +100,31 @@ fn changes_content(ev: &notify::Event) -> bool {
     !matches!(ev.kind, notify::EventKind::Access(_))
 }
 
+/// Paths queued between the watcher thread and the agent. A burst past this (a `git
+/// checkout` in a watched directory) is not queued path by path: the overflow flag makes the
+/// next round re-resolve every watched credential instead.
+const WATCH_QUEUE: usize = 256;
+
 /// A notify watcher on the directories of the watched files, and its event channel.
 struct FileWatch {
     watcher: Option<notify::RecommendedWatcher>,
-    rx: mpsc::UnboundedReceiver<PathBuf>,
+    rx: mpsc::Receiver<PathBuf>,
+    overflow: Arc<AtomicBool>,
     watched: HashSet<PathBuf>,
 }
 
 impl FileWatch {
     fn new(t: &Targets) -> Self {
-        let (tx, rx) = mpsc::unbounded_channel::<PathBuf>();
+        let (tx, rx) = mpsc::channel::<PathBuf>(WATCH_QUEUE);
+        let overflow = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&overflow);
         let watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
             if let Ok(ev) = res {
                 if changes_content(&ev) {
                     for p in ev.paths {
-                        let _ = tx.send(p);
+                        if let Err(mpsc::error::TrySendError::Full(_)) = tx.try_send(p) {
+                            flag.store(true, Ordering::Relaxed);
+                        }
                     }
                 }
             }
@@ -127,6 +134,7 @@ impl FileWatch {
         let mut w = Self {
             watcher,
             rx,
+            overflow,
             watched: HashSet::new(),
         };
         w.rewatch(t);
@@ -176,6 +184,11 @@ async fn watch_files(agent: Arc<Agent>, t: Arc<Targets>, mut w: FileWatch) {
                     names.extend(n.iter().cloned());
                 }
             }
+        }
+        if w.overflow.swap(false, Ordering::Relaxed) {
+            tracing::debug!("watch queue overflowed; re-resolving every watched credential");
+            names.extend(t.files.values().flatten().cloned());
+            structure_changed = true;
         }
         if structure_changed {
             w.rewatch(&t);
@@ -249,140 +262,6 @@ async fn rescan(agent: Arc<Agent>) {
     loop {
         tokio::time::sleep(Duration::from_secs(secs)).await;
         agent.refresh(agent.names()).await;
-    }
-}
-
-fn notify(agent: &Agent, summary: String, body: String) {
-    if !agent
-        .notifications
-        .load(std::sync::atomic::Ordering::Relaxed)
-    {
-        return;
-    }
-    let notifier = agent
-        .notifier
-        .read()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .clone();
-    let events = agent.events.clone();
-    tokio::task::spawn_blocking(move || {
-        let delivery = match notifier {
-            Some(n) => n(&summary, &body),
-            None => notification::send(&summary, &body),
-        };
-        match &delivery {
-            Delivery::Shown => tracing::debug!(%summary, "notification shown"),
-            Delivery::NoService => {
-                tracing::info!(%summary, %body, "no desktop notification service; logged only")
-            }
-            Delivery::Failed(e) => tracing::warn!(%summary, error = %e, "notification failed"),
-        }
-        // Subscribers (the tray) fall back to a visible line when nothing was shown.
-        let _ = events.send(Event::Notified {
-            summary,
-            body,
-            shown: delivery == Delivery::Shown,
-        });
-    });
-}
-
-/// Fires each due warning once per token, sleeping until the next threshold or a change.
-async fn expiry(agent: Arc<Agent>) {
-    let mut fired: HashSet<(String, String, String)> = HashSet::new();
-    loop {
-        let now = OffsetDateTime::now_utc();
-        let mut next: Option<OffsetDateTime> = None;
-        let thresholds = agent.thresholds();
-        let due: Vec<(String, String, Due, Option<OffsetDateTime>)> = {
-            let state = agent.read_state();
-            state
-                .slots
-                .iter()
-                .filter_map(|(name, slot)| {
-                    let (refreshes, at) = (
-                        slot.credential.as_ref()?.refresh_token.is_some(),
-                        slot.expires_at,
-                    );
-                    if let Some(t) = thresholds.next_change(refreshes, at, now) {
-                        next = Some(next.map_or(t, |n: OffsetDateTime| n.min(t)));
-                    }
-                    let fp = slot.status.inspection.as_ref()?.fingerprint.clone();
-                    thresholds
-                        .due(refreshes, at, now)
-                        .map(|d| (name.clone(), fp, d, at))
-                })
-                .collect()
-        };
-        for (name, fp, due, at) in due {
-            if !fired.insert((name.clone(), fp, due.key().to_owned())) {
-                continue;
-            }
-            let at_text = at.and_then(rfc3339).unwrap_or_default();
-            match &due {
-                Due::Expiring { label, left } => {
-                    tracing::warn!(credential = %name, expires_at = %at_text, left = %left, "token expires soon");
-                    notify(&agent, format!("{name} token expires in {left}"),
-                        format!("The {name} token expires at {at_text}. Reroll it: keyferry reroll {name}"));
-                    agent.emit(Event::Expiring {
-                        name: name.clone(),
-                        expires_at: at_text,
-                        expires_in: left.clone(),
-                        threshold: label.clone(),
-                    });
-                }
-                Due::Expired => {
-                    let ago = at
-                        .map(|a| human_duration((now - a).whole_seconds()))
-                        .unwrap_or_default();
-                    tracing::warn!(credential = %name, expires_at = %at_text, "token expired");
-                    notify(&agent, format!("{name} token expired {ago} ago"),
-                        format!("The {name} token expired at {at_text}. Sandboxes using it will fail. Reroll it: keyferry reroll {name}"));
-                    agent.emit(Event::Expired {
-                        name: name.clone(),
-                        expires_at: at_text,
-                    });
-                }
-            }
-            let status = agent
-                .read_state()
-                .slots
-                .get(&name)
-                .map(|s| s.status_at(now, &thresholds));
-            if let Some(status) = status {
-                agent.emit(Event::Changed { status });
-            }
-        }
-        let sleep = next
-            .map(|t| Duration::from_secs_f64((t - now).as_seconds_f64().clamp(0.05, 3600.0)))
-            .unwrap_or(Duration::from_secs(3600));
-        tokio::select! {
-            () = tokio::time::sleep(sleep) => {}
-            () = agent.changed.notified() => {}
-        }
-    }
-}
-
-/// A notification about one access: every refusal, and every served token when configured.
-/// Called inline by the agent, so a served `get` wakes no other task.
-pub(super) fn notify_access(agent: &Agent, access: &crate::protocol::Access) {
-    if tokio::runtime::Handle::try_current().is_err() {
-        return;
-    }
-    let who = access
-        .peer
-        .exe
-        .clone()
-        .unwrap_or_else(|| "a process".into());
-    let cred = access.credential.clone().unwrap_or_default();
-    if access.outcome == "refused" {
-        let why = access.code.clone().unwrap_or_default();
-        notify(
-            agent,
-            format!("Refused {cred} to {who}"),
-            format!("{}: {why}", access.peer),
-        );
-    } else {
-        notify(agent, format!("{who} read {cred}"), access.peer.to_string());
     }
 }
 

@@ -1,0 +1,122 @@
+//! One request after the handshake, turned into one typed reply line. Lines that carry a
+//! token are zeroized once written.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use zeroize::Zeroizing;
+
+use super::approval::ConnId;
+use super::Agent;
+use crate::domain::{ErrorBody, ErrorCode, Peer};
+use crate::protocol::{
+    err_line, ok_line, Cleared, Delivered, Forgotten, LockState, Request, Written,
+};
+
+/// A reply line; zeroized on drop because a `get` reply holds a token.
+pub(super) type Line = Zeroizing<String>;
+
+fn line<T: serde::Serialize>(id: Option<u64>, r: Result<T, ErrorBody>) -> Line {
+    Zeroizing::new(match r {
+        Ok(v) => ok_line(id, &v),
+        Err(e) => err_line(id, &e),
+    })
+}
+
+/// Whether answering `request` may wait (on an approver), so the connection must keep
+/// reading other requests meanwhile.
+pub(super) fn may_wait(request: &Request) -> bool {
+    matches!(request, Request::Get { .. } | Request::Snapshot { .. })
+}
+
+/// Handles one request after the handshake; returns the reply line.
+pub(super) async fn dispatch(
+    agent: Arc<Agent>,
+    request: Request,
+    id: Option<u64>,
+    peer: Peer,
+    conn: ConnId,
+) -> Line {
+    match request {
+        Request::Get { name } => line(id, agent.get(&name, &peer, Some(conn)).await),
+        Request::Status {} => line(id, Ok::<_, ErrorBody>(agent.status())),
+        Request::Store { name, token } => line(id, agent.store(&name, token.0, &peer).await),
+        Request::Clear { name } => line(
+            id,
+            agent
+                .clear(&name, &peer)
+                .await
+                .map(|cleared| Cleared { cleared }),
+        ),
+        Request::Lock { passphrase } => {
+            agent.lock(passphrase.map(|p| p.0), &peer).await;
+            line(id, Ok::<_, ErrorBody>(LockState { locked: true }))
+        }
+        Request::Unlock { passphrase } => line(
+            id,
+            agent
+                .unlock(passphrase.map(|p| p.0), &peer)
+                .await
+                .map(|()| LockState { locked: false }),
+        ),
+        Request::Snapshot {
+            name,
+            path,
+            include_refresh_token,
+        } => line(
+            id,
+            agent
+                .register_snapshot(
+                    &name,
+                    Path::new(&path),
+                    include_refresh_token,
+                    &peer,
+                    Some(conn),
+                )
+                .await
+                .map(|()| Written { written: path }),
+        ),
+        Request::Forget { path } => line(
+            id,
+            agent
+                .forget_snapshot(Path::new(&path), &peer)
+                .map(|forgotten| Forgotten { forgotten }),
+        ),
+        Request::Settings {
+            notifications,
+            notify_on_access,
+            expiry_thresholds,
+        } => {
+            let current = agent.settings();
+            let wanted = crate::domain::Settings {
+                notifications: notifications.unwrap_or(current.notifications),
+                notify_on_access: notify_on_access.unwrap_or(current.notify_on_access),
+                expiry_thresholds: expiry_thresholds.unwrap_or(current.expiry_thresholds),
+            };
+            line(
+                id,
+                agent
+                    .update_settings(&wanted, &peer)
+                    .map(|()| agent.settings()),
+            )
+        }
+        Request::Approve { request, decision } => {
+            let delivered = agent.approve_from(request, decision, conn);
+            let outcome = if delivered { "answered" } else { "expired" };
+            agent.record("approve", None, outcome, None, &peer);
+            let result = if delivered {
+                Ok(Delivered { delivered })
+            } else {
+                Err(ErrorBody::new(
+                    ErrorCode::NoSuchRequest,
+                    format!("approval request {request} is unknown, already over, or your own"),
+                ))
+            };
+            line(id, result)
+        }
+        // The connection loop answers these itself.
+        Request::Hello { .. } | Request::Watch {} | Request::Approvals {} => {
+            line(id, Ok::<_, ErrorBody>(agent.hello()))
+        }
+    }
+}

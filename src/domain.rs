@@ -1,0 +1,298 @@
+//! Domain types shared by the agent, its clients and the tray: a credential's status and
+//! health, who asked (peer) and what was served (access), settings, approvals, and the typed
+//! `{code, message}` error with its code enum. No I/O; wire framing lives in `protocol`.
+
+use std::fmt;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::credential::Inspection;
+
+macro_rules! error_codes {
+    ($($variant:ident = $text:literal => $exit:ident,)*) => {
+        /// Every error code the agent and the library give. Unknown codes (from a newer
+        /// agent) are kept as [`ErrorCode::Other`] instead of failing the reply.
+        #[derive(Debug, Clone, PartialEq, Eq, Hash)]
+        pub enum ErrorCode {
+            $($variant,)*
+            Other(String),
+        }
+
+        impl ErrorCode {
+            #[must_use]
+            pub fn as_str(&self) -> &str {
+                match self {
+                    $(Self::$variant => $text,)*
+                    Self::Other(s) => s,
+                }
+            }
+
+            #[must_use]
+            pub fn parse(text: &str) -> Self {
+                match text {
+                    $($text => Self::$variant,)*
+                    other => Self::Other(other.to_owned()),
+                }
+            }
+
+            /// The CLI's exit status for this error (documented in the README).
+            #[must_use]
+            pub fn exit_status(&self) -> i32 {
+                match self {
+                    $(Self::$variant => exit::$exit,)*
+                    Self::Other(_) => exit::ERROR,
+                }
+            }
+        }
+    };
+}
+
+error_codes! {
+    NotFound = "not_found" => NOT_FOUND,
+    UnknownCredential = "unknown_credential" => ERROR,
+    Expired = "expired" => ERROR,
+    NoAgent = "no_agent" => NO_AGENT,
+    AgentLocked = "agent_locked" => REFUSED,
+    NotAllowed = "not_allowed" => REFUSED,
+    ApprovalRequired = "approval_required" => REFUSED,
+    ApprovalTimeout = "approval_timeout" => REFUSED,
+    Denied = "denied" => REFUSED,
+    ForbiddenUser = "forbidden_user" => REFUSED,
+    ForbiddenOp = "forbidden_op" => REFUSED,
+    ForeignAgent = "foreign_agent" => REFUSED,
+    BadPassphrase = "bad_passphrase" => REFUSED,
+    NotAnApprover = "not_an_approver" => REFUSED,
+    NoSuchRequest = "no_such_request" => ERROR,
+    KeychainLocked = "keychain_locked" => KEYCHAIN,
+    KeychainUnavailable = "keychain_unavailable" => KEYCHAIN,
+    KeychainDenied = "keychain_denied" => KEYCHAIN,
+    KeychainAmbiguous = "keychain_ambiguous" => KEYCHAIN,
+    KeychainBadData = "keychain_bad_data" => KEYCHAIN,
+    KeychainError = "keychain_error" => KEYCHAIN,
+    Malformed = "malformed" => ERROR,
+    Unreadable = "unreadable" => ERROR,
+    UnsafeFile = "unsafe_file" => ERROR,
+    NotCredentials = "not_credentials" => ERROR,
+    Unsupported = "unsupported" => ERROR,
+    WriteFailed = "write_failed" => ERROR,
+    Config = "config" => ERROR,
+    Invalid = "invalid" => ERROR,
+    ProvisionFailed = "provision_failed" => ERROR,
+    RerollFailed = "reroll_failed" => ERROR,
+    BadRequest = "bad_request" => ERROR,
+    HandshakeRequired = "handshake_required" => ERROR,
+    VersionMismatch = "version_mismatch" => ERROR,
+    LineTooLong = "line_too_long" => ERROR,
+    IdleTimeout = "idle_timeout" => ERROR,
+    Protocol = "protocol" => ERROR,
+    Io = "io" => ERROR,
+    Internal = "internal" => ERROR,
+}
+
+impl ErrorCode {
+    /// Any keychain failure (exit 4).
+    #[must_use]
+    pub fn is_keychain(&self) -> bool {
+        self.exit_status() == exit::KEYCHAIN
+    }
+}
+
+/// Comparing with the wire spelling (`code == "agent_locked"`), for clients and tests.
+impl PartialEq<str> for ErrorCode {
+    fn eq(&self, other: &str) -> bool {
+        self.as_str() == other
+    }
+}
+
+impl PartialEq<&str> for ErrorCode {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
+impl fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Serialize for ErrorCode {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for ErrorCode {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = std::borrow::Cow::<'de, str>::deserialize(d)?;
+        Ok(Self::parse(&text))
+    }
+}
+
+/// Exit statuses, documented in the README.
+pub mod exit {
+    pub const OK: i32 = 0;
+    pub const ERROR: i32 = 1;
+    pub const USAGE: i32 = 2;
+    /// No token found: cfauth's soft failure.
+    pub const NOT_FOUND: i32 = 3;
+    /// The keychain is locked, unavailable or denied access.
+    pub const KEYCHAIN: i32 = 4;
+    /// `--require-agent` and no agent answers.
+    pub const NO_AGENT: i32 = 5;
+    /// The agent refused: policy, lock, or another user.
+    pub const REFUSED: i32 = 6;
+}
+
+/// The wire and UI form of any error: a code and a message that names the fix.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ErrorBody {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+impl ErrorBody {
+    #[must_use]
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for ErrorBody {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for ErrorBody {}
+
+/// Health of one credential, worst last.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Health {
+    Ok,
+    Expiring,
+    Missing,
+    Error,
+    Expired,
+}
+
+/// One credential in `status` and `changed` events.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct CredentialStatus {
+    pub name: String,
+    pub health: Health,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inspection: Option<Inspection>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<ErrorBody>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
+}
+
+/// Who is on the other end of a connection, from the kernel.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Peer {
+    pub uid: u32,
+    pub pid: Option<i32>,
+    pub exe: Option<String>,
+}
+
+impl fmt::Display for Peer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let exe = self.exe.as_deref().unwrap_or("unknown executable");
+        match self.pid {
+            Some(pid) => write!(f, "{exe} (pid {pid}, uid {})", self.uid),
+            None => write!(f, "{exe} (uid {})", self.uid),
+        }
+    }
+}
+
+/// One served or refused request, as the audit log and the tray show it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Access {
+    pub ts: String,
+    pub op: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credential: Option<String>,
+    pub outcome: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<ErrorCode>,
+    pub peer: Peer,
+}
+
+/// The settings a client may change at run time.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Settings {
+    pub notifications: bool,
+    pub notify_on_access: bool,
+    pub expiry_thresholds: Vec<String>,
+}
+
+/// An `ask`-policy request waiting for an approver.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ApprovalRequest {
+    pub request: u64,
+    pub credential: String,
+    pub peer: Peer,
+    pub timeout_secs: u64,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Decision {
+    AllowOnce,
+    AlwaysAllow,
+    Deny,
+}
+
+/// The state of one sink (a `.env` key or a snapshot the agent keeps current).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SinkStatus {
+    pub credential: String,
+    pub path: String,
+    /// `dotenv` or `snapshot`.
+    pub kind: String,
+    /// The last write failed (and why); `None` after a good write or before the first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<ErrorBody>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub written_at: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_round_trip_and_unknown_codes_are_kept() {
+        let c: ErrorCode = serde_json::from_str(r#""agent_locked""#).unwrap();
+        assert_eq!(c, ErrorCode::AgentLocked);
+        assert_eq!(serde_json::to_string(&c).unwrap(), r#""agent_locked""#);
+        let future: ErrorCode = serde_json::from_str(r#""quantum_flux""#).unwrap();
+        assert_eq!(future, ErrorCode::Other("quantum_flux".into()));
+        assert_eq!(serde_json::to_string(&future).unwrap(), r#""quantum_flux""#);
+        assert_eq!(future.exit_status(), exit::ERROR);
+    }
+
+    #[test]
+    fn exit_statuses_follow_the_code() {
+        assert_eq!(ErrorCode::NotFound.exit_status(), exit::NOT_FOUND);
+        assert_eq!(ErrorCode::NoAgent.exit_status(), exit::NO_AGENT);
+        assert_eq!(ErrorCode::Denied.exit_status(), exit::REFUSED);
+        assert_eq!(ErrorCode::KeychainLocked.exit_status(), exit::KEYCHAIN);
+        assert!(ErrorCode::KeychainDenied.is_keychain());
+        assert_eq!(ErrorCode::Expired.exit_status(), exit::ERROR);
+    }
+
+    #[test]
+    fn health_orders_worst_last() {
+        assert!(Health::Expired > Health::Error);
+        assert!(Health::Expiring > Health::Ok);
+    }
+}
