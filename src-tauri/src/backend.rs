@@ -6,49 +6,38 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use keyferry::agent::socket::{self, InstanceLock, SocketError};
-use keyferry::agent::Agent;
+use keyferry::agent::socket::{self, SocketError};
+use keyferry::agent::{Agent, AgentError, Role, Running};
+use keyferry::api::Api;
 use keyferry::client::{Client, ClientError};
 use keyferry::config::Config;
-use keyferry::domain::{CredentialStatus, Decision, Peer};
-use keyferry::protocol::{Event, Request, Status, WireSecret};
+use keyferry::domain::ErrorBody;
+use keyferry::domain::{CredentialStatus, Decision};
+use keyferry::protocol::{Event, Status};
 use keyferry::secret::Secret;
-use tokio::sync::{broadcast, oneshot};
+use tokio::sync::broadcast;
 
 use keyferry::tray::AgentLink;
 
 pub enum Backend {
     Embedded(Embedded),
-    Attached { socket: PathBuf },
+    Attached(Api),
     Down,
 }
 
 pub struct Embedded {
     pub agent: Arc<Agent>,
+    api: Api,
     /// Keeps this app registered as the embedded agent's approver.
     approver: Mutex<Option<keyferry::agent::ApproverHandle>>,
-    socket: PathBuf,
-    stop: Mutex<Option<oneshot::Sender<()>>>,
-    served: Mutex<Option<tauri::async_runtime::JoinHandle<()>>>,
-    _lock: InstanceLock,
+    running: Mutex<Option<Running>>,
 }
 
 /// How the tray introduces itself in the protocol handshake.
 const CLIENT_NAME: &str = concat!("keyferry-tray/", env!("CARGO_PKG_VERSION"));
 
-/// This process, as the agent's audit log records the tray's own requests.
-fn me() -> Peer {
-    Peer {
-        uid: keyferry::paths::current_uid(),
-        pid: i32::try_from(std::process::id()).ok(),
-        exe: std::env::current_exe()
-            .ok()
-            .map(|p| p.display().to_string()),
-    }
-}
-
-fn client_err(e: ClientError) -> String {
-    e.to_string()
+fn message(e: ErrorBody) -> String {
+    e.message
 }
 
 impl Backend {
@@ -60,7 +49,7 @@ impl Backend {
                 Ok(c) => {
                     tracing::info!(socket = %path.display(), pid = c.hello.pid, "attached to a running agent");
                     return (
-                        Self::Attached { socket: path },
+                        Self::Attached(Api::socket(path, CLIENT_NAME)),
                         AgentLink::Attached { pid: c.hello.pid },
                     );
                 }
@@ -82,7 +71,7 @@ impl Backend {
                     return (Self::Embedded(e), link);
                 }
                 // Another agent is starting up right now: attach to it once it answers.
-                Err(SocketError::AlreadyRunning { .. }) if attempt < 2 => {
+                Err(AgentError::Socket(SocketError::AlreadyRunning { .. })) if attempt < 2 => {
                     std::thread::sleep(Duration::from_millis(500));
                 }
                 Err(e) => {
@@ -102,82 +91,42 @@ impl Backend {
         (Self::Down, AgentLink::Down { reason })
     }
 
-    pub fn socket(&self) -> Option<&Path> {
+    fn api(&self) -> Result<&Api, String> {
         match self {
-            Self::Embedded(e) => Some(&e.socket),
-            Self::Attached { socket } => Some(socket),
-            Self::Down => None,
+            Self::Embedded(e) => Ok(&e.api),
+            Self::Attached(api) => Ok(api),
+            Self::Down => Err("the agent is not running".into()),
         }
-    }
-
-    fn client(&self) -> Result<Client, String> {
-        let socket = self.socket().ok_or("the agent is not running")?;
-        Client::connect_named(socket, CLIENT_NAME).map_err(client_err)
     }
 
     pub fn status(&self) -> Result<Status, String> {
-        match self {
-            Self::Embedded(e) => Ok(e.agent.status()),
-            _ => self.client()?.call(Request::Status {}).map_err(client_err),
-        }
+        self.api()?.status().map_err(message)
     }
 
     pub fn set_locked(&self, locked: bool) -> Result<(), String> {
-        match (self, locked) {
-            (Self::Embedded(e), true) => {
-                e.agent.lock(None, &me());
-                Ok(())
-            }
-            (Self::Embedded(e), false) => e.agent.unlock(None, &me()).map_err(|b| b.message),
-            (_, true) => self.call(Request::Lock { passphrase: None }),
-            (_, false) => self.call(Request::Unlock { passphrase: None }),
-        }
+        self.api()?.set_locked(locked, None).map_err(message)
     }
 
     pub fn save_settings(&self, s: &keyferry::domain::Settings) -> Result<(), String> {
-        match self {
-            Self::Embedded(e) => e.agent.update_settings(s, &me()).map_err(|b| b.message),
-            _ => self.call(Request::Settings {
-                notifications: Some(s.notifications),
-                notify_on_access: Some(s.notify_on_access),
-                expiry_thresholds: Some(s.expiry_thresholds.clone()),
-            }),
-        }
+        self.api()?.save_settings(s).map_err(message)
     }
 
     pub fn approve(&self, request: u64, decision: Decision) -> Result<(), String> {
-        match self {
-            Self::Embedded(e) if e.agent.approve(request, decision) => Ok(()),
-            Self::Embedded(_) => Err(format!(
-                "approval request {request} is over (answered or timed out)"
-            )),
-            _ => self.call(Request::Approve { request, decision }),
-        }
+        self.api()?.approve(request, decision).map_err(message)
     }
 
     pub async fn store(&self, name: &str, token: Secret) -> Result<CredentialStatus, String> {
-        match self {
-            Self::Embedded(e) => e
-                .agent
-                .store(name, token, &me())
-                .await
-                .map_err(|b| b.message),
-            _ => {
-                let mut c = self.client()?;
-                let request = Request::Store {
-                    name: name.to_owned(),
-                    token: WireSecret(token),
-                };
-                tauri::async_runtime::spawn_blocking(move || c.call(request).map_err(client_err))
-                    .await
-                    .map_err(|e| e.to_string())?
-            }
-        }
-    }
-
-    fn call(&self, request: Request) -> Result<(), String> {
-        let _: serde_json::Value = self.client()?.call(request).map_err(client_err)?;
-        Ok(())
+        let api = match self {
+            Self::Embedded(e) => Api::Embedded(Arc::clone(&e.agent)),
+            Self::Attached(Api::Socket { path, .. }) => Api::socket(path.clone(), CLIENT_NAME),
+            _ => return Err("the agent is not running".into()),
+        };
+        let name = name.to_owned();
+        tauri::async_runtime::spawn_blocking(move || api.store(&name, token))
+            .await
+            .map_err(|e| e.to_string())?
+            .map(|(status, _)| status)
+            .map_err(message)
     }
 
     /// Streams the agent's events to `sink` (a `Lagged` after a reconnect asks for a resync),
@@ -204,7 +153,10 @@ impl Backend {
                     .unwrap_or_else(std::sync::PoisonError::into_inner) =
                     Some(e.agent.register_approver());
             }
-            Self::Attached { socket } => stream(socket.clone(), true, move |ev| sink(ev)),
+            Self::Attached(Api::Socket { path, .. }) => {
+                stream(path.clone(), true, move |ev| sink(ev));
+            }
+            Self::Attached(_) => {}
             Self::Down => {}
         }
     }
@@ -212,25 +164,14 @@ impl Backend {
     /// Stops the embedded agent and removes its socket.
     pub fn shutdown(&self) {
         let Self::Embedded(e) = self else { return };
-        if let Some(stop) = e
-            .stop
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .take()
-        {
-            let _ = stop.send(());
-        }
-        let served = e
-            .served
+        let running = e
+            .running
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .take();
-        if let Some(served) = served {
-            let _ = tauri::async_runtime::block_on(async {
-                tokio::time::timeout(Duration::from_secs(2), served).await
-            });
+        if let Some(mut running) = running {
+            tauri::async_runtime::block_on(async move { running.stop().await });
         }
-        let _ = std::fs::remove_file(&e.socket);
     }
 }
 
@@ -242,11 +183,15 @@ fn stream(socket: PathBuf, watch: bool, sink: impl Fn(Event) + Send + 'static) {
             let run = || -> Result<(), ClientError> {
                 let mut c = Client::connect_named(&socket, CLIENT_NAME)?;
                 if watch {
-                    let _: serde_json::Value = c.call(Request::Watch {})?;
+                    c.watch()?;
                     // Whatever happened while we were away: re-read the status.
                     sink(Event::Lagged { missed: 0 });
                 }
-                let _: serde_json::Value = c.call(Request::Approvals {})?;
+                // A headless agent takes this app as an approver when it is listed in
+                // `[policy] approvers` (by default the keyferry-tray next to keyferry).
+                if let Err(e) = c.approvals() {
+                    tracing::info!(error = %e, "not an approver of the running agent");
+                }
                 loop {
                     sink(c.next_event()?);
                 }
@@ -260,33 +205,16 @@ fn stream(socket: PathBuf, watch: bool, sink: impl Fn(Event) + Send + 'static) {
 }
 
 impl Embedded {
-    fn start(config: Config, path: &Path) -> Result<Self, SocketError> {
-        let dir = socket::prepare_dir(path)?;
-        let lock = InstanceLock::acquire(&dir, path)?;
-        let listener = tauri::async_runtime::block_on(async { socket::bind(path) })?;
-        let agent = Agent::new(config);
-        let (stop, stopped) = oneshot::channel::<()>();
-        let served = tauri::async_runtime::spawn({
-            let agent = Arc::clone(&agent);
-            async move {
-                // As `keyferry agent`: resolve everything before the first client is
-                // accepted (early clients wait in the listen backlog, they are not refused).
-                let warm = Arc::clone(&agent);
-                let _ = tokio::task::spawn_blocking(move || warm.refresh_all()).await;
-                keyferry::agent::run(agent, listener, async move {
-                    let _ = stopped.await;
-                })
-                .await;
-            }
-        });
+    fn start(config: Config, path: &Path) -> Result<Self, AgentError> {
+        let running =
+            tauri::async_runtime::block_on(keyferry::agent::start(config, path, Role::Embedded))?;
         tracing::info!(socket = %path.display(), "serving in-process");
+        let agent = Arc::clone(&running.agent);
         Ok(Self {
+            api: Api::Embedded(Arc::clone(&agent)),
             agent,
             approver: Mutex::new(None),
-            socket: path.to_path_buf(),
-            stop: Mutex::new(Some(stop)),
-            served: Mutex::new(Some(served)),
-            _lock: lock,
+            running: Mutex::new(Some(running)),
         })
     }
 }

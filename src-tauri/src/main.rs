@@ -253,7 +253,7 @@ fn setup(app: &mut tauri::App) -> Result<(), Box<dyn std::error::Error>> {
     let (backend, link, settings) = match Config::load() {
         Ok(config) => {
             let settings = Settings {
-                expiry_thresholds: config.agent.expiry_thresholds.clone(),
+                expiry_thresholds: config.agent.expiry_thresholds.labels(),
                 notifications: config.agent.notifications,
                 notify_on_access: config.agent.notify_on_access,
                 approval_timeout_secs: config.agent.approval_timeout_secs,
