@@ -182,7 +182,9 @@ mod status {
     /// expo/expo-cli #3065 show exit status 36).
     pub const INTERACTION_NOT_ALLOWED: i32 = -25308;
     /// errSecAuthFailed: "The user name or passphrase you entered is not correct." Deny on
-    /// an access dialog, or a wrong unlock password (lifepillar/CSVKeychain #11: exit 51).
+    /// the access dialog of `security find-generic-password -w` exits 51
+    /// (manwhoami/OSXChromeDecrypt #2: "51 … User clicked deny"); also a wrong unlock
+    /// password (lifepillar/CSVKeychain #11).
     pub const AUTH_FAILED: i32 = -25293;
     /// errSecUserCanceled: "User canceled the operation." A dismissed dialog
     /// (keybase/go-keychain #91).
