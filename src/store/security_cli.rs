@@ -65,6 +65,13 @@ impl SecurityCliStore {
         Ok(store)
     }
 
+    /// Replaces the bound on one `security` run (tests use a short one).
+    #[must_use]
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
     #[must_use]
     pub fn program(&self) -> &Path {
         &self.program
@@ -285,6 +292,38 @@ mod tests {
         let e = store.get(&ItemId::new("s", "a")).unwrap_err();
         assert!(matches!(e, StoreError::Unavailable { .. }), "{e:?}");
         assert!(e.to_string().contains("security_path"), "{e}");
+    }
+
+    /// A tool that never answers (a dialog nobody answers) is killed at the deadline.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_hung_tool_is_killed_at_the_deadline() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let tool = dir.path().join("security");
+        let pid_file = dir.path().join("pid");
+        std::fs::write(
+            &tool,
+            format!(
+                "#!/bin/sh\necho $$ > '{}'\nexec sleep 20\n",
+                pid_file.display()
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(&tool, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let store = SecurityCliStore::open(&tool, 0)
+            .unwrap()
+            .with_timeout(Duration::from_secs(2));
+        let e = store.get(&ItemId::new("s", "a")).unwrap_err();
+        assert_eq!(e.code(), "keychain_error", "{e}");
+        assert!(e.to_string().contains("prompt_timeout_secs"), "{e}");
+        let pid = std::fs::read_to_string(&pid_file).unwrap();
+        let status = std::fs::read_to_string(format!("/proc/{}/status", pid.trim()));
+        // Reaped: gone from /proc (the test is Linux-bound through /proc).
+        assert!(
+            status.is_err(),
+            "the hung tool is still running: {status:?}"
+        );
     }
 
     #[test]
