@@ -37,7 +37,7 @@ pub struct Stored {
 impl Broker {
     #[must_use]
     pub fn new(config: Config) -> Self {
-        let store = LazyStore::new(config.keychain.backend, config.keychain.prompt_timeout_secs);
+        let store = LazyStore::with_options(config.keychain.store_options());
         Self::with_store(config, store)
     }
 

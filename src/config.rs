@@ -36,6 +36,22 @@ pub struct KeychainConfig {
     /// Seconds keyferry may wait on a keychain unlock prompt; 0 = fail fast with the fix.
     #[serde(default)]
     pub prompt_timeout_secs: u64,
+    /// The `security` tool for `backend = "security-cli"` and macOS `auto`
+    /// (default `/usr/bin/security`).
+    #[serde(default)]
+    pub security_path: Option<PathBuf>,
+}
+
+impl KeychainConfig {
+    /// What `store::open_with` / `LazyStore::with_options` need.
+    #[must_use]
+    pub fn store_options(&self) -> crate::store::OpenOptions {
+        crate::store::OpenOptions {
+            backend: self.backend,
+            prompt_timeout_secs: self.prompt_timeout_secs,
+            security_path: self.security_path.clone(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Default)]

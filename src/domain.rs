@@ -68,6 +68,7 @@ error_codes! {
     KeychainDenied = "keychain_denied" => KEYCHAIN,
     KeychainAmbiguous = "keychain_ambiguous" => KEYCHAIN,
     KeychainBadData = "keychain_bad_data" => KEYCHAIN,
+    KeychainUnwritable = "keychain_unwritable" => KEYCHAIN,
     KeychainError = "keychain_error" => KEYCHAIN,
     Malformed = "malformed" => ERROR,
     Unreadable = "unreadable" => ERROR,

@@ -1,11 +1,12 @@
-//! macOS Keychain generic passwords via security-framework. Compiled and linted for
+//! macOS Keychain generic passwords via security-framework, and the `auto` routing that sends
+//! items shared with command-line tools through `security`. Compiled and linted for
 //! aarch64-apple-darwin in CI; it cannot run on the Linux CI machines.
 
 use security_framework::base::Error as SfError;
 use security_framework::item::{ItemClass, ItemSearchOptions, Limit, SearchResult};
 use security_framework::passwords;
 
-use super::{Backend, ItemId, Stamp, Store, StoreError};
+use super::{is_shared_with_cli, Backend, ItemId, SecurityCliStore, Stamp, Store, StoreError};
 use crate::secret::Secret;
 
 const NAME: &str = "macos-keychain";
@@ -86,5 +87,57 @@ impl Store for MacosStore {
             Err(e) if e.code() == ERR_SEC_ITEM_NOT_FOUND => Ok(None),
             Err(e) => Err(map(e, "poll", id)),
         }
+    }
+}
+
+/// Claude Code writes its item with `security add-generic-password -U`, which resets the
+/// partition list to `apple-tool:`; reading that item through Security.framework then prompts
+/// after every refresh, whatever the user chose (steipete/CodexBar #367, #2588;
+/// anthropics/claude-code #87348). So data of items shared with CLIs (or every item, for
+/// `security-cli`) goes through the `security` tool, while stamps always come from
+/// Security.framework attributes, which never read data and so never prompt.
+pub struct SharedItemStore {
+    cli: SecurityCliStore,
+    all: bool,
+}
+
+impl SharedItemStore {
+    #[must_use]
+    pub fn new(cli: SecurityCliStore, all: bool) -> Self {
+        Self { cli, all }
+    }
+
+    fn data_store(&self, id: &ItemId) -> &dyn Store {
+        if self.all || is_shared_with_cli(id) {
+            &self.cli
+        } else {
+            &MacosStore
+        }
+    }
+}
+
+impl Store for SharedItemStore {
+    fn backend(&self) -> Backend {
+        if self.all {
+            Backend::SecurityCli
+        } else {
+            Backend::Macos
+        }
+    }
+
+    fn get(&self, id: &ItemId) -> Result<Option<Secret>, StoreError> {
+        self.data_store(id).get(id)
+    }
+
+    fn set(&self, id: &ItemId, secret: &Secret) -> Result<(), StoreError> {
+        self.data_store(id).set(id, secret)
+    }
+
+    fn delete(&self, id: &ItemId) -> Result<bool, StoreError> {
+        self.data_store(id).delete(id)
+    }
+
+    fn stamp(&self, id: &ItemId) -> Result<Option<Stamp>, StoreError> {
+        MacosStore.stamp(id)
     }
 }

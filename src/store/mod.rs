@@ -7,14 +7,19 @@ mod macos;
 mod memory;
 #[cfg(target_os = "linux")]
 mod secret_service;
+mod security_cli;
 
 use std::fmt;
+use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
 use crate::secret::Secret;
 
 pub use memory::MemoryStore;
+pub use security_cli::{
+    is_shared_with_cli, SecurityCliStore, DEFAULT_SECURITY_PATH, MAX_COMMAND_LINE,
+};
 
 /// A generic-password item: `service` + `account`, as `security find-generic-password -s S -a A`
 /// and `secret-tool lookup service S username A` address it.
@@ -48,12 +53,16 @@ pub struct Stamp(pub String);
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Backend {
-    /// macOS Keychain on macOS; Secret Service on Linux, or keyutils when none is running.
+    /// macOS Keychain on macOS (items shared with CLIs through `security`, see
+    /// [`is_shared_with_cli`]); Secret Service on Linux, or keyutils when none is running.
     #[default]
     Auto,
+    /// Security.framework only.
     Macos,
     SecretService,
     Keyutils,
+    /// Every item through the `security` command-line tool (`[keychain] security_path`).
+    SecurityCli,
     /// Process memory; for tests only.
     Memory,
 }
@@ -66,6 +75,7 @@ impl Backend {
             Self::Macos => "macos-keychain",
             Self::SecretService => "secret-service",
             Self::Keyutils => "keyutils",
+            Self::SecurityCli => "security-cli",
             Self::Memory => "memory",
         }
     }
@@ -79,10 +89,11 @@ impl std::str::FromStr for Backend {
             "macos" | "macos-keychain" => Self::Macos,
             "secret-service" => Self::SecretService,
             "keyutils" => Self::Keyutils,
+            "security-cli" => Self::SecurityCli,
             "memory" => Self::Memory,
             other => {
                 return Err(format!(
-                    "unknown keychain backend {other:?} (use auto, macos, secret-service, keyutils)"
+                    "unknown keychain backend {other:?} (use auto, macos, secret-service, keyutils, security-cli)"
                 ))
             }
         })
@@ -117,6 +128,12 @@ pub enum StoreError {
         item: String,
         count: usize,
     },
+    #[error("{backend}: {item} cannot be written: {reason}")]
+    Unwritable {
+        backend: &'static str,
+        item: String,
+        reason: String,
+    },
     #[error("{backend}: {item} does not hold UTF-8 text")]
     NotUtf8 { backend: &'static str, item: String },
     #[error("{backend}: {operation} {item} failed: {message}")]
@@ -139,6 +156,7 @@ impl StoreError {
             Self::Denied { .. } => ErrorCode::KeychainDenied,
             Self::Ambiguous { .. } => ErrorCode::KeychainAmbiguous,
             Self::NotUtf8 { .. } => ErrorCode::KeychainBadData,
+            Self::Unwritable { .. } => ErrorCode::KeychainUnwritable,
             Self::Platform { .. } => ErrorCode::KeychainError,
         }
     }
@@ -189,17 +207,71 @@ pub trait Store: Send + Sync {
     fn stamp(&self, id: &ItemId) -> Result<Option<Stamp>, StoreError>;
 }
 
+/// Everything needed to open a keychain backend (`[keychain]` in config.toml).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OpenOptions {
+    pub backend: Backend,
+    /// Seconds a backend may wait on an unlock prompt; 0 = fail fast with the fix.
+    pub prompt_timeout_secs: u64,
+    /// The `security` tool for `security-cli` (and macOS `auto`); default
+    /// [`DEFAULT_SECURITY_PATH`].
+    pub security_path: Option<PathBuf>,
+}
+
+impl OpenOptions {
+    #[must_use]
+    pub fn new(backend: Backend, prompt_timeout_secs: u64) -> Self {
+        Self {
+            backend,
+            prompt_timeout_secs,
+            security_path: None,
+        }
+    }
+
+    #[must_use]
+    pub fn security_path(&self) -> PathBuf {
+        self.security_path
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_SECURITY_PATH))
+    }
+}
+
 /// Opens the configured backend. `Auto` on Linux picks Secret Service when one answers
 /// on the session bus and falls back to kernel keyutils (never to a plaintext file).
 ///
 /// # Errors
 /// The backend cannot run on this OS or is unavailable.
 pub fn open(backend: Backend, prompt_timeout_secs: u64) -> Result<Box<dyn Store>, StoreError> {
-    let _ = prompt_timeout_secs;
-    match backend {
+    open_with(&OpenOptions::new(backend, prompt_timeout_secs))
+}
+
+/// [`open`] with every `[keychain]` setting.
+///
+/// # Errors
+/// The backend cannot run on this OS or is unavailable (e.g. no `security` at
+/// `security_path`).
+pub fn open_with(opts: &OpenOptions) -> Result<Box<dyn Store>, StoreError> {
+    let prompt_timeout_secs = opts.prompt_timeout_secs;
+    match opts.backend {
         Backend::Memory => Ok(Box::new(MemoryStore::default())),
+        // On macOS the stamps come from Security.framework attributes (never a prompt).
         #[cfg(target_os = "macos")]
-        Backend::Auto | Backend::Macos => Ok(Box::new(macos::MacosStore)),
+        Backend::SecurityCli => Ok(Box::new(macos::SharedItemStore::new(
+            SecurityCliStore::open(opts.security_path(), prompt_timeout_secs)?,
+            true,
+        ))),
+        #[cfg(not(target_os = "macos"))]
+        Backend::SecurityCli => Ok(Box::new(SecurityCliStore::open(
+            opts.security_path(),
+            prompt_timeout_secs,
+        )?)),
+        #[cfg(target_os = "macos")]
+        Backend::Auto => Ok(Box::new(macos::SharedItemStore::new(
+            SecurityCliStore::new(opts.security_path(), prompt_timeout_secs),
+            false,
+        ))),
+        #[cfg(target_os = "macos")]
+        Backend::Macos => Ok(Box::new(macos::MacosStore)),
         #[cfg(target_os = "linux")]
         Backend::SecretService => Ok(Box::new(secret_service::SecretServiceStore::connect(
             prompt_timeout_secs,
@@ -227,17 +299,21 @@ pub fn open(backend: Backend, prompt_timeout_secs: u64) -> Result<Box<dyn Store>
 /// A keychain opened on first use, so lookups that end at an environment variable never
 /// touch D-Bus or the Keychain. A failed open is retried on the next use.
 pub struct LazyStore {
-    backend: Backend,
-    prompt_timeout_secs: u64,
+    opts: OpenOptions,
     cell: std::sync::OnceLock<Box<dyn Store>>,
 }
 
 impl LazyStore {
     #[must_use]
     pub fn new(backend: Backend, prompt_timeout_secs: u64) -> Self {
+        Self::with_options(OpenOptions::new(backend, prompt_timeout_secs))
+    }
+
+    /// Opens with every `[keychain]` setting (e.g. `KeychainConfig::store_options`).
+    #[must_use]
+    pub fn with_options(opts: OpenOptions) -> Self {
         Self {
-            backend,
-            prompt_timeout_secs,
+            opts,
             cell: std::sync::OnceLock::new(),
         }
     }
@@ -256,7 +332,7 @@ impl LazyStore {
         if let Some(s) = self.cell.get() {
             return Ok(s.as_ref());
         }
-        let opened = open(self.backend, self.prompt_timeout_secs)?;
+        let opened = open_with(&self.opts)?;
         Ok(self.cell.get_or_init(|| opened).as_ref())
     }
 }

@@ -1,6 +1,8 @@
 //! Process helpers shared by the integration tests, the tray's end-to-end tests and the
 //! benchmark: bounded runs, process groups, and children that die with the test.
 
+pub mod fake_security;
+
 use std::io::{Read, Write};
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
