@@ -385,7 +385,6 @@ impl Drop for SecretServiceFixture {
     }
 }
 
-
 fn set_mode_0700(path: &Path) {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700)).expect("chmod 0700");

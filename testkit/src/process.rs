@@ -314,12 +314,19 @@ mod tests {
         let mut cmd = Command::new("sh");
         cmd.args(["-c", "echo started; sleep 30"]);
         let err = run_bounded(&mut cmd, None, Duration::from_millis(300)).unwrap_err();
-        assert!(err.contains("did not finish") && err.contains("started"), "{err}");
+        assert!(
+            err.contains("did not finish") && err.contains("started"),
+            "{err}"
+        );
     }
 
     #[test]
     fn run_bounded_feeds_stdin() {
-        let out = run_with_timeout(&mut Command::new("cat"), Some(b"abc"), Duration::from_secs(10));
+        let out = run_with_timeout(
+            &mut Command::new("cat"),
+            Some(b"abc"),
+            Duration::from_secs(10),
+        );
         assert_eq!(out.stdout, b"abc");
     }
 
