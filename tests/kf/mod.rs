@@ -223,34 +223,33 @@ pub fn claude_bin() -> PathBuf {
 /// A second real Unix user for permission tests (created once; needs root, as in CI).
 pub fn ensure_user(user: &str) {
     common::require_root("it creates a second Unix user with useradd");
-    if !Command::new("id")
-        .arg(user)
-        .output()
-        .unwrap()
-        .status
-        .success()
-    {
-        let out = Command::new(common::which("useradd").expect("useradd (Debian package passwd)"))
-            .args(["--create-home", "--shell", "/bin/sh", user])
-            .output()
-            .unwrap();
+    let exists = || {
+        common::run_with_timeout(Command::new("id").arg(user), None, common::COMMAND_TIMEOUT)
+            .status
+            .success()
+    };
+    if !exists() {
+        let useradd = common::which("useradd").expect("useradd (Debian package passwd)");
+        let out = common::run_with_timeout(
+            Command::new(useradd).args(["--create-home", "--shell", "/bin/sh", user]),
+            None,
+            common::COMMAND_TIMEOUT,
+        );
         // A concurrent test may have created it meanwhile.
         assert!(
-            out.status.success()
-                || Command::new("id")
-                    .arg(user)
-                    .output()
-                    .unwrap()
-                    .status
-                    .success(),
+            out.status.success() || exists(),
             "useradd: {}",
             text(&out.stderr)
         );
     }
     // '*' = no password but not locked, so sshd (UsePAM no) accepts key logins.
-    let _ = Command::new(common::which("usermod").expect("usermod"))
-        .args(["-p", "*", user])
-        .output();
+    let usermod = common::which("usermod").expect("usermod (Debian package passwd)");
+    let out = common::run_with_timeout(
+        Command::new(usermod).args(["-p", "*", user]),
+        None,
+        common::COMMAND_TIMEOUT,
+    );
+    assert!(out.status.success(), "usermod: {}", text(&out.stderr));
 }
 
 /// Samples every process's argv until `stop`, returning all lines seen.
