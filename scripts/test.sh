@@ -7,6 +7,13 @@ cd "$(dirname "$0")/.."
 
 bash scripts/deps.sh test
 
+# Some tests need root (a second Unix user made with useradd, sshd): they fail saying so
+# when not run as root, never skip. CI runs as root.
+if [ "$(id -u)" -ne 0 ]; then
+  echo "scripts/test.sh runs tests that need root: run it as root (CI does), e.g. sudo -E bash scripts/test.sh" >&2
+  exit 1
+fi
+
 if command -v rustup >/dev/null && ! rustup target list --installed | grep -qx aarch64-apple-darwin; then
   rustup target add aarch64-apple-darwin
 fi

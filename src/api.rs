@@ -35,7 +35,7 @@ pub enum Api {
     Socket {
         path: PathBuf,
         name: String,
-        client: Mutex<Option<Client>>,
+        client: Box<Mutex<Option<Client>>>,
     },
     /// No agent: the sources and the keychain directly.
     Direct(Box<Broker>),
@@ -91,7 +91,7 @@ impl Api {
             Ok(c) => Ok(Self::Socket {
                 path: socket.to_path_buf(),
                 name: client_name.to_owned(),
-                client: Mutex::new(Some(c)),
+                client: Box::new(Mutex::new(Some(c))),
             }),
             Err(ClientError::NotRunning { .. }) if agent == AgentUse::Auto => {
                 Ok(Self::Direct(Box::new(broker)))
@@ -112,7 +112,7 @@ impl Api {
         Self::Socket {
             path,
             name: client_name.to_owned(),
-            client: Mutex::new(None),
+            client: Box::new(Mutex::new(None)),
         }
     }
 

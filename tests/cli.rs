@@ -26,8 +26,9 @@ fn login_json(access: &str) -> String {
     )
 }
 
-#[test]
-fn each_chain_step_wins_when_it_should() {
+/// A home holding every source of the chain: the keychain (through `keyferry setup`), the
+/// cf token file, Claude Code's login file and a `.env` listed in the config.
+fn full_chain_home() -> Home {
     let h = Home::new();
     // 4. Claude Code's own login file, 5. a .env listed in the config.
     h.write(
@@ -49,32 +50,63 @@ fn each_chain_step_wins_when_it_should() {
     h.write(".config/cf/claude-token", &format!("{FILETOK}\n"), 0o600);
     let (_, err) = ok(&h.run(&["setup"], Some(SETUP), &[]));
     assert!(err.contains("setup-token"), "{err}");
+    h
+}
 
-    let source = |envs: &[(&str, &str)]| {
-        let (out, _) = ok(&h.run(&["status", "claude"], None, envs));
-        out
-    };
-    let get = |envs: &[(&str, &str)]| ok(&h.run(&["get"], None, envs)).0.trim().to_owned();
+/// `keyferry status claude` with `envs`.
+fn source(h: &Home, envs: &[(&str, &str)]) -> String {
+    ok(&h.run(&["status", "claude"], None, envs)).0
+}
 
-    // 1. the environment override beats everything.
-    assert_eq!(get(&[("CF_CLAUDE_API_KEY", ENVKEY)]), ENVKEY);
-    assert!(source(&[("CF_CLAUDE_API_KEY", ENVKEY)])
-        .starts_with("claude: source=env:CF_CLAUDE_API_KEY kind=api-key"));
-    // 2. keychain.
-    assert_eq!(get(&[]), SETUP);
-    assert!(source(&[])
-        .starts_with("claude: source=keychain:cf-claude-token kind=setup-token expires="));
-    // 3. file, once the keychain item is cleared.
+/// `keyferry get` with `envs`.
+fn get(h: &Home, envs: &[(&str, &str)]) -> String {
+    ok(&h.run(&["get"], None, envs)).0.trim().to_owned()
+}
+
+/// Clears the keychain item: the cf token file is next.
+fn clear_keychain(h: &Home) {
     let (_, err) = ok(&h.run(&["clear"], None, &[]));
     assert!(err.contains("keychain token cleared"), "{err}");
-    assert_eq!(get(&[]), FILETOK);
-    assert!(source(&[]).starts_with("claude: source=file:~/.config/cf/claude-token"));
-    // A 644 token file is skipped with cfauth's exact warning; the login wins.
+}
+
+/// A 644 token file is skipped with cfauth's exact warning; Claude Code's login is next.
+fn make_token_file_unsafe(h: &Home) {
     std::fs::set_permissions(
         h.path(".config/cf/claude-token"),
         std::fs::Permissions::from_mode(0o644),
     )
     .unwrap();
+}
+
+#[test]
+fn chain_1_the_environment_override_beats_everything() {
+    let h = full_chain_home();
+    assert_eq!(get(&h, &[("CF_CLAUDE_API_KEY", ENVKEY)]), ENVKEY);
+    assert!(source(&h, &[("CF_CLAUDE_API_KEY", ENVKEY)])
+        .starts_with("claude: source=env:CF_CLAUDE_API_KEY kind=api-key"));
+}
+
+#[test]
+fn chain_2_the_keychain_comes_next() {
+    let h = full_chain_home();
+    assert_eq!(get(&h, &[]), SETUP);
+    assert!(source(&h, &[])
+        .starts_with("claude: source=keychain:cf-claude-token kind=setup-token expires="));
+}
+
+#[test]
+fn chain_3_the_cf_token_file_once_the_keychain_item_is_cleared() {
+    let h = full_chain_home();
+    clear_keychain(&h);
+    assert_eq!(get(&h, &[]), FILETOK);
+    assert!(source(&h, &[]).starts_with("claude: source=file:~/.config/cf/claude-token"));
+}
+
+#[test]
+fn chain_4_an_unsafe_token_file_is_skipped_for_claude_codes_login() {
+    let h = full_chain_home();
+    clear_keychain(&h);
+    make_token_file_unsafe(&h);
     let out = h.run(&["get"], None, &[]);
     let (stdout, stderr) = ok(&out);
     assert_eq!(stdout.trim(), LOGIN_ACCESS);
@@ -82,10 +114,16 @@ fn each_chain_step_wins_when_it_should() {
         stderr.contains("cf: token file ~/.config/cf/claude-token has unsafe permissions (644) — expected 600, skipping"),
         "{stderr}"
     );
-    assert!(source(&[]).starts_with(
+    assert!(source(&h, &[]).starts_with(
         "claude: source=claude-login:file:~/.claude/.credentials.json kind=claude-oauth"
     ));
-    // CLAUDE_CONFIG_DIR moves Claude Code's login.
+}
+
+#[test]
+fn chain_4_claude_config_dir_moves_claude_codes_login() {
+    let h = full_chain_home();
+    clear_keychain(&h);
+    make_token_file_unsafe(&h);
     let alt = h.path("alt-claude");
     std::fs::create_dir_all(&alt).unwrap();
     h.write(
@@ -94,14 +132,28 @@ fn each_chain_step_wins_when_it_should() {
         0o600,
     );
     assert_eq!(
-        get(&[("CLAUDE_CONFIG_DIR", alt.to_str().unwrap())]),
+        get(&h, &[("CLAUDE_CONFIG_DIR", alt.to_str().unwrap())]),
         "sk-ant-oat01-ALTloginAAAAbbbbCCCC-7777"
     );
-    // 5. the .env file from the config.
+}
+
+#[test]
+fn chain_5_the_dotenv_file_from_the_config() {
+    let h = full_chain_home();
+    clear_keychain(&h);
+    make_token_file_unsafe(&h);
     std::fs::remove_file(h.path(".claude/.credentials.json")).unwrap();
-    assert_eq!(get(&[]), DOTENV);
-    assert!(source(&[]).starts_with("claude: source=dotenv:~/proj/.env"));
-    // 6. nothing: a warning and exit 3 (cfauth's soft failure).
+    assert_eq!(get(&h, &[]), DOTENV);
+    assert!(source(&h, &[]).starts_with("claude: source=dotenv:~/proj/.env"));
+}
+
+/// Nothing at all: a warning and exit 3 (cfauth's soft failure).
+#[test]
+fn chain_6_nothing_found_is_a_warning_and_exit_3() {
+    let h = full_chain_home();
+    clear_keychain(&h);
+    make_token_file_unsafe(&h);
+    std::fs::remove_file(h.path(".claude/.credentials.json")).unwrap();
     std::fs::remove_file(h.path("proj/.env")).unwrap();
     let out = h.run(&["get"], None, &[]);
     assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));

@@ -1,4 +1,4 @@
-//! Self-tests of the real-parts fixtures in `tests/common`: they start what they claim,
+//! Self-tests of the real-parts fixtures in `testkit`: they start what they claim,
 //! a locked fixture is really locked, the bare bus never activates a Secret Service, and
 //! dropping a fixture leaves no process behind.
 
@@ -7,20 +7,17 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::{group_alive, PrivateBus, SecretServiceFixture, SECRETS_NAME};
 
 /// Drop reaps synchronously, but give the kernel a moment to empty the group.
 fn assert_gone(what: &str, pgid: u32) {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while group_alive(pgid) {
-        assert!(
-            Instant::now() < deadline,
-            "{what} (process group {pgid}) still has processes after the fixture was dropped"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    common::wait_until(
+        Duration::from_secs(5),
+        &format!("{what} (process group {pgid}) to have no process left after the drop"),
+        || !group_alive(pgid),
+    );
 }
 
 #[test]
@@ -88,15 +85,16 @@ fn locked_fixture_is_locked_until_the_right_password() {
         "username",
         SecretServiceFixture::CANARY_ACCOUNT,
     ];
-    let t = Instant::now();
-    let locked = fx.secret_tool(&canary, None);
+    // With no prompter on the bus, a locked lookup fails instead of waiting for one.
+    let locked = common::run_bounded(
+        fx.command("secret-tool").args(canary),
+        None,
+        Duration::from_secs(5),
+    )
+    .unwrap_or_else(|e| panic!("a locked lookup waited instead of failing: {e}"));
     assert!(
         !locked.status.success(),
         "lookup in a locked collection should fail"
-    );
-    assert!(
-        t.elapsed() < Duration::from_secs(5),
-        "with no prompter on the bus, a locked lookup should fail fast"
     );
     // Locked items are still listed (attributes hashed), so the item is really there.
     assert_eq!(

@@ -33,9 +33,10 @@ use std::time::{Duration, Instant};
 
 use keyferry::credential::{fingerprint, mask};
 
-use support::dbus_services::{MenuEntry, Notifications, Panel, Watcher};
+use support::dbus_services::{MenuEntry, Panel, Watcher};
 use support::webdriver::{Driver, Session};
 use support::{output_dir, tray_binary, wait_for, World, START_TIMEOUT, UI_TIMEOUT};
+use testkit::NotificationServer;
 
 /// Tokens shaped like real setup-tokens; the window may show only their masks
 /// (`sk-ant-oat01-…0042`) and fingerprints.
@@ -515,7 +516,7 @@ fn expiring_credentials_raise_desktop_notifications() {
     world.write_config("[credentials.claude]\nsetup_token_lifetime_days = 1\n");
     world.setup_token("claude", TOKEN);
 
-    let notifications = Notifications::start(&world.bus_address);
+    let notifications = NotificationServer::start(&world.bus_address);
     let mut app = world.start_app(&[]);
     let expiring = |name: &'static str| {
         notifications

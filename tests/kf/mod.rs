@@ -12,7 +12,6 @@ use tempfile::TempDir;
 use crate::common::{self, SecretServiceFixture};
 
 pub mod fake_api;
-pub mod notifications;
 
 pub const USER: &str = "kftest";
 
@@ -157,18 +156,14 @@ pub struct AgentProc {
 
 impl AgentProc {
     fn wait_ready(&self) {
-        let deadline = std::time::Instant::now() + common::STARTUP_TIMEOUT;
-        while std::time::Instant::now() < deadline {
-            if keyferry::client::Client::connect(&self.sock).is_ok() {
-                return;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(20));
+        let up = common::wait_for("the agent to answer", common::STARTUP_TIMEOUT, || {
+            keyferry::client::Client::connect(&self.sock)
+                .map(drop)
+                .map_err(|e| e.to_string())
+        });
+        if let Err(e) = up {
+            panic!("{e} on {}:\n{}", self.sock.display(), self.log_text());
         }
-        panic!(
-            "agent did not come up on {}:\n{}",
-            self.sock.display(),
-            self.log_text()
-        );
     }
 
     pub fn log_text(&self) -> String {
@@ -185,17 +180,19 @@ impl AgentProc {
 
     /// Sends `signal` and waits (bounded) for the exit status.
     pub fn stop(&mut self, signal: i32) -> Option<std::process::ExitStatus> {
-        // SAFETY: signalling our own child.
-        unsafe { libc::kill(self.pid(), signal) };
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        while std::time::Instant::now() < deadline {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return Some(status);
-            }
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        self.child.wait().ok()
+        common::signal_pid(self.child.id(), signal);
+        let exited = common::wait_for(
+            "the agent to exit",
+            std::time::Duration::from_secs(10),
+            || match self.child.try_wait() {
+                Ok(Some(status)) => Ok(status),
+                other => Err(format!("{other:?}")),
+            },
+        );
+        exited.ok().or_else(|| {
+            let _ = self.child.kill();
+            self.child.wait().ok()
+        })
     }
 }
 
@@ -225,39 +222,34 @@ pub fn claude_bin() -> PathBuf {
 
 /// A second real Unix user for permission tests (created once; needs root, as in CI).
 pub fn ensure_user(user: &str) {
-    assert_eq!(
-        keyferry::paths::current_uid(),
-        0,
-        "this test needs a second Unix user: run the test command as root (CI does)"
-    );
-    if !Command::new("id")
-        .arg(user)
-        .output()
-        .unwrap()
-        .status
-        .success()
-    {
-        let out = Command::new(common::which("useradd").expect("useradd (Debian package passwd)"))
-            .args(["--create-home", "--shell", "/bin/sh", user])
-            .output()
-            .unwrap();
+    common::require_root("it creates a second Unix user with useradd");
+    let exists = || {
+        common::run_with_timeout(Command::new("id").arg(user), None, common::COMMAND_TIMEOUT)
+            .status
+            .success()
+    };
+    if !exists() {
+        let useradd = common::which("useradd").expect("useradd (Debian package passwd)");
+        let out = common::run_with_timeout(
+            Command::new(useradd).args(["--create-home", "--shell", "/bin/sh", user]),
+            None,
+            common::COMMAND_TIMEOUT,
+        );
         // A concurrent test may have created it meanwhile.
         assert!(
-            out.status.success()
-                || Command::new("id")
-                    .arg(user)
-                    .output()
-                    .unwrap()
-                    .status
-                    .success(),
+            out.status.success() || exists(),
             "useradd: {}",
             text(&out.stderr)
         );
     }
     // '*' = no password but not locked, so sshd (UsePAM no) accepts key logins.
-    let _ = Command::new(common::which("usermod").expect("usermod"))
-        .args(["-p", "*", user])
-        .output();
+    let usermod = common::which("usermod").expect("usermod (Debian package passwd)");
+    let out = common::run_with_timeout(
+        Command::new(usermod).args(["-p", "*", user]),
+        None,
+        common::COMMAND_TIMEOUT,
+    );
+    assert!(out.status.success(), "usermod: {}", text(&out.stderr));
 }
 
 /// Samples every process's argv until `stop`, returning all lines seen.

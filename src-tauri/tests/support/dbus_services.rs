@@ -4,7 +4,6 @@
 //!   (libayatana-appindicator) registers its StatusNotifierItem with it.
 //! - [`get_layout`] / [`click`]: a panel reading the item's `com.canonical.dbusmenu` menu and
 //!   clicking an entry.
-//! - [`Notifications`]: `org.freedesktop.Notifications`, recording every `Notify`.
 
 use std::collections::HashMap;
 use std::ffi::CString;
@@ -543,91 +542,6 @@ impl Panel {
                 return Err(format!("{label:?} is disabled"));
             }
             click(&self.conn, &self.item.service, &self.menu, entry.id)
-        })
-    }
-}
-
-// ---- Notifications -----------------------------------------------------------------------
-
-/// One `Notify` call.
-#[derive(Debug, Clone)]
-pub struct Notification {
-    pub app_name: String,
-    pub summary: String,
-    pub body: String,
-}
-
-/// Owns `org.freedesktop.Notifications` and records every notification.
-pub struct Notifications {
-    received: Arc<Mutex<Vec<Notification>>>,
-    _server: Server,
-}
-
-impl Notifications {
-    /// # Panics
-    /// The name cannot be owned.
-    #[must_use]
-    pub fn start(address: &str) -> Self {
-        let received: Arc<Mutex<Vec<Notification>>> = Arc::default();
-        let rec = Arc::clone(&received);
-        let mut next_id = 0u32;
-        let server = Server::start(address, "org.freedesktop.Notifications", move |msg| {
-            let member = msg.member().map(|m| m.to_string()).unwrap_or_default();
-            match member.as_str() {
-                "Notify" => {
-                    let mut it = msg.iter_init();
-                    let app_name: String = it.read().unwrap_or_default();
-                    let _replaces: u32 = it.read().unwrap_or_default();
-                    let _icon: String = it.read().unwrap_or_default();
-                    let summary: String = it.read().unwrap_or_default();
-                    let body: String = it.read().unwrap_or_default();
-                    rec.lock().unwrap().push(Notification {
-                        app_name,
-                        summary,
-                        body,
-                    });
-                    next_id += 1;
-                    Some(vec![msg.method_return().append1(next_id)])
-                }
-                "GetCapabilities" => {
-                    Some(vec![msg.method_return().append1(vec!["body".to_owned()])])
-                }
-                "GetServerInformation" => Some(vec![msg
-                    .method_return()
-                    .append3("kf-e2e", "keyferry", "1")
-                    .append1("1.2")]),
-                "CloseNotification" => Some(vec![msg.method_return()]),
-                _ => None,
-            }
-        });
-        Self {
-            received,
-            _server: server,
-        }
-    }
-
-    /// Everything received so far.
-    #[must_use]
-    pub fn received(&self) -> Vec<Notification> {
-        self.received.lock().unwrap().clone()
-    }
-
-    /// The first notification `matches` accepts (bounded wait).
-    ///
-    /// # Errors
-    /// None within `timeout`; lists what did arrive.
-    pub fn wait(
-        &self,
-        what: &str,
-        timeout: Duration,
-        matches: impl Fn(&Notification) -> bool,
-    ) -> Result<Notification, String> {
-        super::wait_for(what, timeout, || {
-            let all = self.received();
-            all.iter()
-                .find(|n| matches(n))
-                .cloned()
-                .ok_or_else(|| format!("received {all:?}"))
         })
     }
 }
