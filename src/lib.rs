@@ -13,6 +13,8 @@ pub mod credential;
 pub mod dotenv;
 pub mod error;
 pub mod expiry;
+pub mod gateway;
+pub mod http;
 pub mod launch;
 pub mod ledger;
 pub mod notification;
