@@ -116,17 +116,51 @@ pub fn messages(url: &str, placeholder: &str, stream: bool) -> Request<Full<Byte
 /// Sends one request on a fresh HTTP/1.1 connection; the connection lives as long as the
 /// returned answer's body is read.
 pub async fn send(req: Request<Full<Bytes>>) -> Response<Incoming> {
+    send_on(req).await.0
+}
+
+/// Like [`send`], also returning the connection's task: aborting it closes the socket.
+pub async fn send_on<B>(req: Request<B>) -> (Response<Incoming>, tokio::task::JoinHandle<()>)
+where
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let authority = req.uri().authority().unwrap().to_string();
     let tcp = tokio::net::TcpStream::connect(authority).await.unwrap();
     let (mut sender, conn) =
         hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp))
             .await
             .unwrap();
-    tokio::spawn(conn);
-    tokio::time::timeout(WAIT, sender.send_request(req))
+    let task = tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    let resp = tokio::time::timeout(WAIT, sender.send_request(req))
         .await
         .expect("an answer in time")
-        .unwrap()
+        .unwrap();
+    (resp, task)
+}
+
+/// Reads frames until `needle` has arrived; returns everything read so far.
+pub async fn read_until(body: &mut Incoming, needle: &str) -> String {
+    let mut got = Vec::new();
+    while !String::from_utf8_lossy(&got).contains(needle) {
+        let frame = tokio::time::timeout(WAIT, body.frame())
+            .await
+            .unwrap_or_else(|_| {
+                panic!(
+                    "{needle:?} did not arrive; got {:?}",
+                    String::from_utf8_lossy(&got)
+                )
+            })
+            .expect("the stream ended early")
+            .unwrap();
+        if let Some(d) = frame.data_ref() {
+            got.extend_from_slice(d);
+        }
+    }
+    String::from_utf8_lossy(&got).into_owned()
 }
 
 /// Sends and reads the whole answer.
