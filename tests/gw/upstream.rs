@@ -45,6 +45,8 @@ pub enum Script {
     RateLimited,
     /// A 200 stream carrying `event: error`.
     StreamError,
+    /// As the real API: SSE when the request says `"stream":true`, else JSON.
+    Auto,
 }
 
 pub const STREAM_USAGE: (u64, u64, u64, u64) = (25, 42, 7, 300);
@@ -234,8 +236,18 @@ async fn handle(st: State, req: Request<Incoming>) -> Result<Response<Body>, Inf
     if parts.uri.path() != "/v1/messages" {
         return Ok(full(200, "application/json", r#"{"input_tokens":5}"#));
     }
-    Ok(match st.script.clone() {
-        Script::Json => full(
+    let wants_stream = String::from_utf8_lossy(&st.seen.lock().unwrap().last().unwrap().body)
+        .contains("\"stream\":true");
+    let script = match st.script.clone() {
+        Script::Auto if wants_stream => Script::Sse {
+            piece: 64,
+            gate: None,
+        },
+        Script::Auto => Script::Json,
+        other => other,
+    };
+    Ok(match script {
+        Script::Json | Script::Auto => full(
             200,
             "application/json",
             r#"{"id":"msg_1","type":"message","role":"assistant","content":[{"type":"text","text":"pong-from-upstream"}],"usage":{"input_tokens":11,"output_tokens":22,"cache_creation_input_tokens":3,"cache_read_input_tokens":4}}"#,
