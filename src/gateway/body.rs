@@ -23,10 +23,12 @@ pub enum BodyError {
     Idle(Duration),
 }
 
-/// Resets on every frame; fires when none came in time.
+/// Fires when no frame came for `period`. A frame only notes the time (cheap, per frame);
+/// the timer is re-armed lazily when it fires early.
 struct IdleTimer {
     sleep: Pin<Box<Sleep>>,
     period: Duration,
+    last: Instant,
 }
 
 impl IdleTimer {
@@ -34,15 +36,23 @@ impl IdleTimer {
         Self {
             sleep: Box::pin(tokio::time::sleep(period)),
             period,
+            last: Instant::now(),
         }
     }
 
     fn reset(&mut self) {
-        self.sleep.as_mut().reset(Instant::now() + self.period);
+        self.last = Instant::now();
     }
 
     fn expired(&mut self, cx: &mut Context<'_>) -> bool {
-        self.sleep.as_mut().poll(cx).is_ready()
+        while self.sleep.as_mut().poll(cx).is_ready() {
+            let deadline = self.last + self.period;
+            if deadline <= Instant::now() {
+                return true;
+            }
+            self.sleep.as_mut().reset(deadline);
+        }
+        false
     }
 }
 

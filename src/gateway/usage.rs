@@ -96,6 +96,8 @@ pub enum Meter {
     Sse {
         line: Vec<u8>,
         skipping: bool,
+        /// Whether the current event (its `event:` line) may carry usage.
+        wanted: Option<bool>,
         usage: Usage,
     },
     Json {
@@ -114,6 +116,7 @@ impl Meter {
             Self::Sse {
                 line: Vec::new(),
                 skipping: false,
+                wanted: None,
                 usage: Usage::default(),
             }
         } else if ct.starts_with("application/json") {
@@ -131,12 +134,13 @@ impl Meter {
             Self::Sse {
                 line,
                 skipping,
+                wanted,
                 usage,
             } => {
                 while let Some(nl) = bytes.iter().position(|&b| b == b'\n') {
                     if !*skipping && line.len() + nl <= MAX_LINE {
                         line.extend_from_slice(&bytes[..nl]);
-                        sse_line(line, usage);
+                        sse_line(line, wanted, usage);
                     }
                     line.clear();
                     *skipping = false;
@@ -183,14 +187,25 @@ impl Meter {
     }
 }
 
-fn sse_line(line: &[u8], usage: &mut Usage) {
+/// One complete line. The `event:` line names the event, so the (possibly long) data of
+/// content deltas is never searched; a data line without an event name is searched.
+fn sse_line(line: &[u8], wanted: &mut Option<bool>, usage: &mut Usage) {
     let line = line.strip_suffix(b"\r").unwrap_or(line);
+    if line.is_empty() {
+        *wanted = None;
+        return;
+    }
+    if let Some(name) = line.strip_prefix(b"event:") {
+        let name = name.trim_ascii();
+        *wanted = Some(name == b"message_start" || name == b"message_delta");
+        return;
+    }
     let Some(data) = line.strip_prefix(b"data:") else {
         return;
     };
-    // Cheap filter first: most events are content deltas and need no JSON parse.
-    let wanted = |needle: &[u8]| data.windows(needle.len()).any(|w| w == needle);
-    if !wanted(b"message_start") && !wanted(b"message_delta") {
+    let has = |needle: &[u8]| data.windows(needle.len()).any(|w| w == needle);
+    let wanted = wanted.unwrap_or_else(|| has(b"message_start") || has(b"message_delta"));
+    if !wanted {
         return;
     }
     match serde_json::from_slice::<Event>(data) {
@@ -275,6 +290,22 @@ event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n";
         let mut other = Meter::for_content_type(Some("text/plain"));
         other.feed(body);
         assert_eq!(other.usage(), Usage::default());
+    }
+
+    #[test]
+    fn data_only_streams_are_searched_and_event_names_are_trusted() {
+        let data_only: String = STREAM
+            .lines()
+            .filter(|l| !l.starts_with("event:"))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let mut m = Meter::for_content_type(Some("text/event-stream"));
+        m.feed(data_only.as_bytes());
+        assert_eq!(m.usage(), WANT);
+        // A usage-looking payload under another event's name is not counted.
+        let mut m = Meter::for_content_type(Some("text/event-stream"));
+        m.feed(b"event: content_block_delta\ndata: {\"type\":\"message_delta\",\"usage\":{\"output_tokens\":9}}\n\n");
+        assert_eq!(m.usage(), Usage::default());
     }
 
     #[test]
