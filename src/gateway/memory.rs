@@ -1,7 +1,7 @@
 //! An in-memory [`GatewayContext`]: a grants table, a token per credential name, and the
 //! records kept in a list. For tests and benchmarks, and the pattern the agent follows.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use time::OffsetDateTime;
@@ -12,11 +12,14 @@ use crate::credential::Kind;
 use crate::http::Upstream;
 use crate::secret::Secret;
 
+/// Records kept: enough for any test, bounded for a long benchmark.
+pub const KEPT_RECORDS: usize = 1024;
+
 /// Grants, tokens and records behind locks.
 pub struct MemoryContext {
     grants: Mutex<Grants>,
     tokens: Mutex<HashMap<String, (Kind, Secret)>>,
-    records: Mutex<Vec<RequestRecord>>,
+    records: Mutex<VecDeque<RequestRecord>>,
     upstream: Upstream,
 }
 
@@ -61,10 +64,10 @@ impl MemoryContext {
         lock(&self.grants)
     }
 
-    /// Every record so far.
+    /// The latest records (at most [`KEPT_RECORDS`]), oldest first.
     #[must_use]
     pub fn records(&self) -> Vec<RequestRecord> {
-        lock(&self.records).clone()
+        lock(&self.records).iter().cloned().collect()
     }
 }
 
@@ -90,7 +93,11 @@ impl GatewayContext for MemoryContext {
         if let Some(name) = &record.grant {
             lock(&self.grants).record(name, &record.usage, OffsetDateTime::now_utc());
         }
-        lock(&self.records).push(record);
+        let mut records = lock(&self.records);
+        if records.len() == KEPT_RECORDS {
+            records.pop_front();
+        }
+        records.push_back(record);
     }
 
     fn upstream(&self) -> &Upstream {
