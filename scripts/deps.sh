@@ -7,9 +7,10 @@ set -euo pipefail
 build=(gcc make)
 # Real parts the tests drive: a Secret Service on a private bus, kernel keyutils, socat as a
 # raw protocol client, useradd/runuser for the second-user test, ps for argv checks,
-# bubblewrap sandboxes, OpenSSH (sshd on 127.0.0.1).
+# bubblewrap sandboxes, OpenSSH (sshd on 127.0.0.1); nginx as the gateway benchmark's
+# reference reverse proxy.
 test=(dbus gnome-keyring libsecret-tools keyutils socat passwd util-linux procps
-      bubblewrap openssh-server openssh-client)
+      bubblewrap openssh-server openssh-client nginx-light)
 
 # The tray (Tauri 2 on WebKitGTK 4.1), and running it headless end to end: Xvfb, the WebKit
 # WebDriver that tauri-driver drives. See src-tauri/DEPS.md.
