@@ -5,6 +5,8 @@ set -euo pipefail
 
 # libdbus is vendored (built from source by the dbus crate): only a C compiler is needed.
 build=(gcc make)
+# clang: the macOS lint cross-compiles ring's C (scripts/test.sh).
+lint=(clang)
 # Real parts the tests drive: a Secret Service on a private bus, kernel keyutils, socat as a
 # raw protocol client, useradd/runuser for the second-user test, ps for argv checks,
 # bubblewrap sandboxes, OpenSSH (sshd on 127.0.0.1); nginx as the gateway benchmark's
@@ -18,7 +20,7 @@ tray=(libwebkit2gtk-4.1-dev libayatana-appindicator3-dev librsvg2-dev libxdo-dev
       xvfb webkit2gtk-driver)
 
 want=("${build[@]}")
-[ "${1:-build}" = test ] && want+=("${test[@]}" "${tray[@]}")
+[ "${1:-build}" = test ] && want+=("${test[@]}" "${tray[@]}" "${lint[@]}")
 [ "${1:-build}" = tray ] && want+=("${tray[@]}")
 
 missing=()
