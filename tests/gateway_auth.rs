@@ -99,6 +99,16 @@ async fn upstream_gets_the_stored_token_and_beta_never_the_placeholder_nor_a_log
     // A wrong placeholder too, so the refusal path logs as well.
     let (status, _, _) = call(messages(&gw.url, "kfg_wrong", false)).await;
     assert_eq!(status, 401);
+    // And a sandbox that hides its placeholder in a path or a method.
+    let sneaky = Request::builder()
+        .method(http::Method::from_bytes(format!("X{}", &p.expose()[4..20]).as_bytes()).unwrap())
+        .uri(format!("{}/v1/{}", gw.url, p.expose()))
+        .header("authorization", format!("Bearer {}", p.expose()))
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let (status, _, body) = call(sneaky).await;
+    assert_eq!(status, 404);
+    assert!(!body.contains(&p.expose()[4..20]), "{body}");
     gw.stop().await;
 
     let text = String::from_utf8_lossy(&logs.0.lock().unwrap()).into_owned();

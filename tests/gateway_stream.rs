@@ -236,7 +236,7 @@ async fn oversized_bodies_get_413_declared_or_streamed() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_slow_loris_is_cut_off_while_others_are_served() {
+async fn slow_loris_and_malformed_clients_are_cut_off_while_others_are_served() {
     let up = Upstream::http(Script::Json).await;
     let limits = Limits {
         header_timeout: Duration::from_secs(1),
@@ -256,6 +256,20 @@ async fn a_slow_loris_is_cut_off_while_others_are_served() {
         .await
         .expect("the gateway closes a stalled header");
     assert!(!String::from_utf8_lossy(&buf).contains("200 OK"));
-    assert!(up.seen().len() == 1);
+    // A malformed request head is answered 400 (by hyper) and the gateway serves on.
+    let mut junk = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    junk.write_all(b"\x00\x01 not http at all\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = Vec::new();
+    let _ = tokio::time::timeout(WAIT, junk.read_to_end(&mut buf))
+        .await
+        .expect("the gateway answers or closes a malformed request");
+    assert!(
+        String::from_utf8_lossy(&buf).starts_with("HTTP/1.1 400"),
+        "{buf:?}"
+    );
+    assert_eq!(call(messages(&gw.url, p.expose(), false)).await.0, 200);
+    assert_eq!(up.seen().len(), 2);
     gw.stop().await;
 }

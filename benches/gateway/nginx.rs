@@ -41,9 +41,10 @@ error_log {d}/error.log warn;
 events {{ worker_connections 8192; }}
 http {{
   access_log off;
+  keepalive_requests 1000000;
   client_body_temp_path {d}/body; proxy_temp_path {d}/proxy;
   fastcgi_temp_path {d}/fcgi; uwsgi_temp_path {d}/uwsgi; scgi_temp_path {d}/scgi;
-  upstream api {{ server {upstream}; keepalive 1024; }}
+  upstream api {{ server {upstream}; keepalive 1024; keepalive_requests 1000000; }}
   server {{
     listen 127.0.0.1:{port};
     client_max_body_size 32m;

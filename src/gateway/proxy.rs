@@ -109,8 +109,19 @@ pub async fn handle(
 ) -> Result<Response<OutBody>, Infallible> {
     let mut record = RequestRecord {
         grant: None,
-        method: req.method().to_string(),
-        path: req.uri().path().to_owned(),
+        // An extension method is the client's free text: not worth a line of the log.
+        method: if req.method().as_str().len() <= 8
+            && req
+                .method()
+                .as_str()
+                .bytes()
+                .all(|b| b.is_ascii_uppercase())
+        {
+            req.method().to_string()
+        } else {
+            "OTHER".to_owned()
+        },
+        path: loggable_path(req.uri().path()),
         status: 0,
         usage: Usage::default(),
         note: None,
@@ -176,8 +187,11 @@ async fn forward(
             ))
         }
     }
-    let placeholder = headers::placeholder(req.headers()).unwrap_or_default();
-    let grant = ctx.verify(placeholder).map_err(|d| denial(&d))?;
+    let grant = match headers::placeholder(req.headers()) {
+        Some(p) => ctx.verify(p),
+        None => Err(Denial::Missing),
+    }
+    .map_err(|d| denial(&d))?;
     record.grant = Some(grant.name.clone());
     let declared = req
         .headers()
@@ -280,6 +294,31 @@ async fn forward(
     Ok(Response::from_parts(parts, body))
 }
 
+/// The path as it may appear in a record, a log line or an error: a sandbox could put a
+/// placeholder or a token in it, so anything shaped like one is cut, and it is bounded.
+fn loggable_path(path: &str) -> String {
+    const MAX: usize = 128;
+    let mut out = String::with_capacity(path.len().min(MAX));
+    for (i, segment) in path.split('/').enumerate() {
+        if i > 0 {
+            out.push('/');
+        }
+        let secretish = segment.starts_with(super::placeholder::PREFIX)
+            || segment.starts_with("sk-ant-")
+            || segment.len() > 40;
+        out.push_str(if secretish { "[redacted]" } else { segment });
+    }
+    if out.len() > MAX {
+        let cut = (0..=MAX)
+            .rev()
+            .find(|&i| out.is_char_boundary(i))
+            .unwrap_or(0);
+        out.truncate(cut);
+        out.push('…');
+    }
+    out
+}
+
 fn too_large(limit: u64) -> Refusal {
     Refusal::new(
         StatusCode::PAYLOAD_TOO_LARGE,
@@ -305,6 +344,19 @@ fn is_too_large(err: &(dyn std::error::Error + 'static)) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn paths_are_logged_without_anything_secret_shaped() {
+        assert_eq!(loggable_path("/v1/messages"), "/v1/messages");
+        assert_eq!(loggable_path("/x/kfg_0123abcd/y"), "/x/[redacted]/y");
+        assert_eq!(loggable_path("/sk-ant-oat01-abc"), "/[redacted]");
+        assert_eq!(
+            loggable_path(&format!("/{}", "a".repeat(41))),
+            "/[redacted]"
+        );
+        let long = "/ab".repeat(100);
+        assert!(loggable_path(&long).chars().count() <= 129);
+    }
 
     #[test]
     fn only_claude_codes_paths_are_routed() {
