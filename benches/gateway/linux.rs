@@ -3,14 +3,16 @@
 //! reached directly.
 //!
 //! Reproduce (from the crate root): `cargo bench --bench gateway`.
-//! Knobs: `KF_BENCH_ROUNDS` (interleaved rounds, default 10), `KF_BENCH_STREAMS` (idle
+//! Knobs: `KF_BENCH_ROUNDS` (interleaved rounds, default 30), `KF_BENCH_STREAMS` (idle
 //! streams for the RSS figure, default 1000).
 //!
 //! Measures, per target: added latency p50/p99 of short `POST /v1/messages` (one
 //! keep-alive connection, rounds interleaved across targets), time to the first SSE event,
 //! SSE throughput (256 MiB in 16 KiB events), and the gateway's RSS with N idle open
 //! streams. The gateway runs as a child process (this binary, `KF_BENCH_ROLE=gateway`) so
-//! its RSS is its own; nginx runs with 2 workers on this 2-core class of machine.
+//! its RSS is its own; nginx runs with 2 workers on this 2-core class of machine. A second
+//! gateway runs on a current-thread runtime (`keyferry (1 thread)`), to show what the
+//! cross-thread wake-ups of the multi-thread runtime cost.
 
 #[path = "nginx.rs"]
 mod nginx;
@@ -64,9 +66,10 @@ impl Drop for GatewayChild {
     }
 }
 
-fn start_gateway(upstream: &str) -> (GatewayChild, String, String) {
+fn start_gateway(upstream: &str, runtime: &str) -> (GatewayChild, String, String) {
     let mut cmd = Command::new(std::env::current_exe().unwrap());
     cmd.env("KF_BENCH_ROLE", "gateway")
+        .env("KF_BENCH_GATEWAY_RT", runtime)
         .env("KF_BENCH_UPSTREAM", upstream)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -171,11 +174,12 @@ async fn hold_streams(t: &Target, n: usize) -> Vec<(SendRequest<Full<Bytes>>, In
 }
 
 async fn run() {
-    let rounds = env_usize("KF_BENCH_ROUNDS", 10);
+    let rounds = env_usize("KF_BENCH_ROUNDS", 30);
     let streams = env_usize("KF_BENCH_STREAMS", 1000);
     let up = upstream::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let (gw_child, gw_url, placeholder) = start_gateway(&format!("http://{up}"));
+    let (gw_child, gw_url, placeholder) = start_gateway(&format!("http://{up}"), "multi");
+    let (_gw1_child, gw1_url, placeholder1) = start_gateway(&format!("http://{up}"), "current");
     let ng = nginx::Nginx::start(dir.path(), up, TOKEN);
     let mut targets = vec![
         Target {
@@ -198,6 +202,11 @@ async fn run() {
     } else {
         eprintln!("nginx not found (apt-get install nginx-light): its column is left out");
     }
+    targets.push(Target {
+        name: "keyferry (1 thread)",
+        url: gw1_url,
+        placeholder: placeholder1,
+    });
     let mut conns = Vec::new();
     for t in &targets {
         conns.push(connect(&t.url).await);
@@ -210,14 +219,24 @@ async fn run() {
     }
     let mut short = vec![Vec::new(); targets.len()];
     let mut ttfb = vec![Vec::new(); targets.len()];
+    // Added p50 per round (target's p50 minus direct's in the same round): the machine's
+    // background load drifts between rounds, much less within one.
+    let mut added_rounds = vec![Vec::new(); targets.len()];
     for _ in 0..rounds {
+        let mut round_p50 = Vec::new();
         for (i, (t, s)) in targets.iter().zip(conns.iter_mut()).enumerate() {
+            let mut these = Vec::with_capacity(300);
             for _ in 0..300 {
-                short[i].push(timed(s, t, "short").await.1);
+                these.push(timed(s, t, "short").await.1);
             }
+            round_p50.push(pct(&mut these, 0.5));
+            short[i].extend(these);
             for _ in 0..50 {
                 ttfb[i].push(timed(s, t, "sse").await.0);
             }
+        }
+        for (i, p) in round_p50.iter().enumerate() {
+            added_rounds[i].push(p - round_p50[0]);
         }
     }
     let mut mbps = vec![Vec::new(); targets.len()];
@@ -233,7 +252,7 @@ async fn run() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     let rss_streams = rss_kb(gw_pid);
     drop(held);
-    let ng_rss = if let (Some(n), Some(t)) = (&ng, targets.get(2)) {
+    let ng_rss = if let (Some(n), Some(t)) = (&ng, targets.iter().find(|t| t.name == "nginx")) {
         let held = hold_streams(t, streams).await;
         tokio::time::sleep(Duration::from_millis(500)).await;
         let kb: u64 = n.pids().iter().map(|p| rss_kb(*p)).sum();
@@ -243,16 +262,17 @@ async fn run() {
         None
     };
 
-    let p50_direct = pct(&mut short[0], 0.5);
     let p99_direct = pct(&mut short[0], 0.99);
-    let mut table = String::from("| target | short p50 (ms) | short p99 (ms) | added p50 (ms) | added p99 (ms) | first SSE event p50 (ms) | SSE MB/s (median of 3) |\n|---|---|---|---|---|---|---|\n");
+    let mut table = String::from("| target | short p50 (ms) | short p99 (ms) | added p50 (ms, median of rounds) | added p99 (ms) | first SSE event p50 (ms) | SSE MB/s (median of 3) |\n|---|---|---|---|---|---|---|\n");
     let mut json = serde_json::Map::new();
     for (i, t) in targets.iter().enumerate() {
         let (p50, p99) = (pct(&mut short[i], 0.5), pct(&mut short[i], 0.99));
         let tf = pct(&mut ttfb[i], 0.5);
         mbps[i].sort_by(f64::total_cmp);
         let m = mbps[i][1];
-        let (a50, a99) = (p50 - p50_direct, p99 - p99_direct);
+        added_rounds[i].sort_by(f64::total_cmp);
+        let a50 = added_rounds[i][added_rounds[i].len() / 2];
+        let a99 = p99 - p99_direct;
         let _ = writeln!(
             table,
             "| {} | {p50:.3} | {p99:.3} | {a50:.3} | {a99:.3} | {tf:.3} | {m:.0} |",

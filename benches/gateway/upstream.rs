@@ -93,7 +93,16 @@ pub async fn start() -> SocketAddr {
 pub fn gateway_role() {
     use keyferry::credential::Kind;
     use keyferry::gateway::{self, Limits, Listener, MemoryContext, NewGrant};
-    let rt = tokio::runtime::Runtime::new().unwrap();
+    // `current`: one thread for everything (no cross-thread wake-ups); default: tokio's
+    // multi-thread runtime, as the agent runs.
+    let rt = if std::env::var("KF_BENCH_GATEWAY_RT").as_deref() == Ok("current") {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    } else {
+        tokio::runtime::Runtime::new().unwrap()
+    };
     rt.block_on(async {
         let url = std::env::var("KF_BENCH_UPSTREAM").unwrap();
         let ctx = Arc::new(MemoryContext::new(
