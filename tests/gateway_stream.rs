@@ -116,6 +116,33 @@ async fn a_client_disconnect_cancels_the_upstream_and_shutdown_ends_every_task()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_leaving_before_the_answer_head_cancels_the_upstream_too() {
+    let gate = Arc::new(Notify::new());
+    let up = Upstream::http(Script::SlowHead { gate }).await;
+    let gw = Gateway::start(&up.url, None, Limits::default()).await;
+    let p = gw.grant("box", "claude");
+    let req = messages(&gw.url, p.expose(), true);
+    let client = tokio::spawn(async move { send_on(req).await });
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while up.seen().is_empty() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the request never reached upstream"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let closed = up.closed_note.notified();
+    client.abort();
+    if !up.closed.load(Ordering::SeqCst) {
+        tokio::time::timeout(WAIT, closed)
+            .await
+            .expect("upstream saw its request dropped");
+    }
+    assert!(!up.finished.load(Ordering::SeqCst));
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_plain_json_answer_is_metered_and_a_spent_budget_gets_429() {
     let up = Upstream::http(Script::Json).await;
     let gw = Gateway::start(&up.url, None, Limits::default()).await;

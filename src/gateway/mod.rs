@@ -22,6 +22,7 @@ pub mod memory;
 pub mod placeholder;
 pub mod proxy;
 pub mod reply;
+pub mod route;
 pub mod server;
 pub mod usage;
 

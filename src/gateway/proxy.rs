@@ -5,13 +5,14 @@ use std::collections::HashMap;
 use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
 
-use http::{header, Method, Request, Response, StatusCode};
+use http::{header, Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
 use super::body::{BodyError, CappedBody, Finish, MeteredBody};
 use super::headers::{self, Scheme};
 use super::reply::{self, ErrorType, Refusal};
+use super::route::{loggable_method, loggable_path, route, Route};
 use super::usage::{Meter, Usage};
 use super::{Denial, GatewayContext, GrantView, Limits, RequestRecord};
 use crate::http::{describe, OutBody};
@@ -74,31 +75,6 @@ impl Drop for Slot {
     }
 }
 
-enum Route {
-    Api,
-    Preconnect,
-    Refused,
-}
-
-/// Only what Claude Code calls. Paths are compared exactly: no normalisation to trick.
-fn route(method: &Method, path: &str) -> Route {
-    let model_id = |id: &str| {
-        !id.is_empty()
-            && id
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
-            && id != "."
-            && id != ".."
-    };
-    match (method, path) {
-        (&Method::POST, "/v1/messages" | "/v1/messages/count_tokens")
-        | (&Method::GET, "/v1/models") => Route::Api,
-        (&Method::GET, p) if p.strip_prefix("/v1/models/").is_some_and(model_id) => Route::Api,
-        (&Method::HEAD, "/") => Route::Preconnect,
-        _ => Route::Refused,
-    }
-}
-
 /// The service function: every outcome is an answer, never a dropped connection.
 ///
 /// # Errors
@@ -109,18 +85,7 @@ pub async fn handle(
 ) -> Result<Response<OutBody>, Infallible> {
     let mut record = RequestRecord {
         grant: None,
-        // An extension method is the client's free text: not worth a line of the log.
-        method: if req.method().as_str().len() <= 8
-            && req
-                .method()
-                .as_str()
-                .bytes()
-                .all(|b| b.is_ascii_uppercase())
-        {
-            req.method().to_string()
-        } else {
-            "OTHER".to_owned()
-        },
+        method: loggable_method(req.method()),
         path: loggable_path(req.uri().path()),
         status: 0,
         usage: Usage::default(),
@@ -294,31 +259,6 @@ async fn forward(
     Ok(Response::from_parts(parts, body))
 }
 
-/// The path as it may appear in a record, a log line or an error: a sandbox could put a
-/// placeholder or a token in it, so anything shaped like one is cut, and it is bounded.
-fn loggable_path(path: &str) -> String {
-    const MAX: usize = 128;
-    let mut out = String::with_capacity(path.len().min(MAX));
-    for (i, segment) in path.split('/').enumerate() {
-        if i > 0 {
-            out.push('/');
-        }
-        let secretish = segment.starts_with(super::placeholder::PREFIX)
-            || segment.starts_with("sk-ant-")
-            || segment.len() > 40;
-        out.push_str(if secretish { "[redacted]" } else { segment });
-    }
-    if out.len() > MAX {
-        let cut = (0..=MAX)
-            .rev()
-            .find(|&i| out.is_char_boundary(i))
-            .unwrap_or(0);
-        out.truncate(cut);
-        out.push('…');
-    }
-    out
-}
-
 fn too_large(limit: u64) -> Refusal {
     Refusal::new(
         StatusCode::PAYLOAD_TOO_LARGE,
@@ -339,45 +279,4 @@ fn is_too_large(err: &(dyn std::error::Error + 'static)) -> bool {
         cur = e.source();
     }
     false
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn paths_are_logged_without_anything_secret_shaped() {
-        assert_eq!(loggable_path("/v1/messages"), "/v1/messages");
-        assert_eq!(loggable_path("/x/kfg_0123abcd/y"), "/x/[redacted]/y");
-        assert_eq!(loggable_path("/sk-ant-oat01-abc"), "/[redacted]");
-        assert_eq!(
-            loggable_path(&format!("/{}", "a".repeat(41))),
-            "/[redacted]"
-        );
-        let long = "/ab".repeat(100);
-        assert!(loggable_path(&long).chars().count() <= 129);
-    }
-
-    #[test]
-    fn only_claude_codes_paths_are_routed() {
-        let api = |m: Method, p: &str| matches!(route(&m, p), Route::Api);
-        assert!(api(Method::POST, "/v1/messages"));
-        assert!(api(Method::POST, "/v1/messages/count_tokens"));
-        assert!(api(Method::GET, "/v1/models"));
-        assert!(api(Method::GET, "/v1/models/claude-sonnet-4-5"));
-        assert!(matches!(route(&Method::HEAD, "/"), Route::Preconnect));
-        for (m, p) in [
-            (Method::GET, "/v1/messages"),
-            (Method::POST, "/v1/messages/"),
-            (Method::POST, "/v1/messages/../files"),
-            (Method::POST, "/v1/files"),
-            (Method::GET, "/v1/models/.."),
-            (Method::GET, "/v1/models/a/b"),
-            (Method::POST, "/v1/complete"),
-            (Method::GET, "/"),
-            (Method::DELETE, "/v1/messages"),
-        ] {
-            assert!(matches!(route(&m, p), Route::Refused), "{m} {p}");
-        }
-    }
 }

@@ -47,6 +47,21 @@ pub enum Script {
     StreamError,
     /// As the real API: SSE when the request says `"stream":true`, else JSON.
     Auto,
+    /// No answer head until `gate`; a dropped handler (its connection closed) is noted in
+    /// `closed`.
+    SlowHead { gate: Arc<Notify> },
+}
+
+/// Notes in `closed` that the handler was dropped before it finished.
+struct DropNote(Option<(Arc<AtomicBool>, Arc<Notify>)>);
+
+impl Drop for DropNote {
+    fn drop(&mut self) {
+        if let Some((flag, note)) = self.0.take() {
+            flag.store(true, Ordering::SeqCst);
+            note.notify_waiters();
+        }
+    }
 }
 
 pub const STREAM_USAGE: (u64, u64, u64, u64) = (25, 42, 7, 300);
@@ -267,6 +282,13 @@ async fn handle(st: State, req: Request<Incoming>) -> Result<Response<Body>, Inf
             "event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\",\"message\":\"Overloaded\"}}\n\n",
         ),
         Script::Sse { piece, gate } => sse(st, piece, gate),
+        Script::SlowHead { gate } => {
+            let mut note = DropNote(Some((st.closed.clone(), st.closed_note.clone())));
+            gate.notified().await;
+            note.0 = None;
+            st.finished.store(true, Ordering::SeqCst);
+            full(200, "application/json", "{}")
+        }
     })
 }
 
