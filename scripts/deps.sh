@@ -5,12 +5,14 @@ set -euo pipefail
 
 # libdbus is vendored (built from source by the dbus crate): only a C compiler is needed.
 build=(gcc make)
+# clang: the macOS lint cross-compiles ring's C (scripts/test.sh).
+lint=(clang)
 # Real parts the tests drive: a Secret Service on a private bus, kernel keyutils, socat as a
 # raw protocol client, useradd/runuser for the second-user test, ps for argv checks,
 # bubblewrap sandboxes, OpenSSH (sshd on 127.0.0.1), Python 3 for the stand-in macOS
-# `security` tool (testkit/bin/security).
+# `security` tool (testkit/bin/security); nginx as the gateway benchmark's reference proxy.
 test=(dbus gnome-keyring libsecret-tools keyutils socat passwd util-linux procps
-      bubblewrap openssh-server openssh-client python3)
+      bubblewrap openssh-server openssh-client python3 nginx-light)
 
 # The tray (Tauri 2 on WebKitGTK 4.1), and running it headless end to end: Xvfb, the WebKit
 # WebDriver that tauri-driver drives. See src-tauri/DEPS.md.
@@ -18,7 +20,7 @@ tray=(libwebkit2gtk-4.1-dev libayatana-appindicator3-dev librsvg2-dev libxdo-dev
       xvfb webkit2gtk-driver)
 
 want=("${build[@]}")
-[ "${1:-build}" = test ] && want+=("${test[@]}" "${tray[@]}")
+[ "${1:-build}" = test ] && want+=("${test[@]}" "${tray[@]}" "${lint[@]}")
 [ "${1:-build}" = tray ] && want+=("${tray[@]}")
 
 missing=()

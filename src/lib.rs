@@ -16,6 +16,8 @@ pub mod domain;
 pub mod dotenv;
 pub mod error;
 pub mod expiry;
+pub mod gateway;
+pub mod http;
 pub mod launch;
 pub mod ledger;
 pub mod notification;

@@ -1,0 +1,138 @@
+//! The fast loopback upstream every target stands in front of, and the gateway child role.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+
+/// SSE payload streamed by `x-bench: bulk`.
+pub const BULK_BYTES: usize = 256 << 20;
+const BULK_EVENT: usize = 16 << 10;
+pub const SHORT: &str = r#"{"id":"msg_b","type":"message","role":"assistant","content":[{"type":"text","text":"ok"}],"usage":{"input_tokens":3,"output_tokens":1}}"#;
+
+fn sse_start() -> Bytes {
+    Bytes::from_static(b"event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"usage\":{\"input_tokens\":3,\"output_tokens\":1}}}\n\n")
+}
+
+type Body = BoxBody<Bytes, Infallible>;
+
+async fn handle(req: Request<Incoming>, bulk: Arc<Bytes>) -> Result<Response<Body>, Infallible> {
+    let kind = req
+        .headers()
+        .get("x-bench")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("short")
+        .to_owned();
+    let _ = req.into_body().collect().await;
+    let sse = |body: Body| {
+        Response::builder()
+            .header("content-type", "text/event-stream")
+            .body(body)
+            .unwrap()
+    };
+    Ok(match kind.as_str() {
+        "sse" => {
+            let tail = Bytes::from_static(b"event: message_delta\ndata: {\"type\":\"message_delta\",\"usage\":{\"output_tokens\":5}}\n\nevent: message_stop\ndata: {\"type\":\"message_stop\"}\n\n");
+            let frames = [sse_start(), tail].map(|b| Ok::<_, Infallible>(Frame::data(b)));
+            sse(StreamBody::new(futures_util::stream::iter(frames)).boxed())
+        }
+        "bulk" => {
+            let n = BULK_BYTES / bulk.len();
+            let frames = std::iter::once(sse_start())
+                .chain((0..n).map(move |_| (*bulk).clone()))
+                .map(|b| Ok::<_, Infallible>(Frame::data(b)));
+            sse(StreamBody::new(futures_util::stream::iter(frames)).boxed())
+        }
+        "hold" => {
+            // The first event, then nothing until the client goes away.
+            let first = futures_util::stream::iter([Ok::<_, Infallible>(Frame::data(sse_start()))]);
+            let stream = futures_util::StreamExt::chain(first, futures_util::stream::pending());
+            sse(StreamBody::new(stream).boxed())
+        }
+        _ => Response::builder()
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from_static(SHORT.as_bytes())).boxed())
+            .unwrap(),
+    })
+}
+
+/// Serves on 127.0.0.1:0; returns the address.
+pub async fn start() -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let text = format!("event: content_block_delta\ndata: {{\"type\":\"content_block_delta\",\"delta\":{{\"text\":\"{}\"}}}}\n\n", "x".repeat(BULK_EVENT - 100));
+    let bulk = Arc::new(Bytes::from(text));
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                return;
+            };
+            let _ = tcp.set_nodelay(true);
+            let bulk = Arc::clone(&bulk);
+            tokio::spawn(async move {
+                let svc = service_fn(move |req| handle(req, Arc::clone(&bulk)));
+                let _ = auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(tcp), svc)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+/// The child role: a Keyferry gateway in front of `KF_BENCH_UPSTREAM`, one grant, on
+/// 127.0.0.1:0. Prints `READY addr placeholder`, serves until stdin closes.
+pub fn gateway_role() {
+    use keyferry::credential::Kind;
+    use keyferry::gateway::{self, Limits, Listener, MemoryContext, NewGrant};
+    // `current`: one thread for everything (no cross-thread wake-ups); default: tokio's
+    // multi-thread runtime, as the agent runs.
+    let rt = if std::env::var("KF_BENCH_GATEWAY_RT").as_deref() == Ok("current") {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    } else {
+        tokio::runtime::Runtime::new().unwrap()
+    };
+    rt.block_on(async {
+        let url = std::env::var("KF_BENCH_UPSTREAM").unwrap();
+        let ctx = Arc::new(MemoryContext::new(
+            keyferry::http::Upstream::new(&url, None).unwrap(),
+        ));
+        ctx.set_token(
+            "claude",
+            Kind::ClaudeOauth,
+            keyferry::Secret::new(super::TOKEN.into()),
+        );
+        let p = ctx
+            .grant(NewGrant {
+                name: "bench".into(),
+                credential: "claude".into(),
+                ttl: std::time::Duration::from_secs(3600),
+                max_concurrent: None,
+                daily_token_budget: None,
+            })
+            .unwrap();
+        let l = Listener::bind(&"127.0.0.1:0".parse().unwrap(), false)
+            .await
+            .unwrap();
+        println!("READY {} {}", l.base_url(), p.expose());
+        let ctx: Arc<dyn gateway::GatewayContext> = ctx;
+        let stop = async {
+            let _ = tokio::task::spawn_blocking(|| {
+                std::io::copy(&mut std::io::stdin(), &mut std::io::sink())
+            })
+            .await;
+        };
+        gateway::run(vec![l], ctx, Limits::default(), stop).await;
+    });
+}

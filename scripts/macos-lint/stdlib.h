@@ -1,0 +1,4 @@
+/* Lint-only stand-in (see TargetConditionals.h). */
+#pragma once
+#include <stddef.h>
+void abort(void);

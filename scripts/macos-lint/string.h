@@ -1,0 +1,7 @@
+/* Lint-only stand-in (see TargetConditionals.h). */
+#pragma once
+#include <stddef.h>
+void *memcpy(void *, const void *, size_t);
+void *memmove(void *, const void *, size_t);
+void *memset(void *, int, size_t);
+int memcmp(const void *, const void *, size_t);

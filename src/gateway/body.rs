@@ -1,0 +1,227 @@
+//! Bodies in flight, streamed frame by frame and never buffered: the request body with a
+//! size cap, the answer with a meter, and an idle timeout between frames both ways.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use tokio::time::{Instant, Sleep};
+
+use super::usage::Meter;
+use super::{GatewayContext, RequestRecord};
+use crate::http::BoxError;
+
+/// Why a body stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum BodyError {
+    #[error("request body larger than {limit} bytes")]
+    TooLarge { limit: u64 },
+    #[error("no data for {0:?}")]
+    Idle(Duration),
+}
+
+/// Fires when no frame came for `period`. A frame only notes the time (cheap, per frame);
+/// the timer is re-armed lazily when it fires early.
+struct IdleTimer {
+    sleep: Pin<Box<Sleep>>,
+    period: Duration,
+    last: Instant,
+}
+
+impl IdleTimer {
+    fn new(period: Duration) -> Self {
+        Self {
+            sleep: Box::pin(tokio::time::sleep(period)),
+            period,
+            last: Instant::now(),
+        }
+    }
+
+    fn reset(&mut self) {
+        self.last = Instant::now();
+    }
+
+    fn expired(&mut self, cx: &mut Context<'_>) -> bool {
+        while self.sleep.as_mut().poll(cx).is_ready() {
+            let deadline = self.last + self.period;
+            if deadline <= Instant::now() {
+                return true;
+            }
+            self.sleep.as_mut().reset(deadline);
+        }
+        false
+    }
+}
+
+use std::future::Future;
+
+/// The client's request body on its way upstream: at most `limit` bytes.
+pub struct CappedBody<B> {
+    inner: B,
+    seen: u64,
+    limit: u64,
+    idle: IdleTimer,
+}
+
+impl<B> CappedBody<B> {
+    pub fn new(inner: B, limit: u64, idle: Duration) -> Self {
+        Self {
+            inner,
+            seen: 0,
+            limit,
+            idle: IdleTimer::new(idle),
+        }
+    }
+}
+
+impl<B> Body for CappedBody<B>
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: Into<BoxError>,
+{
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                this.idle.reset();
+                if let Some(data) = frame.data_ref() {
+                    this.seen += data.len() as u64;
+                    if this.seen > this.limit {
+                        return Poll::Ready(Some(Err(
+                            BodyError::TooLarge { limit: this.limit }.into()
+                        )));
+                    }
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e.into()))),
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending if this.idle.expired(cx) => {
+                Poll::Ready(Some(Err(BodyError::Idle(this.idle.period).into())))
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// Called once when an answer ends, however it ends; holds whatever must live as long as
+/// the answer does (the grant's in-flight slot).
+pub struct Finish {
+    pub ctx: Arc<dyn GatewayContext>,
+    pub record: RequestRecord,
+    pub guard: Option<Box<dyn Send>>,
+}
+
+/// The upstream answer on its way to the client, metered as it passes.
+pub struct MeteredBody {
+    inner: hyper::body::Incoming,
+    meter: Meter,
+    idle: IdleTimer,
+    finish: Option<Finish>,
+}
+
+impl MeteredBody {
+    pub fn new(inner: hyper::body::Incoming, meter: Meter, idle: Duration, finish: Finish) -> Self {
+        Self {
+            inner,
+            meter,
+            idle: IdleTimer::new(idle),
+            finish: Some(finish),
+        }
+    }
+
+    fn done(&mut self, complete: bool, note: Option<String>) {
+        if let Some(mut f) = self.finish.take() {
+            f.record.usage = self.meter.usage();
+            f.record.complete = complete;
+            if f.record.note.is_none() {
+                f.record.note = note;
+            }
+            tracing::debug!(
+                grant = f.record.grant.as_deref().unwrap_or("-"),
+                path = %f.record.path,
+                status = f.record.status,
+                complete,
+                input = f.record.usage.input_tokens,
+                output = f.record.usage.output_tokens,
+                "gateway request done"
+            );
+            f.ctx.record(f.record);
+            drop(f.guard);
+        }
+    }
+}
+
+impl Body for MeteredBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                this.idle.reset();
+                if let Some(data) = frame.data_ref() {
+                    this.meter.feed(data);
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(e))) => {
+                let e: BoxError = e.into();
+                this.done(
+                    false,
+                    Some(format!("upstream body: {}", crate::http::describe(&*e))),
+                );
+                Poll::Ready(Some(Err(e)))
+            }
+            Poll::Ready(None) => {
+                this.done(true, None);
+                Poll::Ready(None)
+            }
+            Poll::Pending if this.idle.expired(cx) => {
+                let period = this.idle.period;
+                this.done(false, Some(format!("upstream idle for {period:?}")));
+                Poll::Ready(Some(Err(BodyError::Idle(period).into())))
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for MeteredBody {
+    fn drop(&mut self) {
+        // Dropped before its end: the client went away; dropping `inner` closes upstream.
+        // (An empty answer may be dropped unpolled: that one is complete.)
+        let complete = self.inner.is_end_stream();
+        let note = (!complete).then(|| "client disconnected".to_owned());
+        self.done(complete, note);
+    }
+}

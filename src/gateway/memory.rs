@@ -1,0 +1,106 @@
+//! An in-memory [`GatewayContext`]: a grants table, a token per credential name, and the
+//! records kept in a list. For tests and benchmarks, and the pattern the agent follows.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
+use time::OffsetDateTime;
+
+use super::grants::{Denial, GrantError, Grants, NewGrant};
+use super::{GatewayContext, GrantView, RequestRecord, TokenError};
+use crate::credential::Kind;
+use crate::http::Upstream;
+use crate::secret::Secret;
+
+/// Records kept: enough for any test, bounded for a long benchmark.
+pub const KEPT_RECORDS: usize = 1024;
+
+/// Grants, tokens and records behind locks.
+pub struct MemoryContext {
+    grants: Mutex<Grants>,
+    tokens: Mutex<HashMap<String, (Kind, Secret)>>,
+    records: Mutex<VecDeque<RequestRecord>>,
+    upstream: Upstream,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl MemoryContext {
+    #[must_use]
+    pub fn new(upstream: Upstream) -> Self {
+        Self {
+            grants: Mutex::default(),
+            tokens: Mutex::default(),
+            records: Mutex::default(),
+            upstream,
+        }
+    }
+
+    /// Sets (or swaps: a refresh, a reroll) a credential's token.
+    pub fn set_token(&self, credential: &str, kind: Kind, token: Secret) {
+        lock(&self.tokens).insert(credential.to_owned(), (kind, token));
+    }
+
+    /// Creates a grant and returns its placeholder.
+    ///
+    /// # Errors
+    /// See [`Grants::create`].
+    pub fn grant(&self, spec: NewGrant) -> Result<Secret, GrantError> {
+        Ok(lock(&self.grants)
+            .create(spec, OffsetDateTime::now_utc())?
+            .1)
+    }
+
+    /// # Errors
+    /// No such grant.
+    pub fn revoke(&self, name: &str) -> Result<(), GrantError> {
+        lock(&self.grants).revoke(name).map(drop)
+    }
+
+    /// The table, to inspect or change (e.g. move an expiry into the past).
+    pub fn grants(&self) -> MutexGuard<'_, Grants> {
+        lock(&self.grants)
+    }
+
+    /// The latest records (at most [`KEPT_RECORDS`]), oldest first.
+    #[must_use]
+    pub fn records(&self) -> Vec<RequestRecord> {
+        lock(&self.records).iter().cloned().collect()
+    }
+}
+
+impl GatewayContext for MemoryContext {
+    fn verify(&self, placeholder: &str) -> Result<GrantView, Denial> {
+        let grants = lock(&self.grants);
+        let g = grants.verify(placeholder, OffsetDateTime::now_utc())?;
+        Ok(GrantView {
+            name: g.name.clone(),
+            credential: g.credential.clone(),
+            max_concurrent: g.max_concurrent,
+        })
+    }
+
+    fn token(&self, credential: &str) -> Result<(Kind, Secret), TokenError> {
+        lock(&self.tokens)
+            .get(credential)
+            .cloned()
+            .ok_or_else(|| TokenError::UnknownCredential(credential.to_owned()))
+    }
+
+    fn record(&self, record: RequestRecord) {
+        if let Some(name) = &record.grant {
+            lock(&self.grants).record(name, &record.usage, OffsetDateTime::now_utc());
+        }
+        let mut records = lock(&self.records);
+        if records.len() == KEPT_RECORDS {
+            records.pop_front();
+        }
+        records.push_back(record);
+    }
+
+    fn upstream(&self) -> &Upstream {
+        &self.upstream
+    }
+}

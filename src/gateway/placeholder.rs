@@ -1,0 +1,91 @@
+//! Grant placeholders: `kfg_` + 256 bits from the OS, kept only as a SHA-256 hash and
+//! compared in constant time.
+
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use crate::secret::Secret;
+
+/// Every placeholder starts with this, so a leaked one is recognisable (and greppable).
+pub const PREFIX: &str = "kfg_";
+
+/// The OS random source failed; no placeholder is made (fail closed).
+#[derive(Debug, thiserror::Error)]
+#[error("the OS random source failed: {0}")]
+pub struct RandomError(String);
+
+/// A placeholder's SHA-256, the only form that is stored.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Hash(pub [u8; 32]);
+
+impl Hash {
+    #[must_use]
+    pub fn of(placeholder: &str) -> Self {
+        Self(Sha256::digest(placeholder.as_bytes()).into())
+    }
+
+    /// Constant-time equality: the time taken says nothing about how much matched.
+    #[must_use]
+    pub fn matches(&self, other: &Self) -> bool {
+        self.0.ct_eq(&other.0).into()
+    }
+
+    #[must_use]
+    pub fn to_hex(self) -> String {
+        hex::encode(self.0)
+    }
+
+    /// # Errors
+    /// Not 64 hex digits.
+    pub fn from_hex(s: &str) -> Result<Self, hex::FromHexError> {
+        let mut out = [0u8; 32];
+        hex::decode_to_slice(s, &mut out)?;
+        Ok(Self(out))
+    }
+}
+
+impl std::fmt::Debug for Hash {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Hash({}…)", &self.to_hex()[..8])
+    }
+}
+
+/// A fresh placeholder and its hash. The placeholder is shown once and never stored.
+///
+/// # Errors
+/// The OS random source failed.
+pub fn generate() -> Result<(Secret, Hash), RandomError> {
+    let mut bytes = zeroize::Zeroizing::new([0u8; 32]);
+    getrandom::fill(bytes.as_mut()).map_err(|e| RandomError(e.to_string()))?;
+    let placeholder = Secret::new(format!("{PREFIX}{}", hex::encode(bytes.as_ref())));
+    let hash = Hash::of(placeholder.expose());
+    Ok((placeholder, hash))
+}
+
+/// The placeholder shown masked (audit lines, previews): prefix and last four only.
+#[must_use]
+pub fn masked(placeholder: &Secret) -> String {
+    let p = placeholder.expose();
+    let tail = p.get(p.len().saturating_sub(4)..).unwrap_or_default();
+    format!("{PREFIX}…{tail}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn placeholders_are_fresh_and_hash_back() {
+        let (a, ha) = generate().unwrap();
+        let (b, hb) = generate().unwrap();
+        assert_ne!(a, b);
+        assert!(a.expose().starts_with(PREFIX));
+        assert_eq!(a.expose().len(), PREFIX.len() + 64);
+        assert!(ha.matches(&Hash::of(a.expose())));
+        assert!(!ha.matches(&hb));
+        assert_eq!(Hash::from_hex(&ha.to_hex()).unwrap(), ha);
+        assert!(!format!("{ha:?}").contains(&ha.to_hex()));
+        let m = masked(&a);
+        assert!(m.starts_with("kfg_…") && m.len() < 12 && a.expose().ends_with(&m[7..]));
+    }
+}
