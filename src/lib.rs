@@ -16,6 +16,7 @@ pub mod expiry;
 pub mod launch;
 pub mod ledger;
 pub mod notification;
+pub mod oauth;
 pub mod paths;
 pub mod policy;
 pub mod protocol;
