@@ -14,58 +14,30 @@ use crate::credential::{Credential, Kind};
 use crate::secret::Secret;
 
 pub(super) async fn run(r: &Refresher, entry: &Entry, mode: Mode) -> Result<Outcome, Error> {
-    let _cli = take_cli_lock(entry).await?;
-    if let Some(done) = finish_pending(r, entry).await? {
+    if mode == Mode::RecoverOnly || has_pending(r, entry).await? {
+        let _cli = take_cli_lock(entry).await?;
+        if let Some(done) = finish_pending(r, entry).await? {
+            return Ok(done);
+        }
+        if mode == Mode::RecoverOnly {
+            return Ok(Outcome::NotDue { at: None });
+        }
+    }
+    // A first look without the CLI's lock, so a login that is not due never touches it.
+    let (_, cred) = read(entry).await?;
+    if let Some(done) = decide(r, entry, mode, &cred) {
         return Ok(done);
     }
-    if mode == Mode::RecoverOnly {
-        return Ok(Outcome::NotDue { at: None });
-    }
+    // Then, under the lock, the store as it is now: the CLI may have refreshed meanwhile.
+    let _cli = take_cli_lock(entry).await?;
     let (doc, cred) = read(entry).await?;
-    let now = OffsetDateTime::now_utc();
+    if let Some(done) = decide(r, entry, mode, &cred) {
+        return Ok(done);
+    }
     let Some(rt) = cred.refresh_token.clone() else {
-        remember(entry, &cred);
         return Ok(Outcome::NotDue { at: None });
     };
     let rt_fp = fingerprint(&rt);
-    let (was_due, changed) = {
-        let mut st = lock(&entry.state);
-        let was_due =
-            plan::plan(st.expires_at, st.has_refresh, now, r.config.refresh_ahead) == Due::Now;
-        let access = fingerprint(&cred.token);
-        let changed = st.known_access.as_ref().is_some_and(|k| *k != access);
-        match &st.dead {
-            Some(dead) if *dead == rt_fp => return Ok(Outcome::NeedsLogin),
-            Some(_) => {
-                tracing::info!(credential = %entry.name, "a new login replaced the rejected one");
-                st.dead = None;
-                st.backoff.reset();
-                st.retry_at = None;
-            }
-            None => {}
-        }
-        (was_due, changed)
-    };
-    remember(entry, &cred);
-    match plan::plan(cred.expires_at, true, now, r.config.refresh_ahead) {
-        Due::Never => return Ok(Outcome::NotDue { at: None }),
-        Due::LeaveToCli => return Ok(Outcome::LeftToCli),
-        Due::At(_) if mode == Mode::IfDue && (was_due || changed) => {
-            r.emit(Event::Adopted {
-                name: entry.name.clone(),
-            });
-            return Ok(Outcome::Adopted {
-                expires_at: cred.expires_at,
-            });
-        }
-        Due::At(at) if mode == Mode::IfDue => return Ok(Outcome::NotDue { at: Some(at) }),
-        Due::At(_) | Due::Now => {}
-    }
-    if mode == Mode::IfDue {
-        if let Some(until) = lock(&entry.state).retry_at.filter(|t| *t > now) {
-            return Ok(Outcome::BackingOff { until });
-        }
-    }
     tracing::info!(credential = %entry.name, "refreshing the login");
     let answer = token::refresh(
         &r.client,
@@ -116,6 +88,65 @@ pub(super) async fn run(r: &Refresher, entry: &Entry, mode: Mode) -> Result<Outc
         expires_at,
     });
     Ok(Outcome::Refreshed { expires_at })
+}
+
+/// `Some(outcome)` when this flight ends without a token call; `None` to refresh.
+fn decide(r: &Refresher, entry: &Entry, mode: Mode, cred: &Credential) -> Option<Outcome> {
+    let now = OffsetDateTime::now_utc();
+    let Some(rt) = &cred.refresh_token else {
+        remember(entry, cred);
+        return Some(Outcome::NotDue { at: None });
+    };
+    let rt_fp = fingerprint(rt);
+    let (was_due, changed) = {
+        let mut st = lock(&entry.state);
+        let was_due =
+            plan::plan(st.expires_at, st.has_refresh, now, r.config.refresh_ahead) == Due::Now;
+        let access = fingerprint(&cred.token);
+        let changed = st.known_access.as_ref().is_some_and(|k| *k != access);
+        match &st.dead {
+            Some(dead) if *dead == rt_fp => return Some(Outcome::NeedsLogin),
+            Some(_) => {
+                tracing::info!(credential = %entry.name, "a new login replaced the rejected one");
+                st.dead = None;
+                st.backoff.reset();
+                st.retry_at = None;
+            }
+            None => {}
+        }
+        (was_due, changed)
+    };
+    remember(entry, cred);
+    match plan::plan(cred.expires_at, true, now, r.config.refresh_ahead) {
+        Due::Never => return Some(Outcome::NotDue { at: None }),
+        Due::LeaveToCli => return Some(Outcome::LeftToCli),
+        Due::At(_) if mode == Mode::IfDue && (was_due || changed) => {
+            r.emit(Event::Adopted {
+                name: entry.name.clone(),
+            });
+            return Some(Outcome::Adopted {
+                expires_at: cred.expires_at,
+            });
+        }
+        Due::At(at) if mode == Mode::IfDue => return Some(Outcome::NotDue { at: Some(at) }),
+        Due::At(_) | Due::Now => {}
+    }
+    if mode == Mode::IfDue {
+        if let Some(until) = lock(&entry.state).retry_at.filter(|t| *t > now) {
+            return Some(Outcome::BackingOff { until });
+        }
+    }
+    None
+}
+
+async fn has_pending(r: &Refresher, entry: &Entry) -> Result<bool, Error> {
+    let store = Arc::clone(&r.journal);
+    let name = entry.name.clone();
+    let found = tokio::task::spawn_blocking(move || journal::load(store.as_ref(), &name))
+        .await
+        .expect("journal read does not panic")
+        .map_err(|e| journal_err(entry, e))?;
+    Ok(found.is_some())
 }
 
 pub(super) async fn dry_run(r: &Refresher, entry: &Entry, force: bool) -> Result<Would, Error> {
