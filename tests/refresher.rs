@@ -611,3 +611,37 @@ fn claude_bin() -> std::path::PathBuf {
     );
     p
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_schedule_refreshes_a_due_login_and_then_waits() {
+    let fake = FakeOauth::plain();
+    let l = Login::new(&fake, 20, 0o600);
+    let r = Arc::new(l.refresher);
+    let schedule = tokio::spawn(Arc::clone(&r).run_schedule());
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let later = || time::OffsetDateTime::now_utc() + time::Duration::hours(6);
+    while r.next_check("claude").is_none_or(|next| next < later()) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the schedule never refreshed"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(std::fs::read_to_string(&l.path)
+        .unwrap()
+        .contains(&format!("{REFRESH_PREFIX}1")));
+    schedule.abort();
+    assert_eq!(fake.token_calls(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_write_back_is_retried_with_backoff_not_in_a_loop() {
+    let fake = FakeOauth::plain();
+    let l = Login::new(&fake, 20, 0o600);
+    l.source.fail_writes.store(true, Ordering::SeqCst);
+    assert!(l.refresher.trigger("claude").await.is_err());
+    let retry = l.refresher.status("claude").unwrap().retry_at.unwrap();
+    assert!(retry > time::OffsetDateTime::now_utc());
+    assert_eq!(l.refresher.next_check("claude"), Some(retry));
+    assert_eq!(fake.token_calls(), 1);
+}

@@ -353,10 +353,11 @@ impl Refresher {
             let _ = self.dry_run(&name, false).await;
         }
         loop {
-            let now = OffsetDateTime::now_utc();
             let mut sleep = Duration::from_secs(60);
             for name in self.names() {
-                match self.next_check(&name) {
+                let next = self.next_check(&name);
+                let now = OffsetDateTime::now_utc();
+                match next {
                     Some(at) if at <= now => {
                         if let Err(e) = self.trigger(&name).await {
                             tracing::warn!(credential = %name, error = %e, "refresh failed");
@@ -391,6 +392,20 @@ impl Refresher {
         }
         let result = flight::run(self, &entry, mode).await;
         let mut st = lock(&entry.state);
+        let now = OffsetDateTime::now_utc();
+        match &result {
+            // Any failure short of a dead login (lock busy, unreadable source, failed
+            // write-back) waits its backoff, so the schedule never spins on it.
+            Err(e) if !e.is_permanent() && !st.retry_at.is_some_and(|t| t > now) => {
+                let delay = st.backoff.next_delay(None);
+                st.retry_at = Some(now + delay);
+            }
+            Ok(Outcome::Refreshed { .. } | Outcome::Adopted { .. }) => {
+                st.backoff.reset();
+                st.retry_at = None;
+            }
+            _ => {}
+        }
         st.generation += 1;
         st.last_error = result.as_ref().err().map(ToString::to_string);
         st.last = Some(result.clone());
