@@ -204,6 +204,7 @@ pub struct Refresher {
     journal: Arc<dyn Store>,
     logins: Mutex<HashMap<String, Arc<Entry>>>,
     events: broadcast::Sender<Event>,
+    usage: usage::UsageCache,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -228,6 +229,7 @@ impl Refresher {
             journal,
             logins: Mutex::new(HashMap::new()),
             events: broadcast::channel(64).0,
+            usage: usage::UsageCache::default(),
         })
     }
 
@@ -328,6 +330,28 @@ impl Refresher {
             plan::Due::LeaveToCli | plan::Due::Never => return None,
         };
         Some(st.retry_at.map_or(at, |r| r.max(at)))
+    }
+
+    /// Subscription usage of login `name` (its current access token and scopes), fetched at
+    /// most every 5 minutes; a login without `user:profile` says why there is no figure.
+    ///
+    /// # Errors
+    /// See [`usage::UsageError`].
+    pub async fn usage(
+        &self,
+        name: &str,
+        access_token: &crate::secret::Secret,
+        scopes: &[String],
+    ) -> Result<usage::Usage, usage::UsageError> {
+        self.usage
+            .get(
+                &self.client,
+                &self.config.usage_url,
+                name,
+                access_token,
+                scopes,
+            )
+            .await
     }
 
     #[must_use]

@@ -7,6 +7,8 @@
 //! Code 2.1.197 (`Ade()` in its bundle: `GET /api/oauth/usage`, skipped unless the login has
 //! `user:profile`, and `{utilization, resets_at}` per window).
 
+use std::collections::HashMap;
+
 use hyper::Method;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
@@ -34,7 +36,7 @@ pub struct Usage {
     pub seven_day: Option<Window>,
 }
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum UsageError {
     /// Not an error to retry: this login can never show figures.
     #[error("no usage figures: the token lacks the user:profile scope (setup-tokens do)")]
@@ -101,6 +103,56 @@ pub async fn usage(
         200 => parse(&resp.body),
         401 | 403 => Err(UsageError::Unauthorized(resp.status)),
         s => Err(UsageError::Status(s)),
+    }
+}
+
+/// How often usage is fetched at most per login (the figures move slowly; polling spends
+/// nothing, but there is no reason to ask more often).
+pub const MIN_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5 * 60);
+
+/// Remembers each login's last answer for [`MIN_INTERVAL`]; a new access token (a refresh,
+/// a new login) asks again at once. Callers are serialised, so concurrent askers share one call.
+#[derive(Default)]
+pub struct UsageCache {
+    entries: tokio::sync::Mutex<HashMap<String, Cached>>,
+}
+
+struct Cached {
+    at: std::time::Instant,
+    access: String,
+    result: Result<Usage, UsageError>,
+}
+
+impl UsageCache {
+    /// The cached or freshly fetched usage of login `name`.
+    ///
+    /// # Errors
+    /// As [`usage`]; errors are cached too, so a failing endpoint is not hammered.
+    pub async fn get(
+        &self,
+        client: &HttpClient,
+        usage_url: &str,
+        name: &str,
+        access_token: &Secret,
+        scopes: &[String],
+    ) -> Result<Usage, UsageError> {
+        let access = super::journal::fingerprint(access_token);
+        let mut entries = self.entries.lock().await;
+        if let Some(c) = entries.get(name) {
+            if c.access == access && c.at.elapsed() < MIN_INTERVAL {
+                return c.result.clone();
+            }
+        }
+        let result = usage(client, usage_url, access_token, scopes).await;
+        entries.insert(
+            name.to_owned(),
+            Cached {
+                at: std::time::Instant::now(),
+                access,
+                result: result.clone(),
+            },
+        );
+        result
     }
 }
 

@@ -43,6 +43,16 @@ async fn usage_figures_come_from_the_fake_and_a_setup_token_says_why_not() {
         )]
     );
 
+    // Through the refresher: asked twice, fetched once; a new access token asks again.
+    let access = Secret::new(OLD_ACCESS.into());
+    let first = l.refresher.usage("claude", &access, &scopes).await.unwrap();
+    let again = l.refresher.usage("claude", &access, &scopes).await.unwrap();
+    assert_eq!(first, again);
+    assert_eq!(fake.seen.lock().unwrap().usage_auth.len(), 2);
+    let newer = Secret::new(format!("{ACCESS_PREFIX}9"));
+    l.refresher.usage("claude", &newer, &scopes).await.unwrap();
+    assert_eq!(fake.seen.lock().unwrap().usage_auth.len(), 3);
+
     let setup = Credential::parse(&Secret::new(SETUP_TOKEN.into()), "env").unwrap();
     let err = usage::usage(
         l.refresher.client(),
@@ -59,7 +69,7 @@ async fn usage_figures_come_from_the_fake_and_a_setup_token_says_why_not() {
     );
     assert_eq!(
         fake.seen.lock().unwrap().usage_auth.len(),
-        1,
+        3,
         "no call made"
     );
     let err = usage::usage(
