@@ -19,6 +19,7 @@ use std::time::Duration;
 use fake_oauth::{Answer, FakeOauth, ACCESS_PREFIX, REFRESH_PREFIX};
 use harness::{doc, Login, OLD_REFRESH};
 use keyferry::oauth::{journal, Error, Event, Outcome, Would};
+use keyferry::secret::Secret;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn login_20_minutes_from_expiry_is_refreshed_once_keeping_mode_and_unknown_fields() {
@@ -432,4 +433,56 @@ async fn symlinked_credentials_file_is_refused() {
     let err = l.refresher.trigger("claude").await.unwrap_err();
     assert!(err.to_string().contains("symbolic link"), "{err}");
     assert_eq!(fake.token_calls(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_keychain_login_is_written_back_to_its_item() {
+    use keyferry::oauth::writeback::KeychainLogin;
+    use keyferry::oauth::{OauthConfig, Refresher};
+    use keyferry::store::{ItemId, MemoryStore, Store};
+
+    let fake = FakeOauth::plain();
+    let keychain: Arc<dyn Store> = Arc::new(MemoryStore::default());
+    let item = ItemId::new("Claude Code-credentials", "me");
+    keychain
+        .set(
+            &item,
+            &Secret::new(doc("sk-ant-oat01-KC", "sk-ant-ort01-KC", 20)),
+        )
+        .unwrap();
+    let journal: Arc<dyn Store> = Arc::new(MemoryStore::default());
+    let r = Refresher::new(
+        OauthConfig {
+            token_url: fake.token_url(),
+            ..OauthConfig::default()
+        },
+        Arc::clone(&journal),
+    )
+    .unwrap();
+    r.add(
+        "claude",
+        Arc::new(KeychainLogin {
+            store: Arc::clone(&keychain),
+            id: item.clone(),
+            lock_dir: None,
+        }),
+    );
+    assert!(matches!(
+        r.trigger("claude").await.unwrap(),
+        Outcome::Refreshed { .. }
+    ));
+    let stored = keychain.get(&item).unwrap().unwrap();
+    let v: serde_json::Value = serde_json::from_str(stored.expose()).unwrap();
+    assert_eq!(
+        v["claudeAiOauth"]["accessToken"],
+        format!("{ACCESS_PREFIX}1")
+    );
+    assert_eq!(
+        v["claudeAiOauth"]["refreshToken"],
+        format!("{REFRESH_PREFIX}1")
+    );
+    assert_eq!(v["claudeAiOauth"]["futureField"]["nested"], true);
+    assert_eq!(v["mcpOAuth"]["server"], "kept");
+    assert_eq!(fake.refresh_tokens(), vec!["sk-ant-ort01-KC".to_owned()]);
+    assert!(journal.get(&journal::item("claude")).unwrap().is_none());
 }

@@ -14,14 +14,14 @@ use crate::credential::{Credential, Kind};
 use crate::secret::Secret;
 
 pub(super) async fn run(r: &Refresher, entry: &Entry, mode: Mode) -> Result<Outcome, Error> {
-    if mode == Mode::RecoverOnly || has_pending(r, entry).await? {
+    if has_pending(r, entry).await? {
         let _cli = take_cli_lock(entry).await?;
         if let Some(done) = finish_pending(r, entry).await? {
             return Ok(done);
         }
-        if mode == Mode::RecoverOnly {
-            return Ok(Outcome::NotDue { at: None });
-        }
+    }
+    if mode == Mode::RecoverOnly {
+        return Ok(Outcome::NotDue { at: None });
     }
     // A first look without the CLI's lock, so a login that is not due never touches it.
     let (_, cred) = read(entry).await?;
