@@ -486,3 +486,22 @@ async fn a_keychain_login_is_written_back_to_its_item() {
     assert_eq!(fake.refresh_tokens(), vec!["sk-ant-ort01-KC".to_owned()]);
     assert!(journal.get(&journal::item("claude")).unwrap().is_none());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refresh_ahead_is_per_login() {
+    use keyferry::oauth::writeback::LoginSource;
+    let fake = FakeOauth::plain();
+    let l = Login::new(&fake, 7 * 60, 0o600);
+    assert!(matches!(
+        l.refresher.trigger("claude").await.unwrap(),
+        Outcome::NotDue { .. }
+    ));
+    let source = Arc::clone(&l.source) as Arc<dyn LoginSource>;
+    l.refresher
+        .add_with("eager", source, Duration::from_secs(8 * 3600));
+    assert!(matches!(
+        l.refresher.trigger("eager").await.unwrap(),
+        Outcome::Refreshed { .. }
+    ));
+    assert_eq!(fake.token_calls(), 1);
+}

@@ -101,7 +101,7 @@ fn decide(r: &Refresher, entry: &Entry, mode: Mode, cred: &Credential) -> Option
     let (was_due, changed) = {
         let mut st = lock(&entry.state);
         let was_due =
-            plan::plan(st.expires_at, st.has_refresh, now, r.config.refresh_ahead) == Due::Now;
+            plan::plan(st.expires_at, st.has_refresh, now, entry.refresh_ahead) == Due::Now;
         let access = fingerprint(&cred.token);
         let changed = st.known_access.as_ref().is_some_and(|k| *k != access);
         match &st.dead {
@@ -117,7 +117,7 @@ fn decide(r: &Refresher, entry: &Entry, mode: Mode, cred: &Credential) -> Option
         (was_due, changed)
     };
     remember(entry, cred);
-    match plan::plan(cred.expires_at, true, now, r.config.refresh_ahead) {
+    match plan::plan(cred.expires_at, true, now, entry.refresh_ahead) {
         Due::Never => return Some(Outcome::NotDue { at: None }),
         Due::LeaveToCli => return Some(Outcome::LeftToCli),
         Due::At(_) if mode == Mode::IfDue && (was_due || changed) => {
@@ -172,7 +172,7 @@ pub(super) async fn dry_run(r: &Refresher, entry: &Entry, force: bool) -> Result
         return Ok(Would::NeedsLogin);
     }
     Ok(
-        match plan::plan(cred.expires_at, true, now, r.config.refresh_ahead) {
+        match plan::plan(cred.expires_at, true, now, entry.refresh_ahead) {
             Due::Never => Would::NothingToRefresh,
             Due::LeaveToCli => Would::LeaveToCli,
             Due::At(_) if force => Would::Refresh,

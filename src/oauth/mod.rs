@@ -34,6 +34,7 @@ pub struct OauthConfig {
     pub token_url: String,
     pub usage_url: String,
     pub extra_ca_file: Option<PathBuf>,
+    /// Default for logins added without their own `refresh_ahead_mins`.
     pub refresh_ahead: Duration,
     pub timeout: Duration,
 }
@@ -192,6 +193,7 @@ struct State {
 
 struct Entry {
     name: String,
+    refresh_ahead: Duration,
     source: Arc<dyn LoginSource>,
     flight: tokio::sync::Mutex<()>,
     state: Mutex<State>,
@@ -233,10 +235,17 @@ impl Refresher {
         })
     }
 
-    /// Registers (or replaces) a login with `refresh = "auto"`.
+    /// Registers (or replaces) a login with `refresh = "auto"` and the default refresh-ahead.
     pub fn add(&self, name: &str, source: Arc<dyn LoginSource>) {
+        self.add_with(name, source, self.config.refresh_ahead);
+    }
+
+    /// Registers (or replaces) a login refreshed `refresh_ahead` before expiry
+    /// (`refresh_ahead_mins` of the credential).
+    pub fn add_with(&self, name: &str, source: Arc<dyn LoginSource>, refresh_ahead: Duration) {
         let entry = Arc::new(Entry {
             name: name.to_owned(),
+            refresh_ahead,
             source,
             flight: tokio::sync::Mutex::new(()),
             state: Mutex::new(State::default()),
@@ -322,7 +331,7 @@ impl Refresher {
             st.expires_at,
             st.has_refresh,
             OffsetDateTime::now_utc(),
-            self.config.refresh_ahead,
+            entry.refresh_ahead,
         );
         let at = match due {
             plan::Due::Now => OffsetDateTime::now_utc(),
