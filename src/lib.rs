@@ -21,6 +21,7 @@ pub mod http;
 pub mod launch;
 pub mod ledger;
 pub mod notification;
+pub mod oauth;
 pub mod panic;
 pub mod paths;
 pub mod policy;

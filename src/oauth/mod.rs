@@ -1,0 +1,455 @@
+//! The single refresher: Keyferry keeps a Claude Code login alive ahead of expiry, one refresh
+//! in flight per credential, and writes the new login back where the host CLI reads it.
+//!
+//! Independent of the agent: a login is a [`writeback::LoginSource`] (file or keychain item),
+//! the journal is any [`Store`], and results leave as [`Outcome`]s and [`Event`]s (no secrets).
+//! See `docs/refresher.md` for the facts this relies on and their sources.
+
+pub mod cli_lock;
+mod flight;
+pub mod journal;
+pub mod plan;
+pub mod token;
+pub mod transport;
+pub mod usage;
+pub mod writeback;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use time::OffsetDateTime;
+use tokio::sync::broadcast;
+
+use crate::store::{Store, StoreError};
+use cli_lock::LockError;
+use token::RefreshError;
+use transport::{HttpClient, TransportConfig, TransportError};
+use writeback::{LoginSource, WritebackError};
+
+/// `[oauth]` settings plus the per-credential refresh-ahead time.
+#[derive(Debug, Clone)]
+pub struct OauthConfig {
+    pub token_url: String,
+    pub usage_url: String,
+    pub extra_ca_file: Option<PathBuf>,
+    /// Default for logins added without their own `refresh_ahead_mins`.
+    pub refresh_ahead: Duration,
+    pub timeout: Duration,
+}
+
+impl Default for OauthConfig {
+    fn default() -> Self {
+        Self {
+            token_url: token::DEFAULT_TOKEN_URL.to_owned(),
+            usage_url: usage::DEFAULT_USAGE_URL.to_owned(),
+            extra_ca_file: None,
+            refresh_ahead: plan::DEFAULT_REFRESH_AHEAD,
+            timeout: transport::DEFAULT_TIMEOUT,
+        }
+    }
+}
+
+/// What a trigger did (or, for a joiner, what the shared flight did).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// A new login was obtained and written back.
+    Refreshed { expires_at: OffsetDateTime },
+    /// The store already held a newer login (the CLI refreshed, or a new `/login`): used as is.
+    Adopted { expires_at: Option<OffsetDateTime> },
+    /// Not due yet (`at`), or nothing to refresh (`None`: no refresh token or no expiry).
+    NotDue { at: Option<OffsetDateTime> },
+    /// Within 10 minutes of expiry: Claude Code refreshes it on its next use.
+    LeftToCli,
+    /// The refresh token was rejected; waits for a new login in the source.
+    NeedsLogin,
+    /// A transient failure; the next scheduled try is at `until`.
+    BackingOff { until: OffsetDateTime },
+}
+
+/// What a refresh would do now (`keyferry refresh --dry-run`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Would {
+    Refresh,
+    FinishPendingWriteback,
+    Wait { until: OffsetDateTime },
+    LeaveToCli,
+    NothingToRefresh,
+    NeedsLogin,
+}
+
+/// Refresher failures. Cloneable so every joiner of a flight gets the same answer.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum Error {
+    #[error("no refreshable credential named {0:?}")]
+    Unknown(String),
+    #[error("{name}: {source}")]
+    Refresh {
+        name: String,
+        #[source]
+        source: RefreshError,
+    },
+    #[error("{name}: cannot read the login: {source}")]
+    Read {
+        name: String,
+        #[source]
+        source: Arc<WritebackError>,
+    },
+    #[error("{name}: {location} holds no Claude login ({reason})")]
+    NotClaude {
+        name: String,
+        location: String,
+        reason: String,
+    },
+    #[error("{name}: the new login could not be written back{}: {source}", if *.kept { " (kept in the keychain, retried on the next trigger)" } else { " and could not be kept in the keychain either" })]
+    Writeback {
+        name: String,
+        kept: bool,
+        #[source]
+        source: Arc<WritebackError>,
+    },
+    #[error("{name}: {source}")]
+    Lock {
+        name: String,
+        #[source]
+        source: Arc<LockError>,
+    },
+    #[error("{name}: refresh journal: {source}")]
+    Journal {
+        name: String,
+        #[source]
+        source: Arc<StoreError>,
+    },
+}
+
+impl Error {
+    /// Stable code for events, audit entries and replies.
+    #[must_use]
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::Unknown(_) => "unknown_credential",
+            Self::Refresh { source, .. } => source.code(),
+            Self::Read { .. } | Self::NotClaude { .. } => "login_unreadable",
+            Self::Writeback { .. } => "writeback_failed",
+            Self::Lock { .. } => "cli_refreshing",
+            Self::Journal { .. } => "journal_failed",
+        }
+    }
+
+    /// Whether the login itself is dead (only a new `/login` helps).
+    #[must_use]
+    pub fn is_permanent(&self) -> bool {
+        matches!(self, Self::Refresh { source, .. } if source.is_permanent())
+    }
+}
+
+/// What subscribers hear; never a token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    Refreshed {
+        name: String,
+        expires_at: OffsetDateTime,
+    },
+    Adopted {
+        name: String,
+    },
+    NeedsLogin {
+        name: String,
+        message: String,
+    },
+    Failed {
+        name: String,
+        code: &'static str,
+        message: String,
+        retry_at: Option<OffsetDateTime>,
+    },
+}
+
+/// A non-secret view of one login's refresh state (for `status`, `show`, the tray).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Status {
+    pub needs_login: bool,
+    pub pending_writeback: bool,
+    pub retry_at: Option<OffsetDateTime>,
+    pub expires_at: Option<OffsetDateTime>,
+    pub last_error: Option<String>,
+}
+
+#[derive(Default)]
+struct State {
+    generation: u64,
+    last: Option<Result<Outcome, Error>>,
+    /// Fingerprint of the refresh token the endpoint rejected; cleared when the source changes.
+    dead: Option<String>,
+    backoff: plan::Backoff,
+    retry_at: Option<OffsetDateTime>,
+    expires_at: Option<OffsetDateTime>,
+    has_refresh: bool,
+    known_access: Option<String>,
+    pending: bool,
+    last_error: Option<String>,
+}
+
+struct Entry {
+    name: String,
+    refresh_ahead: Duration,
+    source: Arc<dyn LoginSource>,
+    flight: tokio::sync::Mutex<()>,
+    state: Mutex<State>,
+}
+
+/// The refresher for all logins the agent manages.
+pub struct Refresher {
+    client: HttpClient,
+    config: OauthConfig,
+    journal: Arc<dyn Store>,
+    logins: Mutex<HashMap<String, Arc<Entry>>>,
+    events: broadcast::Sender<Event>,
+    usage: usage::UsageCache,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    IfDue,
+    Force,
+    RecoverOnly,
+}
+
+impl Refresher {
+    /// # Errors
+    /// The extra CA file is unusable.
+    pub fn new(config: OauthConfig, journal: Arc<dyn Store>) -> Result<Self, TransportError> {
+        let client = HttpClient::new(&TransportConfig {
+            extra_ca_file: config.extra_ca_file.clone(),
+            timeout: config.timeout,
+            ..TransportConfig::default()
+        })?;
+        Ok(Self {
+            client,
+            config,
+            journal,
+            logins: Mutex::new(HashMap::new()),
+            events: broadcast::channel(64).0,
+            usage: usage::UsageCache::default(),
+        })
+    }
+
+    /// Registers (or replaces) a login with `refresh = "auto"` and the default refresh-ahead.
+    pub fn add(&self, name: &str, source: Arc<dyn LoginSource>) {
+        self.add_with(name, source, self.config.refresh_ahead);
+    }
+
+    /// Registers (or replaces) a login refreshed `refresh_ahead` before expiry
+    /// (`refresh_ahead_mins` of the credential).
+    pub fn add_with(&self, name: &str, source: Arc<dyn LoginSource>, refresh_ahead: Duration) {
+        let entry = Arc::new(Entry {
+            name: name.to_owned(),
+            refresh_ahead,
+            source,
+            flight: tokio::sync::Mutex::new(()),
+            state: Mutex::new(State::default()),
+        });
+        lock(&self.logins).insert(name.to_owned(), entry);
+    }
+
+    pub fn remove(&self, name: &str) {
+        lock(&self.logins).remove(name);
+    }
+
+    #[must_use]
+    pub fn names(&self) -> Vec<String> {
+        lock(&self.logins).keys().cloned().collect()
+    }
+
+    #[must_use]
+    pub fn subscribe(&self) -> broadcast::Receiver<Event> {
+        self.events.subscribe()
+    }
+
+    #[must_use]
+    pub fn client(&self) -> &HttpClient {
+        &self.client
+    }
+
+    #[must_use]
+    pub fn config(&self) -> &OauthConfig {
+        &self.config
+    }
+
+    /// Refreshes if due (a rescan, a file change, the schedule). Concurrent triggers for one
+    /// login share one flight and its result.
+    ///
+    /// # Errors
+    /// See [`Error`]; a transient one schedules a jittered retry.
+    pub async fn trigger(&self, name: &str) -> Result<Outcome, Error> {
+        self.single_flight(name, Mode::IfDue).await
+    }
+
+    /// Refreshes now even if not yet due (`keyferry refresh NAME`); still never inside the
+    /// CLI's window, never with a rejected refresh token, never with a spent one.
+    ///
+    /// # Errors
+    /// See [`Error`].
+    pub async fn refresh_now(&self, name: &str) -> Result<Outcome, Error> {
+        self.single_flight(name, Mode::Force).await
+    }
+
+    /// Finishes a write-back interrupted by a crash or a failing source; call at start-up.
+    /// `Ok(None)` when nothing was pending.
+    ///
+    /// # Errors
+    /// The source still cannot be written (the pending item stays).
+    pub async fn recover_pending(&self, name: &str) -> Result<Option<Outcome>, Error> {
+        self.single_flight(name, Mode::RecoverOnly)
+            .await
+            .map(|o| match o {
+                Outcome::NotDue { at: None } => None,
+                other => Some(other),
+            })
+    }
+
+    /// Says what [`Self::refresh_now`] (`force`) or [`Self::trigger`] would do, without a call.
+    ///
+    /// # Errors
+    /// The login cannot be read.
+    pub async fn dry_run(&self, name: &str, force: bool) -> Result<Would, Error> {
+        let entry = self.entry(name)?;
+        flight::dry_run(self, &entry, force).await
+    }
+
+    /// The next time the schedule should trigger `name` (`None`: nothing to do until its
+    /// source changes).
+    #[must_use]
+    pub fn next_check(&self, name: &str) -> Option<OffsetDateTime> {
+        let entry = self.entry(name).ok()?;
+        let st = lock(&entry.state);
+        if st.dead.is_some() {
+            return None;
+        }
+        let due = plan::plan(
+            st.expires_at,
+            st.has_refresh,
+            OffsetDateTime::now_utc(),
+            entry.refresh_ahead,
+        );
+        let at = match due {
+            plan::Due::Now => OffsetDateTime::now_utc(),
+            plan::Due::At(t) => t,
+            plan::Due::LeaveToCli | plan::Due::Never => return None,
+        };
+        Some(st.retry_at.map_or(at, |r| r.max(at)))
+    }
+
+    /// Subscription usage of login `name` (its current access token and scopes), fetched at
+    /// most every 5 minutes; a login without `user:profile` says why there is no figure.
+    ///
+    /// # Errors
+    /// See [`usage::UsageError`].
+    pub async fn usage(
+        &self,
+        name: &str,
+        access_token: &crate::secret::Secret,
+        scopes: &[String],
+    ) -> Result<usage::Usage, usage::UsageError> {
+        self.usage
+            .get(
+                &self.client,
+                &self.config.usage_url,
+                name,
+                access_token,
+                scopes,
+            )
+            .await
+    }
+
+    #[must_use]
+    pub fn status(&self, name: &str) -> Option<Status> {
+        let entry = self.entry(name).ok()?;
+        let st = lock(&entry.state);
+        Some(Status {
+            needs_login: st.dead.is_some(),
+            pending_writeback: st.pending,
+            retry_at: st.retry_at,
+            expires_at: st.expires_at,
+            last_error: st.last_error.clone(),
+        })
+    }
+
+    /// Triggers every login whose time has come, then sleeps until the next one (at most a
+    /// minute, so a changed clock or login is noticed). Runs until the task is dropped.
+    pub async fn run_schedule(self: Arc<Self>) {
+        for name in self.names() {
+            if let Err(e) = self.recover_pending(&name).await {
+                tracing::warn!(credential = %name, error = %e, "pending refresh not finished");
+            }
+            let _ = self.dry_run(&name, false).await;
+        }
+        loop {
+            let mut sleep = Duration::from_secs(60);
+            for name in self.names() {
+                let next = self.next_check(&name);
+                let now = OffsetDateTime::now_utc();
+                match next {
+                    Some(at) if at <= now => {
+                        if let Err(e) = self.trigger(&name).await {
+                            tracing::warn!(credential = %name, error = %e, "refresh failed");
+                        }
+                    }
+                    Some(at) => sleep = sleep.min((at - now).unsigned_abs()),
+                    None => {}
+                }
+            }
+            tokio::time::sleep(sleep.max(Duration::from_millis(200))).await;
+        }
+    }
+
+    fn entry(&self, name: &str) -> Result<Arc<Entry>, Error> {
+        lock(&self.logins)
+            .get(name)
+            .cloned()
+            .ok_or_else(|| Error::Unknown(name.to_owned()))
+    }
+
+    async fn single_flight(&self, name: &str, mode: Mode) -> Result<Outcome, Error> {
+        let entry = self.entry(name)?;
+        let seen = lock(&entry.state).generation;
+        let _flight = entry.flight.lock().await;
+        {
+            let st = lock(&entry.state);
+            if st.generation != seen {
+                if let Some(last) = &st.last {
+                    return last.clone();
+                }
+            }
+        }
+        let result = flight::run(self, &entry, mode).await;
+        let mut st = lock(&entry.state);
+        let now = OffsetDateTime::now_utc();
+        match &result {
+            // Any failure short of a dead login (lock busy, unreadable source, failed
+            // write-back) waits its backoff, so the schedule never spins on it.
+            Err(e) if !e.is_permanent() && !st.retry_at.is_some_and(|t| t > now) => {
+                let delay = st.backoff.next_delay(None);
+                st.retry_at = Some(now + delay);
+            }
+            Ok(Outcome::Refreshed { .. } | Outcome::Adopted { .. }) => {
+                st.backoff.reset();
+                st.retry_at = None;
+            }
+            _ => {}
+        }
+        st.generation += 1;
+        st.last_error = result.as_ref().err().map(ToString::to_string);
+        st.last = Some(result.clone());
+        result
+    }
+
+    fn emit(&self, event: Event) {
+        let _ = self.events.send(event);
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}

@@ -1,0 +1,194 @@
+//! A Claude login in a temporary HOME wired to a refresher over the fake endpoints, a memory
+//! journal, a source that can fail its write-back on demand, and a log capture at trace level.
+
+#![allow(dead_code)]
+
+use std::io::Write;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use keyferry::oauth::writeback::{CredentialsFile, LoginSource, WritebackError};
+use keyferry::oauth::{OauthConfig, Refresher};
+use keyferry::secret::Secret;
+use keyferry::store::{MemoryStore, Store};
+
+use super::fake_oauth::{FakeOauth, ACCESS_PREFIX, REFRESH_PREFIX};
+
+pub const OLD_ACCESS: &str = "sk-ant-oat01-OLDaccessAAAAbbbbCCCC-0000";
+pub const OLD_REFRESH: &str = "sk-ant-ort01-OLDrefreshDDDDeeeeFFFF-0000";
+
+/// A login document expiring `mins` from now, with fields Keyferry does not know.
+pub fn doc(access: &str, refresh: &str, mins: i64) -> String {
+    let ms =
+        (time::OffsetDateTime::now_utc() + time::Duration::minutes(mins)).unix_timestamp() * 1000;
+    format!(
+        r#"{{"claudeAiOauth":{{"accessToken":"{access}","refreshToken":"{refresh}","expiresAt":{ms},"scopes":["user:inference","user:profile"],"subscriptionType":"max","rateLimitTier":"default_claude_max_20x","futureField":{{"nested":true}}}},"mcpOAuth":{{"server":"kept"}}}}"#
+    )
+}
+
+/// The real file source, with injectable faults.
+pub struct Faulty {
+    pub file: CredentialsFile,
+    pub fail_writes: AtomicBool,
+    pub vanish_before_write: AtomicBool,
+}
+
+impl LoginSource for Faulty {
+    fn location(&self) -> String {
+        self.file.location()
+    }
+    fn read(&self) -> Result<Option<Secret>, WritebackError> {
+        self.file.read()
+    }
+    fn write(&self, document: &Secret) -> Result<(), WritebackError> {
+        if self.fail_writes.load(Ordering::SeqCst) {
+            return Err(WritebackError::Io {
+                path: self.location(),
+                reason: "simulated crash before the write-back".into(),
+            });
+        }
+        if self.vanish_before_write.load(Ordering::SeqCst) {
+            let _ = std::fs::remove_file(&self.file.path);
+        }
+        self.file.write(document)
+    }
+    fn cli_lock_dir(&self) -> Option<PathBuf> {
+        self.file.cli_lock_dir()
+    }
+}
+
+pub struct Login {
+    pub dir: tempfile::TempDir,
+    pub path: PathBuf,
+    pub source: Arc<Faulty>,
+    pub journal: Arc<dyn Store>,
+    pub refresher: Refresher,
+    logs: Arc<Mutex<Vec<u8>>>,
+    log_start: usize,
+}
+
+impl Login {
+    pub fn new(fake: &FakeOauth, mins: i64, mode: u32) -> Self {
+        Self::with_ca(fake, mins, mode, None)
+    }
+
+    pub fn with_ca(fake: &FakeOauth, mins: i64, mode: u32, ca: Option<PathBuf>) -> Self {
+        let logs = capture_logs();
+        let log_start = logs.lock().unwrap().len();
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join(".claude")).unwrap();
+        let path = dir.path().join(".claude/.credentials.json");
+        std::fs::write(&path, doc(OLD_ACCESS, OLD_REFRESH, mins)).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+        let source = Arc::new(Faulty {
+            file: CredentialsFile { path: path.clone() },
+            fail_writes: AtomicBool::new(false),
+            vanish_before_write: AtomicBool::new(false),
+        });
+        let journal: Arc<dyn Store> = Arc::new(MemoryStore::default());
+        let refresher = build(fake, &journal, &source, ca);
+        Self {
+            dir,
+            path,
+            source,
+            journal,
+            refresher,
+            logs,
+            log_start,
+        }
+    }
+
+    /// A second refresher over the same file and journal, as after an agent restart.
+    pub fn restart(&self, fake: &FakeOauth) -> Refresher {
+        build(fake, &self.journal, &self.source, None)
+    }
+
+    pub fn text(&self) -> String {
+        std::fs::read_to_string(&self.path).unwrap()
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.text()).unwrap()
+    }
+
+    pub fn mode(&self) -> u32 {
+        std::fs::metadata(&self.path).unwrap().mode() & 0o777
+    }
+
+    /// Replaces the login as Claude Code does (temp file + rename).
+    pub fn write(&self, text: &str) {
+        let tmp = self.path.with_extension("tmp");
+        std::fs::write(&tmp, text).unwrap();
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600)).unwrap();
+        std::fs::rename(&tmp, &self.path).unwrap();
+    }
+
+    /// No token of this test's login, old or new, in anything logged at any level.
+    pub fn assert_no_secret_logged(&self) {
+        let logs = self.logs.lock().unwrap();
+        let text = String::from_utf8_lossy(&logs[self.log_start..]);
+        assert!(!text.is_empty(), "trace logging is captured");
+        for secret in [
+            OLD_ACCESS,
+            OLD_REFRESH,
+            ACCESS_PREFIX,
+            REFRESH_PREFIX,
+            "sk-ant-ort01",
+            "sk-ant-oat01",
+        ] {
+            assert!(!text.contains(secret), "{secret} logged:\n{text}");
+        }
+    }
+}
+
+fn build(
+    fake: &FakeOauth,
+    journal: &Arc<dyn Store>,
+    source: &Arc<Faulty>,
+    ca: Option<PathBuf>,
+) -> Refresher {
+    let refresher = Refresher::new(
+        OauthConfig {
+            token_url: fake.token_url(),
+            usage_url: fake.usage_url(),
+            extra_ca_file: ca,
+            timeout: Duration::from_secs(1),
+            ..OauthConfig::default()
+        },
+        Arc::clone(journal),
+    )
+    .unwrap();
+    refresher.add("claude", Arc::clone(source) as Arc<dyn LoginSource>);
+    refresher
+}
+
+/// Every log record of this test binary, at trace level, in one buffer.
+pub fn capture_logs() -> Arc<Mutex<Vec<u8>>> {
+    static LOGS: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
+    Arc::clone(LOGS.get_or_init(|| {
+        let buf = Arc::new(Mutex::new(Vec::new()));
+        let sink = Arc::clone(&buf);
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::TRACE)
+            .with_ansi(false)
+            .with_writer(move || Capture(Arc::clone(&sink)))
+            .finish();
+        tracing::subscriber::set_global_default(subscriber).unwrap();
+        buf
+    }))
+}
+
+struct Capture(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Capture {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
