@@ -199,6 +199,9 @@ pub struct Config {
     pub sinks: Vec<crate::sink::Target>,
     #[serde(default)]
     pub credentials: BTreeMap<String, CredentialConfig>,
+    /// `[gateway]`: where sandboxes reach the API through the agent.
+    #[serde(default)]
+    pub gateway: crate::gateway::GatewayConfig,
     #[serde(skip)]
     pub path: PathBuf,
 }

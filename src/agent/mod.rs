@@ -6,6 +6,7 @@ mod approval;
 mod conn;
 mod dispatch;
 mod expiry;
+mod gateway;
 mod lock;
 mod ops;
 pub mod peer;
@@ -92,6 +93,8 @@ pub struct Agent {
     registered: Mutex<Vec<crate::sink::Target>>,
     /// The last outcome of every sink, by path, for `status`.
     sink_status: Mutex<BTreeMap<PathBuf, SinkStatus>>,
+    /// The gateway, once [`start`] has set it up.
+    gateway: std::sync::OnceLock<Arc<gateway::AgentGateway>>,
 }
 
 impl Agent {
@@ -121,6 +124,7 @@ impl Agent {
             notifier: RwLock::new(None),
             registered: Mutex::new(crate::sink::Registry::load()),
             sink_status: Mutex::new(BTreeMap::new()),
+            gateway: std::sync::OnceLock::new(),
             thresholds: RwLock::new(cfg.thresholds()),
             notifications: AtomicBool::new(cfg.notifications),
             notify_on_access: AtomicBool::new(cfg.notify_on_access),

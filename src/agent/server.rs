@@ -104,10 +104,17 @@ pub async fn start(config: Config, socket_path: &Path, role: Role) -> Result<Run
         async move {
             let warm = Arc::clone(&agent);
             let _ = tokio::task::spawn_blocking(move || warm.refresh_all()).await;
-            run(agent, listener, async move {
+            // One stop signal for the socket server and the gateway.
+            let (stop_all, _) = broadcast::channel::<()>(1);
+            let mut gw_stop = stop_all.subscribe();
+            let gateway = agent.serve_gateway(&dir, async move {
+                let _ = gw_stop.recv().await;
+            });
+            let server = run(Arc::clone(&agent), listener, async move {
                 let _ = stopped.await;
-            })
-            .await;
+                let _ = stop_all.send(());
+            });
+            tokio::join!(server, gateway);
         }
     });
     Ok(Running {

@@ -3,6 +3,7 @@
 
 mod agent_cmd;
 mod deliver;
+mod gateway_cmd;
 mod term;
 mod tokens;
 
@@ -106,6 +107,19 @@ pub enum Cmd {
     },
     /// Serve tokens again after `lock`.
     Unlock,
+    /// Create (or replace) a gateway grant: prints ANTHROPIC_BASE_URL and a placeholder
+    /// ANTHROPIC_AUTH_TOKEN for a sandbox; the token stays on the host.
+    Grant(gateway_cmd::GrantArgs),
+    /// List gateway grants with their usage.
+    Grants {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a gateway grant now.
+    Revoke {
+        /// The grant's name.
+        name: String,
+    },
     /// Print the agent's events as they happen (no secrets).
     Watch {
         #[arg(long)]
@@ -184,6 +198,9 @@ fn run(cli: &Cli) -> anyhow::Result<i32> {
         Cmd::Lock { passphrase } => agent_cmd::lock(cli, &config, *passphrase),
         Cmd::Unlock => agent_cmd::unlock(cli, &config),
         Cmd::Watch { json } => agent_cmd::watch(cli, &config, *json),
+        Cmd::Grant(args) => gateway_cmd::grant(cli, &config, args),
+        Cmd::Grants { json } => gateway_cmd::grants(cli, &config, *json),
+        Cmd::Revoke { name } => gateway_cmd::revoke(cli, &config, name),
         Cmd::Snapshot(args) => deliver::snapshot(cli, config, args),
         Cmd::Exec(args) => deliver::exec(cli, config, args),
         Cmd::Provision(args) => deliver::provision(cli, config, args),
