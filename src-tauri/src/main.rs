@@ -7,6 +7,7 @@
 mod backend;
 mod commands;
 mod tray;
+mod window;
 
 use std::sync::Mutex;
 use std::time::Duration;
@@ -15,7 +16,7 @@ use keyferry::audit::Audit;
 use keyferry::config::Config;
 use keyferry::protocol::Event;
 use keyferry::secret::Secret;
-use tauri::{AppHandle, Emitter, Manager, RunEvent, WindowEvent};
+use tauri::{AppHandle, Emitter, Manager, RunEvent};
 use tauri_plugin_autostart::{MacosLauncher, ManagerExt as _};
 use time::OffsetDateTime;
 
@@ -139,15 +140,9 @@ pub fn notify_or_note(app: &AppHandle, summary: &str, body: &str) {
     }
 }
 
+/// Opens the window (built on demand, see `window`) at `section`.
 pub fn show_window(app: &AppHandle, section: Option<&str>) {
-    if let Some(w) = app.get_webview_window("main") {
-        let _ = w.show();
-        let _ = w.unminimize();
-        let _ = w.set_focus();
-    }
-    if let Some(section) = section {
-        let _ = app.emit("kf://show", section);
-    }
+    window::show(app, section);
 }
 
 fn set_autostart(app: &AppHandle, enabled: bool) -> Result<bool, String> {
@@ -316,7 +311,20 @@ fn setup(app: &mut tauri::App) -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
+/// Panic payloads could carry data; print where, not what.
+// TODO(integrator): a copy of `install_panic_hook` in src/bin/keyferry/main.rs; move it into
+// the library (e.g. `keyferry::panic::install(program)`) and call that from both binaries.
+fn install_panic_hook() {
+    std::panic::set_hook(Box::new(|info| {
+        let at = info
+            .location()
+            .map_or_else(String::new, |l| format!(" at {}:{}", l.file(), l.line()));
+        eprintln!("keyferry-tray: internal error{at}; the message is withheld in case it holds a secret. Please report this.");
+    }));
+}
+
 fn main() {
+    install_panic_hook();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -348,13 +356,8 @@ fn main() {
             commands::discard_token,
             commands::set_autostart,
         ])
-        .on_window_event(|window, event| {
-            // Closing the window hides it; the app lives in the tray until Quit.
-            if let WindowEvent::CloseRequested { api, .. } = event {
-                api.prevent_close();
-                let _ = window.hide();
-            }
-        })
+        // Closing the window destroys it (and WebKit's processes with it); the app lives in
+        // the tray until Quit, see `ExitRequested` below.
         .setup(setup)
         .build(tauri::generate_context!())
         .expect("building the Keyferry app");
