@@ -27,12 +27,12 @@ echo "== $deb (package $pkg)"
 dpkg-deb -c "$deb" | awk '{print $6}' | sed 's/^\.//' | sort >"$root/target/package/contents.txt"
 
 work=$(mktemp -d /tmp/kf-package-test.XXXXXX)
-pids=()
+# shellcheck source=scripts/xsession.sh
+. "$root/scripts/xsession.sh"
 installed=0
 cleanup() {
   local rc=$?
-  for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
-  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+  xs_stop
   [ "$installed" = 1 ] && dpkg -r "$pkg" >/dev/null
   rm -rf "$work"
   exit "$rc"
@@ -80,35 +80,17 @@ if [ -n "$prefix" ]; then
 fi
 
 echo "== start the installed app under Xvfb, private bus, throwaway HOME (deadline ${START_DEADLINE}s)"
-mkdir -p "$work/home" "$work/run"
-chmod 0700 "$work/run"
-# Xvfb picks a free display itself and writes its number to fd 3 when it is ready.
-Xvfb -displayfd 3 -nolisten tcp -screen 0 1280x800x24 3>"$work/display" >"$work/xvfb.log" 2>&1 &
-pids+=($!)
-for _ in $(seq 100); do [ -s "$work/display" ] && break; sleep 0.1; done
-display=$(head -n1 "$work/display")
-[ -n "$display" ] || fail "Xvfb reported no display within 10 s: $(cat "$work/xvfb.log")"
-bus_out=$work/bus.addr
-dbus-daemon --session --nofork --print-address=4 4>"$bus_out" >"$work/dbus.log" 2>&1 &
-pids+=($!)
-for _ in $(seq 100); do [ -s "$bus_out" ] && break; sleep 0.1; done
-[ -s "$bus_out" ] || fail "dbus-daemon gave no address within 10 s: $(cat "$work/dbus.log")"
-bus=$(head -n1 "$bus_out")
-
-run_env=(env -i PATH=/usr/bin:/bin HOME="$work/home" XDG_RUNTIME_DIR="$work/run"
-  XDG_CONFIG_HOME="$work/home/.config" XDG_DATA_HOME="$work/home/.local/share"
-  DISPLAY=":$display" DBUS_SESSION_BUS_ADDRESS="$bus" RUST_LOG=info
-  KEYFERRY_SOCK="$work/run/keyferry.sock")
-"${run_env[@]}" /usr/bin/python3 "$root/scripts/sni-watcher.py" "$START_DEADLINE" >"$work/watcher.out" 2>&1 &
+xs_start "$work"
+"${XS_ENV[@]}" /usr/bin/python3 "$root/scripts/sni-watcher.py" "$START_DEADLINE" >"$work/watcher.out" 2>&1 &
 watcher=$!
-pids+=("$watcher")
+XS_PIDS+=("$watcher")
 for _ in $(seq 100); do grep -q "^watching" "$work/watcher.out" && break; sleep 0.1; done
 grep -q "^watching" "$work/watcher.out" || fail "the watcher did not take its name: $(cat "$work/watcher.out")"
 
 app_start=$(date +%s.%N)
-"${run_env[@]}" "$prefix/usr/bin/keyferry-tray" >"$work/app.log" 2>&1 &
+"${XS_ENV[@]}" "$prefix/usr/bin/keyferry-tray" >"$work/app.log" 2>&1 &
 app=$!
-pids+=("$app")
+XS_PIDS+=("$app")
 if ! wait "$watcher"; then
   echo "--- app log:" >&2; cat "$work/app.log" >&2
   fail "the installed app's tray did not register: $(cat "$work/watcher.out")"

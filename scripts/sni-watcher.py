@@ -2,7 +2,8 @@
 """A panel's StatusNotifierWatcher, for scripts/package-test.sh: owns
 org.kde.StatusNotifierWatcher on the session bus, prints `registered SERVICE OBJECT` for the
 first item that registers and exits 0; exits 1 after TIMEOUT seconds (argv[1], default 60)
-without one, 2 if the name is taken. Needs python3-gi (Gio)."""
+without one, 2 if the name is taken. With `stay` (argv[2]) it keeps serving after the first
+registration, as a panel does, until killed. Needs python3-gi (Gio)."""
 import sys
 
 import gi
@@ -20,6 +21,7 @@ XML = """<node><interface name="org.kde.StatusNotifierWatcher">
 </interface></node>"""
 
 timeout = int(sys.argv[1]) if len(sys.argv) > 1 else 60
+stay = len(sys.argv) > 2 and sys.argv[2] == "stay"
 loop = GLib.MainLoop()
 items = []
 status = {"code": 1}
@@ -41,8 +43,11 @@ def on_call(conn, sender, path, iface, method, params, invocation):
         conn.emit_signal(None, path, iface, "StatusNotifierItemRegistered",
                          GLib.Variant("(s)", (item,)))
         print(f"registered {sender} {service}", flush=True)
-        # Let the reply and the signal go out before the name disappears.
-        GLib.timeout_add(200, finish, 0)
+        if stay and len(items) == 1:
+            GLib.source_remove(deadline)
+        elif not stay:
+            # Let the reply and the signal go out before the name disappears.
+            GLib.timeout_add(200, finish, 0)
     else:
         invocation.return_value(None)
 
@@ -67,7 +72,7 @@ def on_name(conn, name):
 Gio.bus_own_name(Gio.BusType.SESSION, "org.kde.StatusNotifierWatcher",
                  Gio.BusNameOwnerFlags.DO_NOT_QUEUE, on_bus, on_name,
                  lambda conn, name: finish(2))
-GLib.timeout_add_seconds(timeout, finish, 1)
+deadline = GLib.timeout_add_seconds(timeout, finish, 1)
 loop.run()
 if status["code"] == 1:
     print(f"no StatusNotifierItem registered within {timeout} s", file=sys.stderr)
