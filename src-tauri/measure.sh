@@ -110,7 +110,7 @@ closed_at=$(date +%s)
 if xs_wait 30 webkit_gone; then
   gone="WebKit's processes exited $(($(date +%s) - closed_at)) s after closing"
 else
-  gone="WebKit's processes still ran 30 s after closing: $(tree_pids "$app" | xargs -r ps -o comm= -p | sort | uniq -c | tr -s ' \n' ' ')"
+  gone="WebKit's processes still running 30 s after closing: $(tree_pids "$app" | xargs -r ps -o comm= -p | grep WebKit | sort | uniq -c | awk '{ printf "%s%s × %s", sep, $1, $2; sep = ", " }')"
 fi
 echo "   $gone"
 left=$((closed_at + 30 - $(date +%s)))
