@@ -70,17 +70,17 @@ cli_tarball() { # $1: platform suffix
 case $(uname -s) in
 Linux)
   echo "== CLI ($profile)"
-  cargo build "${cargo_profile[@]}" --locked --bin keyferry
+  cargo build ${cargo_profile[@]+"${cargo_profile[@]}"} --locked --bin keyferry
   stage_cli "$target/$profile/keyferry"
   bundles=$target/$profile/bundle
   rm -rf "$bundles"
   echo "== app: .deb ($profile)"
-  (cd src-tauri && "$tauri" build "${tauri_profile[@]}" --bundles deb -- --locked)
+  (cd src-tauri && "$tauri" build ${tauri_profile[@]+"${tauri_profile[@]}"} --bundles deb -- --locked)
   cp "$bundles"/deb/*.deb "$out/"
   if [ "$deb_only" = 0 ]; then
     echo "== app: AppImage ($profile)"
     # Tauri downloads linuxdeploy and its plugins from GitHub at bundling time.
-    if (cd src-tauri && "$tauri" build "${tauri_profile[@]}" --bundles appimage -- --locked) \
+    if (cd src-tauri && "$tauri" build ${tauri_profile[@]+"${tauri_profile[@]}"} --bundles appimage -- --locked) \
         >"$target/appimage.log" 2>&1; then
       cp "$bundles"/appimage/*.AppImage "$out/"
     else
@@ -97,7 +97,7 @@ Darwin)
   installed=$(rustup target list --installed 2>/dev/null || true)
   if grep -q aarch64-apple-darwin <<<"$installed" && grep -q x86_64-apple-darwin <<<"$installed"; then
     echo "== CLI ($profile, universal)"
-    for t in "${arches[@]}"; do cargo build "${cargo_profile[@]}" --locked --bin keyferry --target "$t"; done
+    for t in "${arches[@]}"; do cargo build ${cargo_profile[@]+"${cargo_profile[@]}"} --locked --bin keyferry --target "$t"; done
     lipo -create -output "$target/keyferry-universal" \
       "$target/aarch64-apple-darwin/$profile/keyferry" "$target/x86_64-apple-darwin/$profile/keyferry"
     stage_cli "$target/keyferry-universal"
@@ -106,7 +106,7 @@ Darwin)
     suffix=macos-universal
   else
     echo "== CLI ($profile, $(uname -m) only: rustup target add ${arches[*]} for universal)"
-    cargo build "${cargo_profile[@]}" --locked --bin keyferry
+    cargo build ${cargo_profile[@]+"${cargo_profile[@]}"} --locked --bin keyferry
     stage_cli "$target/$profile/keyferry"
     app_target=()
     bundles=$target/$profile/bundle
@@ -117,7 +117,7 @@ Darwin)
   fi
   echo "== app: .app and .dmg ($profile)"
   rm -rf "$bundles"
-  (cd src-tauri && "$tauri" build "${tauri_profile[@]}" "${app_target[@]}" --bundles app,dmg -- --locked)
+  (cd src-tauri && "$tauri" build ${tauri_profile[@]+"${tauri_profile[@]}"} ${app_target[@]+"${app_target[@]}"} --bundles app,dmg -- --locked)
   cp "$bundles"/dmg/*.dmg "$out/"
   tar -C "$bundles/macos" -czf "$out/Keyferry-$version-$suffix.app.tar.gz" Keyferry.app
   cli_tarball "$suffix"
