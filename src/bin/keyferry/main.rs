@@ -3,6 +3,7 @@
 
 mod agent_cmd;
 mod deliver;
+mod docs;
 mod gateway_cmd;
 mod term;
 mod tokens;
@@ -125,6 +126,17 @@ pub enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Write the man pages into DIR (for packagers).
+    #[command(hide = true)]
+    Man {
+        #[arg(value_name = "DIR")]
+        dir: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
@@ -187,6 +199,18 @@ pub fn load_config(cli: &Cli) -> Result<Config, Error> {
 }
 
 fn run(cli: &Cli) -> anyhow::Result<i32> {
+    // Documentation needs no config: a broken one must not break completions or packaging.
+    match &cli.cmd {
+        Cmd::Completions { shell } => {
+            docs::completions(*shell, &mut std::io::stdout().lock());
+            return Ok(0);
+        }
+        Cmd::Man { dir } => {
+            docs::man_pages(dir)?;
+            return Ok(0);
+        }
+        _ => {}
+    }
     let config = load_config(cli)?;
     match &cli.cmd {
         Cmd::Agent { action } => agent_cmd::agent(cli, config, action.as_ref()),
