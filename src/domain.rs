@@ -79,6 +79,7 @@ error_codes! {
     Config = "config" => ERROR,
     Invalid = "invalid" => ERROR,
     GatewayDown = "gateway_down" => ERROR,
+    NeedsLogin = "needs_login" => ERROR,
     NoSuchGrant = "no_such_grant" => ERROR,
     ProvisionFailed = "provision_failed" => ERROR,
     RerollFailed = "reroll_failed" => ERROR,

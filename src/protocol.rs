@@ -115,6 +115,12 @@ pub enum Request {
     Grants {},
     /// Revoke a grant now.
     Revoke { name: String },
+    /// Refresh Claude Code's login now (or say what would happen).
+    Refresh {
+        name: String,
+        #[serde(default)]
+        dry_run: bool,
+    },
 }
 
 impl Request {
@@ -137,6 +143,7 @@ impl Request {
             Self::Grant { .. } => "grant",
             Self::Grants {} => "grants",
             Self::Revoke { .. } => "revoke",
+            Self::Refresh { .. } => "refresh",
         }
     }
 }
@@ -179,6 +186,15 @@ pub struct GrantIssued {
     pub unix_socket: Option<String>,
     /// `ANTHROPIC_AUTH_TOKEN` for the sandbox: a placeholder, not the token.
     pub placeholder: WireSecret,
+}
+
+/// `refresh`'s result.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RefreshReport {
+    pub name: String,
+    /// What happened (or would), in words.
+    pub outcome: String,
+    pub needs_login: bool,
 }
 
 /// `revoke`'s result.
@@ -347,6 +363,18 @@ pub enum Event {
         summary: String,
         body: String,
         shown: bool,
+    },
+    /// Keyferry refreshed Claude Code's login; every sink and the gateway already follow.
+    Refreshed {
+        name: String,
+        expires_at: String,
+        /// From the written-back login to the last sink rewritten, in microseconds.
+        followed_us: u64,
+    },
+    /// The refresh token was refused: only `claude /login` helps.
+    NeedsLogin {
+        name: String,
+        message: String,
     },
     /// The subscriber fell behind and missed this many events; re-read `status`.
     Lagged {

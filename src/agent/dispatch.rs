@@ -28,7 +28,10 @@ fn line<T: serde::Serialize>(id: Option<u64>, r: Result<T, ErrorBody>) -> Line {
 pub(super) fn may_wait(request: &Request) -> bool {
     matches!(
         request,
-        Request::Get { .. } | Request::Snapshot { .. } | Request::Grant { .. }
+        Request::Get { .. }
+            | Request::Snapshot { .. }
+            | Request::Grant { .. }
+            | Request::Refresh { .. }
     )
 }
 
@@ -140,6 +143,9 @@ pub(super) async fn dispatch(
                 .revoke_grant(&name, &peer)
                 .map(|revoked| crate::protocol::Revoked { revoked }),
         ),
+        Request::Refresh { name, dry_run } => {
+            line(id, agent.refresh_login(&name, dry_run, &peer).await)
+        }
         // The connection loop answers these itself.
         Request::Hello { .. } | Request::Watch {} | Request::Approvals {} => {
             line(id, Ok::<_, ErrorBody>(agent.hello()))

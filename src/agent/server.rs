@@ -97,7 +97,17 @@ pub async fn start(config: Config, socket_path: &Path, role: Role) -> Result<Run
     let dir = socket::prepare_dir(socket_path)?;
     let lock = InstanceLock::acquire(&dir, socket_path)?;
     let listener = socket::bind(socket_path)?;
+    let refresher = match super::refresh::build(&config) {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::warn!(error = %e, "the refresher cannot start; logins are left to the host CLI");
+            None
+        }
+    };
     let agent = Agent::new(config, role);
+    if let Some(r) = refresher {
+        let _ = agent.refresher.set(Arc::new(r));
+    }
     let (stop, stopped) = oneshot::channel::<()>();
     let served = tokio::spawn({
         let agent = Arc::clone(&agent);
@@ -114,7 +124,11 @@ pub async fn start(config: Config, socket_path: &Path, role: Role) -> Result<Run
                 let _ = stopped.await;
                 let _ = stop_all.send(());
             });
-            tokio::join!(server, gateway);
+            let refresher = Arc::clone(&agent).run_refresher();
+            tokio::select! {
+                _ = async { tokio::join!(server, gateway) } => {}
+                () = refresher => {}
+            }
         }
     });
     Ok(Running {

@@ -111,6 +111,15 @@ pub enum Cmd {
     /// Create (or replace) a gateway grant: prints ANTHROPIC_BASE_URL and a placeholder
     /// ANTHROPIC_AUTH_TOKEN for a sandbox; the token stays on the host.
     Grant(gateway_cmd::GrantArgs),
+    /// Refresh Claude Code's login now, through the agent's single refresher.
+    Refresh {
+        /// Credential name.
+        #[arg(default_value = "claude")]
+        name: String,
+        /// Say what would happen, change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// List gateway grants with their usage.
     Grants {
         #[arg(long)]
@@ -223,6 +232,7 @@ fn run(cli: &Cli) -> anyhow::Result<i32> {
         Cmd::Unlock => agent_cmd::unlock(cli, &config),
         Cmd::Watch { json } => agent_cmd::watch(cli, &config, *json),
         Cmd::Grant(args) => gateway_cmd::grant(cli, &config, args),
+        Cmd::Refresh { name, dry_run } => agent_cmd::refresh(cli, &config, name, *dry_run),
         Cmd::Grants { json } => gateway_cmd::grants(cli, &config, *json),
         Cmd::Revoke { name } => gateway_cmd::revoke(cli, &config, name),
         Cmd::Snapshot(args) => deliver::snapshot(cli, config, args),
