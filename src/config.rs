@@ -117,6 +117,10 @@ pub struct AgentConfig {
     pub notify_on_access: bool,
     /// How long an `ask` request waits for an approver before it is denied.
     pub approval_timeout_secs: u64,
+    /// A second socket to forward to remote machines (`ssh -R`), serving only `get` and
+    /// `status` of `restricted_credentials` (gpg-agent's extra socket).
+    pub restricted_socket: Option<String>,
+    pub restricted_credentials: Vec<String>,
 }
 
 impl AgentConfig {
@@ -140,6 +144,8 @@ impl Default for AgentConfig {
             notifications: true,
             notify_on_access: false,
             approval_timeout_secs: 60,
+            restricted_socket: None,
+            restricted_credentials: Vec::new(),
         }
     }
 }

@@ -20,7 +20,7 @@ use tokio_util::codec::{FramedRead, LinesCodec, LinesCodecError};
 
 use super::approval::ConnId;
 use super::dispatch::{dispatch, may_wait, Line};
-use super::Agent;
+use super::{Agent, Scope};
 use crate::domain::{ErrorBody, ErrorCode};
 use crate::protocol::{
     err_line, ok_line, Envelope, Event, EventLine, Request, Streaming, MAX_LINE, VERSION,
@@ -50,7 +50,12 @@ async fn send(out: &mut OwnedWriteHalf, mut line: Line) -> bool {
 }
 
 /// Serves one connection until the client leaves, misbehaves, idles out, or shutdown.
-pub async fn handle(agent: Arc<Agent>, stream: UnixStream, mut shutdown: broadcast::Receiver<()>) {
+pub async fn handle(
+    agent: Arc<Agent>,
+    stream: UnixStream,
+    scope: Arc<Scope>,
+    mut shutdown: broadcast::Receiver<()>,
+) {
     let peer = match super::peer::of(&stream) {
         Ok(p) => p,
         Err(e) => {
@@ -175,6 +180,9 @@ pub async fn handle(agent: Arc<Agent>, stream: UnixStream, mut shutdown: broadca
                     ),
                 )
                 .into(),
+                other if *scope != Scope::Full => {
+                    restricted(&agent, &scope, other, id, &peer, conn).await
+                }
                 Request::Watch {} => {
                     watching = true;
                     events.get_or_insert_with(|| agent.subscribe());
@@ -223,6 +231,58 @@ pub async fn handle(agent: Arc<Agent>, stream: UnixStream, mut shutdown: broadca
         deadline.as_mut().reset(Instant::now() + idle);
     }
     drop(approver_guard);
+}
+
+/// A request on the restricted socket: `status` and `get` of the allowed credentials,
+/// nothing else; every answer audited as remote.
+async fn restricted(
+    agent: &Arc<Agent>,
+    scope: &Scope,
+    request: Request,
+    id: Option<u64>,
+    peer: &crate::domain::Peer,
+    conn: ConnId,
+) -> Line {
+    let Scope::Restricted { allowed } = scope else {
+        unreachable!("only called for the restricted socket")
+    };
+    let op = format!("remote-{}", request.op());
+    match request {
+        Request::Status {} => {
+            let mut st = agent.status();
+            st.credentials.retain(|c| allowed.contains(&c.name));
+            st.sinks.clear();
+            st.last_access = None;
+            agent.record(&op, None, "served", None, peer);
+            ok_line(id, &st).into()
+        }
+        Request::Get { name } if allowed.contains(&name) => {
+            let reply = dispatch(
+                Arc::clone(agent),
+                Request::Get { name: name.clone() },
+                id,
+                peer.clone(),
+                conn,
+            )
+            .await;
+            agent.record(&op, Some(&name), "answered", None, peer);
+            reply
+        }
+        other => {
+            let what = match &other {
+                Request::Get { name } => {
+                    format!("{name:?} is not listed in [agent] restricted_credentials")
+                }
+                _ => format!(
+                    "`{}` is not served on the restricted socket (only hello, status and get)",
+                    other.op()
+                ),
+            };
+            let e = error(ErrorCode::ForbiddenOp, what);
+            agent.record(&op, None, "refused", Some(&e.code), peer);
+            err_line(id, &e).into()
+        }
+    }
 }
 
 /// Just the id of a line that is not a valid request, to echo it.

@@ -52,6 +52,17 @@ pub enum Role {
     Embedded,
 }
 
+/// What a socket serves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Scope {
+    /// The agent's own socket: everything.
+    Full,
+    /// The restricted socket (`[agent] restricted_socket`), made to be forwarded to remote
+    /// machines: `hello`, and `status`/`get` of the `allowed` credentials; every answer is
+    /// audited as remote.
+    Restricted { allowed: Vec<String> },
+}
+
 /// Keeps an in-process approver registered until dropped.
 pub struct ApproverHandle(Arc<Agent>);
 

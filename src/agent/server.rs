@@ -11,7 +11,7 @@ use tokio::net::UnixListener;
 use tokio::sync::{broadcast, mpsc, oneshot, Semaphore};
 
 use super::socket::{self, InstanceLock, SocketError};
-use super::{conn, watch, Agent, Role};
+use super::{conn, watch, Agent, Role, Scope};
 use crate::config::Config;
 
 #[derive(Debug, thiserror::Error)]
@@ -22,39 +22,59 @@ pub enum AgentError {
     Runtime(std::io::Error),
 }
 
-/// Accepts and serves connections until `shutdown` completes, then waits for every
-/// connection and background task to finish.
-pub async fn run(agent: Arc<Agent>, listener: UnixListener, shutdown: impl Future<Output = ()>) {
+/// Accepts and serves connections on every listener (each with its [`Scope`]) until
+/// `shutdown` completes, then waits for every connection and background task to finish.
+pub async fn run(
+    agent: Arc<Agent>,
+    listeners: Vec<(UnixListener, Scope)>,
+    shutdown: impl Future<Output = ()>,
+) {
     let (notify, _) = broadcast::channel::<()>(1);
     let (done_tx, mut done_rx) = mpsc::channel::<()>(1);
     watch::spawn_all(&agent, &notify, &done_tx);
+    // One cap for all listeners: a flood on the restricted socket cannot starve the host.
     let limit = Arc::new(Semaphore::new(agent.cfg.max_connections.max(1)));
-    let accept = async {
-        loop {
-            let Ok(permit) = Arc::clone(&limit).acquire_owned().await else {
-                return;
-            };
-            let stream = match listener.accept().await {
-                Ok((s, _)) => s,
-                Err(e) => {
-                    // EMFILE and friends: back off instead of spinning.
-                    tracing::error!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            };
-            let agent = Arc::clone(&agent);
-            let shutdown = notify.subscribe();
-            let done = done_tx.clone();
-            tokio::spawn(async move {
-                conn::handle(agent, stream, shutdown).await;
-                drop(permit);
-                drop(done);
-            });
+    let accept_on = |listener: UnixListener, scope: Scope| {
+        let (agent, limit, notify, done_tx) = (
+            Arc::clone(&agent),
+            Arc::clone(&limit),
+            notify.clone(),
+            done_tx.clone(),
+        );
+        let scope = Arc::new(scope);
+        async move {
+            loop {
+                let Ok(permit) = Arc::clone(&limit).acquire_owned().await else {
+                    return;
+                };
+                let stream = match listener.accept().await {
+                    Ok((s, _)) => s,
+                    Err(e) => {
+                        // EMFILE and friends: back off instead of spinning.
+                        tracing::error!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let agent = Arc::clone(&agent);
+                let shutdown = notify.subscribe();
+                let done = done_tx.clone();
+                let scope = Arc::clone(&scope);
+                tokio::spawn(async move {
+                    conn::handle(agent, stream, scope, shutdown).await;
+                    drop(permit);
+                    drop(done);
+                });
+            }
         }
     };
+    let accepts = futures_util::future::join_all(
+        listeners
+            .into_iter()
+            .map(|(l, scope)| Box::pin(accept_on(l, scope))),
+    );
     tokio::select! {
-        () = accept => {}
+        _ = accepts => {}
         () = shutdown => tracing::info!("shutting down"),
     }
     drop(notify);
@@ -96,7 +116,15 @@ pub struct Running {
 pub async fn start(config: Config, socket_path: &Path, role: Role) -> Result<Running, AgentError> {
     let dir = socket::prepare_dir(socket_path)?;
     let lock = InstanceLock::acquire(&dir, socket_path)?;
-    let listener = socket::bind(socket_path)?;
+    let mut listeners = vec![(socket::bind(socket_path)?, Scope::Full)];
+    if let Some(path) = config.agent.restricted_socket.as_deref() {
+        // gpg-agent's extra socket: made to be forwarded (`ssh -R`), serving only `get`
+        // and `status` of the listed credentials.
+        let path = crate::paths::expand(path);
+        socket::prepare_dir(&path)?;
+        let allowed = config.agent.restricted_credentials.clone();
+        listeners.push((socket::bind(&path)?, Scope::Restricted { allowed }));
+    }
     let refresher = match super::refresh::build(&config) {
         Ok(r) => r,
         Err(e) => {
@@ -120,7 +148,7 @@ pub async fn start(config: Config, socket_path: &Path, role: Role) -> Result<Run
             let gateway = agent.serve_gateway(&dir, async move {
                 let _ = gw_stop.recv().await;
             });
-            let server = run(Arc::clone(&agent), listener, async move {
+            let server = run(Arc::clone(&agent), listeners, async move {
                 let _ = stopped.await;
                 let _ = stop_all.send(());
             });
