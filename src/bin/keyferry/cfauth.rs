@@ -98,10 +98,10 @@ fn prompt_and_store(cli: &Cli, b: &Broker) -> anyhow::Result<()> {
     println!("{}", cfauth::stored_line(&place));
     // cf's order puts the environment first: say so when it hides what was just stored.
     if let Ok(Some(found)) = b.env_override(CREDENTIAL) {
-        term::warn(&format!(
-            "{} takes precedence over the stored token; unset it to use the new one",
+        eprintln!(
+            "cf auth: warning: {} takes precedence over the stored token; unset it to use the new one",
             found.resolved.origin
-        ));
+        );
     }
     Ok(())
 }
