@@ -1,6 +1,7 @@
 //! A cf-style launcher (tests/fixtures/cf-launcher.sh, written from seed 000) looks the token
 //! up through `cfauth` and provisions a "VM" over the transport's stdin: locally over `sh`
-//! into another HOME, and over `ssh` to a real sshd on 127.0.0.1 as a second Unix user.
+//! into another HOME, and over `ssh` to a real sshd on 127.0.0.1 as a second Unix user
+//! (needs root, as CI runs).
 //! The block matches the seed's shape exactly and never appears in any process's argv.
 
 use std::os::unix::fs::MetadataExt;
@@ -9,6 +10,7 @@ use std::process::{Command, Output};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+use crate::kf::sshd::Sshd;
 use crate::kf::{self, assert_no_secret, ok, text, Home};
 use crate::{expect, install_link, ENVKEY, TOKEN};
 
@@ -140,4 +142,51 @@ fn through_a_locked_agent_the_launcher_provisions_nothing() {
     assert!(std::fs::read_to_string(vm.join(".bashrc"))
         .unwrap()
         .contains(TOKEN));
+}
+
+#[test]
+fn the_launcher_provisions_a_remote_vm_over_ssh() {
+    crate::common::require_root("sshd, and a second Unix user created with useradd");
+    crate::common::require(&[("ssh", "openssh-client"), ("ssh-keygen", "openssh-client")]);
+    // Its own user: this test owns that user's ~/.bashrc, as cf owns the VM's.
+    let user = "kfcfvm";
+    kf::ensure_user(user);
+    let sshd = Sshd::start(user);
+    let rc = std::path::PathBuf::from(format!("/home/{user}/.bashrc"));
+    std::fs::write(&rc, "# theirs\n").unwrap();
+    let chown = crate::common::run_with_timeout(
+        Command::new("chown").args([&format!("{user}:{user}"), rc.to_str().unwrap()]),
+        None,
+        crate::common::COMMAND_TIMEOUT,
+    );
+    assert!(chown.status.success(), "{}", text(&chown.stderr));
+    let h = Home::new();
+    ok(&h.run(&["cfauth", "setup"], Some(TOKEN), &[]));
+    let via = sshd.via(user);
+    let transport: Vec<&str> = via.split(' ').collect();
+    let forward = [
+        ("ANTHROPIC_BASE_URL", BASE),
+        ("ANTHROPIC_CUSTOM_HEADERS", HEADERS),
+    ];
+    let stop = Arc::new(AtomicBool::new(false));
+    let ps = kf::sample_ps(Arc::clone(&stop));
+    for _ in 0..2 {
+        expect(&launch(&h, &transport, &forward), 0, "", "");
+        assert_eq!(
+            std::fs::read_to_string(&rc).unwrap(),
+            format!("# theirs\n{}", block(TOKEN))
+        );
+    }
+    stop.store(true, Ordering::SeqCst);
+    let seen = ps.join().unwrap();
+    assert!(seen.contains("kfcfvm@127.0.0.1 sh"), "ps sampled during the run");
+    assert_no_secret(&seen, &[TOKEN]);
+    let meta = std::fs::metadata(&rc).unwrap();
+    assert_eq!(meta.mode() & 0o777, 0o600);
+    let owner = crate::common::run_with_timeout(
+        Command::new("id").args(["-u", user]),
+        None,
+        crate::common::COMMAND_TIMEOUT,
+    );
+    assert_eq!(text(&owner.stdout).trim(), meta.uid().to_string());
 }

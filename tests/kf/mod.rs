@@ -12,6 +12,7 @@ use tempfile::TempDir;
 use crate::common::{self, SecretServiceFixture};
 
 pub mod fake_api;
+pub mod sshd;
 
 pub const USER: &str = "kftest";
 
