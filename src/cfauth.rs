@@ -85,6 +85,14 @@ pub fn invoked_as_cfauth(argv0: &OsStr) -> bool {
     Path::new(argv0).file_name() == Some(OsStr::new(PROGRAM))
 }
 
+/// Whether cf may use a token from `origin`. Claude Code's own login (`claude-login:…`) is
+/// the host's session: cf never reads it (seed 000: not portable to a VM), and handing its
+/// short-lived access token to a VM would share the host's login, so cfauth skips it too.
+#[must_use]
+pub fn cf_may_use(origin: &str) -> bool {
+    origin != "claude-login" && !origin.starts_with("claude-login:")
+}
+
 /// `status`'s line for the source that serves the token, e.g. `keychain:cf-claude-token`.
 #[must_use]
 pub fn source_line(source: &str) -> String {
@@ -255,6 +263,25 @@ mod tests {
         assert!(!invoked_as_cfauth(OsStr::new("keyferry")));
         assert!(!invoked_as_cfauth(OsStr::new("/tmp/cfauth/keyferry")));
         assert!(!invoked_as_cfauth(OsStr::new("cfauth-old")));
+    }
+
+    #[test]
+    fn claude_codes_own_login_is_not_a_cf_source() {
+        for ok in [
+            "env:CF_CLAUDE_API_KEY",
+            "keychain:cf-claude-token",
+            "file:~/.config/cf/claude-token",
+            "dotenv:~/proj/.env",
+        ] {
+            assert!(cf_may_use(ok), "{ok}");
+        }
+        for no in [
+            "claude-login",
+            "claude-login:file:~/.claude/.credentials.json",
+            "claude-login:keychain:Claude Code-credentials",
+        ] {
+            assert!(!cf_may_use(no), "{no}");
+        }
     }
 
     #[test]

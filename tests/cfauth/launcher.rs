@@ -179,7 +179,10 @@ fn the_launcher_provisions_a_remote_vm_over_ssh() {
     }
     stop.store(true, Ordering::SeqCst);
     let seen = ps.join().unwrap();
-    assert!(seen.contains("kfcfvm@127.0.0.1 sh"), "ps sampled during the run");
+    assert!(
+        seen.contains("kfcfvm@127.0.0.1 sh"),
+        "ps sampled during the run"
+    );
     assert_no_secret(&seen, &[TOKEN]);
     let meta = std::fs::metadata(&rc).unwrap();
     assert_eq!(meta.mode() & 0o777, 0o600);

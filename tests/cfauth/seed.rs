@@ -83,6 +83,23 @@ fn the_lookup_order_and_its_messages_match_the_seed() {
 }
 
 #[test]
+fn claude_codes_own_login_is_never_what_cfauth_serves() {
+    let h = Home::new();
+    h.write(
+        ".claude/.credentials.json",
+        r#"{"claudeAiOauth":{"accessToken":"sk-ant-oat01-CFAUTHloginQQQQrrrrSSSStttt-5555","refreshToken":"sk-ant-ort01-CFAUTHloginUUUUvvvv-6666","expiresAt":4102444800000,"scopes":["user:inference"]}}"#,
+        0o600,
+    );
+    // `keyferry get` finds it (the chain's last source); cf's lookup does not.
+    let out = h.run(&["get"], None, &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    for cf in Cfauth::both(&h) {
+        expect(&cf.run(&h, &["status"], None, &[]), 3, "", NOT_FOUND);
+        expect(&cf.run(&h, &["get"], None, &[]), 3, "", NOT_FOUND);
+    }
+}
+
+#[test]
 fn reroll_reminds_to_revoke_first_then_stores_the_new_token() {
     let h = Home::new();
     for (cf, new) in Cfauth::both(&h).into_iter().zip([TOKEN, TOKEN2]) {

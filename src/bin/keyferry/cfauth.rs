@@ -10,6 +10,7 @@ use keyferry::cfauth::{self, Command, CREDENTIAL};
 use keyferry::config::Config;
 use keyferry::domain::{ErrorBody, ErrorCode};
 use keyferry::error::exit;
+use keyferry::protocol::Token;
 use keyferry::Error;
 
 use crate::tokens::{api, serve};
@@ -34,10 +35,10 @@ pub fn run(cli: &Cli, config: Config, args: &CfauthArgs) -> anyhow::Result<i32> 
     };
     let b = Broker::new(config);
     let result = match cmd {
-        Command::Status => serve(cli, &b, CREDENTIAL).map(|t| {
+        Command::Status => lookup(cli, &b).map(|t| {
             println!("{}", cfauth::source_line(&t.source));
         }),
-        Command::Get => serve(cli, &b, CREDENTIAL).and_then(|t| {
+        Command::Get => lookup(cli, &b).and_then(|t| {
             let mut out = std::io::stdout().lock();
             writeln!(out, "{}", t.token.0.expose())?;
             Ok(())
@@ -82,6 +83,20 @@ pub fn run(cli: &Cli, config: Config, args: &CfauthArgs) -> anyhow::Result<i32> 
         }
     };
     Ok(result.map_or_else(|e| fail(&e), |()| exit::OK))
+}
+
+/// The token cf would use: the `claude` chain (cf's order by default), through the agent
+/// when one runs, except Claude Code's own login.
+fn lookup(cli: &Cli, b: &Broker) -> anyhow::Result<Token> {
+    let t = serve(cli, b, CREDENTIAL)?;
+    if !cfauth::cf_may_use(&t.source) {
+        return Err(ErrorBody::new(
+            ErrorCode::NotFound,
+            format!("only {} holds a token, and cf does not use it", t.source),
+        )
+        .into());
+    }
+    Ok(t)
 }
 
 fn prompt_and_store(cli: &Cli, b: &Broker) -> anyhow::Result<()> {
