@@ -90,3 +90,27 @@ fn through_a_running_agent_cfauth_is_audited_and_the_lock_refuses_it() {
     }
     assert_eq!(count(&audit(&h), "clear", "cleared"), 2);
 }
+
+#[test]
+fn through_the_agent_a_644_token_file_still_gets_the_seed_warning() {
+    let h = Home::new();
+    let both = Cfauth::both(&h);
+    h.write(".config/cf/claude-token", &format!("{TOKEN}\n"), 0o644);
+    let _agent = h.start_agent();
+    for cf in &both {
+        expect(
+            &cf.run(&h, &["status"], None, &[]),
+            3,
+            "",
+            "cf: token file ~/.config/cf/claude-token has unsafe permissions (644) — expected 600, skipping\n\
+             cf auth: no Claude API token found\n",
+        );
+    }
+    // Refused by the agent's chain, not read directly: the agent recorded both lookups.
+    let log = audit(&h);
+    let misses = log
+        .iter()
+        .filter(|a| a.op == "get" && a.outcome != "allowed")
+        .count();
+    assert_eq!(misses, 2, "{log:#?}");
+}

@@ -88,7 +88,22 @@ pub fn run(cli: &Cli, config: Config, args: &CfauthArgs) -> anyhow::Result<i32> 
 /// The token cf would use: the `claude` chain (cf's order by default), through the agent
 /// when one runs, except Claude Code's own login.
 fn lookup(cli: &Cli, b: &Broker) -> anyhow::Result<Token> {
-    let t = serve(cli, b, CREDENTIAL)?;
+    let t = match serve(cli, b, CREDENTIAL) {
+        Err(e)
+            if e.downcast_ref::<ErrorBody>()
+                .is_some_and(|b| b.code == ErrorCode::NotFound) =>
+        {
+            // The agent's answer carries no warnings; its status does (a 644 token file).
+            let st = api(cli, &b.config).and_then(|a| Ok(a.status()?));
+            for c in st.iter().flat_map(|s| &s.credentials) {
+                if c.name == CREDENTIAL {
+                    c.warnings.iter().for_each(|w| term::warn(w));
+                }
+            }
+            return Err(e);
+        }
+        other => other?,
+    };
     if !cfauth::cf_may_use(&t.source) {
         return Err(ErrorBody::new(
             ErrorCode::NotFound,
