@@ -45,3 +45,5 @@ echo "== cargo test (library, CLI, agent, delivery)"
 cargo test --workspace --exclude keyferry-tray -- --test-threads "${KF_TEST_THREADS:-4}"
 echo "== cargo test (tray app, end to end under Xvfb)"
 cargo test -p keyferry-tray -- --test-threads 1
+echo "== the .deb: built (debug), installed, started under Xvfb until its tray registers"
+bash scripts/package-test.sh

@@ -380,6 +380,45 @@ impl Api {
         }
     }
 
+    /// Creates (or replaces) a gateway grant.
+    ///
+    /// # Errors
+    /// No agent; refused; the gateway is not listening.
+    pub fn grant(
+        &self,
+        spec: &crate::gateway::NewGrant,
+    ) -> Result<crate::protocol::GrantIssued, ErrorBody> {
+        match self {
+            Self::Embedded(a) => blocking(a.grant(spec.clone(), &this_process(), None)),
+            Self::Socket { .. } => self.with_client(|c| c.grant(spec)),
+            Self::Direct(_) => Err(no_agent("grant")),
+        }
+    }
+
+    /// Every live grant with its usage.
+    ///
+    /// # Errors
+    /// No agent.
+    pub fn grants(&self) -> Result<Vec<crate::domain::GrantInfo>, ErrorBody> {
+        match self {
+            Self::Embedded(a) => Ok(a.grants()),
+            Self::Socket { .. } => self.with_client(Client::grants),
+            Self::Direct(_) => Err(no_agent("grants")),
+        }
+    }
+
+    /// Revokes a grant; whether there was one.
+    ///
+    /// # Errors
+    /// No agent.
+    pub fn revoke(&self, name: &str) -> Result<bool, ErrorBody> {
+        match self {
+            Self::Embedded(a) => a.revoke_grant(name, &this_process()),
+            Self::Socket { .. } => self.with_client(|c| c.revoke(name)),
+            Self::Direct(_) => Err(no_agent("revoke")),
+        }
+    }
+
     /// Subscribes to the agent's events on a fresh connection (the CLI's `watch`).
     ///
     /// # Errors

@@ -349,6 +349,42 @@ impl Client {
         Ok(())
     }
 
+    /// Creates (or replaces) a gateway grant.
+    ///
+    /// # Errors
+    /// As [`Client::call`].
+    pub fn grant(
+        &mut self,
+        spec: &crate::gateway::NewGrant,
+    ) -> Result<crate::protocol::GrantIssued, ClientError> {
+        self.call(Request::Grant {
+            name: spec.name.clone(),
+            credential: spec.credential.clone(),
+            ttl_secs: spec.ttl.as_secs(),
+            max_concurrent: spec.max_concurrent,
+            daily_token_budget: spec.daily_token_budget,
+        })
+    }
+
+    /// Every live grant.
+    ///
+    /// # Errors
+    /// As [`Client::call`].
+    pub fn grants(&mut self) -> Result<Vec<crate::domain::GrantInfo>, ClientError> {
+        self.call(Request::Grants {})
+    }
+
+    /// Revokes a grant; whether there was one.
+    ///
+    /// # Errors
+    /// As [`Client::call`].
+    pub fn revoke(&mut self, name: &str) -> Result<bool, ClientError> {
+        self.call::<crate::protocol::Revoked>(Request::Revoke {
+            name: name.to_owned(),
+        })
+        .map(|r| r.revoked)
+    }
+
     /// Answers an approval request.
     ///
     /// # Errors

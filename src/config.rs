@@ -68,6 +68,30 @@ pub struct CredentialConfig {
     pub env_var: Option<String>,
     /// Assumed lifetime of a setup-token, counted from when it was stored.
     pub setup_token_lifetime_days: Option<u32>,
+    /// Whether the agent refreshes this credential's Claude Code login (`auto`, the default
+    /// when the chain has `claude-login`) or leaves it to the host CLI (`off`).
+    #[serde(default)]
+    pub refresh: RefreshMode,
+    /// How long before expiry the agent refreshes (default 60).
+    pub refresh_ahead_mins: Option<u64>,
+}
+
+/// `refresh = "auto" | "off"`.
+#[derive(Debug, Clone, Copy, Deserialize, Default, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum RefreshMode {
+    #[default]
+    Auto,
+    Off,
+}
+
+/// `[oauth]`: where the refresher and the usage figures go (corporate proxies, tests).
+#[derive(Debug, Clone, Deserialize, Default, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct OauthSection {
+    pub token_url: Option<String>,
+    pub usage_url: Option<String>,
+    pub extra_ca_file: Option<PathBuf>,
 }
 
 /// `[agent]`: the socket server, watching and expiry warnings.
@@ -199,6 +223,12 @@ pub struct Config {
     pub sinks: Vec<crate::sink::Target>,
     #[serde(default)]
     pub credentials: BTreeMap<String, CredentialConfig>,
+    /// `[oauth]`: the refresher's endpoints.
+    #[serde(default)]
+    pub oauth: OauthSection,
+    /// `[gateway]`: where sandboxes reach the API through the agent.
+    #[serde(default)]
+    pub gateway: crate::gateway::GatewayConfig,
     #[serde(skip)]
     pub path: PathBuf,
 }

@@ -78,6 +78,9 @@ error_codes! {
     WriteFailed = "write_failed" => ERROR,
     Config = "config" => ERROR,
     Invalid = "invalid" => ERROR,
+    GatewayDown = "gateway_down" => ERROR,
+    NeedsLogin = "needs_login" => ERROR,
+    NoSuchGrant = "no_such_grant" => ERROR,
     ProvisionFailed = "provision_failed" => ERROR,
     RerollFailed = "reroll_failed" => ERROR,
     BadRequest = "bad_request" => ERROR,
@@ -264,6 +267,26 @@ pub struct SinkStatus {
     pub error: Option<ErrorBody>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub written_at: Option<String>,
+}
+
+/// A gateway grant as `grants` lists it: never its placeholder.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct GrantInfo {
+    pub name: String,
+    pub credential: String,
+    pub created: String,
+    pub expires: String,
+    pub requests: u64,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    pub cache_creation_input_tokens: u64,
+    pub cache_read_input_tokens: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_use: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_concurrent: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub daily_token_budget: Option<u64>,
 }
 
 #[cfg(test)]

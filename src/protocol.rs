@@ -9,7 +9,9 @@ use std::fmt;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::domain::{Access, ApprovalRequest, CredentialStatus, Decision, ErrorBody, SinkStatus};
+use crate::domain::{
+    Access, ApprovalRequest, CredentialStatus, Decision, ErrorBody, GrantInfo, SinkStatus,
+};
 use crate::secret::Secret;
 
 /// Bumped on any incompatible change; the handshake compares it exactly.
@@ -99,6 +101,26 @@ pub enum Request {
     Approvals {},
     /// Answer an approval request.
     Approve { request: u64, decision: Decision },
+    /// Create (or replace) a gateway grant on `credential` for `ttl_secs`.
+    Grant {
+        name: String,
+        credential: String,
+        ttl_secs: u64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        max_concurrent: Option<u32>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        daily_token_budget: Option<u64>,
+    },
+    /// Every live grant with its usage.
+    Grants {},
+    /// Revoke a grant now.
+    Revoke { name: String },
+    /// Refresh Claude Code's login now (or say what would happen).
+    Refresh {
+        name: String,
+        #[serde(default)]
+        dry_run: bool,
+    },
 }
 
 impl Request {
@@ -118,6 +140,10 @@ impl Request {
             Self::Settings { .. } => "settings",
             Self::Approvals {} => "approvals",
             Self::Approve { .. } => "approve",
+            Self::Grant { .. } => "grant",
+            Self::Grants {} => "grants",
+            Self::Revoke { .. } => "revoke",
+            Self::Refresh { .. } => "refresh",
         }
     }
 }
@@ -147,6 +173,34 @@ impl Reply {
             .map_or("null", serde_json::value::RawValue::get);
         serde_json::from_str(raw)
     }
+}
+
+/// `grant`'s result: what a sandbox needs, shown once.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct GrantIssued {
+    pub grant: GrantInfo,
+    /// `ANTHROPIC_BASE_URL` for the sandbox.
+    pub base_url: String,
+    /// The gateway's Unix socket, for sandboxes without a network.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unix_socket: Option<String>,
+    /// `ANTHROPIC_AUTH_TOKEN` for the sandbox: a placeholder, not the token.
+    pub placeholder: WireSecret,
+}
+
+/// `refresh`'s result.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RefreshReport {
+    pub name: String,
+    /// What happened (or would), in words.
+    pub outcome: String,
+    pub needs_login: bool,
+}
+
+/// `revoke`'s result.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Revoked {
+    pub revoked: bool,
 }
 
 /// `clear`'s result.
@@ -309,6 +363,18 @@ pub enum Event {
         summary: String,
         body: String,
         shown: bool,
+    },
+    /// Keyferry refreshed Claude Code's login; every sink and the gateway already follow.
+    Refreshed {
+        name: String,
+        expires_at: String,
+        /// From the written-back login to the last sink rewritten, in microseconds.
+        followed_us: u64,
+    },
+    /// The refresh token was refused: only `claude /login` helps.
+    NeedsLogin {
+        name: String,
+        message: String,
     },
     /// The subscriber fell behind and missed this many events; re-read `status`.
     Lagged {

@@ -7,6 +7,7 @@
 mod backend;
 mod commands;
 mod tray;
+mod window;
 
 use std::sync::Mutex;
 use std::time::Duration;
@@ -15,7 +16,7 @@ use keyferry::audit::Audit;
 use keyferry::config::Config;
 use keyferry::protocol::Event;
 use keyferry::secret::Secret;
-use tauri::{AppHandle, Emitter, Manager, RunEvent, WindowEvent};
+use tauri::{AppHandle, Emitter, Manager, RunEvent};
 use tauri_plugin_autostart::{MacosLauncher, ManagerExt as _};
 use time::OffsetDateTime;
 
@@ -139,15 +140,9 @@ pub fn notify_or_note(app: &AppHandle, summary: &str, body: &str) {
     }
 }
 
+/// Opens the window (built on demand, see `window`) at `section`.
 pub fn show_window(app: &AppHandle, section: Option<&str>) {
-    if let Some(w) = app.get_webview_window("main") {
-        let _ = w.show();
-        let _ = w.unminimize();
-        let _ = w.set_focus();
-    }
-    if let Some(section) = section {
-        let _ = app.emit("kf://show", section);
-    }
+    window::show(app, section);
 }
 
 fn set_autostart(app: &AppHandle, enabled: bool) -> Result<bool, String> {
@@ -316,7 +311,24 @@ fn setup(app: &mut tauri::App) -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
+/// Panic payloads could carry data; print where, not what.
+/// GTK initialises OpenGL for the X11 screen at start (to pick GL-capable visuals), which maps
+/// the Mesa driver — and with it LLVM — into a tray app that draws nothing with GL: about
+/// 30 MiB PSS of the idle app (93 → 61 MiB under Xvfb, `src-tauri/measure.sh`). The window's
+/// page then renders without GPU compositing, which a settings window does not need. A
+/// `GDK_GL` the user set wins.
+#[cfg(target_os = "linux")]
+fn no_gl_unless_asked() {
+    if std::env::var_os("GDK_GL").is_none() {
+        // Called first in `main`, before any thread exists to read the environment.
+        std::env::set_var("GDK_GL", "disable");
+    }
+}
+
 fn main() {
+    keyferry::panic::install_redacting_hook("keyferry-tray");
+    #[cfg(target_os = "linux")]
+    no_gl_unless_asked();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -348,13 +360,8 @@ fn main() {
             commands::discard_token,
             commands::set_autostart,
         ])
-        .on_window_event(|window, event| {
-            // Closing the window hides it; the app lives in the tray until Quit.
-            if let WindowEvent::CloseRequested { api, .. } = event {
-                api.prevent_close();
-                let _ = window.hide();
-            }
-        })
+        // Closing the window destroys it (and WebKit's processes with it); the app lives in
+        // the tray until Quit, see `ExitRequested` below.
         .setup(setup)
         .build(tauri::generate_context!())
         .expect("building the Keyferry app");

@@ -26,7 +26,13 @@ fn line<T: serde::Serialize>(id: Option<u64>, r: Result<T, ErrorBody>) -> Line {
 /// Whether answering `request` may wait (on an approver), so the connection must keep
 /// reading other requests meanwhile.
 pub(super) fn may_wait(request: &Request) -> bool {
-    matches!(request, Request::Get { .. } | Request::Snapshot { .. })
+    matches!(
+        request,
+        Request::Get { .. }
+            | Request::Snapshot { .. }
+            | Request::Grant { .. }
+            | Request::Refresh { .. }
+    )
 }
 
 /// Handles one request after the handshake; returns the reply line.
@@ -113,6 +119,32 @@ pub(super) async fn dispatch(
                 ))
             };
             line(id, result)
+        }
+        Request::Grant {
+            name,
+            credential,
+            ttl_secs,
+            max_concurrent,
+            daily_token_budget,
+        } => {
+            let spec = crate::gateway::NewGrant {
+                name,
+                credential,
+                ttl: std::time::Duration::from_secs(ttl_secs),
+                max_concurrent,
+                daily_token_budget,
+            };
+            line(id, agent.grant(spec, &peer, Some(conn)).await)
+        }
+        Request::Grants {} => line(id, Ok::<_, ErrorBody>(agent.grants())),
+        Request::Revoke { name } => line(
+            id,
+            agent
+                .revoke_grant(&name, &peer)
+                .map(|revoked| crate::protocol::Revoked { revoked }),
+        ),
+        Request::Refresh { name, dry_run } => {
+            line(id, agent.refresh_login(&name, dry_run, &peer).await)
         }
         // The connection loop answers these itself.
         Request::Hello { .. } | Request::Watch {} | Request::Approvals {} => {

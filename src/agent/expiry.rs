@@ -13,7 +13,7 @@ use crate::expiry::Due;
 use crate::notification::{self, Delivery};
 use crate::protocol::Event;
 
-fn notify(agent: &Agent, summary: String, body: String) {
+pub(super) fn notify_now(agent: &Agent, summary: String, body: String) {
     if !agent
         .notifications
         .load(std::sync::atomic::Ordering::Relaxed)
@@ -82,7 +82,7 @@ pub(super) async fn expiry(agent: Arc<Agent>) {
             match &due {
                 Due::Expiring { label, left } => {
                     tracing::warn!(credential = %name, expires_at = %at_text, left = %left, "token expires soon");
-                    notify(&agent, format!("{name} token expires in {left}"),
+                    notify_now(&agent, format!("{name} token expires in {left}"),
                         format!("The {name} token expires at {at_text}. Reroll it: keyferry reroll {name}"));
                     agent.emit(Event::Expiring {
                         name: name.clone(),
@@ -96,7 +96,7 @@ pub(super) async fn expiry(agent: Arc<Agent>) {
                         .map(|a| human_duration((now - a).whole_seconds()))
                         .unwrap_or_default();
                     tracing::warn!(credential = %name, expires_at = %at_text, "token expired");
-                    notify(&agent, format!("{name} token expired {ago} ago"),
+                    notify_now(&agent, format!("{name} token expired {ago} ago"),
                         format!("The {name} token expired at {at_text}. Sandboxes using it will fail. Reroll it: keyferry reroll {name}"));
                     agent.emit(Event::Expired {
                         name: name.clone(),
@@ -141,12 +141,12 @@ pub(super) fn notify_access(agent: &Agent, access: &crate::domain::Access) {
             .as_ref()
             .map(ToString::to_string)
             .unwrap_or_default();
-        notify(
+        notify_now(
             agent,
             format!("Refused {cred} to {who}"),
             format!("{}: {why}", access.peer),
         );
     } else {
-        notify(agent, format!("{who} read {cred}"), access.peer.to_string());
+        notify_now(agent, format!("{who} read {cred}"), access.peer.to_string());
     }
 }

@@ -6,9 +6,11 @@ mod approval;
 mod conn;
 mod dispatch;
 mod expiry;
+mod gateway;
 mod lock;
 mod ops;
 pub mod peer;
+mod refresh;
 mod server;
 mod sinks;
 pub mod socket;
@@ -92,6 +94,10 @@ pub struct Agent {
     registered: Mutex<Vec<crate::sink::Target>>,
     /// The last outcome of every sink, by path, for `status`.
     sink_status: Mutex<BTreeMap<PathBuf, SinkStatus>>,
+    /// The one refresher of Claude Code's logins, when a chain reads one.
+    refresher: std::sync::OnceLock<Arc<crate::oauth::Refresher>>,
+    /// The gateway, once [`start`] has set it up.
+    gateway: std::sync::OnceLock<Arc<gateway::AgentGateway>>,
 }
 
 impl Agent {
@@ -121,6 +127,8 @@ impl Agent {
             notifier: RwLock::new(None),
             registered: Mutex::new(crate::sink::Registry::load()),
             sink_status: Mutex::new(BTreeMap::new()),
+            gateway: std::sync::OnceLock::new(),
+            refresher: std::sync::OnceLock::new(),
             thresholds: RwLock::new(cfg.thresholds()),
             notifications: AtomicBool::new(cfg.notifications),
             notify_on_access: AtomicBool::new(cfg.notify_on_access),
@@ -280,7 +288,25 @@ impl Agent {
         state
             .slots
             .iter()
-            .map(|(name, slot)| (name.clone(), slot.status_at(now, &thresholds)))
+            .map(|(name, slot)| {
+                let mut s = slot.status_at(now, &thresholds);
+                let dead = self
+                    .refresher
+                    .get()
+                    .and_then(|r| r.status(name))
+                    .filter(|r| r.needs_login);
+                if let Some(r) = dead {
+                    s.health = crate::domain::Health::Error;
+                    s.error = Some(crate::domain::ErrorBody::new(
+                        ErrorCode::NeedsLogin,
+                        format!(
+                            "the refresh token was refused{}; run `claude /login`",
+                            r.last_error.map(|e| format!(" ({e})")).unwrap_or_default()
+                        ),
+                    ));
+                }
+                (name.clone(), s)
+            })
             .collect()
     }
 }

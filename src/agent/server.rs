@@ -97,17 +97,38 @@ pub async fn start(config: Config, socket_path: &Path, role: Role) -> Result<Run
     let dir = socket::prepare_dir(socket_path)?;
     let lock = InstanceLock::acquire(&dir, socket_path)?;
     let listener = socket::bind(socket_path)?;
+    let refresher = match super::refresh::build(&config) {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::warn!(error = %e, "the refresher cannot start; logins are left to the host CLI");
+            None
+        }
+    };
     let agent = Agent::new(config, role);
+    if let Some(r) = refresher {
+        let _ = agent.refresher.set(Arc::new(r));
+    }
     let (stop, stopped) = oneshot::channel::<()>();
     let served = tokio::spawn({
         let agent = Arc::clone(&agent);
         async move {
             let warm = Arc::clone(&agent);
             let _ = tokio::task::spawn_blocking(move || warm.refresh_all()).await;
-            run(agent, listener, async move {
+            // One stop signal for the socket server and the gateway.
+            let (stop_all, _) = broadcast::channel::<()>(1);
+            let mut gw_stop = stop_all.subscribe();
+            let gateway = agent.serve_gateway(&dir, async move {
+                let _ = gw_stop.recv().await;
+            });
+            let server = run(Arc::clone(&agent), listener, async move {
                 let _ = stopped.await;
-            })
-            .await;
+                let _ = stop_all.send(());
+            });
+            let refresher = Arc::clone(&agent).run_refresher();
+            tokio::select! {
+                _ = async { tokio::join!(server, gateway) } => {}
+                () = refresher => {}
+            }
         }
     });
     Ok(Running {

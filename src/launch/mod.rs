@@ -73,6 +73,8 @@ fn outranking(var: &str) -> &'static [&'static str] {
     match var {
         "CLAUDE_CODE_OAUTH_TOKEN" => &["ANTHROPIC_AUTH_TOKEN", "ANTHROPIC_API_KEY"],
         "ANTHROPIC_API_KEY" => &["ANTHROPIC_AUTH_TOKEN"],
+        // A gateway placeholder: no real token may ride along into the sandbox.
+        "ANTHROPIC_AUTH_TOKEN" => &["ANTHROPIC_API_KEY", "CLAUDE_CODE_OAUTH_TOKEN"],
         _ => &[],
     }
 }
@@ -130,10 +132,12 @@ impl Plan {
                     && !set_by_us(&vars, &extra, k)
                     && !removed.iter().any(|(r, _)| r == k)
                 {
-                    removed.push((
-                        (*k).to_owned(),
-                        format!("it would take precedence over {g}"),
-                    ));
+                    let why = if g == "ANTHROPIC_AUTH_TOKEN" {
+                        "a real token must not enter the sandbox; the gateway holds it".to_owned()
+                    } else {
+                        format!("it would take precedence over {g}")
+                    };
+                    removed.push(((*k).to_owned(), why));
                 }
             }
         }

@@ -183,6 +183,19 @@ impl TrayState {
                     error.message
                 ));
             }
+            Event::NeedsLogin { name, .. } => {
+                self.alert = Some((
+                    name.clone(),
+                    format!("{name}: log in again — run `claude /login`"),
+                ));
+            }
+            Event::Refreshed { name, .. } => {
+                if self.alert.as_ref().is_some_and(|(n, _)| n == name) {
+                    self.alert = None;
+                } else {
+                    return Applied::Nothing;
+                }
+            }
             Event::SinkWritten { path, .. } => {
                 // A later success clears the failure it reported.
                 if self

@@ -99,6 +99,21 @@ pub fn unlock(cli: &Cli, config: &Config) -> anyhow::Result<i32> {
     Ok(exit::OK)
 }
 
+pub fn refresh(cli: &Cli, config: &Config, name: &str, dry_run: bool) -> anyhow::Result<i32> {
+    let report = client(cli, config)?.call::<keyferry::protocol::RefreshReport>(
+        keyferry::protocol::Request::Refresh {
+            name: name.to_owned(),
+            dry_run,
+        },
+    )?;
+    eprintln!("keyferry: {}: {}", report.name, report.outcome);
+    Ok(if report.needs_login {
+        exit::ERROR
+    } else {
+        exit::OK
+    })
+}
+
 pub fn watch(cli: &Cli, config: &Config, json: bool) -> anyhow::Result<i32> {
     let mut c = client(cli, config)?;
     c.watch()?;
@@ -145,6 +160,17 @@ pub fn watch(cli: &Cli, config: &Config, json: bool) -> anyhow::Result<i32> {
                         " (no notification service)"
                     }
                 )
+            }
+            Event::Refreshed {
+                name,
+                expires_at,
+                followed_us,
+            } => format!(
+                "refreshed {name}: expires {expires_at}; every sink followed in {:.1} ms",
+                *followed_us as f64 / 1000.0
+            ),
+            Event::NeedsLogin { name, message } => {
+                format!("login    {name}: {message}; run `claude /login`")
             }
             Event::Lagged { missed } => format!("(missed {missed} events)"),
         };

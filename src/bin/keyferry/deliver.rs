@@ -46,6 +46,16 @@ pub struct ExecArgs {
     /// Write a snapshot of the first credential to PATH before launching (kept current by a running agent).
     #[arg(long, value_name = "PATH")]
     snapshot: Vec<PathBuf>,
+    /// Give the command a gateway grant instead of the token: ANTHROPIC_BASE_URL and a
+    /// placeholder ANTHROPIC_AUTH_TOKEN. Without --grant, the grant lasts as long as CMD.
+    #[arg(long, conflicts_with = "snapshot")]
+    gateway: bool,
+    /// Create (or replace) this named grant and keep it after CMD exits.
+    #[arg(long, value_name = "NAME", requires = "gateway")]
+    grant: Option<String>,
+    /// The grant's lifetime.
+    #[arg(long, default_value = "8h", value_parser = crate::gateway_cmd::parse_ttl, requires = "gateway")]
+    ttl: std::time::Duration,
     /// Print the audit and exit without running anything.
     #[arg(long)]
     dry_run: bool,
@@ -77,6 +87,12 @@ pub struct ProvisionArgs {
     /// Remove the block instead.
     #[arg(long)]
     remove: bool,
+    /// Write a gateway grant (ANTHROPIC_BASE_URL and a placeholder) instead of the token.
+    #[arg(long, value_name = "NAME", num_args = 0..=1, default_missing_value = "")]
+    gateway: Option<String>,
+    /// The grant's lifetime (with --gateway).
+    #[arg(long, default_value = "30d", value_parser = crate::gateway_cmd::parse_ttl)]
+    ttl: std::time::Duration,
     /// Show the transport and the (masked) block without running anything.
     #[arg(long)]
     dry_run: bool,
@@ -145,6 +161,9 @@ pub fn exec(cli: &Cli, config: Config, args: &ExecArgs) -> anyhow::Result<i32> {
         args.creds.clone()
     };
     let b = Broker::new(config);
+    if args.gateway {
+        return exec_gateway(cli, &b, args, &creds[0]);
+    }
     let mut injections = Vec::new();
     for name in &creds {
         let s = serve(cli, &b, name)?;
@@ -195,6 +214,86 @@ pub fn exec(cli: &Cli, config: Config, args: &ExecArgs) -> anyhow::Result<i32> {
     Err(Error::Invalid(format!("cannot run {}: {err}", plan.argv[0])).into())
 }
 
+/// `exec --gateway`: the command gets a grant's base URL and placeholder, never the token.
+/// An ephemeral grant (no `--grant`) is revoked as soon as the command exits, so the
+/// command is run as a child and waited for rather than exec'd.
+fn exec_gateway(cli: &Cli, b: &Broker, args: &ExecArgs, cred: &str) -> anyhow::Result<i32> {
+    let ephemeral = args.grant.is_none();
+    let name = args
+        .grant
+        .clone()
+        .unwrap_or_else(|| format!("exec-{}", std::process::id()));
+    let spec = keyferry::gateway::NewGrant {
+        name: name.clone(),
+        credential: cred.to_owned(),
+        ttl: args.ttl,
+        max_concurrent: None,
+        daily_token_budget: None,
+    };
+    let api = api(cli, &b.config)?;
+    let (base_url, placeholder) = if args.dry_run {
+        (
+            "(the gateway's address)".to_owned(),
+            Secret::new("kfg_(made at launch)".into()),
+        )
+    } else {
+        let issued = api.grant(&spec)?;
+        (issued.base_url, issued.placeholder.0)
+    };
+    let lifetime = if ephemeral {
+        "revoked when the command exits"
+    } else {
+        "kept until it expires or is revoked"
+    };
+    let injections = vec![Injection {
+        name: cred.to_owned(),
+        var: "ANTHROPIC_AUTH_TOKEN".into(),
+        token: placeholder,
+        origin: format!(
+            "gateway grant {name}, a placeholder ({lifetime}); the token stays on the host"
+        ),
+    }];
+    let mut extra: Vec<(String, Secret)> =
+        vec![("ANTHROPIC_BASE_URL".into(), Secret::new(base_url))];
+    extra.extend(
+        args.extra
+            .iter()
+            .map(|(k, v)| (k.clone(), Secret::new(v.clone()))),
+    );
+    let host: Vec<(String, String)> = std::env::vars().collect();
+    let plan = Plan::build(
+        args.command.clone(),
+        injections,
+        extra,
+        args.clean_env,
+        &host,
+        Vec::new(),
+    );
+    let stderr_tty = std::io::stderr().is_terminal();
+    let color = stderr_tty && std::env::var_os("NO_COLOR").is_none();
+    if args.dry_run {
+        eprint!("{}", plan.audit(color));
+        eprintln!("\n(dry run: nothing was started and no grant was made)");
+        return Ok(exit::OK);
+    }
+    if args.audit || (stderr_tty && !args.quiet) {
+        eprint!("{}", plan.audit(color));
+    }
+    if !ephemeral {
+        let err = plan.command().exec();
+        return Err(Error::Invalid(format!("cannot run {}: {err}", plan.argv[0])).into());
+    }
+    let status = plan.command().status();
+    if let Err(e) = api.revoke(&name) {
+        crate::term::warn(&format!("could not revoke grant {name}: {}", e.message));
+    }
+    let status = status.map_err(|e| Error::Invalid(format!("cannot run {}: {e}", plan.argv[0])))?;
+    Ok(status.code().unwrap_or_else(|| {
+        use std::os::unix::process::ExitStatusExt;
+        128 + status.signal().unwrap_or(0)
+    }))
+}
+
 pub fn provision(cli: &Cli, config: Config, args: &ProvisionArgs) -> anyhow::Result<i32> {
     let creds = if args.creds.is_empty() {
         vec!["claude".to_owned()]
@@ -210,7 +309,45 @@ pub fn provision(cli: &Cli, config: Config, args: &ProvisionArgs) -> anyhow::Res
         });
     let transport = provision::transport(&args.via).map_err(Error::from)?;
     let mut exports = Vec::new();
-    if !args.remove {
+    if let (Some(grant), false) = (&args.gateway, args.remove) {
+        // The block holds the gateway's address and a placeholder, never the token.
+        let name = if grant.is_empty() {
+            marker.clone()
+        } else {
+            grant.clone()
+        };
+        let spec = keyferry::gateway::NewGrant {
+            name,
+            credential: creds[0].clone(),
+            ttl: args.ttl,
+            max_concurrent: None,
+            daily_token_budget: None,
+        };
+        if args.dry_run {
+            exports.push((
+                "ANTHROPIC_BASE_URL".to_owned(),
+                Secret::new("(the gateway's address)".into()),
+            ));
+            exports.push((
+                "ANTHROPIC_AUTH_TOKEN".to_owned(),
+                Secret::new("kfg_(made at run)".into()),
+            ));
+        } else {
+            let issued = api(cli, &config)?.grant(&spec)?;
+            exports.push((
+                "ANTHROPIC_BASE_URL".to_owned(),
+                Secret::new(issued.base_url.clone()),
+            ));
+            exports.push(("ANTHROPIC_AUTH_TOKEN".to_owned(), issued.placeholder.0));
+            eprintln!(
+                "keyferry: grant {} on {} until {}; the sandbox gets a placeholder, the token stays on the host",
+                issued.grant.name, issued.grant.credential, issued.grant.expires
+            );
+        }
+        if let Ok(v) = std::env::var("ANTHROPIC_CUSTOM_HEADERS") {
+            exports.push(("ANTHROPIC_CUSTOM_HEADERS".to_owned(), Secret::new(v)));
+        }
+    } else if !args.remove {
         let b = Broker::new(config);
         for name in &creds {
             let s = serve(cli, &b, name)?;

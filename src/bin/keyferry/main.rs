@@ -4,6 +4,8 @@
 mod agent_cmd;
 mod cfauth;
 mod deliver;
+mod docs;
+mod gateway_cmd;
 mod term;
 mod tokens;
 
@@ -107,6 +109,28 @@ pub enum Cmd {
     },
     /// Serve tokens again after `lock`.
     Unlock,
+    /// Create (or replace) a gateway grant: prints ANTHROPIC_BASE_URL and a placeholder
+    /// ANTHROPIC_AUTH_TOKEN for a sandbox; the token stays on the host.
+    Grant(gateway_cmd::GrantArgs),
+    /// Refresh Claude Code's login now, through the agent's single refresher.
+    Refresh {
+        /// Credential name.
+        #[arg(default_value = "claude")]
+        name: String,
+        /// Say what would happen, change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// List gateway grants with their usage.
+    Grants {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a gateway grant now.
+    Revoke {
+        /// The grant's name.
+        name: String,
+    },
     /// Print the agent's events as they happen (no secrets).
     Watch {
         #[arg(long)]
@@ -114,6 +138,17 @@ pub enum Cmd {
     },
     /// cf's token helper: setup, reroll, status, clear, get; `install [DIR]` links `cfauth`.
     Cfauth(cfauth::CfauthArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Write the man pages into DIR (for packagers).
+    #[command(hide = true)]
+    Man {
+        #[arg(value_name = "DIR")]
+        dir: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
@@ -184,6 +219,18 @@ pub fn load_config(cli: &Cli) -> Result<Config, Error> {
 }
 
 fn run(cli: &Cli) -> anyhow::Result<i32> {
+    // Documentation needs no config: a broken one must not break completions or packaging.
+    match &cli.cmd {
+        Cmd::Completions { shell } => {
+            docs::completions(*shell, &mut std::io::stdout().lock());
+            return Ok(0);
+        }
+        Cmd::Man { dir } => {
+            docs::man_pages(dir)?;
+            return Ok(0);
+        }
+        _ => {}
+    }
     let config = load_config(cli)?;
     match &cli.cmd {
         Cmd::Agent { action } => agent_cmd::agent(cli, config, action.as_ref()),
@@ -195,6 +242,10 @@ fn run(cli: &Cli) -> anyhow::Result<i32> {
         Cmd::Lock { passphrase } => agent_cmd::lock(cli, &config, *passphrase),
         Cmd::Unlock => agent_cmd::unlock(cli, &config),
         Cmd::Watch { json } => agent_cmd::watch(cli, &config, *json),
+        Cmd::Grant(args) => gateway_cmd::grant(cli, &config, args),
+        Cmd::Refresh { name, dry_run } => agent_cmd::refresh(cli, &config, name, *dry_run),
+        Cmd::Grants { json } => gateway_cmd::grants(cli, &config, *json),
+        Cmd::Revoke { name } => gateway_cmd::revoke(cli, &config, name),
         Cmd::Snapshot(args) => deliver::snapshot(cli, config, args),
         Cmd::Exec(args) => deliver::exec(cli, config, args),
         Cmd::Provision(args) => deliver::provision(cli, config, args),

@@ -1,0 +1,359 @@
+//! The agent's side of the gateway: grants kept in the state directory, the current token of
+//! each credential read from the agent's slots at request time (so a refresh or reroll
+//! applies to the very next request), and every request metered and audited.
+
+use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::time::Duration;
+
+use time::OffsetDateTime;
+
+use super::Agent;
+use crate::credential::{rfc3339, Kind};
+use crate::domain::{ErrorBody, ErrorCode, GrantInfo, Peer};
+use crate::gateway::{
+    Denial, GatewayContext, GrantView, GrantsFile, NewGrant, RequestRecord, TokenError, Upstream,
+};
+use crate::protocol::{GrantIssued, WireSecret};
+use crate::secret::Secret;
+
+/// How often metered usage is written to the grants file (one write per request would be
+/// a disk write on the hot path).
+const FLUSH_EVERY: Duration = Duration::from_secs(5);
+
+/// The gateway as the agent runs it.
+pub struct AgentGateway {
+    agent: Weak<Agent>,
+    grants: Mutex<GrantsFile>,
+    upstream: Upstream,
+    /// `ANTHROPIC_BASE_URL` for sandboxes: the first TCP listener's address.
+    base_url: Mutex<Option<String>>,
+    /// The Unix socket, when one listens.
+    unix_socket: Mutex<Option<String>>,
+    /// Why the gateway does not listen, when it does not.
+    down: Mutex<Option<String>>,
+}
+
+fn err(code: ErrorCode, message: impl Into<String>) -> ErrorBody {
+    ErrorBody::new(code, message)
+}
+
+impl AgentGateway {
+    /// Opens the grants file; expired grants (an ssh session killed with -9) are dropped.
+    ///
+    /// # Errors
+    /// An unreadable grants file or an unusable upstream.
+    pub fn new(agent: &Arc<Agent>) -> Result<Self, String> {
+        let cfg = &agent.broker.config.gateway;
+        let upstream = cfg.upstream().map_err(|e| e.to_string())?;
+        let file = GrantsFile::open(&crate::paths::state_dir(), OffsetDateTime::now_utc())
+            .map_err(|e| e.to_string())?;
+        Ok(Self {
+            agent: Arc::downgrade(agent),
+            grants: Mutex::new(file),
+            upstream,
+            base_url: Mutex::new(None),
+            unix_socket: Mutex::new(None),
+            down: Mutex::new(Some("starting".into())),
+        })
+    }
+
+    fn file(&self) -> std::sync::MutexGuard<'_, GrantsFile> {
+        self.grants.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Records where the gateway listens (or why it does not).
+    pub fn set_listening(
+        &self,
+        base_url: Option<String>,
+        unix: Option<String>,
+        down: Option<String>,
+    ) {
+        *self.base_url.lock().unwrap_or_else(PoisonError::into_inner) = base_url;
+        *self
+            .unix_socket
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = unix;
+        *self.down.lock().unwrap_or_else(PoisonError::into_inner) = down;
+    }
+
+    /// Writes metered usage now and then, until the agent goes away.
+    pub async fn flush_loop(self: Arc<Self>) {
+        loop {
+            tokio::time::sleep(FLUSH_EVERY).await;
+            if let Err(e) = self.file().flush() {
+                tracing::warn!(error = %e, "cannot write grant usage");
+            }
+        }
+    }
+
+    /// Creates (or replaces) a grant; the placeholder exists only in the reply.
+    ///
+    /// # Errors
+    /// The gateway is not listening, a bad name or lifetime, an unwritable grants file.
+    pub fn grant(&self, spec: NewGrant) -> Result<GrantIssued, ErrorBody> {
+        let base_url = self
+            .base_url
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+            .ok_or_else(|| {
+                let why = self
+                    .down
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .clone()
+                    .unwrap_or_default();
+                err(
+                    ErrorCode::GatewayDown,
+                    format!("the gateway is not listening ({why}); set [gateway] listen in config.toml and restart the agent"),
+                )
+            })?;
+        let now = OffsetDateTime::now_utc();
+        let mut file = self.file();
+        let (grant, placeholder) = file
+            .table
+            .create(spec, now)
+            .map_err(|e| err(ErrorCode::Invalid, e.to_string()))?;
+        file.save()
+            .map_err(|e| err(ErrorCode::WriteFailed, e.to_string()))?;
+        Ok(GrantIssued {
+            grant: info(&grant),
+            base_url,
+            unix_socket: self
+                .unix_socket
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clone(),
+            placeholder: WireSecret(placeholder),
+        })
+    }
+
+    /// Every live grant with its usage.
+    pub fn list(&self) -> Vec<GrantInfo> {
+        let mut file = self.file();
+        file.table.prune(OffsetDateTime::now_utc());
+        file.table.list().iter().map(info).collect()
+    }
+
+    /// Revokes a grant; whether there was one.
+    ///
+    /// # Errors
+    /// An unwritable grants file.
+    pub fn revoke(&self, name: &str) -> Result<bool, ErrorBody> {
+        let mut file = self.file();
+        if file.table.revoke(name).is_err() {
+            return Ok(false);
+        }
+        file.save()
+            .map_err(|e| err(ErrorCode::WriteFailed, e.to_string()))?;
+        Ok(true)
+    }
+}
+
+fn info(g: &crate::gateway::Grant) -> GrantInfo {
+    GrantInfo {
+        name: g.name.clone(),
+        credential: g.credential.clone(),
+        created: rfc3339(g.created).unwrap_or_default(),
+        expires: rfc3339(g.expires).unwrap_or_default(),
+        requests: g.requests,
+        input_tokens: g.tokens.input_tokens,
+        output_tokens: g.tokens.output_tokens,
+        cache_creation_input_tokens: g.tokens.cache_creation_input_tokens,
+        cache_read_input_tokens: g.tokens.cache_read_input_tokens,
+        last_use: g.last_use.and_then(rfc3339),
+        max_concurrent: g.max_concurrent,
+        daily_token_budget: g.daily_token_budget,
+    }
+}
+
+/// The gateway itself, as the audit log names its requests.
+fn gateway_peer() -> Peer {
+    Peer {
+        uid: crate::paths::current_uid(),
+        pid: i32::try_from(std::process::id()).ok(),
+        exe: Some("keyferry gateway".into()),
+    }
+}
+
+impl GatewayContext for AgentGateway {
+    fn verify(&self, placeholder: &str) -> Result<GrantView, Denial> {
+        let file = self.file();
+        let g = file.table.verify(placeholder, OffsetDateTime::now_utc())?;
+        Ok(GrantView {
+            name: g.name.clone(),
+            credential: g.credential.clone(),
+            max_concurrent: g.max_concurrent,
+        })
+    }
+
+    fn token(&self, credential: &str) -> Result<(Kind, Secret), TokenError> {
+        let agent = self
+            .agent
+            .upgrade()
+            .ok_or_else(|| TokenError::Unavailable {
+                credential: credential.to_owned(),
+                reason: "the agent is shutting down".into(),
+            })?;
+        let state = agent.read_state();
+        if state.lock.is_some() {
+            return Err(TokenError::Unavailable {
+                credential: credential.to_owned(),
+                reason: "the agent is locked; run `keyferry unlock`".into(),
+            });
+        }
+        let slot = state
+            .slots
+            .get(credential)
+            .ok_or_else(|| TokenError::UnknownCredential(credential.to_owned()))?;
+        let token = slot.token.as_ref().ok_or_else(|| TokenError::Unavailable {
+            credential: credential.to_owned(),
+            reason: slot
+                .status
+                .error
+                .as_ref()
+                .map_or_else(|| "no token found".to_owned(), |e| e.message.clone()),
+        })?;
+        Ok((token.kind, token.token.0.clone()))
+    }
+
+    fn record(&self, r: RequestRecord) {
+        if let Some(name) = &r.grant {
+            let mut file = self.file();
+            file.table.record(name, &r.usage, OffsetDateTime::now_utc());
+            file.touch();
+        }
+        if let Some(agent) = self.agent.upgrade() {
+            let outcome = format!(
+                "{} {} {} in={} out={} cache_write={} cache_read={}{}",
+                r.status,
+                r.method,
+                r.path,
+                r.usage.input_tokens,
+                r.usage.output_tokens,
+                r.usage.cache_creation_input_tokens,
+                r.usage.cache_read_input_tokens,
+                r.note
+                    .as_deref()
+                    .map(|n| format!(" ({n})"))
+                    .unwrap_or_default()
+            );
+            agent.record(
+                "gateway",
+                r.grant.as_deref(),
+                &outcome,
+                None,
+                &gateway_peer(),
+            );
+        }
+    }
+
+    fn upstream(&self) -> &Upstream {
+        &self.upstream
+    }
+}
+
+impl Agent {
+    fn gateway(&self) -> Result<&Arc<AgentGateway>, ErrorBody> {
+        self.gateway.get().ok_or_else(|| {
+            err(
+                ErrorCode::GatewayDown,
+                "this agent runs no gateway (see the agent's log for why)",
+            )
+        })
+    }
+
+    /// Creates (or replaces) a grant, after the lock and the policy for its credential:
+    /// a grant spends the credential as surely as reading it.
+    ///
+    /// # Errors
+    /// Refused, an unknown credential, a gateway that is not listening.
+    pub async fn grant(
+        &self,
+        spec: NewGrant,
+        peer: &Peer,
+        conn: Option<super::approval::ConnId>,
+    ) -> Result<GrantIssued, ErrorBody> {
+        let (name, credential) = (spec.name.clone(), spec.credential.clone());
+        let result = async {
+            if !self.names().contains(&credential) {
+                return Err(self.unknown(&credential));
+            }
+            self.may_read(&credential, peer, conn).await?;
+            self.gateway()?.grant(spec)
+        }
+        .await;
+        match &result {
+            Ok(_) => self.record(
+                "grant",
+                Some(&credential),
+                &format!("created {name}"),
+                None,
+                peer,
+            ),
+            Err(e) => self.record("grant", Some(&credential), "refused", Some(&e.code), peer),
+        }
+        result
+    }
+
+    /// Every live grant with its usage.
+    #[must_use]
+    pub fn grants(&self) -> Vec<GrantInfo> {
+        self.gateway.get().map(|g| g.list()).unwrap_or_default()
+    }
+
+    /// Revokes a grant now; whether there was one.
+    ///
+    /// # Errors
+    /// No gateway; an unwritable grants file.
+    pub fn revoke_grant(&self, name: &str, peer: &Peer) -> Result<bool, ErrorBody> {
+        let revoked = self.gateway()?.revoke(name)?;
+        let outcome = if revoked { "revoked" } else { "unknown" };
+        self.record("revoke", None, &format!("{outcome} {name}"), None, peer);
+        Ok(revoked)
+    }
+
+    /// Binds the gateway's listeners and serves them until `shutdown`. A gateway that
+    /// cannot listen (a port taken) leaves the agent serving tokens; `grant` then says why.
+    pub(super) async fn serve_gateway(
+        self: &Arc<Self>,
+        socket_dir: &std::path::Path,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) {
+        let gw = match AgentGateway::new(self) {
+            Ok(g) => Arc::new(g),
+            Err(e) => {
+                tracing::warn!(error = %e, "gateway disabled");
+                return;
+            }
+        };
+        let _ = self.gateway.set(Arc::clone(&gw));
+        let cfg = &self.broker.config.gateway;
+        let listeners = match cfg.bind(socket_dir).await {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::warn!(error = %e, "the gateway cannot listen; tokens are still served");
+                gw.set_listening(None, None, Some(e.to_string()));
+                return;
+            }
+        };
+        let tcp = listeners
+            .iter()
+            .find(|l| matches!(l.spec(), crate::gateway::ListenSpec::Tcp(_)))
+            .map(crate::gateway::Listener::base_url);
+        let unix = listeners.iter().find_map(|l| match l.spec() {
+            crate::gateway::ListenSpec::Unix(p) => Some(p.display().to_string()),
+            crate::gateway::ListenSpec::Tcp(_) => None,
+        });
+        let base = tcp.or_else(|| unix.as_ref().map(|_| "http://localhost".to_owned()));
+        gw.set_listening(base, unix, None);
+        tracing::info!(listeners = ?listeners.iter().map(crate::gateway::Listener::spec).collect::<Vec<_>>(), "gateway listening");
+        let limits = cfg.limits();
+        let ctx: Arc<dyn GatewayContext> = gw.clone();
+        tokio::select! {
+            () = crate::gateway::run(listeners, ctx, limits, shutdown) => {}
+            () = gw.clone().flush_loop() => {}
+        }
+        let _ = gw.file().flush();
+    }
+}

@@ -1,0 +1,240 @@
+//! The agent as the one refresher of Claude Code's own login: every credential whose chain
+//! reads `claude-login` (and does not say `refresh = "off"`) is handed to the
+//! [`crate::oauth::Refresher`]; what it writes back is re-resolved at once, so every sink,
+//! the gateway and `watch` subscribers follow in the same instant.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::Agent;
+use crate::config::{Config, RefreshMode};
+use crate::credential::rfc3339;
+use crate::domain::{ErrorBody, ErrorCode, Peer};
+use crate::oauth::writeback::{CredentialsFile, KeychainLogin, LoginSource};
+use crate::oauth::{Event as RefreshEvent, OauthConfig, Outcome, Refresher, Would};
+use crate::protocol::{Event, RefreshReport};
+use crate::source::chain::{claude_login, LoginLocation};
+use crate::source::Source;
+
+/// The refresher for `config`'s Claude Code logins; `None` when there is none to refresh.
+///
+/// # Errors
+/// The keychain for the journal cannot be opened, or the endpoints are unusable.
+pub(super) fn build(config: &Config) -> Result<Option<Refresher>, String> {
+    let env = |k: &str| std::env::var(k).ok();
+    let logins: Vec<(String, Option<u64>)> = config
+        .names()
+        .into_iter()
+        .filter_map(|name| {
+            let spec = config.spec(&name).ok()?;
+            let user = config.credentials.get(&name);
+            let off = user.is_some_and(|c| c.refresh == RefreshMode::Off);
+            let reads_login = spec.chain.iter().any(|s| matches!(s, Source::ClaudeLogin));
+            (reads_login && !off).then(|| (name, user.and_then(|c| c.refresh_ahead_mins)))
+        })
+        .collect();
+    if logins.is_empty() {
+        return Ok(None);
+    }
+    let store: Arc<dyn crate::store::Store> = Arc::from(
+        crate::store::open_with(&config.keychain.store_options()).map_err(|e| e.to_string())?,
+    );
+    let mut oc = OauthConfig::default();
+    if let Some(u) = &config.oauth.token_url {
+        oc.token_url.clone_from(u);
+    }
+    if let Some(u) = &config.oauth.usage_url {
+        oc.usage_url.clone_from(u);
+    }
+    oc.extra_ca_file.clone_from(&config.oauth.extra_ca_file);
+    let refresher = Refresher::new(oc, Arc::clone(&store)).map_err(|e| e.to_string())?;
+    let location = claude_login(&env, cfg!(target_os = "macos"));
+    for (name, ahead) in logins {
+        let source: Arc<dyn LoginSource> = match &location {
+            LoginLocation::File(path) => Arc::new(CredentialsFile { path: path.clone() }),
+            LoginLocation::Keychain(id) => Arc::new(KeychainLogin {
+                store: Arc::clone(&store),
+                id: id.clone(),
+                lock_dir: Some(
+                    env("CLAUDE_CONFIG_DIR")
+                        .map_or_else(|| crate::paths::home().join(".claude"), Into::into),
+                ),
+            }),
+        };
+        match ahead {
+            Some(m) => refresher.add_with(&name, source, Duration::from_secs(m * 60)),
+            None => refresher.add(&name, source),
+        }
+    }
+    Ok(Some(refresher))
+}
+
+fn the_refresher_peer() -> Peer {
+    Peer {
+        uid: crate::paths::current_uid(),
+        pid: i32::try_from(std::process::id()).ok(),
+        exe: Some("keyferry refresher".into()),
+    }
+}
+
+impl Agent {
+    /// Runs the refresher's schedule and follows its events until the task is dropped.
+    pub(super) async fn run_refresher(self: Arc<Self>) {
+        let Some(refresher) = self.refresher.get().cloned() else {
+            return std::future::pending().await;
+        };
+        let mut events = refresher.subscribe();
+        let schedule = tokio::spawn(Arc::clone(&refresher).run_schedule());
+        let _abort = AbortOnDrop(schedule);
+        loop {
+            let ev = match events.recv().await {
+                Ok(ev) => ev,
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+            };
+            self.on_refresh_event(ev).await;
+        }
+    }
+
+    async fn on_refresh_event(self: &Arc<Self>, ev: RefreshEvent) {
+        let peer = the_refresher_peer();
+        match ev {
+            RefreshEvent::Refreshed { name, expires_at } => {
+                let started = Instant::now();
+                // Re-read what was written back: slots, sinks and the gateway follow.
+                self.refresh(vec![name.clone()]).await;
+                let followed_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+                tracing::info!(credential = %name, followed_us, "refreshed; every sink rewritten");
+                self.record("refresh", Some(&name), "refreshed", None, &peer);
+                self.emit(Event::Refreshed {
+                    name,
+                    expires_at: rfc3339(expires_at).unwrap_or_default(),
+                    followed_us,
+                });
+            }
+            RefreshEvent::Adopted { name } => {
+                self.refresh(vec![name.clone()]).await;
+                self.record("refresh", Some(&name), "adopted", None, &peer);
+            }
+            RefreshEvent::NeedsLogin { name, message } => {
+                self.record(
+                    "refresh",
+                    Some(&name),
+                    "needs_login",
+                    Some(&ErrorCode::NeedsLogin),
+                    &peer,
+                );
+                super::expiry::notify_now(
+                    self,
+                    format!("{name}: log in again"),
+                    format!("{message}. Run `claude /login` on this machine; Keyferry picks the new login up by itself."),
+                );
+                self.emit(Event::NeedsLogin { name, message });
+            }
+            RefreshEvent::Failed {
+                name,
+                code,
+                message,
+                ..
+            } => {
+                tracing::warn!(credential = %name, code, %message, "refresh failed; will retry");
+                self.record(
+                    "refresh",
+                    Some(&name),
+                    "failed",
+                    Some(&ErrorCode::parse(code)),
+                    &peer,
+                );
+            }
+        }
+    }
+
+    /// `keyferry refresh`: refreshes `name` now through the same single flight (or says
+    /// what would happen).
+    ///
+    /// # Errors
+    /// Not a refreshable login; the refresh failed.
+    pub async fn refresh_login(
+        &self,
+        name: &str,
+        dry_run: bool,
+        peer: &Peer,
+    ) -> Result<RefreshReport, ErrorBody> {
+        let refresher = self.refresher.get().ok_or_else(|| {
+            ErrorBody::new(
+                ErrorCode::Unsupported,
+                format!("{name:?} is not refreshed by Keyferry: only credentials whose chain reads claude-login are, and not with refresh = \"off\""),
+            )
+        })?;
+        let err = |e: crate::oauth::Error| {
+            let code = if e.is_permanent() {
+                ErrorCode::NeedsLogin
+            } else {
+                ErrorCode::parse(e.code())
+            };
+            ErrorBody::new(code, e.to_string())
+        };
+        let outcome = if dry_run {
+            match refresher.dry_run(name, true).await.map_err(err)? {
+                Would::Refresh => "would refresh now".to_owned(),
+                Would::FinishPendingWriteback => {
+                    "would finish an interrupted write-back".to_owned()
+                }
+                Would::Wait { until } => format!(
+                    "not due; would refresh at {}",
+                    rfc3339(until).unwrap_or_default()
+                ),
+                Would::LeaveToCli => {
+                    "inside Claude Code's own refresh window; left to the CLI".to_owned()
+                }
+                Would::NothingToRefresh => "nothing to refresh (no refresh token)".to_owned(),
+                Would::NeedsLogin => "the login is dead; run `claude /login`".to_owned(),
+            }
+        } else {
+            let result = refresher.refresh_now(name).await;
+            self.record(
+                "refresh",
+                Some(name),
+                if result.is_ok() {
+                    "requested"
+                } else {
+                    "failed"
+                },
+                None,
+                peer,
+            );
+            match result.map_err(err)? {
+                Outcome::Refreshed { expires_at } => format!(
+                    "refreshed; expires {}",
+                    rfc3339(expires_at).unwrap_or_default()
+                ),
+                Outcome::Adopted { .. } => {
+                    "the store already held a newer login; adopted it".to_owned()
+                }
+                Outcome::NotDue { .. } => "not due".to_owned(),
+                Outcome::LeftToCli => {
+                    "left to Claude Code (inside its own refresh window)".to_owned()
+                }
+                Outcome::NeedsLogin => "the login is dead; run `claude /login`".to_owned(),
+                Outcome::BackingOff { until } => format!(
+                    "a recent failure; retrying at {}",
+                    rfc3339(until).unwrap_or_default()
+                ),
+            }
+        };
+        Ok(RefreshReport {
+            name: name.to_owned(),
+            outcome,
+            needs_login: refresher.status(name).is_some_and(|s| s.needs_login),
+        })
+    }
+}
+
+/// Stops the schedule task with the agent.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}

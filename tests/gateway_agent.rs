@@ -1,0 +1,191 @@
+//! The gateway as the real agent runs it: `keyferry exec --gateway` gives the real `claude`
+//! CLI a placeholder (its ephemeral grant gone when it exits), `grant`/`grants`/`revoke`
+//! over the socket, a reroll between two requests, and `provision --gateway`.
+
+#![cfg(target_os = "linux")]
+
+mod common;
+mod kf;
+
+use std::time::Duration;
+
+use keyferry::domain::GrantInfo;
+use kf::fake_api::{FakeApi, REPLY};
+use kf::{assert_no_secret, ok, text, Home};
+
+const SETUP: &str = "sk-ant-oat01-GATEWAYsetupAAAAbbbbCCCC-1111";
+const SETUP2: &str = "sk-ant-oat01-GATEWAYrerollDDDDeeeeFFFF-2222";
+const HOST_LEAK: &str = "sk-ant-oat01-HOSTenvMUSTnotLEAKgggg-3333";
+
+/// A home with a stored setup-token and a gateway on an ephemeral loopback port in front
+/// of the fake API.
+fn home(api: &FakeApi) -> Home {
+    let h = Home::new();
+    h.write(
+        ".config/keyferry/config.toml",
+        &format!(
+            "[gateway]\nlisten = [\"127.0.0.1:0\"]\nunix_socket = false\nupstream = \"{}\"\n",
+            api.url
+        ),
+        0o600,
+    );
+    ok(&h.run(&["setup"], Some(SETUP), &[]));
+    h
+}
+
+fn quiet_claude() -> Vec<(&'static str, &'static str)> {
+    vec![
+        ("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "1"),
+        ("DISABLE_AUTOUPDATER", "1"),
+    ]
+}
+
+fn grants(h: &Home) -> Vec<GrantInfo> {
+    serde_json::from_str(&ok(&h.run(&["grants", "--json"], None, &[])).0).unwrap()
+}
+
+#[test]
+fn exec_gateway_gives_claude_a_placeholder_and_its_grant_ends_with_it() {
+    let api = FakeApi::start();
+    let h = home(&api);
+    let _agent = h.start_agent();
+    let claude = kf::claude_bin();
+    let dump = h.path("child-env");
+    let script = format!(
+        "env > {}; exec {} -p ping",
+        dump.display(),
+        claude.display()
+    );
+    let mut envs = quiet_claude();
+    // A real token in the host's environment must not ride along.
+    envs.push(("CLAUDE_CODE_OAUTH_TOKEN", HOST_LEAK));
+    let out = h.run(
+        &["exec", "--gateway", "--audit", "--", "sh", "-c", &script],
+        None,
+        &envs,
+    );
+    let (stdout, stderr) = ok(&out);
+    assert!(stdout.contains(REPLY), "{stdout}\n{stderr}");
+    assert_eq!(api.bearers(), vec![SETUP.to_owned()]);
+    let child_env = std::fs::read_to_string(&dump).unwrap();
+    assert!(
+        child_env.contains("ANTHROPIC_AUTH_TOKEN=kfg_"),
+        "{child_env}"
+    );
+    assert!(child_env.contains("ANTHROPIC_BASE_URL=http://127.0.0.1:"));
+    assert_no_secret(&child_env, &[SETUP, HOST_LEAK]);
+    assert!(stderr.contains("the token stays on the host"), "{stderr}");
+    assert!(stderr.contains("ANTHROPIC_AUTH_TOKEN=kfg_"), "{stderr}");
+    assert!(!stderr.contains(
+        child_env
+            .lines()
+            .find(|l| l.starts_with("ANTHROPIC_AUTH_TOKEN"))
+            .unwrap()
+    ));
+    assert_no_secret(&stderr, &[SETUP, HOST_LEAK]);
+    // The ephemeral grant was revoked when the command exited.
+    assert!(grants(&h).is_empty());
+}
+
+#[test]
+fn a_reroll_between_requests_changes_the_upstream_token_and_revoke_ends_it() {
+    let api = FakeApi::start();
+    let h = home(&api);
+    let _agent = h.start_agent();
+    let (env, err) = ok(&h.run(&["grant", "sandbox-1", "--ttl", "1h"], None, &[]));
+    assert!(err.contains("the token stays on the host"), "{err}");
+    let vars: Vec<(String, String)> = env
+        .lines()
+        .map(|l| {
+            let (k, v) = l.split_once('=').unwrap();
+            (k.to_owned(), v.to_owned())
+        })
+        .collect();
+    assert_eq!(vars[0].0, "ANTHROPIC_BASE_URL");
+    assert_eq!(vars[1].0, "ANTHROPIC_AUTH_TOKEN");
+    assert!(vars[1].1.starts_with("kfg_") && vars[1].1.len() > 40);
+    assert_no_secret(&env, &[SETUP]);
+    // The "sandbox": claude with only the two variables.
+    let sandbox = || {
+        let mut cmd = std::process::Command::new(kf::claude_bin());
+        cmd.env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap())
+            .env("HOME", h.path("sandbox-home"))
+            .envs(vars.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .envs(quiet_claude())
+            .args(["-p", "ping"]);
+        std::fs::create_dir_all(h.path("sandbox-home")).unwrap();
+        common::run_with_timeout(&mut cmd, None, Duration::from_secs(60))
+    };
+    assert!(text(&sandbox().stdout).contains(REPLY));
+    ok(&h.run(&["setup"], Some(SETUP2), &[]));
+    assert!(text(&sandbox().stdout).contains(REPLY));
+    assert_eq!(api.bearers(), vec![SETUP.to_owned(), SETUP2.to_owned()]);
+    let list = grants(&h);
+    assert_eq!(list.len(), 1);
+    assert_eq!(list[0].name, "sandbox-1");
+    assert!(list[0].requests >= 2, "{list:?}");
+    assert!(list[0].last_use.is_some());
+    // Revoked: the next request gets a 401 and never reaches the upstream.
+    ok(&h.run(&["revoke", "sandbox-1"], None, &[]));
+    let answer = raw_post(&vars[0].1, &vars[1].1);
+    assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
+    assert!(
+        answer.contains("authentication_error") && answer.contains("revoked"),
+        "{answer}"
+    );
+    assert_eq!(api.bearers().len(), 2);
+    // The audit names the grant and the status, never the placeholder or the token.
+    let (log, _) = ok(&h.run(&["log", "--json", "-n", "200"], None, &[]));
+    assert!(log.contains("\"op\":\"gateway\""), "{log}");
+    assert!(!log.contains(&vars[1].1));
+    assert_no_secret(&log, &[SETUP, SETUP2]);
+}
+
+/// One `POST /v1/messages` to the gateway with `placeholder`, as plain HTTP/1.1.
+fn raw_post(base_url: &str, placeholder: &str) -> String {
+    use std::io::{Read, Write};
+    let addr = base_url.strip_prefix("http://").unwrap();
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let body = r#"{"model":"x","max_tokens":1,"messages":[]}"#;
+    write!(
+        s,
+        "POST /v1/messages?beta=true HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {placeholder}\r\nuser-agent: claude-cli/2 (external, cli)\r\nx-app: cli\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out
+}
+
+#[test]
+fn provision_gateway_writes_the_placeholder_not_the_token() {
+    let api = FakeApi::start();
+    let h = home(&api);
+    let _agent = h.start_agent();
+    let (_, err) = ok(&h.run(
+        &["provision", "--via", "sh", "--gateway", "vm-1"],
+        None,
+        &[],
+    ));
+    assert!(err.contains("placeholder"), "{err}");
+    let rc = std::fs::read_to_string(h.path(".bashrc")).unwrap();
+    assert!(rc.contains("export ANTHROPIC_AUTH_TOKEN='kfg_"), "{rc}");
+    assert!(
+        rc.contains("export ANTHROPIC_BASE_URL='http://127.0.0.1:"),
+        "{rc}"
+    );
+    assert_no_secret(&rc, &[SETUP]);
+    assert_eq!(grants(&h)[0].name, "vm-1");
+}
+
+#[test]
+fn without_an_agent_grant_says_how_to_get_one() {
+    let api = FakeApi::start();
+    let h = home(&api);
+    let out = h.run(&["grant", "x"], None, &[]);
+    assert_eq!(out.status.code(), Some(5), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("keyferry agent"));
+}

@@ -1,0 +1,158 @@
+//! The real agent as the one refresher: a Claude Code login 20 minutes from expiry is
+//! refreshed once through a loopback token endpoint, written back to `.credentials.json`,
+//! and every consumer (a `.env` sink, `keyferry get`, `watch`) follows at once; a login
+//! the endpoint refuses is `needs_login` after exactly one call.
+
+#![cfg(target_os = "linux")]
+
+mod common;
+#[path = "refresher/fake_oauth.rs"]
+#[allow(dead_code)]
+mod fake_oauth;
+mod kf;
+
+use std::os::unix::fs::PermissionsExt;
+use std::time::{Duration, Instant};
+
+use fake_oauth::{Answer, FakeOauth, ACCESS_PREFIX};
+use keyferry::protocol::Event;
+use kf::{assert_no_secret, ok, text, Home};
+
+const OLD_ACCESS: &str = "sk-ant-oat01-OLDaccessAAAAbbbbCCCCdddd-1111";
+const OLD_REFRESH: &str = "sk-ant-ort01-OLDrefreshEEEEffffGGGG-2222";
+
+/// A home whose `claude` is Claude Code's own login expiring in `mins`, refreshed against
+/// `fake`, with a `.env` sink.
+fn home(fake: &FakeOauth, mins: i64) -> Home {
+    let h = Home::new();
+    let at = (time::OffsetDateTime::now_utc().unix_timestamp() + mins * 60) * 1000;
+    h.write(
+        ".claude/.credentials.json",
+        &format!(
+            r#"{{"claudeAiOauth":{{"accessToken":"{OLD_ACCESS}","refreshToken":"{OLD_REFRESH}","expiresAt":{at},"scopes":["user:inference","user:profile"],"subscriptionType":"max","keepMe":1}}}}"#
+        ),
+        0o600,
+    );
+    std::fs::create_dir_all(h.path("proj")).unwrap();
+    h.write(
+        ".config/keyferry/config.toml",
+        &format!(
+            "[oauth]\ntoken_url = \"{}\"\nusage_url = \"{}\"\n[gateway]\nlisten = []\nunix_socket = false\n\
+             [[sink]]\ncredential = \"claude\"\ndotenv = \"{}\"\n",
+            fake.token_url(),
+            fake.usage_url(),
+            h.path("proj/.env").display()
+        ),
+        0o600,
+    );
+    h
+}
+
+#[test]
+fn a_login_near_expiry_is_refreshed_once_and_every_consumer_follows() {
+    let fake = FakeOauth::plain();
+    fake.set(Answer::Rotate);
+    let h = home(&fake, 20);
+    let agent = h.start_agent();
+    let mut watcher = agent.client();
+    watcher.watch().unwrap();
+    watcher.set_timeout(Some(Duration::from_secs(2)));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let followed_us = loop {
+        assert!(Instant::now() < deadline, "no refreshed event");
+        if let Ok(Event::Refreshed { followed_us, .. }) = watcher.next_event() {
+            break followed_us;
+        }
+    };
+    eprintln!(
+        "refresh -> every sink written: {:.1} ms",
+        followed_us as f64 / 1000.0
+    );
+    assert_eq!(fake.token_calls(), 1);
+    assert_eq!(fake.refresh_tokens(), vec![OLD_REFRESH.to_owned()]);
+    let login = std::fs::read_to_string(h.path(".claude/.credentials.json")).unwrap();
+    let doc: serde_json::Value = serde_json::from_str(&login).unwrap();
+    let access = doc["claudeAiOauth"]["accessToken"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(access.starts_with(ACCESS_PREFIX), "{login}");
+    assert_eq!(doc["claudeAiOauth"]["keepMe"], 1);
+    let mode = std::fs::metadata(h.path(".claude/.credentials.json"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+    // The sink and `get` already carry the new token.
+    let env = std::fs::read_to_string(h.path("proj/.env")).unwrap();
+    assert!(env.contains(&access), "{env}");
+    let (got, _) = ok(&h.run(&["--require-agent", "get"], None, &[]));
+    assert_eq!(got.trim(), access);
+    // A dry run calls nothing.
+    let (_, err) = ok(&h.run(&["refresh", "--dry-run"], None, &[]));
+    assert!(err.contains("would refresh now"), "{err}");
+    assert_eq!(fake.token_calls(), 1);
+    let (log, _) = ok(&h.run(&["log", "--json", "-n", "200"], None, &[]));
+    assert!(
+        log.contains("\"op\":\"refresh\"") && log.contains("refreshed"),
+        "{log}"
+    );
+    assert_no_secret(&log, &[OLD_ACCESS, OLD_REFRESH]);
+    assert!(!log.contains(fake_oauth::REFRESH_PREFIX));
+}
+
+#[test]
+fn a_login_hours_from_expiry_is_left_alone() {
+    let fake = FakeOauth::plain();
+    fake.set(Answer::Rotate);
+    let h = home(&fake, 7 * 60);
+    let agent = h.start_agent();
+    // The schedule has looked at it (the agent answers status after start-up work)…
+    agent.client().status().unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(fake.token_calls(), 0);
+    // …and an explicit refresh still goes through the same single flight.
+    let (_, err) = ok(&h.run(&["refresh"], None, &[]));
+    assert!(err.contains("refreshed"), "{err}");
+    assert_eq!(fake.token_calls(), 1);
+}
+
+#[test]
+fn a_refused_refresh_token_means_needs_login_after_one_call() {
+    let fake = FakeOauth::plain();
+    fake.set(Answer::Raw(
+        400,
+        r#"{"error":"invalid_grant","error_description":"Refresh token not found or invalid"}"#
+            .into(),
+    ));
+    let h = home(&fake, 20);
+    let agent = h.start_agent();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        let st = agent.client().status().unwrap();
+        let claude = st
+            .credentials
+            .into_iter()
+            .find(|c| c.name == "claude")
+            .unwrap();
+        if claude
+            .error
+            .as_ref()
+            .is_some_and(|e| e.code == "needs_login")
+        {
+            break claude;
+        }
+        assert!(Instant::now() < deadline, "never needs_login: {claude:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(status.error.unwrap().message.contains("claude /login"));
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(fake.token_calls(), 1, "nothing is retried in a loop");
+    let out = h.run(&["refresh"], None, &[]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("claude /login"),
+        "{}",
+        text(&out.stderr)
+    );
+}
