@@ -9,6 +9,7 @@ pub mod api;
 pub mod atomic;
 pub mod audit;
 pub mod broker;
+pub mod cfauth;
 pub mod client;
 pub mod config;
 pub mod credential;

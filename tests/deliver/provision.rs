@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use crate::common;
+use crate::kf::sshd::Sshd;
 use crate::kf::{self, assert_no_secret, ok, text, Home};
 use crate::{SETUP, WAIT};
 
@@ -74,7 +75,7 @@ fn provision_over_ssh_to_a_real_sshd() {
     ]);
     let user = "kfother";
     kf::ensure_user(user);
-    let sshd = crate::kf::sshd::Sshd::start(user);
+    let sshd = Sshd::start(user);
     let h = Home::new();
     ok(&h.run(&["setup"], Some(SETUP), &[]));
     let rc_name = format!(".kf-test-rc-{}", std::process::id());

@@ -50,7 +50,12 @@ impl Home {
 
     /// `keyferry` with a clean environment: the fixture's bus and XDG dirs, no agent.
     pub fn kf(&self) -> Command {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_keyferry"));
+        self.command(env!("CARGO_BIN_EXE_keyferry"))
+    }
+
+    /// `program` (a link to `keyferry`, a script) with [`Home::kf`]'s environment.
+    pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        let mut cmd = Command::new(program);
         cmd.env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
             .env("USER", USER)

@@ -1,15 +1,11 @@
-//! OpenSSH's sshd on 127.0.0.1 for a second Unix user: the "remote machine" of the SSH
-//! tests (provisioning over ssh, forwarding over `ssh -R`).
+//! OpenSSH's sshd on 127.0.0.1 for tests that reach "a remote machine" as a second Unix
+//! user (needs root, as CI runs): a throwaway host key and client key, key logins only.
 
 use std::process::Command;
 use std::time::Duration;
 
-use testkit::Proc;
-
-use super::text;
-use crate::common;
-
-const WAIT: Duration = Duration::from_secs(30);
+use crate::common::{self, Proc};
+use crate::kf::text;
 
 /// OpenSSH's sshd on 127.0.0.1, for the second test user, with a throwaway host key.
 pub struct Sshd {
@@ -29,7 +25,7 @@ impl Sshd {
                     .args(["-q", "-t", "ed25519", "-N", "", "-f"])
                     .arg(path),
                 None,
-                WAIT,
+                common::COMMAND_TIMEOUT,
             );
             assert!(out.status.success(), "{}", text(&out.stderr));
         };
@@ -72,6 +68,7 @@ impl Sshd {
         }
     }
 
+    /// The transport that runs `sh` as `user` there, for `--via`.
     pub fn via(&self, user: &str) -> String {
         format!(
             "ssh -i {} -p {} -o BatchMode=yes -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR {user}@127.0.0.1 sh",

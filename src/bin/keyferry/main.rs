@@ -2,6 +2,7 @@
 //! is in the library.
 
 mod agent_cmd;
+mod cfauth;
 mod deliver;
 mod docs;
 mod gateway_cmd;
@@ -135,6 +136,8 @@ pub enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// cf's token helper: setup, reroll, status, clear, get; `install [DIR]` links `cfauth`.
+    Cfauth(cfauth::CfauthArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions {
         #[arg(value_enum)]
@@ -151,7 +154,15 @@ pub enum Cmd {
 fn main() -> ExitCode {
     keyferry::panic::install_redacting_hook("keyferry");
     init_logging();
-    let cli = match Cli::try_parse() {
+    // Run as `cfauth` (a link to this binary): the same as `keyferry cfauth …`.
+    let mut argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if argv
+        .first()
+        .is_some_and(|a| keyferry::cfauth::invoked_as_cfauth(a))
+    {
+        argv.insert(1, "cfauth".into());
+    }
+    let cli = match Cli::try_parse_from(argv) {
         Ok(c) => c,
         Err(e) => {
             let _ = e.print();
@@ -238,6 +249,7 @@ fn run(cli: &Cli) -> anyhow::Result<i32> {
         Cmd::Snapshot(args) => deliver::snapshot(cli, config, args),
         Cmd::Exec(args) => deliver::exec(cli, config, args),
         Cmd::Provision(args) => deliver::provision(cli, config, args),
+        Cmd::Cfauth(args) => cfauth::run(cli, config, args),
         _ => tokens::run(cli, config),
     }
 }
