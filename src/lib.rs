@@ -29,6 +29,7 @@ pub mod policy;
 pub mod protocol;
 pub mod provision;
 pub mod random;
+pub mod remote;
 pub mod report;
 pub mod reroll;
 pub mod safe_file;

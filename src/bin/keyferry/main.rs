@@ -6,6 +6,7 @@ mod cfauth;
 mod deliver;
 mod docs;
 mod gateway_cmd;
+mod ssh_cmd;
 mod term;
 mod tokens;
 
@@ -121,6 +122,9 @@ pub enum Cmd {
         #[arg(long)]
         dry_run: bool,
     },
+    /// ssh to a remote machine with a gateway grant forwarded like `ssh -A`: Claude there
+    /// reaches the API through this host; the token never leaves it.
+    Ssh(ssh_cmd::SshArgs),
     /// List gateway grants with their usage.
     Grants {
         #[arg(long)]
@@ -244,6 +248,7 @@ fn run(cli: &Cli) -> anyhow::Result<i32> {
         Cmd::Watch { json } => agent_cmd::watch(cli, &config, *json),
         Cmd::Grant(args) => gateway_cmd::grant(cli, &config, args),
         Cmd::Refresh { name, dry_run } => agent_cmd::refresh(cli, &config, name, *dry_run),
+        Cmd::Ssh(args) => ssh_cmd::run(cli, &config, args),
         Cmd::Grants { json } => gateway_cmd::grants(cli, &config, *json),
         Cmd::Revoke { name } => gateway_cmd::revoke(cli, &config, name),
         Cmd::Snapshot(args) => deliver::snapshot(cli, config, args),

@@ -1,0 +1,144 @@
+//! `keyferry ssh` to a real sshd on 127.0.0.1 as a second Unix user ("the remote"): the
+//! real `claude` there reaches a fake Messages API through the forwarded gateway with the
+//! stored token, while the remote user's files, environment and process list never hold
+//! the token or the placeholder; the grant is gone when ssh exits; a forward that cannot
+//! bind is a clear error naming the sshd setting.
+
+#![cfg(target_os = "linux")]
+
+mod common;
+mod kf;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use keyferry::domain::GrantInfo;
+use kf::fake_api::{FakeApi, REPLY};
+use kf::{assert_no_secret, ok, text, Home};
+
+const SETUP: &str = "sk-ant-oat01-SSHsessionAAAAbbbbCCCC-1111";
+const USER: &str = "kfother";
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn ssh_args(sshd: &kf::sshd::Sshd) -> Vec<String> {
+    [
+        "-i",
+        sshd.key.to_str().unwrap(),
+        "-p",
+        &sshd.port.to_string(),
+        "-o",
+        "BatchMode=yes",
+        "-o",
+        "StrictHostKeyChecking=no",
+        "-o",
+        "UserKnownHostsFile=/dev/null",
+        "-o",
+        "LogLevel=ERROR",
+        &format!("{USER}@127.0.0.1"),
+    ]
+    .iter()
+    .map(|s| (*s).to_owned())
+    .collect()
+}
+
+fn home(api: &FakeApi) -> Home {
+    let h = Home::new();
+    h.write(
+        ".config/keyferry/config.toml",
+        &format!(
+            "[gateway]\nlisten = [\"127.0.0.1:0\"]\nunix_socket = false\nupstream = \"{}\"\n",
+            api.url
+        ),
+        0o600,
+    );
+    ok(&h.run(&["setup"], Some(SETUP), &[]));
+    h
+}
+
+fn grants(h: &Home) -> Vec<GrantInfo> {
+    serde_json::from_str(&ok(&h.run(&["grants", "--json"], None, &[])).0).unwrap()
+}
+
+#[test]
+fn claude_on_the_remote_reaches_the_api_and_never_holds_the_token() {
+    common::require_root("sshd, and a second Unix user created with useradd");
+    kf::ensure_user(USER);
+    let sshd = kf::sshd::Sshd::start(USER);
+    let api = FakeApi::start();
+    let h = home(&api);
+    let _agent = h.start_agent();
+    let remote_home = format!("/home/{USER}");
+    let port = free_port().to_string();
+    let mut argv: Vec<String> = vec!["ssh".into(), "--remote-port".into(), port];
+    argv.extend(ssh_args(&sshd));
+    argv.extend(
+        [
+            "--",
+            "env",
+            "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC=1",
+            "DISABLE_AUTOUPDATER=1",
+        ]
+        .iter()
+        .map(|s| (*s).to_owned()),
+    );
+    argv.push(kf::claude_bin().display().to_string());
+    argv.extend(["-p".to_owned(), "ping".to_owned()]);
+    let stop = Arc::new(AtomicBool::new(false));
+    let ps = kf::sample_ps(Arc::clone(&stop));
+    let args: Vec<&str> = argv.iter().map(String::as_str).collect();
+    let (stdout, stderr) = ok(&h.run(&args, None, &[]));
+    stop.store(true, Ordering::SeqCst);
+    assert!(stdout.contains(REPLY), "{stdout}\n{stderr}");
+    assert_eq!(api.bearers(), vec![SETUP.to_owned()]);
+    // No argv on either side held the token or a placeholder.
+    let seen = ps.join().unwrap();
+    assert!(!seen.contains("kfg_"), "a placeholder in ps");
+    assert_no_secret(&seen, &[SETUP]);
+    // The remote user's files hold neither; the env file is gone.
+    assert!(kf::files_containing(std::path::Path::new(&remote_home), "kfg_").is_empty());
+    assert!(kf::files_containing(std::path::Path::new(&remote_home), SETUP).is_empty());
+    // The session's grant was revoked when ssh exited.
+    assert!(grants(&h).is_empty());
+}
+
+#[test]
+fn a_tunnel_that_cannot_bind_is_a_clear_error_and_the_grant_is_revoked() {
+    common::require_root("sshd, and a second Unix user created with useradd");
+    kf::ensure_user(USER);
+    let sshd = kf::sshd::Sshd::start(USER);
+    let api = FakeApi::start();
+    let h = home(&api);
+    let _agent = h.start_agent();
+    // The remote port is taken.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port().to_string();
+    let mut argv: Vec<String> = vec!["ssh".into(), "--remote-port".into(), port];
+    argv.extend(ssh_args(&sshd));
+    argv.extend(["--".to_owned(), "true".to_owned()]);
+    let args: Vec<&str> = argv.iter().map(String::as_str).collect();
+    let out = h.run(&args, None, &[]);
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("AllowTcpForwarding") && err.contains("--remote-port"),
+        "{err}"
+    );
+    assert!(grants(&h).is_empty());
+    let leftovers: Vec<_> = std::fs::read_dir(format!("/home/{USER}"))
+        .unwrap()
+        .flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with(".keyferry-ssh-")
+        })
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
