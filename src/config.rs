@@ -199,6 +199,9 @@ pub struct Config {
     pub sinks: Vec<crate::sink::Target>,
     #[serde(default)]
     pub credentials: BTreeMap<String, CredentialConfig>,
+    /// `[gateway]`; `None` when the section is absent (no gateway wanted).
+    #[serde(default)]
+    pub gateway: Option<crate::gateway::GatewayConfig>,
     #[serde(skip)]
     pub path: PathBuf,
 }

@@ -12,6 +12,7 @@ pub mod broker;
 pub mod client;
 pub mod config;
 pub mod credential;
+pub mod doctor;
 pub mod domain;
 pub mod dotenv;
 pub mod error;

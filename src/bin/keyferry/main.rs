@@ -3,6 +3,7 @@
 
 mod agent_cmd;
 mod deliver;
+mod doctor;
 mod term;
 mod tokens;
 
@@ -111,6 +112,11 @@ pub enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Check everything that could be set up wrong and say how to fix it (exit 1 if broken).
+    Doctor {
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -187,6 +193,7 @@ fn run(cli: &Cli) -> anyhow::Result<i32> {
         Cmd::Snapshot(args) => deliver::snapshot(cli, config, args),
         Cmd::Exec(args) => deliver::exec(cli, config, args),
         Cmd::Provision(args) => deliver::provision(cli, config, args),
+        Cmd::Doctor { json } => doctor::run(cli, &config, *json),
         _ => tokens::run(cli, config),
     }
 }
