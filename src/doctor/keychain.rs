@@ -177,10 +177,10 @@ fn cf_item(ctx: &Context<'_>, store: Option<&dyn Store>) -> Check {
     let Some(id) = spec.store else {
         return Check::skip(CF_ITEM, "the claude chain has no keychain item");
     };
-    let Some(store) = store else {
-        return Check::skip(CF_ITEM, "the keychain is not usable (see above)");
-    };
     let name = format!("{CF_ITEM} {}", id.service);
+    let Some(store) = store else {
+        return Check::skip(name, "the keychain is not usable (see above)");
+    };
     let setup = "store a token there with `keyferry setup` (cf reads it from there)";
     if read_would_prompt(store.backend(), &id) {
         return match store.stamp(&id) {
