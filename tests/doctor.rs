@@ -132,6 +132,12 @@ fn a_healthy_setup_passes_and_the_clis_see_no_token() {
     assert!(!seen.contains(ENV_SECRET), "{seen}");
     assert!(!seen.contains("ANTHROPIC_API_KEY"), "{seen}");
     assert!(!seen.contains("DBUS_SESSION_BUS_ADDRESS"), "{seen}");
+    let out = h.run(&["doctor"], None, &[("PATH", &path)]);
+    let shown = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{shown}");
+    assert!(shown.contains("No problems found."), "{shown}");
+    assert!(!shown.contains("FAIL"), "{shown}");
+    println!("{shown}");
 }
 
 #[test]
@@ -170,6 +176,17 @@ fn no_claude_login_and_no_other_source_fails_with_the_login_fix() {
         "~/.claude/.credentials.json",
         "keyferry setup",
     );
+    // A login file open to others is named with its chmod.
+    h.write(".claude/.credentials.json", &login_json(), 0o644);
+    let (code, r, _) = doctor(&h, &[]);
+    assert_fails(
+        code,
+        &r,
+        "claude login",
+        "unsafe permissions (644)",
+        &format!("chmod 600 {}", "~/.claude/.credentials.json"),
+    );
+    std::fs::remove_file(h.path(".claude/.credentials.json")).unwrap();
     // With a token stored for cf the login is only worth a warning.
     ok(&h.run(&["setup"], Some(SETUP), &[]));
     let (_, r, _) = doctor(&h, &[]);

@@ -11,7 +11,7 @@ use super::{Check, Context};
 use crate::credential::Credential;
 use crate::paths;
 use crate::source::chain::{claude_login, LoginLocation};
-use crate::source::Source;
+use crate::source::{Source, SourceError};
 use crate::store::{is_shared_with_cli, Backend, ItemId, LazyStore, Store, StoreError};
 
 const KEYCHAIN: &str = "keychain";
@@ -86,7 +86,8 @@ fn login(ctx: &Context<'_>, store: Option<&dyn Store>) -> Check {
         LoginLocation::File(p) => match file_login(&p) {
             Ok(Some(detail)) => return Check::ok(LOGIN, detail),
             Ok(None) => paths::display(&p),
-            Err(e) => return Check::fail(LOGIN, e, fix),
+            Err((detail, None)) => return Check::fail(LOGIN, detail, fix),
+            Err((detail, Some(own_fix))) => return Check::fail(LOGIN, detail, own_fix),
         },
         LoginLocation::Keychain(id) => {
             let Some(store) = store else {
@@ -134,17 +135,26 @@ fn login(ctx: &Context<'_>, store: Option<&dyn Store>) -> Check {
     }
 }
 
-/// `Some(detail)` for a login file that parses; its problem, naming the file, otherwise.
-fn file_login(p: &Path) -> Result<Option<String>, String> {
-    let Some(text) = crate::source::read_private(p).map_err(|e| e.to_string())? else {
-        return Ok(None);
+/// `Some(detail)` for a login file that parses; otherwise its problem, naming the file,
+/// and the fix when it is not "log in again".
+fn file_login(p: &Path) -> Result<Option<String>, (String, Option<String>)> {
+    let shown = paths::display(p);
+    let text = match crate::source::read_private(p) {
+        Ok(Some(t)) => t,
+        Ok(None) => return Ok(None),
+        Err(e @ SourceError::UnsafeMode { .. }) => {
+            return Err((e.to_string(), Some(format!("chmod 600 {shown}"))))
+        }
+        Err(e @ SourceError::WrongOwner { .. }) => {
+            return Err((e.to_string(), Some(format!("chown $USER {shown}"))))
+        }
+        Err(e) => return Err((e.to_string(), None)),
     };
-    let origin = format!("claude-login:file:{}", paths::display(p));
-    let c = Credential::parse(&text, &origin).map_err(|e| e.to_string())?;
+    let origin = format!("claude-login:file:{shown}");
+    let c = Credential::parse(&text, &origin).map_err(|e| (e.to_string(), None))?;
     let i = c.inspect(OffsetDateTime::now_utc());
     Ok(Some(format!(
-        "{} ({}, access token expires {}; Claude Code refreshes it)",
-        paths::display(p),
+        "{shown} ({}, access token expires {}; Claude Code refreshes it)",
         i.kind,
         i.expires_in.as_deref().unwrap_or("at an unknown time")
     )))
