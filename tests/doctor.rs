@@ -326,3 +326,38 @@ fn no_notification_service_is_reported_unless_notifications_are_off() {
     let (_, r, _) = doctor(&h, &[]);
     assert_eq!(check(&r, "notifications").state, State::Skip);
 }
+
+#[test]
+fn a_stopped_agent_and_a_hung_cli_do_not_hang_the_doctor() {
+    let h = Home::new();
+    let agent = h.start_agent();
+    let pid_file = h.path("codex.pid");
+    h.write(
+        "bin/codex",
+        &format!(
+            "#!/bin/sh\necho $$ > {}\nexec sleep 30\n",
+            pid_file.display()
+        ),
+        0o755,
+    );
+    let path = format!(
+        "{}:{}",
+        h.path("bin").display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    common::signal_pid(agent.child.id(), libc::SIGSTOP);
+    let (code, r, _) = doctor(&h, &[("PATH", &path)]);
+    common::signal_pid(agent.child.id(), libc::SIGCONT);
+    assert_fails(code, &r, "agent", "gave no answer", "kill -CONT");
+    let codex = check(&r, "cli codex");
+    assert_eq!(codex.state, State::Warn, "{codex:#?}");
+    assert!(codex.detail.contains("no answer within 5 s"), "{codex:#?}");
+    // The hung CLI was killed at the deadline, not left running.
+    let pid = std::fs::read_to_string(&pid_file).unwrap();
+    let pid = pid.trim();
+    assert!(!pid.is_empty());
+    assert!(
+        !std::path::Path::new(&format!("/proc/{pid}")).exists(),
+        "codex --version (pid {pid}) still runs"
+    );
+}

@@ -18,10 +18,12 @@ const AGENT: &str = "agent";
 const SOCKET: &str = "agent socket";
 const GATEWAY: &str = "gateway";
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// A hung agent (stopped, deadlocked) must not hang the doctor that diagnoses it.
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(5);
 
 pub(super) fn checks(ctx: &Context<'_>) -> Vec<Check> {
     let mut out = socket_modes(&ctx.socket);
-    let (check, status) = agent(&ctx.socket);
+    let (check, status) = agent_within(&ctx.socket, ANSWER_TIMEOUT);
     out.push(check);
     out.extend(gateway(ctx));
     out.extend(sinks::checks(ctx, status.as_ref()));
@@ -89,6 +91,34 @@ fn socket_modes(socket: &Path) -> Vec<Check> {
     vec![check]
 }
 
+/// [`agent`] with a deadline: the client's own read timeout is minutes, fit for a `watch`.
+fn agent_within(socket: &Path, timeout: Duration) -> (Check, Option<Status>) {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let path = socket.to_path_buf();
+    // Left behind if it never returns; it holds nothing but the connection.
+    std::thread::spawn(move || {
+        let _ = tx.send(agent(&path));
+    });
+    rx.recv_timeout(timeout).unwrap_or_else(|_| {
+        let shown = paths::display(socket);
+        (
+            Check::fail(
+                AGENT,
+                format!(
+                    "something accepts connections on {shown} but gave no answer within {} s \
+                     (a stopped or hung agent?)",
+                    timeout.as_secs()
+                ),
+                format!(
+                    "find it (`fuser {shown}`), stop or continue it (`kill -CONT PID`), or \
+                     restart the agent"
+                ),
+            ),
+            None,
+        )
+    })
+}
+
 /// Whether an agent answers on the socket, and its status when it does.
 fn agent(socket: &Path) -> (Check, Option<Status>) {
     let shown = paths::display(socket);
@@ -118,7 +148,6 @@ fn agent(socket: &Path) -> (Check, Option<Status>) {
             )
         }
     };
-    client.set_timeout(Some(CONNECT_TIMEOUT * 5));
     let hello = client.hello.clone();
     match client.status() {
         Ok(st) if st.locked => (
