@@ -361,3 +361,35 @@ fn a_stopped_agent_and_a_hung_cli_do_not_hang_the_doctor() {
         "codex --version (pid {pid}) still runs"
     );
 }
+
+#[test]
+fn a_sink_the_agent_cannot_write_is_reported_with_its_error() {
+    let h = Home::new();
+    h.write(".config/cf/claude-token", &format!("{SETUP}\n"), 0o600);
+    // Its directory is a regular file: every write fails.
+    h.write("notadir", "", 0o600);
+    h.write(
+        ".config/keyferry/config.toml",
+        "[[sink]]\ncredential = \"claude\"\ndotenv = \"~/notadir/.env\"\n",
+        0o600,
+    );
+    let agent = h.start_agent();
+    common::wait_until(
+        common::STARTUP_TIMEOUT,
+        "the agent to report the sink's failed write",
+        || {
+            agent
+                .client()
+                .status()
+                .is_ok_and(|st| st.sinks.iter().any(|s| s.error.is_some()))
+        },
+    );
+    let (code, r, _) = doctor(&h, &[]);
+    assert_fails(
+        code,
+        &r,
+        "sink ~/notadir/.env",
+        "the agent's last write failed",
+        "directory exists",
+    );
+}

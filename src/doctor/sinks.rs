@@ -64,14 +64,20 @@ pub(super) fn checks(ctx: &Context<'_>, status: Option<&Status>) -> Vec<Check> {
 fn one(path: &Path, what: &str, kept: Option<&SinkStatus>, agent: bool) -> Check {
     let shown = paths::display(path);
     let name = format!("{SINK} {shown}");
+    let failed = kept
+        .and_then(|k| k.error.as_ref())
+        .map(|e| format!("the agent's last write failed: {}", e.message));
     let file = match safe_file::open(path, Access::Read, safe_file::MAX_FILE_BYTES) {
-        Err(e) => return Check::fail(name, format!("{what}: {e}"), file_fix(&e, &shown)),
+        Err(e) => {
+            let also = failed.map(|f| format!("; {f}")).unwrap_or_default();
+            return Check::fail(name, format!("{what}: {e}{also}"), file_fix(&e, &shown));
+        }
         Ok(f) => f,
     };
-    if let Some(err) = kept.and_then(|k| k.error.as_ref()) {
+    if let Some(failed) = failed {
         return Check::fail(
             name,
-            format!("{what}: the agent's last write failed: {}", err.message),
+            format!("{what}: {failed}"),
             "fix what the message names; the agent retries on the next change (or restart it)",
         );
     }
