@@ -111,6 +111,7 @@ fn a_healthy_setup_passes_and_the_clis_see_no_token() {
     assert!(r.ok);
     assert_eq!(code, Some(0), "{r:#?}");
     for name in [
+        "config",
         "keychain",
         "claude login",
         "cf item cf-claude-token",
@@ -392,4 +393,20 @@ fn a_sink_the_agent_cannot_write_is_reported_with_its_error() {
         "the agent's last write failed",
         "directory exists",
     );
+}
+
+#[test]
+fn a_broken_config_is_reported_and_the_rest_is_still_checked() {
+    let h = Home::new();
+    h.write(
+        ".config/keyferry/config.toml",
+        "[keychain]\nbackend = \"floppy\"\n",
+        0o600,
+    );
+    let (code, r, _) = doctor(&h, &[]);
+    assert_fails(code, &r, "config", "floppy", "move the file aside");
+    assert!(check(&r, "config").detail.contains("line 2"), "{r:#?}");
+    // The other checks ran on the defaults.
+    assert_eq!(check(&r, "keychain").state, State::Ok, "{r:#?}");
+    assert_eq!(check(&r, "agent").state, State::Fail, "{r:#?}");
 }

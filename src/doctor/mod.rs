@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::Config;
+use crate::config::{Config, ConfigError};
 use crate::domain::exit;
 
 /// How a check came out, best first.
@@ -122,7 +122,10 @@ impl Report {
 
 /// What the checks look at.
 pub struct Context<'a> {
+    /// The config, or the defaults when it could not be loaded (`config_error`).
     pub config: &'a Config,
+    /// Why the config file could not be loaded; the other checks then run on defaults.
+    pub config_error: Option<&'a ConfigError>,
     /// The agent's socket, as `agent::socket::path` resolves it.
     pub socket: PathBuf,
     /// The environment (where Claude Code keeps its login; PATH for the CLIs).
@@ -137,11 +140,30 @@ pub const CLIS: [&str; 3] = ["claude", "codex", "gemini"];
 /// Runs every check.
 #[must_use]
 pub fn run(ctx: &Context<'_>) -> Report {
-    let mut checks = keychain::checks(ctx);
+    let mut checks = vec![config(ctx)];
+    checks.extend(keychain::checks(ctx));
     checks.extend(agent::checks(ctx));
     checks.extend(desktop::checks(ctx));
     checks.extend(clis::checks(ctx));
     Report::new(checks)
+}
+
+fn config(ctx: &Context<'_>) -> Check {
+    const NAME: &str = "config";
+    if let Some(e) = ctx.config_error {
+        return Check::fail(
+            NAME,
+            format!("{e} (the checks below use the defaults)"),
+            "fix what the message names, or move the file aside to use the defaults",
+        );
+    }
+    let path = &ctx.config.path;
+    let shown = crate::paths::display(path);
+    if path.as_os_str().is_empty() || !path.exists() {
+        Check::ok(NAME, format!("{shown}: not present, the defaults apply"))
+    } else {
+        Check::ok(NAME, format!("{shown}: parsed"))
+    }
 }
 
 #[cfg(test)]

@@ -179,6 +179,10 @@ pub fn load_config(cli: &Cli) -> Result<Config, Error> {
 }
 
 fn run(cli: &Cli) -> anyhow::Result<i32> {
+    // The doctor reports a broken config itself and checks the rest on defaults.
+    if let Cmd::Doctor { json } = &cli.cmd {
+        return doctor::run(cli, *json);
+    }
     let config = load_config(cli)?;
     match &cli.cmd {
         Cmd::Agent { action } => agent_cmd::agent(cli, config, action.as_ref()),
@@ -193,7 +197,6 @@ fn run(cli: &Cli) -> anyhow::Result<i32> {
         Cmd::Snapshot(args) => deliver::snapshot(cli, config, args),
         Cmd::Exec(args) => deliver::exec(cli, config, args),
         Cmd::Provision(args) => deliver::provision(cli, config, args),
-        Cmd::Doctor { json } => doctor::run(cli, &config, *json),
         _ => tokens::run(cli, config),
     }
 }
