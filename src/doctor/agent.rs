@@ -220,3 +220,63 @@ fn gateway(ctx: &Context<'_>) -> Vec<Check> {
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+    use crate::doctor::State;
+
+    fn chmod(p: &Path, mode: u32) {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+
+    #[test]
+    fn socket_modes_name_the_chmod() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("kf");
+        let sock = dir.join("agent.sock");
+        assert_eq!(socket_modes(&sock)[0].state, State::Skip);
+        std::fs::create_dir(&dir).unwrap();
+        chmod(&dir, 0o755);
+        let c = &socket_modes(&sock)[0];
+        assert_eq!(c.state, State::Fail);
+        assert_eq!(
+            c.fix.as_deref(),
+            Some(&*format!("chmod 700 {}", dir.display()))
+        );
+        chmod(&dir, 0o700);
+        assert_eq!(socket_modes(&sock)[0].state, State::Ok);
+        // A regular file where the socket should be.
+        std::fs::write(&sock, "").unwrap();
+        let c = &socket_modes(&sock)[0];
+        assert_eq!(c.state, State::Fail);
+        assert!(c.detail.contains("not a socket"), "{c:?}");
+        std::fs::remove_file(&sock).unwrap();
+        let _listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+        chmod(&sock, 0o666);
+        let c = &socket_modes(&sock)[0];
+        assert_eq!(c.state, State::Fail);
+        assert!(c.fix.as_deref().unwrap().starts_with("chmod 600"), "{c:?}");
+    }
+
+    #[test]
+    fn nobody_on_the_socket_is_no_agent() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (c, status) = agent_within(&tmp.path().join("agent.sock"), Duration::from_secs(5));
+        assert_eq!(c.state, State::Fail);
+        assert!(c.detail.contains("no agent answers"), "{c:?}");
+        assert!(status.is_none());
+    }
+
+    #[test]
+    fn a_listener_that_never_answers_is_reported_at_the_deadline() {
+        let tmp = tempfile::tempdir().unwrap();
+        let sock = tmp.path().join("agent.sock");
+        let _silent = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+        let (c, _) = agent_within(&sock, Duration::from_millis(300));
+        assert_eq!(c.state, State::Fail);
+        assert!(c.detail.contains("gave no answer"), "{c:?}");
+    }
+}

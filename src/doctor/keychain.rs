@@ -226,3 +226,29 @@ fn cf_item(ctx: &Context<'_>, store: Option<&dyn Store>) -> Check {
         Err(e) => Check::fail(name, e.to_string(), store_fix(&e)),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn store_errors_keep_their_own_fix() {
+        let locked = StoreError::Locked {
+            backend: "secret-service",
+            item: "x".into(),
+            fix: "unlock it",
+        };
+        assert_eq!(store_fix(&locked), "unlock it");
+        let cf = ItemId::new("cf-claude-token", "me");
+        // Only Security.framework reads of CLI-shared items prompt, and only on macOS.
+        assert_eq!(
+            read_would_prompt(Backend::Macos, &cf),
+            cfg!(target_os = "macos")
+        );
+        assert!(!read_would_prompt(Backend::SecurityCli, &cf));
+        assert!(!read_would_prompt(
+            Backend::Macos,
+            &ItemId::new("mine", "me")
+        ));
+    }
+}

@@ -110,3 +110,31 @@ fn one(path: &Path, what: &str, kept: Option<&SinkStatus>, agent: bool) -> Check
         .unwrap_or_default();
     Check::ok(name, format!("{what}: a 0600 file of yours{written}"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::doctor::State;
+
+    #[test]
+    fn links_and_missing_files_and_open_modes() {
+        use std::os::unix::fs::PermissionsExt;
+        let tmp = tempfile::tempdir().unwrap();
+        let target = tmp.path().join("id_ed25519");
+        std::fs::write(&target, "key").unwrap();
+        let link = tmp.path().join(".env");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        let c = one(&link, "dotenv for claude", None, false);
+        assert_eq!(c.state, State::Fail);
+        assert!(c.fix.unwrap().contains("rm "));
+        let missing = one(&tmp.path().join("none"), "dotenv", None, false);
+        assert_eq!(missing.state, State::Warn);
+        assert!(missing.fix.unwrap().contains("keyferry agent"));
+        std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let open = one(&target, "dotenv", None, true);
+        assert_eq!(open.state, State::Warn);
+        assert!(open.fix.unwrap().starts_with("chmod 600"));
+        std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert_eq!(one(&target, "dotenv", None, true).state, State::Ok);
+    }
+}
