@@ -13,6 +13,7 @@ pub mod cfauth;
 pub mod client;
 pub mod config;
 pub mod credential;
+pub mod doctor;
 pub mod domain;
 pub mod dotenv;
 pub mod error;

@@ -138,6 +138,25 @@ pub fn status_line(s: &CredentialStatus) -> String {
     }
 }
 
+/// A credential the user never set up: not under `[credentials.*]` in the config, nothing
+/// of it found, and nothing to warn about (no unsafe or malformed file of it on disk).
+/// `status` gives it one quiet line ([`not_set_up_line`]) instead of a warning.
+#[must_use]
+pub fn never_set_up(s: &CredentialStatus, config: &crate::config::Config) -> bool {
+    !config.credentials.contains_key(&s.name)
+        && s.health == Health::Missing
+        && s.warnings.is_empty()
+        && s.error
+            .as_ref()
+            .map_or(true, |e| e.code == crate::domain::ErrorCode::NotFound)
+}
+
+/// `codex: not set up`.
+#[must_use]
+pub fn not_set_up_line(s: &CredentialStatus) -> String {
+    format!("{}: not set up", s.name)
+}
+
 #[must_use]
 pub fn health_word(h: Health) -> &'static str {
     match h {
@@ -161,4 +180,54 @@ pub fn secret_json(found: &Found, env_var: &str) -> serde_json::Value {
         "token": c.token.expose(),
         "expires_at": c.expires_at.and_then(crate::credential::rfc3339),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{ErrorBody, ErrorCode};
+
+    fn missing(name: &str, warnings: &[&str], code: ErrorCode) -> CredentialStatus {
+        CredentialStatus {
+            name: name.to_owned(),
+            health: Health::Missing,
+            source: None,
+            inspection: None,
+            error: Some(ErrorBody::new(code, "no token found")),
+            warnings: warnings.iter().map(|w| (*w).to_owned()).collect(),
+        }
+    }
+
+    #[test]
+    fn only_what_was_never_configured_and_left_nothing_on_disk_is_quiet() {
+        let mut config = crate::config::Config::default();
+        assert!(never_set_up(
+            &missing("codex", &[], ErrorCode::NotFound),
+            &config
+        ));
+        assert_eq!(
+            not_set_up_line(&missing("codex", &[], ErrorCode::NotFound)),
+            "codex: not set up"
+        );
+        // A file of it was skipped (unsafe mode): the user has something to fix.
+        let skipped = missing(
+            "codex",
+            &["~/.codex/auth.json is mode 644"],
+            ErrorCode::NotFound,
+        );
+        assert!(!never_set_up(&skipped, &config));
+        // Malformed, not missing.
+        assert!(!never_set_up(
+            &missing("codex", &[], ErrorCode::Other("malformed".into())),
+            &config
+        ));
+        // Configured by the user: its absence is worth a warning.
+        config
+            .credentials
+            .insert("codex".into(), crate::config::CredentialConfig::default());
+        assert!(!never_set_up(
+            &missing("codex", &[], ErrorCode::NotFound),
+            &config
+        ));
+    }
 }

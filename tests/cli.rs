@@ -213,6 +213,45 @@ fn setup_get_status_clear_round_trip_through_the_real_secret_service() {
     assert_eq!(files_containing(&h.home, FILETOK), Vec::<PathBuf>::new());
 }
 
+/// `status` lists a CLI the user never set up as one quiet line; what the user did set up
+/// (configured, or a file of it on disk) keeps its warning.
+#[test]
+fn status_lists_clis_never_set_up_as_one_quiet_line() {
+    let h = Home::new();
+    ok(&h.run(&["setup"], Some(SETUP), &[]));
+    let (out, err) = ok(&h.run(&["status"], None, &[]));
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 3, "{out}");
+    assert!(
+        lines[0].starts_with("claude: source=keychain:cf-claude-token"),
+        "{out}"
+    );
+    assert_eq!(
+        &lines[1..],
+        ["codex: not set up", "gemini: not set up"],
+        "{out}"
+    );
+    assert!(!err.contains("codex") && !err.contains("gemini"), "{err}");
+    // Asked about by name, it still says what was tried and exits 3.
+    let named = h.run(&["status", "codex"], None, &[]);
+    assert_eq!(named.status.code(), Some(3));
+    assert!(text(&named.stderr).contains("no token found for \"codex\""));
+    // Configured by the user: missing is worth a warning again.
+    h.write(
+        ".config/keyferry/config.toml",
+        "[credentials.codex]\n",
+        0o600,
+    );
+    // A gemini file the chain skipped (mode 644) is something to fix, not "not set up".
+    h.write(".gemini/oauth_creds.json", "{}", 0o644);
+    let (out, err) = ok(&h.run(&["status"], None, &[]));
+    assert!(out.contains("codex: source=none (not_found)"), "{out}");
+    assert!(out.contains("gemini: source=none"), "{out}");
+    assert!(!out.contains("not set up"), "{out}");
+    assert!(err.contains("no token found for \"codex\""), "{err}");
+    assert!(err.contains(".gemini/oauth_creds.json"), "{err}");
+}
+
 #[test]
 fn setup_rejects_refresh_tokens_and_non_claude_tokens() {
     let h = Home::new();

@@ -205,6 +205,16 @@ pub trait Store: Send + Sync {
     /// # Errors
     /// Unavailable or failing keychain.
     fn stamp(&self, id: &ItemId) -> Result<Option<Stamp>, StoreError>;
+
+    /// Fails with [`StoreError::Locked`] (and its fix) when the keychain new items go into
+    /// is locked, asked without unlocking it or prompting (`keyferry doctor`). Backends
+    /// without a lock they can read that way answer `Ok`.
+    ///
+    /// # Errors
+    /// Locked, unavailable or failing keychain.
+    fn ensure_unlocked(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
 }
 
 /// Everything needed to open a keychain backend (`[keychain]` in config.toml).

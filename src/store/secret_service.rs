@@ -260,6 +260,19 @@ impl Store for SecretServiceStore {
         outcome.map_err(|n| Self::ambiguous(id, n))
     }
 
+    fn ensure_unlocked(&self) -> Result<(), StoreError> {
+        // `Locked` is a property: reading it never unlocks or prompts.
+        let id = ItemId::new("(default collection)", "");
+        if self.with("check", &id, |ss| ss.get_default_collection()?.is_locked())? {
+            return Err(StoreError::Locked {
+                backend: NAME,
+                item: "new items (the default collection)".into(),
+                fix: LOCKED_FIX,
+            });
+        }
+        Ok(())
+    }
+
     fn stamp(&self, id: &ItemId) -> Result<Option<Stamp>, StoreError> {
         // `Modified` is readable on locked items too, and reading it never prompts.
         self.with("poll", id, |ss| {

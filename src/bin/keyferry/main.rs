@@ -5,6 +5,7 @@ mod agent_cmd;
 mod cfauth;
 mod deliver;
 mod docs;
+mod doctor;
 mod gateway_cmd;
 mod ssh_cmd;
 mod term;
@@ -153,6 +154,11 @@ pub enum Cmd {
         #[arg(value_name = "DIR")]
         dir: PathBuf,
     },
+    /// Check everything that could be set up wrong and say how to fix it (exit 1 if broken).
+    Doctor {
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -234,6 +240,10 @@ fn run(cli: &Cli) -> anyhow::Result<i32> {
             return Ok(0);
         }
         _ => {}
+    }
+    // The doctor reports a broken config itself and checks the rest on defaults.
+    if let Cmd::Doctor { json } = &cli.cmd {
+        return doctor::run(cli, *json);
     }
     let config = load_config(cli)?;
     match &cli.cmd {

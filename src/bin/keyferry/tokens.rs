@@ -13,7 +13,7 @@ use keyferry::credential::Inspection;
 use keyferry::domain::{CredentialStatus, ErrorBody, ErrorCode};
 use keyferry::error::exit;
 use keyferry::protocol::Token;
-use keyferry::report::{status_line, Shown};
+use keyferry::report::{never_set_up, not_set_up_line, status_line, Shown};
 use keyferry::{reroll, Error, Secret};
 use time::OffsetDateTime;
 
@@ -198,6 +198,14 @@ fn status(cli: &Cli, b: &Broker, only: Option<&str>, json: bool) -> anyhow::Resu
         .collect();
     let mut code = exit::OK;
     for c in &selected {
+        // Listing everything, a CLI the user never set up is one quiet line; asked about
+        // by name, it gets the full warning and exit status.
+        if only.is_none() && never_set_up(c, &b.config) {
+            if !json {
+                println!("{}", not_set_up_line(c));
+            }
+            continue;
+        }
         for w in &c.warnings {
             term::warn(w);
         }
