@@ -13,6 +13,7 @@ const COMMANDS: &[&str] = &[
     "discard_token",
     "set_autostart",
     "save_settings",
+    "revoke_grant",
 ];
 
 fn main() {

@@ -150,6 +150,25 @@ function render(v) {
 
   reconcile($("credentials"), v.credentials, (c) => c.name, credentialCard, updateCredential);
 
+  $("grants-section").hidden = v.grants.length === 0;
+  reconcile($("grants"), v.grants, (g) => g.name,
+    (g) => el("li", { class: "grant", dataset: { testid: "grant" } },
+      el("span", { class: "line" }),
+      el("span", { class: "buttons" },
+        el("button", {
+          type: "button", class: "danger", dataset: { grant: g.name },
+          onclick: async () => {
+            try {
+              await invoke("revoke_grant", { name: g.name });
+              ok();
+            } catch (e) {
+              fail(e);
+            }
+            refresh();
+          },
+        }, "Revoke"))),
+    (li, g) => { li.querySelector(".line").textContent = g.line; });
+
   reconcile($("recent"), v.recent.slice(0, 30), (a) => `${a.ts} ${a.op} ${a.peer} ${a.outcome}`,
     () => el("li", {}, el("span", { class: "line" }), el("span", { class: "muted ts" })),
     (li, a) => {

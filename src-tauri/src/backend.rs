@@ -115,6 +115,21 @@ impl Backend {
         self.api()?.approve(request, decision).map_err(message)
     }
 
+    /// The gateway's grants (empty when the agent runs no gateway).
+    pub fn grants(&self) -> Vec<keyferry::domain::GrantInfo> {
+        self.api()
+            .ok()
+            .and_then(|api| api.grants().ok())
+            .unwrap_or_default()
+    }
+
+    pub fn revoke_grant(&self, name: &str) -> Result<(), String> {
+        match self.api()?.revoke(name).map_err(message)? {
+            true => Ok(()),
+            false => Err(format!("no grant named {name}")),
+        }
+    }
+
     pub async fn store(&self, name: &str, token: Secret) -> Result<CredentialStatus, String> {
         let api = match self {
             Self::Embedded(e) => Api::Embedded(Arc::clone(&e.agent)),

@@ -15,7 +15,19 @@ use keyferry::tray::{self as tray_model, Candidate, RerollDone, WindowView};
 
 #[tauri::command]
 pub fn view(shared: State<'_, Shared>) -> WindowView {
-    shared.state().view(OffsetDateTime::now_utc())
+    // Grants change with every request through the gateway: read them when the window asks.
+    let grants = shared.backend.grants();
+    let mut st = shared.state();
+    st.grants = grants;
+    st.view(OffsetDateTime::now_utc())
+}
+
+/// Revokes a gateway grant: its placeholder is refused from the next request on.
+#[tauri::command]
+pub fn revoke_grant(name: String, app: AppHandle, shared: State<'_, Shared>) -> Result<(), String> {
+    shared.backend.revoke_grant(&name)?;
+    crate::redraw(&app);
+    Ok(())
 }
 
 #[tauri::command]

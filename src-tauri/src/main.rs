@@ -359,6 +359,7 @@ fn main() {
             commands::store_token,
             commands::discard_token,
             commands::set_autostart,
+            commands::revoke_grant,
         ])
         // Closing the window destroys it (and WebKit's processes with it); the app lives in
         // the tray until Quit, see `ExitRequested` below.

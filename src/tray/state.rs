@@ -73,6 +73,8 @@ pub struct TrayState {
     pub alert: Option<(String, String)>,
     pub autostart: bool,
     pub settings: Settings,
+    /// The gateway's grants and their usage, as last read from the agent.
+    pub grants: Vec<crate::domain::GrantInfo>,
 }
 
 impl TrayState {
@@ -89,6 +91,7 @@ impl TrayState {
             alert: None,
             autostart: false,
             settings: Settings::default(),
+            grants: Vec::new(),
         }
     }
 

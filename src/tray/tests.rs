@@ -496,3 +496,27 @@ fn unshown_notifications_fall_back_to_the_tray_line() {
         st.menu(now())
     );
 }
+
+#[test]
+fn a_grant_row_says_what_it_spent_and_when_it_ends() {
+    let g = crate::domain::GrantInfo {
+        name: "vm-1".into(),
+        credential: "claude".into(),
+        created: ts(now() - time::Duration::hours(1)),
+        expires: ts(now() + time::Duration::hours(2)),
+        requests: 3,
+        input_tokens: 10,
+        output_tokens: 5,
+        cache_creation_input_tokens: 1,
+        cache_read_input_tokens: 2,
+        last_use: None,
+        max_concurrent: None,
+        daily_token_budget: None,
+    };
+    let row = crate::tray::GrantRow::of(&g, now());
+    assert_eq!(row.name, "vm-1");
+    assert_eq!(
+        row.line,
+        "vm-1 on claude: 3 requests, 18 tokens (in 10 / out 5), expires in 2 h"
+    );
+}

@@ -48,6 +48,7 @@ impl TrayState {
             alert: self.alert.as_ref().map(|(_, t)| t.clone()),
             autostart: self.autostart,
             settings: self.settings.clone(),
+            grants: self.grants.iter().map(|g| GrantRow::of(g, now)).collect(),
         }
     }
 }
@@ -135,6 +136,37 @@ pub struct WindowView {
     pub alert: Option<String>,
     pub autostart: bool,
     pub settings: Settings,
+    pub grants: Vec<GrantRow>,
+}
+
+/// One gateway grant in the window: its name, what it spends and what it has spent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct GrantRow {
+    pub name: String,
+    pub line: String,
+}
+
+impl GrantRow {
+    #[must_use]
+    pub fn of(g: &crate::domain::GrantInfo, now: OffsetDateTime) -> Self {
+        let left =
+            time::OffsetDateTime::parse(&g.expires, &time::format_description::well_known::Rfc3339)
+                .map_or_else(
+                    |_| g.expires.clone(),
+                    |at| crate::credential::human_duration((at - now).whole_seconds()),
+                );
+        let tokens = g.input_tokens
+            + g.output_tokens
+            + g.cache_creation_input_tokens
+            + g.cache_read_input_tokens;
+        Self {
+            name: g.name.clone(),
+            line: format!(
+                "{} on {}: {} requests, {} tokens (in {} / out {}), expires in {}",
+                g.name, g.credential, g.requests, tokens, g.input_tokens, g.output_tokens, left
+            ),
+        }
+    }
 }
 
 // ---- reroll -------------------------------------------------------------------------------
