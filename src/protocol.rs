@@ -115,6 +115,8 @@ pub enum Request {
     Grants {},
     /// Revoke a grant now.
     Revoke { name: String },
+    /// Subscription usage (5-hour and 7-day utilisation) of a Claude login.
+    Usage { name: String },
     /// Refresh Claude Code's login now (or say what would happen).
     Refresh {
         name: String,
@@ -144,6 +146,7 @@ impl Request {
             Self::Grants {} => "grants",
             Self::Revoke { .. } => "revoke",
             Self::Refresh { .. } => "refresh",
+            Self::Usage { .. } => "usage",
         }
     }
 }

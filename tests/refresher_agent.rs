@@ -156,3 +156,32 @@ fn a_refused_refresh_token_means_needs_login_after_one_call() {
         text(&out.stderr)
     );
 }
+
+#[test]
+fn usage_figures_come_from_the_endpoint_and_a_setup_token_says_why_there_are_none() {
+    let fake = FakeOauth::plain();
+    fake.set(Answer::Rotate);
+    let h = home(&fake, 7 * 60);
+    let _agent = h.start_agent();
+    let (out, _) = ok(&h.run(&["usage"], None, &[]));
+    assert!(
+        out.contains("claude: 5-hour: 37% used, resets 2026-12-01T11:00:00Z"),
+        "{out}"
+    );
+    assert!(out.contains("claude: 7-day: 12% used"), "{out}");
+    let (show, _) = ok(&h.run(&["show"], None, &[]));
+    assert!(show.contains("usage       5-hour: 37% used"), "{show}");
+    // A setup-token (no user:profile scope) shadows the login: no call, and why.
+    ok(&h.run(
+        &["setup"],
+        Some("sk-ant-oat01-SETUPnoPROFILEscopeHHHH-4444"),
+        &[],
+    ));
+    let out = h.run(&["usage"], None, &[]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("user:profile"),
+        "{}",
+        text(&out.stderr)
+    );
+}

@@ -32,6 +32,7 @@ pub(super) fn may_wait(request: &Request) -> bool {
             | Request::Snapshot { .. }
             | Request::Grant { .. }
             | Request::Refresh { .. }
+            | Request::Usage { .. }
     )
 }
 
@@ -143,6 +144,7 @@ pub(super) async fn dispatch(
                 .revoke_grant(&name, &peer)
                 .map(|revoked| crate::protocol::Revoked { revoked }),
         ),
+        Request::Usage { name } => line(id, agent.usage(&name, &peer).await),
         Request::Refresh { name, dry_run } => {
             line(id, agent.refresh_login(&name, dry_run, &peer).await)
         }

@@ -126,6 +126,13 @@ pub enum Cmd {
     /// ssh to a remote machine with a gateway grant forwarded like `ssh -A`: Claude there
     /// reaches the API through this host; the token never leaves it.
     Ssh(ssh_cmd::SshArgs),
+    /// Subscription usage of a Claude login: 5-hour and 7-day utilisation and when each resets.
+    Usage {
+        #[arg(default_value = "claude")]
+        name: String,
+        #[arg(long)]
+        json: bool,
+    },
     /// List gateway grants with their usage.
     Grants {
         #[arg(long)]
@@ -259,6 +266,7 @@ fn run(cli: &Cli) -> anyhow::Result<i32> {
         Cmd::Grant(args) => gateway_cmd::grant(cli, &config, args),
         Cmd::Refresh { name, dry_run } => agent_cmd::refresh(cli, &config, name, *dry_run),
         Cmd::Ssh(args) => ssh_cmd::run(cli, &config, args),
+        Cmd::Usage { name, json } => agent_cmd::usage(cli, &config, name, *json),
         Cmd::Grants { json } => gateway_cmd::grants(cli, &config, *json),
         Cmd::Revoke { name } => gateway_cmd::revoke(cli, &config, name),
         Cmd::Snapshot(args) => deliver::snapshot(cli, config, args),

@@ -124,6 +124,7 @@ pub fn run(cli: &Cli, config: Config) -> anyhow::Result<i32> {
                 println!("{}", serde_json::to_string_pretty(&shown)?);
             } else {
                 print!("{}", shown.text());
+                show_usage(cli, &b.config, &name.name);
             }
         }
         Cmd::Status { name, json } => return status(cli, &b, name.as_deref(), *json),
@@ -181,6 +182,27 @@ fn show(cli: &Cli, b: &Broker, name: &str, now: OffsetDateTime) -> anyhow::Resul
         }
     }
     Ok(Shown::of(&resolve(b, name)?, now))
+}
+
+/// Subscription usage under `show`, when an agent can tell (and why not, when it cannot).
+fn show_usage(cli: &Cli, config: &Config, name: &str) {
+    if cli.no_agent {
+        return;
+    }
+    let path = socket::path(cli.socket.as_deref(), config.agent.socket.as_deref());
+    let Ok(mut c) = keyferry::client::Client::connect(&path) else {
+        return;
+    };
+    match c.call::<keyferry::oauth::usage::Usage>(keyferry::protocol::Request::Usage {
+        name: name.to_owned(),
+    }) {
+        Ok(u) => {
+            for l in crate::agent_cmd::usage_lines(&u) {
+                println!("usage       {l}");
+            }
+        }
+        Err(e) => println!("usage       none: {e}"),
+    }
 }
 
 fn status(cli: &Cli, b: &Broker, only: Option<&str>, json: bool) -> anyhow::Result<i32> {
