@@ -93,7 +93,7 @@ mod tests {
         assert!(!w.contains("kfg_") && !s.contains("kfg_"));
         assert!(w.contains("umask 077"));
         assert!(s.starts_with(". \"$HOME/.keyferry-ssh-s1.env\"; rm -f"));
-        assert!(s.ends_with(r#"exec claude -p 'it'"'"'s'"#), "{s}");
+        assert!(s.ends_with(r#"exec claude -p "it's""#), "{s}");
         assert!(session_command("s1", &[]).ends_with("-l"));
     }
 
