@@ -21,7 +21,7 @@ pub const MAX_LINE: usize = 64 * 1024;
 
 /// A token on the wire. `Serialize` here is the protocol's one place a secret is written;
 /// `Debug` stays redacted.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone)]
 pub struct WireSecret(pub Secret);
 
 impl fmt::Debug for WireSecret {

@@ -6,11 +6,19 @@ use zeroize::{Zeroize, Zeroizing};
 
 /// A secret string (token, API key, credential JSON).
 ///
-/// `Debug` and `Display` are redacted, memory is zeroized on drop, and the only way
-/// to read the value is [`Secret::expose`] — grep for it to audit every use.
-/// It deliberately implements neither `Serialize` nor `Deserialize`.
-#[derive(Clone, Default, PartialEq, Eq)]
+/// `Debug` is redacted, memory is zeroized on drop, and the only way to read the value is
+/// [`Secret::expose`] — grep for it to audit every use. It deliberately implements neither
+/// `Serialize`, `Deserialize`, `Display` (nothing formats a secret by accident) nor
+/// `PartialEq` (compare fingerprints: `credential::fingerprint`). Cloning makes a second
+/// zeroized copy; do it only where a copy must outlive the original.
+#[derive(Default)]
 pub struct Secret(Zeroizing<String>);
+
+impl Clone for Secret {
+    fn clone(&self) -> Self {
+        Self(Zeroizing::new(self.0.as_str().to_owned()))
+    }
+}
 
 impl Secret {
     /// Wraps a string; the caller's `String` moves in, so no unzeroized copy remains.
@@ -56,21 +64,14 @@ impl fmt::Debug for Secret {
     }
 }
 
-impl fmt::Display for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("[redacted]")
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn debug_and_display_are_redacted() {
+    fn debug_is_redacted() {
         let s = Secret::new("sk-ant-oat01-supersecret".into());
         assert_eq!(format!("{s:?}"), "Secret([redacted])");
-        assert_eq!(format!("{s}"), "[redacted]");
         assert_eq!(format!("{:?}", Some(&s)), "Some(Secret([redacted]))");
         assert_eq!(s.expose(), "sk-ant-oat01-supersecret");
     }

@@ -82,7 +82,8 @@ pub async fn handle(
     }
     let conn = ConnId(agent.connections.fetch_add(1, Relaxed) + 1);
     let mut lines = FramedRead::new(read, LinesCodec::new_with_max_length(MAX_LINE));
-    let idle = Duration::from_secs(agent.cfg.idle_timeout_secs.max(1));
+    // Bounded: a huge configured value must not overflow the deadline arithmetic.
+    let idle = Duration::from_secs(agent.cfg.idle_timeout_secs.clamp(1, 7 * 86_400));
     // One timer per connection, pushed back after every request and reply.
     let deadline = tokio::time::sleep(idle);
     tokio::pin!(deadline);

@@ -78,7 +78,7 @@ mod tests {
     fn placeholders_are_fresh_and_hash_back() {
         let (a, ha) = generate().unwrap();
         let (b, hb) = generate().unwrap();
-        assert_ne!(a, b);
+        assert_ne!(a.expose(), b.expose());
         assert!(a.expose().starts_with(PREFIX));
         assert_eq!(a.expose().len(), PREFIX.len() + 64);
         assert!(ha.matches(&Hash::of(a.expose())));
