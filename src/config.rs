@@ -127,13 +127,17 @@ pub fn parse_duration(text: &str) -> Result<time::Duration, String> {
     let n: i64 = num
         .parse()
         .map_err(|_| format!("bad duration {text:?}; use e.g. 14d, 3d, 1h, 30m"))?;
-    Ok(match unit.trim() {
-        "d" => time::Duration::days(n),
-        "h" => time::Duration::hours(n),
-        "m" | "min" => time::Duration::minutes(n),
-        "s" | "" => time::Duration::seconds(n),
+    let unit_secs: i64 = match unit.trim() {
+        "d" => 86_400,
+        "h" => 3_600,
+        "m" | "min" => 60,
+        "s" | "" => 1,
         _ => return Err(format!("bad duration unit in {text:?}; use d, h, m or s")),
-    })
+    };
+    // `Duration::days(n)` panics past i64 seconds; a config file must not crash the agent.
+    n.checked_mul(unit_secs)
+        .map(time::Duration::seconds)
+        .ok_or_else(|| format!("duration {text:?} is too long"))
 }
 
 #[derive(Debug, Clone, Deserialize, Default)]
@@ -197,13 +201,20 @@ impl Config {
     /// # Errors
     /// As [`Config::load`].
     pub fn load_from(path: &Path) -> Result<Self, ConfigError> {
+        Self::parse(&read_text(path)?, path)
+    }
+
+    /// Parses config text as if read from `path` (which errors name); no file is touched.
+    ///
+    /// # Errors
+    /// Invalid TOML, unknown keys, a bad sink or threshold, naming `path` and the problem.
+    pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
         let shown = paths::display(path);
-        let text = read_text(path)?;
-        let mut cfg: Self = toml::from_str(&text).map_err(|e| ConfigError::Parse {
+        let mut cfg: Self = toml::from_str(text).map_err(|e| ConfigError::Parse {
             path: shown,
             message: e.message().to_owned()
                 + &e.span()
-                    .map(|r| format!(" (at line {})", text[..r.start].lines().count().max(1)))
+                    .map(|r| format!(" (at line {})", line_of(text, r.start)))
                     .unwrap_or_default(),
         })?;
         cfg.path = path.to_path_buf();
@@ -283,6 +294,13 @@ impl Config {
             )),
         })
     }
+}
+
+/// The 1-based line of byte `offset` (an error at the start of line 2 is on line 2, which
+/// counting `lines()` before it got wrong).
+fn line_of(text: &str, offset: usize) -> usize {
+    text.get(..offset)
+        .map_or(1, |t| t.matches('\n').count() + 1)
 }
 
 /// The config file's text; a missing file is empty (all defaults).
@@ -455,5 +473,44 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("unknown source"), "{err}");
+    }
+
+    // Fuzz regression (config target): `Duration::days(n)` panicked past i64 seconds, so a
+    // threshold like "9223372036854775807d" crashed config loading.
+    #[test]
+    fn huge_durations_are_errors_not_panics() {
+        let err = parse_duration("9223372036854775807d").unwrap_err();
+        assert!(err.contains("too long"), "{err}");
+        assert!(parse_duration("106751991167301d").is_err());
+        assert_eq!(
+            parse_duration("106751991167300d").unwrap(),
+            time::Duration::days(106_751_991_167_300)
+        );
+        let path = Path::new("/cfg/config.toml");
+        let err = Config::parse(
+            "[agent]\nexpiry_thresholds = [\"9223372036854775807h\"]\n",
+            path,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.starts_with("/cfg/config.toml: [agent] expiry_thresholds"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn parse_reads_text_without_touching_files() {
+        let path = Path::new("/nonexistent/config.toml");
+        let cfg = Config::parse("[agent]\nidle_timeout_secs = 7\n", path).unwrap();
+        assert_eq!(cfg.agent.idle_timeout_secs, 7);
+        assert_eq!(cfg.path, path);
+        let err = Config::parse("[agent]\nbogus = 1\n", path)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("/nonexistent/config.toml") && err.contains("line 2"),
+            "{err}"
+        );
     }
 }

@@ -214,10 +214,14 @@ impl Credential {
     }
 
     /// For tokens with no expiry inside (setup-tokens): expiry = `stored_at` + `lifetime`.
+    /// A lifetime reaching past the last representable date (year 9999) leaves the expiry
+    /// unknown rather than panicking.
     pub fn assume_expiry(&mut self, stored_at: OffsetDateTime, lifetime: time::Duration) {
         if self.expires_at.is_none() {
-            self.expires_at = Some(stored_at + lifetime);
-            self.expiry = Expiry::Assumed { stored_at };
+            if let Some(at) = stored_at.checked_add(lifetime) {
+                self.expires_at = Some(at);
+                self.expiry = Expiry::Assumed { stored_at };
+            }
         }
     }
 
@@ -365,5 +369,16 @@ mod tests {
         c.assume_expiry(stored, time::Duration::days(365));
         assert_eq!(c.expires_at, Some(stored + time::Duration::days(365)));
         assert_eq!(c.expiry, Expiry::Assumed { stored_at: stored });
+    }
+
+    // Fuzz regression (credential target): `stored_at + lifetime` past year 9999 panicked.
+    #[test]
+    fn assumed_expiry_past_the_last_date_stays_unknown() {
+        let mut c = parse("sk-ant-oat01-abc").unwrap();
+        let stored = OffsetDateTime::from_unix_timestamp(1_700_000_000).unwrap();
+        c.assume_expiry(stored, time::Duration::days(i64::from(u32::MAX)));
+        assert_eq!(c.expires_at, None);
+        assert_eq!(c.expiry, Expiry::Unknown);
+        assert_eq!(c.inspect(stored).expires_in, None);
     }
 }
