@@ -88,6 +88,8 @@ pub enum CredentialError {
     Empty { origin: String },
     #[error("{origin}: the token contains whitespace; store exactly one token")]
     Whitespace { origin: String },
+    #[error("{origin}: the token contains a control character (NUL, escape, …); store exactly the token")]
+    Control { origin: String },
     #[error("{origin}: this is a refresh token (sk-ant-ort01-…), which must never leave the host's Claude Code; store an access or setup token instead (run `claude setup-token`)")]
     RefreshToken { origin: String },
 }
@@ -192,6 +194,13 @@ impl Credential {
     fn parse_token(token: &str, origin: &str) -> Result<Self, CredentialError> {
         if token.chars().any(char::is_whitespace) {
             return Err(CredentialError::Whitespace {
+                origin: origin.to_owned(),
+            });
+        }
+        // A NUL cannot be passed in an environment variable, and escapes would reach
+        // terminals and `.env` files: no real token has one.
+        if token.chars().any(char::is_control) {
+            return Err(CredentialError::Control {
                 origin: origin.to_owned(),
             });
         }
@@ -380,5 +389,23 @@ mod tests {
         assert_eq!(c.expires_at, None);
         assert_eq!(c.expiry, Expiry::Unknown);
         assert_eq!(c.inspect(stored).expires_in, None);
+    }
+
+    // Found by tests/socket_fuzz.rs: `store` accepted "sk-ant-oat01-…\0…" (NUL is not
+    // whitespace), which no environment variable can carry.
+    #[test]
+    fn control_characters_are_refused() {
+        for t in [
+            "sk-ant-oat01-abc\0def",
+            "sk-ant-oat01-abc\x1b[31m",
+            "tok\x7f",
+        ] {
+            let err = parse(t).unwrap_err();
+            assert!(
+                matches!(err, CredentialError::Control { .. }),
+                "{t:?}: {err}"
+            );
+            assert!(!err.to_string().contains("abc"), "{err}");
+        }
     }
 }
