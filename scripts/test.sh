@@ -47,3 +47,5 @@ echo "== cargo test (tray app, end to end under Xvfb)"
 cargo test -p keyferry-tray -- --test-threads 1
 echo "== the .deb: built (debug), installed, started under Xvfb until its tray registers"
 bash scripts/package-test.sh
+echo "== fuzz smoke (10 s per target; scripts/fuzz.sh 600 is the long run)"
+bash scripts/fuzz.sh 10

@@ -280,10 +280,7 @@ impl Config {
             path: paths::display(path),
             message: e.message().to_owned()
                 + &e.span()
-                    .map(|r| {
-                        let upto = text.get(..r.start).unwrap_or(text);
-                        format!(" (at line {})", upto.lines().count().max(1))
-                    })
+                    .map(|r| format!(" (at line {})", line_of(text, r.start)))
                     .unwrap_or_default(),
         })?;
         cfg.path = path.to_path_buf();
@@ -365,6 +362,13 @@ impl Config {
             )),
         })
     }
+}
+
+/// The 1-based line of byte `offset` (an error at the start of line 2 is on line 2, which
+/// counting `lines()` before it got wrong).
+fn line_of(text: &str, offset: usize) -> usize {
+    text.get(..offset)
+        .map_or(1, |t| t.matches('\n').count() + 1)
 }
 
 /// A config file this large is not a config file.
@@ -604,5 +608,43 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("unknown source"), "{err}");
+    }
+
+    // Fuzz regression (config target): `Duration::days(n)` panicked past i64 seconds, so a
+    // threshold like "9223372036854775807d" crashed config loading.
+    #[test]
+    fn huge_durations_are_errors_not_panics() {
+        use crate::expiry::parse_duration;
+        assert!(parse_duration("9223372036854775807d").is_err());
+        assert!(parse_duration("106751991167301d").is_err());
+        assert_eq!(parse_duration("365d").unwrap(), time::Duration::days(365));
+        let path = Path::new("/cfg/config.toml");
+        let err = Config::parse(
+            "[agent]\nexpiry_thresholds = [\"9223372036854775807h\"]\n",
+            path,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.starts_with("/cfg/config.toml: ")
+                && err.contains("out of range")
+                && err.contains("line 2"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn parse_reads_text_without_touching_files() {
+        let path = Path::new("/nonexistent/config.toml");
+        let cfg = Config::parse("[agent]\nidle_timeout_secs = 7\n", path).unwrap();
+        assert_eq!(cfg.agent.idle_timeout_secs, 7);
+        assert_eq!(cfg.path, path);
+        let err = Config::parse("[agent]\nbogus = 1\n", path)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("/nonexistent/config.toml") && err.contains("line 2"),
+            "{err}"
+        );
     }
 }

@@ -50,35 +50,48 @@ struct Assignment {
     quote: Option<char>,
 }
 
+/// One line and the terminator it had (`"\r\n"`, `"\n"`, or none on an unterminated last
+/// line), so a rewrite gives every untouched line back byte for byte, even in a file that
+/// mixes line endings.
+struct Line {
+    text: String,
+    end: &'static str,
+}
+
 /// A parsed `.env` document that rewrites in place.
 pub struct Dotenv {
-    lines: Vec<String>,
+    lines: Vec<Line>,
+    /// The terminator for an appended line: CRLF if the file uses it anywhere.
     newline: &'static str,
-    trailing_newline: bool,
 }
 
 impl Dotenv {
     #[must_use]
     pub fn parse(text: &str) -> Self {
         let newline = if text.contains("\r\n") { "\r\n" } else { "\n" };
-        let trailing_newline = text.ends_with('\n');
-        let body = text.strip_suffix(newline).unwrap_or(text);
-        let lines = if text.is_empty() {
-            Vec::new()
-        } else {
-            body.split(newline).map(str::to_owned).collect()
-        };
-        Self {
-            lines,
-            newline,
-            trailing_newline: trailing_newline || text.is_empty(),
-        }
+        let lines = text
+            .split_inclusive('\n')
+            .map(|piece| {
+                let (text, end) = if let Some(t) = piece.strip_suffix("\r\n") {
+                    (t, "\r\n")
+                } else if let Some(t) = piece.strip_suffix('\n') {
+                    (t, "\n")
+                } else {
+                    (piece, "")
+                };
+                Line {
+                    text: text.to_owned(),
+                    end,
+                }
+            })
+            .collect();
+        Self { lines, newline }
     }
 
     fn find(&self, key: &str, path: &str) -> Result<Option<Assignment>, DotenvError> {
         let mut found: Vec<Assignment> = Vec::new();
         for (index, line) in self.lines.iter().enumerate() {
-            if let Some(a) = assignment(line, key) {
+            if let Some(a) = assignment(&line.text, key) {
                 found.push(Assignment { index, ..a });
             }
         }
@@ -104,7 +117,7 @@ impl Dotenv {
         let Some(a) = self.find(key, path)? else {
             return Ok(None);
         };
-        let raw = &self.lines[a.index][a.value_start..a.value_end];
+        let raw = &self.lines[a.index].text[a.value_start..a.value_end];
         match a.quote {
             Some(q) => {
                 if raw.len() < 2 || !raw.ends_with(q) {
@@ -132,23 +145,37 @@ impl Dotenv {
     pub fn set(&mut self, key: &str, value: &Secret, path: &str) -> Result<(), DotenvError> {
         match self.find(key, path)? {
             Some(a) => {
-                let line = &mut self.lines[a.index];
+                let line = &mut self.lines[a.index].text;
                 let rendered = render(value.expose(), a.quote);
                 line.replace_range(a.value_start..a.value_end, &rendered);
             }
-            None => self
-                .lines
-                .push(format!("{key}={}", render(value.expose(), None))),
+            None => {
+                // An unterminated last line gets a terminator and the new one goes without,
+                // keeping the file's "no final newline"; otherwise the new line ends like
+                // the file's lines do.
+                let end = match self.lines.last_mut() {
+                    Some(last) if last.end.is_empty() => {
+                        last.end = self.newline;
+                        ""
+                    }
+                    _ => self.newline,
+                };
+                self.lines.push(Line {
+                    text: format!("{key}={}", render(value.expose(), None)),
+                    end,
+                });
+            }
         }
         Ok(())
     }
 
-    /// The document as text, with the original line endings and final newline.
+    /// The document as text, every line with its original ending.
     #[must_use]
     pub fn render(&self) -> Secret {
-        let mut out = self.lines.join(self.newline);
-        if self.trailing_newline && !self.lines.is_empty() {
-            out.push_str(self.newline);
+        let mut out = String::with_capacity(self.lines.iter().map(|l| l.text.len() + 2).sum());
+        for line in &self.lines {
+            out.push_str(&line.text);
+            out.push_str(line.end);
         }
         Secret::new(out)
     }
@@ -217,6 +244,7 @@ fn unescape_double(inner: &str) -> String {
         if c == '\\' {
             match chars.next() {
                 Some('n') => out.push('\n'),
+                Some('r') => out.push('\r'),
                 Some(other) => out.push(other),
                 None => out.push('\\'),
             }
@@ -236,7 +264,9 @@ fn is_plain(value: &str) -> bool {
 
 fn render(value: &str, quote: Option<char>) -> String {
     match quote {
-        Some('\'') if !value.contains('\'') => format!("'{value}'"),
+        // Single quotes keep bytes as they are, so a line break there would split the
+        // value over lines (and inject the rest as new assignments): those go escaped.
+        Some('\'') if !value.contains(['\'', '\n', '\r']) => format!("'{value}'"),
         Some('"') | Some('\'') => {
             let mut s = String::from("\"");
             for c in value.chars() {
@@ -245,6 +275,7 @@ fn render(value: &str, quote: Option<char>) -> String {
                         let _ = write!(s, "\\{c}");
                     }
                     '\n' => s.push_str("\\n"),
+                    '\r' => s.push_str("\\r"),
                     c => s.push(c),
                 }
             }
@@ -360,5 +391,27 @@ mod tests {
     #[test]
     fn unterminated_quote_is_an_error() {
         assert!(Dotenv::parse("K='abc\n").get("K", "t").is_err());
+    }
+
+    // Fuzz regression (dotenv_roundtrip): a CRLF file whose last line ends in a bare "\n"
+    // gained an extra "\r\n" (a new blank line) on every rewrite.
+    #[test]
+    fn mixed_line_endings_are_kept_byte_for_byte() {
+        assert_eq!(set("A=1\r\nB=2\n", "K", "v"), "A=1\r\nB=2\nK=v\r\n");
+        assert_eq!(set("A=1\r\nK=old\nC=3", "K", "v"), "A=1\r\nK=v\nC=3");
+        assert_eq!(set("A=1\r\nB=2", "K", "v"), "A=1\r\nB=2\r\nK=v");
+    }
+
+    // Fuzz regression (dotenv_roundtrip): a value with a line break was written raw inside
+    // single quotes, so its tail became new lines (`X=1` injected as an assignment).
+    #[test]
+    fn line_breaks_in_a_value_never_start_new_lines() {
+        for style in ["K='old'\n", "K=old\n", "K=\"old\"\n", ""] {
+            let value = "tok\nX=1\r\nexport Y=2\r";
+            let out = set(style, "K", value);
+            assert_eq!(out.lines().count(), 1, "{out:?}");
+            assert_eq!(get(&out, "K").as_deref(), Some(value), "{out:?}");
+            assert_eq!(get(&out, "X"), None, "{out:?}");
+        }
     }
 }

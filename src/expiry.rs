@@ -97,7 +97,12 @@ impl Thresholds {
     pub fn new(levels: &Levels, oauth_grace_mins: u64) -> Self {
         Self {
             levels: levels.0.clone(),
-            oauth_grace: Duration::minutes(i64::try_from(oauth_grace_mins).unwrap_or(10)),
+            // Saturating: `Duration::minutes` panics past i64 seconds.
+            oauth_grace: Duration::seconds(
+                i64::try_from(oauth_grace_mins)
+                    .unwrap_or(i64::MAX)
+                    .saturating_mul(60),
+            ),
         }
     }
 
@@ -134,7 +139,9 @@ impl Thresholds {
     ) -> Option<Due> {
         let at = at?;
         if refreshes_itself {
-            return (now >= at + self.oauth_grace).then_some(Due::Expired);
+            // An expiry too close to year 9999 for the grace to be added is not due.
+            let over = at.checked_add(self.oauth_grace);
+            return over.is_some_and(|t| now >= t).then_some(Due::Expired);
         }
         if now >= at {
             return Some(Due::Expired);
@@ -159,10 +166,15 @@ impl Thresholds {
         now: OffsetDateTime,
     ) -> Option<OffsetDateTime> {
         let at = at?;
+        // Moments outside the representable years (at ± a huge threshold) never come.
         let mut candidates: Vec<OffsetDateTime> = if refreshes_itself {
-            vec![at + self.oauth_grace]
+            at.checked_add(self.oauth_grace).into_iter().collect()
         } else {
-            let mut v: Vec<_> = self.levels.iter().map(|(_, d)| at - *d).collect();
+            let mut v: Vec<_> = self
+                .levels
+                .iter()
+                .filter_map(|(_, d)| at.checked_sub(*d))
+                .collect();
             v.push(at);
             v
         };
@@ -244,5 +256,28 @@ mod tests {
             t().next_change(true, expired_5m, now),
             Some(now + Duration::minutes(5))
         );
+    }
+
+    // Fuzz regressions (config target): a credential expiring at the last representable
+    // moment (year 9999, which `expiresAt` accepts) panicked on `at + grace`; huge
+    // `oauth_grace_mins` panicked in `Duration::minutes`; huge thresholds on `at - d`.
+    #[test]
+    fn extreme_expiries_and_settings_do_not_panic() {
+        let last = OffsetDateTime::from_unix_timestamp(253_402_300_799).unwrap();
+        let first = OffsetDateTime::from_unix_timestamp(-377_705_116_800).unwrap();
+        let now = OffsetDateTime::from_unix_timestamp(1_800_000_000).unwrap();
+        let levels = Levels::parse(&["36500d".into(), "1h".into()]).unwrap();
+        let huge = Thresholds::new(&levels, u64::MAX);
+        for th in [t(), huge] {
+            for at in [last, first, now] {
+                for refreshes in [false, true] {
+                    let _ = th.due(refreshes, Some(at), now);
+                    let _ = th.next_change(refreshes, Some(at), now);
+                }
+            }
+            assert_eq!(th.due(true, Some(last), now), None);
+            assert_eq!(th.due(false, Some(first), now), Some(Due::Expired));
+        }
+        assert_eq!(t().next_change(true, Some(last), now), None);
     }
 }

@@ -88,6 +88,8 @@ pub enum CredentialError {
     Empty { origin: String },
     #[error("{origin}: the token contains whitespace; store exactly one token")]
     Whitespace { origin: String },
+    #[error("{origin}: the token contains a control character (NUL, escape, …); store exactly the token")]
+    Control { origin: String },
     #[error("{origin}: this is a refresh token (sk-ant-ort01-…), which must never leave the host's Claude Code; store an access or setup token instead (run `claude setup-token`)")]
     RefreshToken { origin: String },
 }
@@ -195,6 +197,13 @@ impl Credential {
                 origin: origin.to_owned(),
             });
         }
+        // A NUL cannot be passed in an environment variable, and escapes would reach
+        // terminals and `.env` files: no real token has one.
+        if token.chars().any(char::is_control) {
+            return Err(CredentialError::Control {
+                origin: origin.to_owned(),
+            });
+        }
         let kind = if token.starts_with(claude::SETUP_PREFIX) {
             Kind::SetupToken
         } else if token.starts_with(claude::API_KEY_PREFIX) {
@@ -214,10 +223,14 @@ impl Credential {
     }
 
     /// For tokens with no expiry inside (setup-tokens): expiry = `stored_at` + `lifetime`.
+    /// A lifetime reaching past the last representable date (year 9999) leaves the expiry
+    /// unknown rather than panicking.
     pub fn assume_expiry(&mut self, stored_at: OffsetDateTime, lifetime: time::Duration) {
         if self.expires_at.is_none() {
-            self.expires_at = Some(stored_at + lifetime);
-            self.expiry = Expiry::Assumed { stored_at };
+            if let Some(at) = stored_at.checked_add(lifetime) {
+                self.expires_at = Some(at);
+                self.expiry = Expiry::Assumed { stored_at };
+            }
         }
     }
 
@@ -365,5 +378,34 @@ mod tests {
         c.assume_expiry(stored, time::Duration::days(365));
         assert_eq!(c.expires_at, Some(stored + time::Duration::days(365)));
         assert_eq!(c.expiry, Expiry::Assumed { stored_at: stored });
+    }
+
+    // Fuzz regression (credential target): `stored_at + lifetime` past year 9999 panicked.
+    #[test]
+    fn assumed_expiry_past_the_last_date_stays_unknown() {
+        let mut c = parse("sk-ant-oat01-abc").unwrap();
+        let stored = OffsetDateTime::from_unix_timestamp(1_700_000_000).unwrap();
+        c.assume_expiry(stored, time::Duration::days(i64::from(u32::MAX)));
+        assert_eq!(c.expires_at, None);
+        assert_eq!(c.expiry, Expiry::Unknown);
+        assert_eq!(c.inspect(stored).expires_in, None);
+    }
+
+    // Found by tests/socket_fuzz.rs: `store` accepted "sk-ant-oat01-…\0…" (NUL is not
+    // whitespace), which no environment variable can carry.
+    #[test]
+    fn control_characters_are_refused() {
+        for t in [
+            "sk-ant-oat01-abc\0def",
+            "sk-ant-oat01-abc\x1b[31m",
+            "tok\x7f",
+        ] {
+            let err = parse(t).unwrap_err();
+            assert!(
+                matches!(err, CredentialError::Control { .. }),
+                "{t:?}: {err}"
+            );
+            assert!(!err.to_string().contains("abc"), "{err}");
+        }
     }
 }
