@@ -146,26 +146,10 @@ fn forwarded_over_ssh_the_remote_gets_only_what_the_socket_serves() {
         hello()
     );
     let mut cmd = Command::new("ssh");
-    cmd.args([
-        "-i",
-        sshd.key.to_str().unwrap(),
-        "-p",
-        &sshd.port.to_string(),
-        "-o",
-        "BatchMode=yes",
-        "-o",
-        "StrictHostKeyChecking=no",
-        "-o",
-        "UserKnownHostsFile=/dev/null",
-        "-o",
-        "LogLevel=ERROR",
-        "-o",
-        "ExitOnForwardFailure=yes",
-        "-R",
-        &format!("{remote}:{}", restricted.display()),
-        &format!("{user}@127.0.0.1"),
-        &script,
-    ]);
+    cmd.args(["-o", "ExitOnForwardFailure=yes", "-R"])
+        .arg(format!("{remote}:{}", restricted.display()))
+        .args(sshd.args(user))
+        .arg(&script);
     let out = common::run_with_timeout(&mut cmd, None, Duration::from_secs(60));
     let stdout = text(&out.stdout);
     let replies: Vec<serde_json::Value> = stdout

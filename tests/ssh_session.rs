@@ -28,24 +28,7 @@ fn free_port() -> u16 {
 }
 
 fn ssh_args(sshd: &kf::sshd::Sshd) -> Vec<String> {
-    [
-        "-i",
-        sshd.key.to_str().unwrap(),
-        "-p",
-        &sshd.port.to_string(),
-        "-o",
-        "BatchMode=yes",
-        "-o",
-        "StrictHostKeyChecking=no",
-        "-o",
-        "UserKnownHostsFile=/dev/null",
-        "-o",
-        "LogLevel=ERROR",
-        &format!("{USER}@127.0.0.1"),
-    ]
-    .iter()
-    .map(|s| (*s).to_owned())
-    .collect()
+    sshd.args(USER)
 }
 
 fn home(api: &FakeApi) -> Home {

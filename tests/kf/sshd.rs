@@ -69,6 +69,28 @@ impl Sshd {
     }
 
     /// The transport that runs `sh` as `user` there, for `--via`.
+    /// ssh options and destination for `user` on this sshd (no host-key prompts).
+    pub fn args(&self, user: &str) -> Vec<String> {
+        [
+            "-i",
+            self.key.to_str().unwrap_or_default(),
+            "-p",
+            &self.port.to_string(),
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+            "-o",
+            "LogLevel=ERROR",
+            &format!("{user}@127.0.0.1"),
+        ]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect()
+    }
+
     pub fn via(&self, user: &str) -> String {
         format!(
             "ssh -i {} -p {} -o BatchMode=yes -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR {user}@127.0.0.1 sh",

@@ -200,18 +200,25 @@ pub fn exec(cli: &Cli, config: Config, args: &ExecArgs) -> anyhow::Result<i32> {
         &host,
         snapshots,
     );
-    let stderr_tty = std::io::stderr().is_terminal();
-    let color = stderr_tty && std::env::var_os("NO_COLOR").is_none();
-    if args.dry_run {
-        eprint!("{}", plan.audit(color));
-        eprintln!("\n(dry run: nothing was started)");
+    if print_audit(&plan, args, "nothing was started") {
         return Ok(exit::OK);
-    }
-    if args.audit || (stderr_tty && !args.quiet) {
-        eprint!("{}", plan.audit(color));
     }
     let err = plan.command().exec();
     Err(Error::Invalid(format!("cannot run {}: {err}", plan.argv[0])).into())
+}
+
+/// Prints the pre-launch audit when asked (or on a terminal); true for a dry run, which
+/// then ends here.
+fn print_audit(plan: &Plan, args: &ExecArgs, dry_run_note: &str) -> bool {
+    let stderr_tty = std::io::stderr().is_terminal();
+    let color = stderr_tty && std::env::var_os("NO_COLOR").is_none();
+    if args.dry_run || args.audit || (stderr_tty && !args.quiet) {
+        eprint!("{}", plan.audit(color));
+    }
+    if args.dry_run {
+        eprintln!("\n(dry run: {dry_run_note})");
+    }
+    args.dry_run
 }
 
 /// `exec --gateway`: the command gets a grant's base URL and placeholder, never the token.
@@ -269,15 +276,8 @@ fn exec_gateway(cli: &Cli, b: &Broker, args: &ExecArgs, cred: &str) -> anyhow::R
         &host,
         Vec::new(),
     );
-    let stderr_tty = std::io::stderr().is_terminal();
-    let color = stderr_tty && std::env::var_os("NO_COLOR").is_none();
-    if args.dry_run {
-        eprint!("{}", plan.audit(color));
-        eprintln!("\n(dry run: nothing was started and no grant was made)");
+    if print_audit(&plan, args, "nothing was started and no grant was made") {
         return Ok(exit::OK);
-    }
-    if args.audit || (stderr_tty && !args.quiet) {
-        eprint!("{}", plan.audit(color));
     }
     if !ephemeral {
         let err = plan.command().exec();
