@@ -189,3 +189,35 @@ fn without_an_agent_grant_says_how_to_get_one() {
     assert_eq!(out.status.code(), Some(5), "{}", text(&out.stderr));
     assert!(text(&out.stderr).contains("keyferry agent"));
 }
+
+#[test]
+fn a_grant_left_behind_by_a_killed_session_ends_with_its_ttl() {
+    let api = FakeApi::start();
+    let h = home(&api);
+    let mut agent = h.start_agent();
+    let (env, _) = ok(&h.run(&["grant", "ssh-killed", "--ttl", "1s"], None, &[]));
+    let placeholder = env
+        .lines()
+        .find_map(|l| l.strip_prefix("ANTHROPIC_AUTH_TOKEN="))
+        .unwrap()
+        .to_owned();
+    // Nobody revokes it (the `keyferry ssh` that made it was killed with -9).
+    std::thread::sleep(Duration::from_millis(1500));
+    let base = env
+        .lines()
+        .find_map(|l| l.strip_prefix("ANTHROPIC_BASE_URL="))
+        .unwrap()
+        .to_owned();
+    let answer = raw_post(&base, &placeholder);
+    assert!(
+        answer.starts_with("HTTP/1.1 401") && answer.contains("expired"),
+        "{answer}"
+    );
+    agent.stop(libc::SIGKILL);
+    let _agent = h.start_agent();
+    assert!(grants(&h).is_empty());
+    let file =
+        std::fs::read_to_string(h.path(".local/state/keyferry/grants.json")).unwrap_or_default();
+    assert!(!file.contains("ssh-killed"), "{file}");
+    assert!(api.bearers().is_empty());
+}

@@ -185,3 +185,45 @@ fn usage_figures_come_from_the_endpoint_and_a_setup_token_says_why_there_are_non
         text(&out.stderr)
     );
 }
+
+#[test]
+fn a_login_whose_refresh_token_ends_soon_is_warned_about() {
+    let fake = FakeOauth::plain();
+    fake.set(Answer::Rotate);
+    let h = Home::new();
+    let now_ms = time::OffsetDateTime::now_utc().unix_timestamp() * 1000;
+    let (access_at, login_ends) = (now_ms + 7 * 3600 * 1000, now_ms + 2 * 86_400 * 1000);
+    h.write(
+        ".claude/.credentials.json",
+        &format!(
+            r#"{{"claudeAiOauth":{{"accessToken":"{OLD_ACCESS}","refreshToken":"{OLD_REFRESH}","expiresAt":{access_at},"refreshTokenExpiresAt":{login_ends},"scopes":["user:inference"]}}}}"#
+        ),
+        0o600,
+    );
+    h.write(
+        ".config/keyferry/config.toml",
+        &format!(
+            "[oauth]\ntoken_url = \"{}\"\n[gateway]\nlisten = []\nunix_socket = false\n",
+            fake.token_url()
+        ),
+        0o600,
+    );
+    let notifications = testkit::NotificationServer::start(h.ss.address());
+    let agent = h.start_agent();
+    let note = notifications
+        .wait("a login-ends notification", Duration::from_secs(20), |n| {
+            n.contains_all(&["claude login ends in"])
+        })
+        .unwrap_or_else(|e| panic!("{e}\n{}", agent.log_text()));
+    assert!(note.body.contains("claude /login"), "{}", note.body);
+    assert!(
+        note.summary.contains("1 d") || note.summary.contains("2 d"),
+        "{}",
+        note.summary
+    );
+    assert_no_secret(
+        &format!("{}{}", note.summary, note.body),
+        &[OLD_ACCESS, OLD_REFRESH],
+    );
+    assert_eq!(fake.token_calls(), 0, "7 h from expiry: not refreshed");
+}

@@ -74,6 +74,53 @@ pub(super) async fn expiry(agent: Arc<Agent>) {
                 })
                 .collect()
         };
+        // The refresh token's own expiry (a login that will end): only `claude /login` helps.
+        let logins: Vec<(String, String, Due, OffsetDateTime)> = {
+            let state = agent.read_state();
+            state
+                .slots
+                .iter()
+                .filter_map(|(name, slot)| {
+                    let c = slot.credential.as_ref()?;
+                    let at = c.refresh_expires_at()?;
+                    if let Some(t) = thresholds.next_change(false, Some(at), now) {
+                        next = Some(next.map_or(t, |n: OffsetDateTime| n.min(t)));
+                    }
+                    let fp = format!("login:{}", rfc3339(at).unwrap_or_default());
+                    thresholds
+                        .due(false, Some(at), now)
+                        .map(|d| (name.clone(), fp, d, at))
+                })
+                .collect()
+        };
+        for (name, fp, due, at) in logins {
+            if !fired.insert((name.clone(), fp, due.key().to_owned())) {
+                continue;
+            }
+            let at_text = rfc3339(at).unwrap_or_default();
+            let (summary, left, label) = match &due {
+                Due::Expiring { label, left } => (
+                    format!("{name} login ends in {left}"),
+                    left.clone(),
+                    format!("login {label}"),
+                ),
+                Due::Expired => (
+                    format!("{name} login has ended"),
+                    "0 s".to_owned(),
+                    "login expired".to_owned(),
+                ),
+            };
+            tracing::warn!(credential = %name, ends_at = %at_text, "the login's refresh token expires");
+            notify_now(&agent, summary, format!(
+                "Claude Code's login for {name} (its refresh token) ends at {at_text}. Run `claude /login` on this machine before then; Keyferry picks the new login up by itself."
+            ));
+            agent.emit(Event::Expiring {
+                name: name.clone(),
+                expires_at: at_text,
+                expires_in: left,
+                threshold: label,
+            });
+        }
         for (name, fp, due, at) in due {
             if !fired.insert((name.clone(), fp, due.key().to_owned())) {
                 continue;

@@ -45,8 +45,10 @@ impl AgentGateway {
     pub fn new(agent: &Arc<Agent>) -> Result<Self, String> {
         let cfg = &agent.broker.config.gateway;
         let upstream = cfg.upstream().map_err(|e| e.to_string())?;
-        let file = GrantsFile::open(&crate::paths::state_dir(), OffsetDateTime::now_utc())
+        let mut file = GrantsFile::open(&crate::paths::state_dir(), OffsetDateTime::now_utc())
             .map_err(|e| e.to_string())?;
+        // Expired grants were dropped on reading: make that stick at once.
+        file.flush().map_err(|e| e.to_string())?;
         Ok(Self {
             agent: Arc::downgrade(agent),
             grants: Mutex::new(file),

@@ -234,6 +234,22 @@ impl Credential {
         }
     }
 
+    /// When a Claude Code login's refresh token itself expires (`refreshTokenExpiresAt`,
+    /// epoch ms, written by newer builds; about 30 days): after that only `claude /login`
+    /// helps.
+    #[must_use]
+    pub fn refresh_expires_at(&self) -> Option<OffsetDateTime> {
+        if self.kind != Kind::ClaudeOauth || self.refresh_token.is_none() {
+            return None;
+        }
+        let doc: serde_json::Value = serde_json::from_str(self.document.as_ref()?.expose()).ok()?;
+        let ms = doc
+            .get("claudeAiOauth")?
+            .get("refreshTokenExpiresAt")?
+            .as_i64()?;
+        OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000).ok()
+    }
+
     /// The non-secret view shown by `show`, `status` and the tray.
     #[must_use]
     pub fn inspect(&self, now: OffsetDateTime) -> Inspection {
@@ -393,6 +409,18 @@ mod tests {
 
     // Found by tests/socket_fuzz.rs: `store` accepted "sk-ant-oat01-…\0…" (NUL is not
     // whitespace), which no environment variable can carry.
+    #[test]
+    fn a_logins_refresh_token_expiry_is_read_from_its_document() {
+        let json = r#"{"claudeAiOauth":{"accessToken":"sk-ant-oat01-A","refreshToken":"sk-ant-ort01-R","expiresAt":1790000000000,"refreshTokenExpiresAt":1792000000000}}"#;
+        let c = Credential::parse(&Secret::new(json.into()), "f").unwrap();
+        assert_eq!(
+            c.refresh_expires_at().unwrap().unix_timestamp(),
+            1_792_000_000
+        );
+        let setup = Credential::parse(&Secret::new("sk-ant-oat01-X".into()), "f").unwrap();
+        assert_eq!(setup.refresh_expires_at(), None);
+    }
+
     #[test]
     fn control_characters_are_refused() {
         for t in [
