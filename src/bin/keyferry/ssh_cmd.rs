@@ -138,13 +138,16 @@ fn session_run(
         fix
     });
     let status = child.wait()?;
-    if let Ok(Some(fix)) = relay.join() {
-        // The session never started: remove the env file it would have sourced.
+    let fix = relay.join().ok().flatten();
+    // 255: ssh itself failed, so the session may never have sourced (and deleted) the file.
+    if fix.is_some() || status.code() == Some(255) {
         let _ = Command::new(&args.ssh)
             .args(ssh_args)
             .arg(format!("rm -f \"$HOME/{}\"", remote::env_file(session)))
             .stdin(Stdio::null())
             .status();
+    }
+    if let Some(fix) = fix {
         eprintln!("keyferry: {fix}");
         return Ok(keyferry::error::exit::ERROR);
     }
