@@ -149,6 +149,7 @@ function render(v) {
   reconcile($("approvals"), v.approvals, (a) => a.request, approvalRow, updateApproval);
 
   reconcile($("credentials"), v.credentials, (c) => c.name, credentialCard, updateCredential);
+  show($("not-set-up"), v.not_set_up.length ? `Not set up: ${v.not_set_up.join(", ")}` : null);
 
   $("grants-section").hidden = v.grants.length === 0;
   reconcile($("grants"), v.grants, (g) => g.name,
@@ -179,7 +180,7 @@ function render(v) {
   $("recent-empty").hidden = v.recent.length > 0;
 
   const target = $("target");
-  const names = v.credentials.map((c) => c.name);
+  const names = v.credentials.map((c) => c.name).concat(v.not_set_up);
   if (target.dataset.names !== names.join(",")) {
     const selected = target.value || (names.includes("claude") ? "claude" : names[0]);
     target.replaceChildren(...names.map((n) => el("option", { value: n }, n)));

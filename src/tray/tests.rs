@@ -520,3 +520,24 @@ fn a_grant_row_says_what_it_spent_and_when_it_ends() {
         "vm-1 on claude: 3 requests, 18 tokens (in 10 / out 5), expires in 2 h"
     );
 }
+
+#[test]
+fn credentials_nothing_provides_collapse_into_one_line() {
+    let broken = CredentialStatus {
+        error: Some(ErrorBody {
+            code: ErrorCode::KeychainLocked,
+            message: "locked".into(),
+        }),
+        ..missing("work")
+    };
+    let s = state(vec![
+        cred("claude", Health::Ok, Some(30 * D)),
+        missing("codex"),
+        missing("gemini"),
+        broken,
+    ]);
+    let v = s.view(now());
+    let cards: Vec<&str> = v.credentials.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(cards, ["claude", "work"], "a keychain error stays a card");
+    assert_eq!(v.not_set_up, ["codex", "gemini"]);
+}

@@ -3,6 +3,16 @@
 #[allow(clippy::wildcard_imports)]
 use super::*;
 
+/// A credential nothing provides (no source found it, no warning, no error beyond "not
+/// found"): one quiet line in the window instead of a card.
+fn not_set_up(c: &CredentialStatus) -> bool {
+    c.health == Health::Missing
+        && c.warnings.is_empty()
+        && c.error
+            .as_ref()
+            .map_or(true, |e| e.code == crate::domain::ErrorCode::NotFound)
+}
+
 impl TrayState {
     /// The window's data for `now` (it redraws countdowns every second while visible).
     #[must_use]
@@ -17,7 +27,14 @@ impl TrayState {
             credentials: self
                 .credentials
                 .values()
+                .filter(|c| !not_set_up(c))
                 .map(|c| CredentialRow::of(c, now))
+                .collect(),
+            not_set_up: self
+                .credentials
+                .values()
+                .filter(|c| not_set_up(c))
+                .map(|c| c.name.clone())
                 .collect(),
             approvals: self
                 .approvals
@@ -129,6 +146,8 @@ pub struct WindowView {
     pub icon: IconState,
     pub tooltip: String,
     pub credentials: Vec<CredentialRow>,
+    /// Credentials nothing provides yet, collapsed into one line (`not set up: codex, gemini`).
+    pub not_set_up: Vec<String>,
     pub approvals: Vec<ApprovalRow>,
     /// Newest first.
     pub recent: Vec<AccessRow>,
