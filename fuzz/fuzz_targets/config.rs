@@ -19,10 +19,12 @@ fuzz_target!(|data: &[u8]| {
     let Ok(cfg) = Config::parse(text, Path::new("/fuzz/config.toml")) else {
         return;
     };
-    for sink in &cfg.sink {
-        let _ = sink.target();
+    for target in &cfg.sinks {
+        let _ = target.sink.path();
     }
-    let thresholds = Thresholds::from_config(&cfg.agent);
+    let _ = cfg.policy.approvers();
+    let _ = cfg.gateway.specs(Path::new("/run/keyferry"));
+    let thresholds: Thresholds = cfg.agent.thresholds();
     let now = OffsetDateTime::from_unix_timestamp(1_800_000_000).unwrap();
     for name in cfg.names() {
         let Ok(spec) = cfg.spec(&name) else {

@@ -34,7 +34,7 @@ fn handle(line: &str) {
                 .ok()
                 .and_then(|v| v.get("id")?.as_u64());
             let body = ErrorBody {
-                code: "bad_request".into(),
+                code: keyferry::domain::ErrorCode::BadRequest,
                 message: format!(
                     "not a valid request (line 1, column {}); see docs/protocol.md",
                     e.column()
