@@ -56,8 +56,10 @@ impl GrantsFile {
             path: path.clone(),
             source,
         };
-        let mut table = match std::fs::File::open(&path) {
-            Ok(f) => {
+        // Never through a link, never a FIFO or someone else's file (see `safe_file`).
+        let opened = crate::safe_file::open(&path, crate::safe_file::Access::Read, MAX_FILE);
+        let mut table = match opened {
+            Ok(Some(f)) => {
                 let mut raw = Vec::new();
                 f.take(MAX_FILE + 1)
                     .read_to_end(&mut raw)
@@ -70,8 +72,11 @@ impl GrantsFile {
                     source,
                 })?
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Grants::default(),
-            Err(e) => return Err(read_err(e)),
+            Ok(None) => Grants::default(),
+            Err(crate::safe_file::FileError::TooLarge { .. }) => {
+                return Err(GrantsFileError::TooLarge { path })
+            }
+            Err(e) => return Err(read_err(std::io::Error::other(e.to_string()))),
         };
         let before = table.clone();
         table.prune(now);
