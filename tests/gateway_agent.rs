@@ -17,20 +17,8 @@ const SETUP: &str = "sk-ant-oat01-GATEWAYsetupAAAAbbbbCCCC-1111";
 const SETUP2: &str = "sk-ant-oat01-GATEWAYrerollDDDDeeeeFFFF-2222";
 const HOST_LEAK: &str = "sk-ant-oat01-HOSTenvMUSTnotLEAKgggg-3333";
 
-/// A home with a stored setup-token and a gateway on an ephemeral loopback port in front
-/// of the fake API.
 fn home(api: &FakeApi) -> Home {
-    let h = Home::new();
-    h.write(
-        ".config/keyferry/config.toml",
-        &format!(
-            "[gateway]\nlisten = [\"127.0.0.1:0\"]\nunix_socket = false\nupstream = \"{}\"\n",
-            api.url
-        ),
-        0o600,
-    );
-    ok(&h.run(&["setup"], Some(SETUP), &[]));
-    h
+    Home::with_gateway(&api.url, SETUP)
 }
 
 fn quiet_claude() -> Vec<(&'static str, &'static str)> {

@@ -32,17 +32,7 @@ fn ssh_args(sshd: &kf::sshd::Sshd) -> Vec<String> {
 }
 
 fn home(api: &FakeApi) -> Home {
-    let h = Home::new();
-    h.write(
-        ".config/keyferry/config.toml",
-        &format!(
-            "[gateway]\nlisten = [\"127.0.0.1:0\"]\nunix_socket = false\nupstream = \"{}\"\n",
-            api.url
-        ),
-        0o600,
-    );
-    ok(&h.run(&["setup"], Some(SETUP), &[]));
-    h
+    Home::with_gateway(&api.url, SETUP)
 }
 
 fn grants(h: &Home) -> Vec<GrantInfo> {

@@ -93,6 +93,21 @@ impl Home {
         agent
     }
 
+    /// A home with `token` stored and the agent's gateway on an ephemeral loopback port in
+    /// front of `upstream` (a fake API the test owns).
+    pub fn with_gateway(upstream: &str, token: &str) -> Self {
+        let h = Self::new();
+        h.write(
+            ".config/keyferry/config.toml",
+            &format!(
+                "[gateway]\nlisten = [\"127.0.0.1:0\"]\nunix_socket = false\nupstream = \"{upstream}\"\n"
+            ),
+            0o600,
+        );
+        ok(&h.run(&["setup"], Some(token), &[]));
+        h
+    }
+
     pub fn run(&self, args: &[&str], stdin: Option<&str>, envs: &[(&str, &str)]) -> Output {
         let mut cmd = self.kf();
         cmd.args(args).envs(envs.iter().copied());
