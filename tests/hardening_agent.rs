@@ -122,6 +122,37 @@ fn a_pending_approval_does_not_stall_its_own_connection() {
 }
 
 #[test]
+fn a_client_that_stops_sending_still_gets_its_pending_answer() {
+    let h = home(&[&me()]);
+    let agent = h.start_agent();
+    let mut approver = agent.client();
+    approver.approvals().unwrap();
+    approver.set_timeout(Some(Duration::from_secs(10)));
+    let s = UnixStream::connect(&agent.sock).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut w = s.try_clone().unwrap();
+    writeln!(w, "{{\"op\":\"hello\",\"version\":{VERSION},\"id\":1}}").unwrap();
+    writeln!(w, "{{\"op\":\"get\",\"name\":\"codex\",\"id\":2}}").unwrap();
+    // Half-close, as `printf … | socat` does: the answer must still come.
+    w.shutdown(std::net::Shutdown::Write).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let request = loop {
+        assert!(Instant::now() < deadline, "no approval event");
+        if let Event::Approval { approval } = approver.next_event().expect("an event") {
+            break approval.request;
+        }
+    };
+    approver.approve(request, Decision::AllowOnce).unwrap();
+    let replies: Vec<serde_json::Value> = BufReader::new(s)
+        .lines()
+        .map(|l| serde_json::from_str(&l.expect("a line before the deadline")).unwrap())
+        .collect();
+    assert_eq!(replies.len(), 2, "{replies:?}");
+    assert_eq!(replies[1]["id"], 2);
+    assert_eq!(replies[1]["result"]["token"], CODEX);
+}
+
+#[test]
 fn an_approver_cannot_answer_its_own_request() {
     let h = home(&[&me()]);
     let agent = h.start_agent();

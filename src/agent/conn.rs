@@ -133,7 +133,23 @@ pub async fn handle(
             line = lines.next(), if pending.len() < MAX_IN_FLIGHT => line,
         };
         let line = match line {
-            None | Some(Err(LinesCodecError::Io(_))) => break,
+            // The client finished sending: answer what it is still waiting for, then close
+            // (a half-closed socket, as `socat` or `printf | nc -U` leave it, still reads).
+            None => {
+                loop {
+                    tokio::select! {
+                        _ = shutdown.recv() => break,
+                        reply = pending.next() => {
+                            let Some(reply) = reply else { break };
+                            if !send(&mut out, reply).await {
+                                break;
+                            }
+                        }
+                    }
+                }
+                break;
+            }
+            Some(Err(LinesCodecError::Io(_))) => break,
             Some(Err(LinesCodecError::MaxLineLengthExceeded)) => {
                 let msg = format!("request lines are limited to {MAX_LINE} bytes; closing");
                 let _ = send(
