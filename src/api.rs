@@ -233,11 +233,8 @@ impl Api {
                 Ok((st, "the agent in this app".into()))
             }
             Self::Socket { .. } => {
-                let token = std::cell::RefCell::new(Some(token));
-                let st = self.with_client(|c| {
-                    let t = token.borrow_mut().take().unwrap_or_default();
-                    c.store(name, t)
-                })?;
+                // A retry after a reconnect sends the same token again (a zeroized copy).
+                let st = self.with_client(|c| c.store(name, token.clone()))?;
                 Ok((
                     st,
                     format!("the agent (pid {})", self.agent_pid().unwrap_or(0)),
@@ -284,11 +281,9 @@ impl Api {
                 Ok(())
             }
             Self::Embedded(a) => blocking(a.unlock(passphrase, &this_process())),
-            Self::Socket { .. } => {
-                let pass = std::cell::RefCell::new(passphrase);
-                self.with_client(|c| c.set_locked(locked, pass.borrow_mut().take()))
-                    .map(drop)
-            }
+            Self::Socket { .. } => self
+                .with_client(|c| c.set_locked(locked, passphrase.clone()))
+                .map(drop),
             Self::Direct(_) => Err(no_agent("lock")),
         }
     }

@@ -55,6 +55,25 @@ fn socat(sock: &std::path::Path, lines: &str) -> String {
     )
 }
 
+/// An approver connection of this test binary, its reads bounded.
+fn approver(agent: &kf::AgentProc) -> keyferry::client::Client {
+    let mut c = agent.client();
+    c.approvals().unwrap();
+    c.set_timeout(Some(Duration::from_secs(10)));
+    c
+}
+
+/// The id of the next approval request, within an overall deadline.
+fn wait_approval(c: &mut keyferry::client::Client) -> u64 {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        assert!(Instant::now() < deadline, "no approval event");
+        if let Event::Approval { approval } = c.next_event().expect("an event") {
+            return approval.request;
+        }
+    }
+}
+
 #[test]
 fn socat_cannot_register_as_an_approver() {
     let h = home(&[]);
@@ -88,9 +107,7 @@ fn socat_cannot_register_as_an_approver() {
 fn a_pending_approval_does_not_stall_its_own_connection() {
     let h = home(&[&me()]);
     let agent = h.start_agent();
-    let mut approver = agent.client();
-    approver.approvals().unwrap();
-    approver.set_timeout(Some(Duration::from_secs(10)));
+    let mut approver = approver(&agent);
     let s = UnixStream::connect(&agent.sock).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let mut w = s.try_clone().unwrap();
@@ -103,13 +120,7 @@ fn a_pending_approval_does_not_stall_its_own_connection() {
     writeln!(w, "{{\"op\":\"hello\",\"version\":{VERSION},\"id\":1}}").unwrap();
     assert_eq!(read()["id"], 1);
     writeln!(w, "{{\"op\":\"get\",\"name\":\"codex\",\"id\":2}}").unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let request = loop {
-        assert!(Instant::now() < deadline, "no approval event");
-        if let Event::Approval { approval } = approver.next_event().expect("an event") {
-            break approval.request;
-        }
-    };
+    let request = wait_approval(&mut approver);
     // The get waits on the approver; the same connection still answers status at once.
     writeln!(w, "{{\"op\":\"status\",\"id\":3}}").unwrap();
     let status = read();
@@ -125,9 +136,7 @@ fn a_pending_approval_does_not_stall_its_own_connection() {
 fn a_client_that_stops_sending_still_gets_its_pending_answer() {
     let h = home(&[&me()]);
     let agent = h.start_agent();
-    let mut approver = agent.client();
-    approver.approvals().unwrap();
-    approver.set_timeout(Some(Duration::from_secs(10)));
+    let mut approver = approver(&agent);
     let s = UnixStream::connect(&agent.sock).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let mut w = s.try_clone().unwrap();
@@ -135,13 +144,7 @@ fn a_client_that_stops_sending_still_gets_its_pending_answer() {
     writeln!(w, "{{\"op\":\"get\",\"name\":\"codex\",\"id\":2}}").unwrap();
     // Half-close, as `printf … | socat` does: the answer must still come.
     w.shutdown(std::net::Shutdown::Write).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let request = loop {
-        assert!(Instant::now() < deadline, "no approval event");
-        if let Event::Approval { approval } = approver.next_event().expect("an event") {
-            break approval.request;
-        }
-    };
+    let request = wait_approval(&mut approver);
     approver.approve(request, Decision::AllowOnce).unwrap();
     let replies: Vec<serde_json::Value> = BufReader::new(s)
         .lines()
@@ -156,19 +159,11 @@ fn a_client_that_stops_sending_still_gets_its_pending_answer() {
 fn an_approver_cannot_answer_its_own_request() {
     let h = home(&[&me()]);
     let agent = h.start_agent();
-    let mut c = agent.client();
-    c.approvals().unwrap();
-    c.set_timeout(Some(Duration::from_secs(10)));
+    let mut c = approver(&agent);
     // A second connection of the same process asks; only the first may answer it.
     let mut asker = agent.client();
     let waiting = std::thread::spawn(move || asker.get("codex"));
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let request = loop {
-        assert!(Instant::now() < deadline, "no approval event");
-        if let Event::Approval { approval } = c.next_event().expect("an event") {
-            break approval.request;
-        }
-    };
+    let request = wait_approval(&mut c);
     c.approve(request, Decision::Deny).unwrap();
     let refused = waiting.join().unwrap();
     assert!(
