@@ -14,6 +14,7 @@ const COMMANDS: &[&str] = &[
     "set_autostart",
     "save_settings",
     "revoke_grant",
+    "doctor",
 ];
 
 fn main() {

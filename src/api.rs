@@ -185,8 +185,22 @@ impl Api {
                     last_access: None,
                     resolutions: 0,
                     sinks: Vec::new(),
+                    usage: Vec::new(),
                 })
             }
+        }
+    }
+
+    /// [`Api::status`] plus each Claude credential's subscription usage (or why there is
+    /// none). Only an agent fetches usage: with no agent, `usage` is empty.
+    ///
+    /// # Errors
+    /// As [`Api::status`].
+    pub fn status_with_usage(&self) -> Result<Status, ErrorBody> {
+        match self {
+            Self::Embedded(a) => Ok(blocking(a.status_with_usage())),
+            Self::Socket { .. } => self.with_client(Client::status_with_usage),
+            Self::Direct(_) => self.status(),
         }
     }
 

@@ -235,7 +235,15 @@ impl Client {
     /// # Errors
     /// As [`Client::call`].
     pub fn status(&mut self) -> Result<Status, ClientError> {
-        self.call(Request::Status {})
+        self.call(Request::Status { usage: false })
+    }
+
+    /// Every credential's state, with each Claude login's subscription usage.
+    ///
+    /// # Errors
+    /// As [`Client::call`].
+    pub fn status_with_usage(&mut self) -> Result<Status, ClientError> {
+        self.call(Request::Status { usage: true })
     }
 
     /// The token of `name`.

@@ -80,6 +80,8 @@ error_codes! {
     Invalid = "invalid" => ERROR,
     GatewayDown = "gateway_down" => ERROR,
     NeedsLogin = "needs_login" => ERROR,
+    NoUsageScope = "usage_no_profile_scope" => ERROR,
+    UsageUnavailable = "usage_unavailable" => ERROR,
     NoSuchGrant = "no_such_grant" => ERROR,
     ProvisionFailed = "provision_failed" => ERROR,
     RerollFailed = "reroll_failed" => ERROR,
@@ -289,6 +291,63 @@ pub struct GrantInfo {
     pub daily_token_budget: Option<u64>,
 }
 
+/// One subscription rate-limit window (`/api/oauth/usage`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UsageWindow {
+    /// Percent of the window used (0–100, may exceed 100 when over the limit).
+    pub utilization: f64,
+    #[serde(with = "time::serde::rfc3339::option", default)]
+    pub resets_at: Option<time::OffsetDateTime>,
+}
+
+/// A Claude login's subscription usage; a window the server does not report is `None`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SubscriptionUsage {
+    pub five_hour: Option<UsageWindow>,
+    pub seven_day: Option<UsageWindow>,
+}
+
+impl SubscriptionUsage {
+    /// `(label, window)` for each reported window, shortest first.
+    pub fn windows(&self) -> impl Iterator<Item = (&'static str, &UsageWindow)> {
+        [("5-hour", &self.five_hour), ("7-day", &self.seven_day)]
+            .into_iter()
+            .filter_map(|(label, w)| Some((label, w.as_ref()?)))
+    }
+
+    /// One line per window: `5-hour: 42% used, resets 2026-12-01T12:00:00Z`.
+    #[must_use]
+    pub fn lines(&self) -> Vec<String> {
+        self.windows()
+            .map(|(label, w)| {
+                let resets = w
+                    .resets_at
+                    .and_then(crate::credential::rfc3339)
+                    .map(|r| format!(", resets {r}"))
+                    .unwrap_or_default();
+                format!("{label}: {:.0}% used{resets}", w.utilization)
+            })
+            .collect()
+    }
+}
+
+/// Usage figures, or why there are none (a setup-token lacks `user:profile`; the endpoint
+/// failed or has not answered yet).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UsageState {
+    Known(SubscriptionUsage),
+    Unavailable(ErrorBody),
+}
+
+/// One credential's usage in `status` when asked for (`{"op":"status","usage":true}`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CredentialUsage {
+    pub name: String,
+    #[serde(flatten)]
+    pub state: UsageState,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -318,5 +377,45 @@ mod tests {
     fn health_orders_worst_last() {
         assert!(Health::Expired > Health::Error);
         assert!(Health::Expiring > Health::Ok);
+    }
+
+    #[test]
+    fn usage_has_a_flat_typed_wire_form() {
+        let known = CredentialUsage {
+            name: "claude".into(),
+            state: UsageState::Known(SubscriptionUsage {
+                five_hour: Some(UsageWindow {
+                    utilization: 37.0,
+                    resets_at: Some(time::macros::datetime!(2026-12-01 11:00 UTC)),
+                }),
+                seven_day: None,
+            }),
+        };
+        let text = serde_json::to_string(&known).unwrap();
+        assert_eq!(
+            text,
+            r#"{"name":"claude","known":{"five_hour":{"utilization":37.0,"resets_at":"2026-12-01T11:00:00Z"},"seven_day":null}}"#
+        );
+        assert_eq!(
+            serde_json::from_str::<CredentialUsage>(&text).unwrap(),
+            known
+        );
+        let UsageState::Known(u) = &known.state else {
+            unreachable!()
+        };
+        assert_eq!(u.lines(), ["5-hour: 37% used, resets 2026-12-01T11:00:00Z"]);
+        let none = CredentialUsage {
+            name: "claude".into(),
+            state: UsageState::Unavailable(ErrorBody::new(ErrorCode::Unsupported, "no scope")),
+        };
+        let text = serde_json::to_string(&none).unwrap();
+        assert!(
+            text.contains(r#""unavailable":{"code":"unsupported""#),
+            "{text}"
+        );
+        assert_eq!(
+            serde_json::from_str::<CredentialUsage>(&text).unwrap(),
+            none
+        );
     }
 }

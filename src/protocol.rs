@@ -10,7 +10,8 @@ use std::fmt;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::domain::{
-    Access, ApprovalRequest, CredentialStatus, Decision, ErrorBody, GrantInfo, SinkStatus,
+    Access, ApprovalRequest, CredentialStatus, CredentialUsage, Decision, ErrorBody, GrantInfo,
+    SinkStatus,
 };
 use crate::secret::Secret;
 
@@ -60,8 +61,12 @@ pub enum Request {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         client: Option<String>,
     },
-    /// Every credential's state; no secrets.
-    Status {},
+    /// Every credential's state; no secrets. `usage`: also each Claude login's subscription
+    /// usage (fetched at most every 5 minutes; a slow endpoint is waited for a few seconds).
+    Status {
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        usage: bool,
+    },
     /// The token of one credential.
     Get { name: String },
     /// Stream of [`Event`]s until the client disconnects.
@@ -130,7 +135,7 @@ impl Request {
     pub fn op(&self) -> &'static str {
         match self {
             Self::Hello { .. } => "hello",
-            Self::Status {} => "status",
+            Self::Status { .. } => "status",
             Self::Get { .. } => "get",
             Self::Watch {} => "watch",
             Self::Store { .. } => "store",
@@ -315,6 +320,9 @@ pub struct Status {
     /// Every sink the agent keeps current, with the last failure if any.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub sinks: Vec<SinkStatus>,
+    /// Each Claude credential's subscription usage, when asked for (`usage: true`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub usage: Vec<CredentialUsage>,
 }
 
 /// Streamed after `watch` as `{"event":{"kind":…}}`. Never carries a secret.
@@ -404,7 +412,7 @@ mod tests {
         assert!(matches!(e.request, Request::Hello { version: 1, .. }));
         assert!(serde_json::from_str::<Envelope>(r#"{"op":"launch_missiles"}"#).is_err());
         let e: Envelope = serde_json::from_str(r#"{"op":"status"}"#).unwrap();
-        assert!(matches!(e.request, Request::Status {}));
+        assert!(matches!(e.request, Request::Status { usage: false }));
         assert!(serde_json::from_str::<Envelope>(r#"{"op":"status","verbose":true}"#).is_err());
         assert_eq!(
             serde_json::to_string(&Request::Watch {}).unwrap(),

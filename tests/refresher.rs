@@ -4,8 +4,6 @@
 #[allow(dead_code)]
 #[path = "kf/fake_api.rs"]
 mod fake_api;
-#[path = "refresher/fake_oauth.rs"]
-mod fake_oauth;
 #[path = "refresher/harness.rs"]
 mod harness;
 #[path = "refresher/host.rs"]
@@ -16,10 +14,10 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use fake_oauth::{Answer, FakeOauth, ACCESS_PREFIX, REFRESH_PREFIX};
 use harness::{doc, Login, OLD_REFRESH};
 use keyferry::oauth::{journal, Error, Event, Outcome, Would};
 use keyferry::secret::Secret;
+use testkit::fake_oauth::{Answer, FakeOauth, ACCESS_PREFIX, REFRESH_PREFIX};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn login_20_minutes_from_expiry_is_refreshed_once_keeping_mode_and_unknown_fields() {

@@ -6,17 +6,14 @@
 #![cfg(target_os = "linux")]
 
 mod common;
-#[path = "refresher/fake_oauth.rs"]
-#[allow(dead_code)]
-mod fake_oauth;
 mod kf;
 
 use std::os::unix::fs::PermissionsExt;
 use std::time::{Duration, Instant};
 
-use fake_oauth::{Answer, FakeOauth, ACCESS_PREFIX};
 use keyferry::protocol::Event;
 use kf::{assert_no_secret, ok, text, Home};
+use testkit::fake_oauth::{Answer, FakeOauth, ACCESS_PREFIX};
 
 const OLD_ACCESS: &str = "sk-ant-oat01-OLDaccessAAAAbbbbCCCCdddd-1111";
 const OLD_REFRESH: &str = "sk-ant-ort01-OLDrefreshEEEEffffGGGG-2222";
@@ -98,7 +95,7 @@ fn a_login_near_expiry_is_refreshed_once_and_every_consumer_follows() {
         "{log}"
     );
     assert_no_secret(&log, &[OLD_ACCESS, OLD_REFRESH]);
-    assert!(!log.contains(fake_oauth::REFRESH_PREFIX));
+    assert!(!log.contains(testkit::fake_oauth::REFRESH_PREFIX));
 }
 
 #[test]
@@ -171,6 +168,20 @@ fn usage_figures_come_from_the_endpoint_and_a_setup_token_says_why_there_are_non
     assert!(out.contains("claude: 7-day: 12% used"), "{out}");
     let (show, _) = ok(&h.run(&["show"], None, &[]));
     assert!(show.contains("usage       5-hour: 37% used"), "{show}");
+    // `status` asks for it too, and `--json` carries it typed.
+    let (st, _) = ok(&h.run(&["status"], None, &[]));
+    assert!(
+        st.contains("  usage 5-hour: 37% used, resets 2026-12-01T11:00:00Z"),
+        "{st}"
+    );
+    assert!(st.contains("  usage 7-day: 12% used"), "{st}");
+    let (json, _) = ok(&h.run(&["status", "--json"], None, &[]));
+    let rows: Vec<serde_json::Value> = serde_json::from_str(&json).unwrap();
+    let claude = rows.iter().find(|r| r["name"] == "claude").unwrap();
+    assert_eq!(claude["usage"]["known"]["five_hour"]["utilization"], 37.0);
+    assert_eq!(claude["usage"]["known"]["seven_day"]["utilization"], 12.5);
+    // Polled at most every 5 minutes: four asks, one call.
+    assert_eq!(fake.seen.lock().unwrap().usage_auth.len(), 1);
     // A setup-token (no user:profile scope) shadows the login: no call, and why.
     ok(&h.run(
         &["setup"],
@@ -183,6 +194,21 @@ fn usage_figures_come_from_the_endpoint_and_a_setup_token_says_why_there_are_non
         text(&out.stderr).contains("user:profile"),
         "{}",
         text(&out.stderr)
+    );
+    let (st, _) = ok(&h.run(&["status"], None, &[]));
+    assert!(
+        st.contains("  usage: none (no usage figures: the token lacks the user:profile scope"),
+        "{st}"
+    );
+    let (json, _) = ok(&h.run(&["status", "--json"], None, &[]));
+    assert!(
+        json.contains(r#""code": "usage_no_profile_scope""#),
+        "{json}"
+    );
+    assert_eq!(
+        fake.seen.lock().unwrap().usage_auth.len(),
+        1,
+        "no call for a setup-token"
     );
 }
 
@@ -226,4 +252,78 @@ fn a_login_whose_refresh_token_ends_soon_is_warned_about() {
         &[OLD_ACCESS, OLD_REFRESH],
     );
     assert_eq!(fake.token_calls(), 0, "7 h from expiry: not refreshed");
+}
+
+#[test]
+fn a_killed_agent_keeps_the_new_refresh_token_and_never_reuses_the_old_one() {
+    let fake = FakeOauth::plain();
+    fake.set(Answer::Rotate);
+    let h = home(&fake, 20);
+    let login = h.path(".claude/.credentials.json");
+    // The write-back is refused (mode 0400; the check is on the mode, so it holds as root
+    // too): the agent holds the answer only in its journal, the state a kill between the
+    // token response and the write-back leaves behind.
+    std::fs::set_permissions(&login, std::fs::Permissions::from_mode(0o400)).unwrap();
+    let mut agent = h.start_agent();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let claude = loop {
+        let st = agent.client().status().unwrap();
+        let c = st
+            .credentials
+            .into_iter()
+            .find(|c| c.name == "claude")
+            .unwrap();
+        if c.error
+            .as_ref()
+            .is_some_and(|e| e.message.contains("written back"))
+        {
+            break c;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no write-back failure shown: {c:?}\n{}",
+            agent.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(claude
+        .error
+        .unwrap()
+        .message
+        .contains("kept in the keychain"));
+    assert_eq!(fake.refresh_tokens(), vec![OLD_REFRESH.to_owned()]);
+    let before = std::fs::read_to_string(&login).unwrap();
+    assert!(before.contains(OLD_REFRESH), "the old login is untouched");
+    agent.stop(libc::SIGKILL);
+
+    // Restarted with a writable file, the agent finishes the write-back before anything else.
+    std::fs::set_permissions(&login, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let agent = h.start_agent();
+    let new_refresh = format!("{}1", testkit::fake_oauth::REFRESH_PREFIX);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let now = std::fs::read_to_string(&login).unwrap();
+        if now.contains(&new_refresh) {
+            assert!(now.contains(&format!("{ACCESS_PREFIX}1")), "{now}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "pending login never written back:\n{}",
+            agent.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(fake.token_calls(), 1, "the restart spent no refresh");
+    let mode = std::fs::metadata(&login).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+    // The next refresh spends the new refresh token; the old one is never sent again.
+    ok(&h.run(&["refresh"], None, &[]));
+    assert_eq!(
+        fake.refresh_tokens(),
+        vec![OLD_REFRESH.to_owned(), new_refresh]
+    );
+    let (log, _) = ok(&h.run(&["log", "--json", "-n", "200"], None, &[]));
+    assert_no_secret(&log, &[OLD_ACCESS, OLD_REFRESH]);
+    assert!(!log.contains(testkit::fake_oauth::REFRESH_PREFIX));
 }

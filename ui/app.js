@@ -70,6 +70,8 @@ function credentialCard(c) {
       el("span", { class: "badge" })),
     el("p", { class: "countdown" }),
     el("dl", { class: "kv details" }),
+    el("div", { class: "usage", dataset: { testid: "usage" } }),
+    el("p", { class: "usage-note muted" }),
     el("p", { class: "problem" }),
     el("ul", { class: "warnings" }));
   return card;
@@ -96,6 +98,16 @@ function updateCredential(card, c) {
     dl.replaceChildren(...rows.flatMap(([k, v]) => [el("dt", {}, k), el("dd", {}, v)]));
     dl.dataset.signature = signature;
   }
+  const usage = card.querySelector(".usage");
+  const usageSignature = JSON.stringify(c.usage);
+  if (usage.dataset.signature !== usageSignature) {
+    usage.replaceChildren(...c.usage.map((u) => el("div", { class: "meter" },
+      el("span", { class: "label" }, `${u.label}`),
+      el("progress", { max: "100", value: String(Math.min(u.percent, 100)) }),
+      el("span", { class: "figure" }, `${u.percent}% used${u.resets ? `, ${u.resets}` : ""}`))));
+    usage.dataset.signature = usageSignature;
+  }
+  show(card.querySelector(".usage-note"), c.usage_note ? `No usage figures: ${c.usage_note}` : null);
   const problem = card.querySelector(".problem");
   problem.classList.toggle("error", c.state !== "missing");
   problem.classList.toggle("muted", c.state === "missing");
@@ -209,6 +221,31 @@ async function refresh() {
   }
 }
 
+// ---- doctor ---------------------------------------------------------------------------
+
+async function runDoctor() {
+  const button = $("run-doctor");
+  button.disabled = true;
+  $("doctor-summary").textContent = "Checking…";
+  try {
+    const report = await invoke("doctor");
+    $("doctor").replaceChildren(...report.checks.map((c) => el("li", { class: `state-${c.state}` },
+      el("span", { class: "mark" }, c.state === "skip" ? "--" : c.state.toUpperCase()),
+      el("span", { class: "check" }, c.name),
+      el("span", { class: "detail" }, c.detail),
+      c.fix ? el("span", { class: "fix" }, `fix: ${c.fix}`) : null)));
+    const failed = report.checks.filter((c) => c.state === "fail").length;
+    $("doctor-summary").textContent = failed === 0 ? "No problems found."
+      : `${failed} problem(s) found; each line marked FAIL says how to fix it.`;
+    ok();
+  } catch (e) {
+    $("doctor-summary").textContent = "";
+    fail(e);
+  } finally {
+    button.disabled = false;
+  }
+}
+
 // ---- reroll wizard --------------------------------------------------------------------
 
 function candidateReady(c) {
@@ -293,6 +330,7 @@ function wireReroll() {
 // ---- wiring ---------------------------------------------------------------------------
 
 function wire() {
+  $("run-doctor").addEventListener("click", runDoctor);
   $("lock").addEventListener("click", async () => {
     try {
       await invoke("set_locked", { locked: !(current && current.locked) });

@@ -115,6 +115,22 @@ impl Backend {
         self.api()?.approve(request, decision).map_err(message)
     }
 
+    /// Each Claude credential's subscription usage (the agent fetches it at most every 5
+    /// minutes). Attached, on its own connection, so a slow usage endpoint never holds up
+    /// the window's other calls on the shared one.
+    pub async fn usage(&self) -> Result<Vec<keyferry::domain::CredentialUsage>, String> {
+        let api = match self {
+            Self::Embedded(e) => Api::Embedded(Arc::clone(&e.agent)),
+            Self::Attached(Api::Socket { path, .. }) => Api::socket(path.clone(), CLIENT_NAME),
+            _ => return Err("the agent is not running".into()),
+        };
+        tauri::async_runtime::spawn_blocking(move || api.status_with_usage())
+            .await
+            .map_err(|e| e.to_string())?
+            .map(|st| st.usage)
+            .map_err(message)
+    }
+
     /// The gateway's grants (empty when the agent runs no gateway).
     pub fn grants(&self) -> Vec<keyferry::domain::GrantInfo> {
         self.api()

@@ -30,6 +30,15 @@ pub fn revoke_grant(name: String, app: AppHandle, shared: State<'_, Shared>) -> 
     Ok(())
 }
 
+/// The Doctor pane: every `keyferry doctor` check, off the main thread (it runs
+/// `claude --version` and friends).
+#[tauri::command]
+pub async fn doctor() -> Result<keyferry::doctor::Report, String> {
+    tauri::async_runtime::spawn_blocking(|| keyferry::doctor::check(None, None))
+        .await
+        .map_err(|e| e.to_string())
+}
+
 #[tauri::command]
 pub fn set_locked(locked: bool, shared: State<'_, Shared>) -> Result<(), String> {
     shared.backend.set_locked(locked)

@@ -33,6 +33,8 @@ pub struct Shared {
     pub pending: Mutex<Option<Secret>>,
     /// Wakes the countdown timer early (after an event changed what it waits for).
     pub wake: tokio::sync::Notify,
+    /// Asks for subscription usage now (the window was opened).
+    pub usage_wake: tokio::sync::Notify,
 }
 
 impl Shared {
@@ -83,6 +85,10 @@ fn resync(app: &AppHandle) {
 
 fn on_event(app: &AppHandle, event: &Event) {
     let shared = app.state::<Shared>();
+    if matches!(event, Event::Changed { .. } | Event::Refreshed { .. }) {
+        // A new login (or the first resolution at start) may have figures now.
+        shared.usage_wake.notify_one();
+    }
     let applied = shared.state().apply(event, now());
     match applied {
         Applied::Nothing => return,
@@ -142,6 +148,7 @@ pub fn notify_or_note(app: &AppHandle, summary: &str, body: &str) {
 
 /// Opens the window (built on demand, see `window`) at `section`.
 pub fn show_window(app: &AppHandle, section: Option<&str>) {
+    app.state::<Shared>().usage_wake.notify_one();
     window::show(app, section);
 }
 
@@ -222,6 +229,29 @@ fn spawn_ticker(app: AppHandle) {
     });
 }
 
+/// Subscription usage for the menu and the window: asked for every 5 minutes while the app
+/// runs (the agent's cache makes that at most one endpoint call per login) and at once when
+/// the window opens. A headless agent never polls by itself.
+fn spawn_usage_poll(app: AppHandle) {
+    tauri::async_runtime::spawn(async move {
+        loop {
+            let shared = app.state::<Shared>();
+            match shared.backend.usage().await {
+                Ok(usage) => {
+                    if shared.state().set_usage(usage) {
+                        redraw(&app);
+                    }
+                }
+                Err(e) => tracing::debug!(error = %e, "no usage figures"),
+            }
+            tokio::select! {
+                () = tokio::time::sleep(keyferry::oauth::usage::MIN_INTERVAL) => {}
+                () = shared.usage_wake.notified() => {}
+            }
+        }
+    });
+}
+
 /// SIGTERM/SIGINT quit cleanly, so the embedded agent removes its socket.
 fn spawn_signals(app: AppHandle) {
     tauri::async_runtime::spawn(async move {
@@ -274,6 +304,7 @@ fn setup(app: &mut tauri::App) -> Result<(), Box<dyn std::error::Error>> {
         state: Mutex::new(state),
         pending: Mutex::new(None),
         wake: tokio::sync::Notify::new(),
+        usage_wake: tokio::sync::Notify::new(),
     });
     app.manage(TrayCell(Mutex::new(None)));
 
@@ -304,6 +335,7 @@ fn setup(app: &mut tauri::App) -> Result<(), Box<dyn std::error::Error>> {
     tracing::info!(link = ?app.state::<Shared>().state().link, "tray ready");
 
     spawn_ticker(handle.clone());
+    spawn_usage_poll(handle.clone());
     spawn_signals(handle.clone());
     if std::env::args().any(|a| a == "--show") {
         show_window(&handle, None);
@@ -360,6 +392,7 @@ fn main() {
             commands::discard_token,
             commands::set_autostart,
             commands::revoke_grant,
+            commands::doctor,
         ])
         // Closing the window destroys it (and WebKit's processes with it); the app lives in
         // the tray until Quit, see `ExitRequested` below.

@@ -265,7 +265,7 @@ async fn restricted(
     };
     let op = format!("remote-{}", request.op());
     match request {
-        Request::Status {} => {
+        Request::Status { .. } => {
             let mut st = agent.status();
             st.credentials.retain(|c| allowed.contains(&c.name));
             st.sinks.clear();

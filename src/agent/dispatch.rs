@@ -46,7 +46,10 @@ pub(super) async fn dispatch(
 ) -> Line {
     match request {
         Request::Get { name } => line(id, agent.get(&name, &peer, Some(conn)).await),
-        Request::Status {} => line(id, Ok::<_, ErrorBody>(agent.status())),
+        Request::Status { usage: false } => line(id, Ok::<_, ErrorBody>(agent.status())),
+        Request::Status { usage: true } => {
+            line(id, Ok::<_, ErrorBody>(agent.status_with_usage().await))
+        }
         Request::Store { name, token } => line(id, agent.store(&name, token.0, &peer).await),
         Request::Clear { name } => line(
             id,

@@ -15,6 +15,7 @@ mod server;
 mod sinks;
 pub mod socket;
 mod state;
+mod usage;
 mod watch;
 
 use std::collections::BTreeMap;
@@ -301,20 +302,32 @@ impl Agent {
             .iter()
             .map(|(name, slot)| {
                 let mut s = slot.status_at(now, &thresholds);
-                let dead = self
-                    .refresher
-                    .get()
-                    .and_then(|r| r.status(name))
-                    .filter(|r| r.needs_login);
-                if let Some(r) = dead {
-                    s.health = crate::domain::Health::Error;
-                    s.error = Some(crate::domain::ErrorBody::new(
-                        ErrorCode::NeedsLogin,
-                        format!(
-                            "the refresh token was refused{}; run `claude /login`",
-                            r.last_error.map(|e| format!(" ({e})")).unwrap_or_default()
-                        ),
-                    ));
+                let refresh = self.refresher.get().and_then(|r| r.status(name));
+                match refresh {
+                    Some(r) if r.needs_login => {
+                        s.health = crate::domain::Health::Error;
+                        s.error = Some(crate::domain::ErrorBody::new(
+                            ErrorCode::NeedsLogin,
+                            format!(
+                                "the refresh token was refused{}; run `claude /login`",
+                                r.last_error.map(|e| format!(" ({e})")).unwrap_or_default()
+                            ),
+                        ));
+                    }
+                    // The refresh revoked the access token the source still holds: shown
+                    // as broken until the write-back (retried on its backoff) succeeds.
+                    Some(r) if r.pending_writeback => {
+                        s.health = crate::domain::Health::Error;
+                        s.error = Some(crate::domain::ErrorBody::new(
+                            ErrorCode::WriteFailed,
+                            r.last_error.unwrap_or_else(|| {
+                                "the refreshed login is not written back yet (kept in the \
+                                 keychain, retried)"
+                                    .to_owned()
+                            }),
+                        ));
+                    }
+                    _ => {}
                 }
                 (name.clone(), s)
             })

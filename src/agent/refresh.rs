@@ -230,42 +230,6 @@ impl Agent {
     }
 }
 
-impl Agent {
-    /// Subscription usage of `name`'s login, polled at most every 5 minutes and only when
-    /// asked; a token without `user:profile` (a setup-token) says why there is no figure.
-    ///
-    /// # Errors
-    /// No such credential or token; no scope; the endpoint failed.
-    pub async fn usage(
-        &self,
-        name: &str,
-        peer: &Peer,
-    ) -> Result<crate::oauth::usage::Usage, ErrorBody> {
-        self.may_read(name, peer, None).await?;
-        let (token, scopes) = {
-            let state = self.read_state();
-            let slot = state.slots.get(name).ok_or_else(|| self.unknown(name))?;
-            let c = slot.credential.as_ref().ok_or_else(|| {
-                ErrorBody::new(ErrorCode::NotFound, format!("no token found for {name:?}"))
-            })?;
-            (c.token.clone(), c.scopes.clone())
-        };
-        let unsupported = |m: String| ErrorBody::new(ErrorCode::Unsupported, m);
-        crate::oauth::usage::check_scope(&scopes).map_err(|e| unsupported(e.to_string()))?;
-        let refresher = self.refresher.get().ok_or_else(|| {
-            unsupported(format!(
-                "{name:?} is not a Claude Code login the agent manages; no usage figures"
-            ))
-        })?;
-        let usage = refresher
-            .usage(name, &token, &scopes)
-            .await
-            .map_err(|e| unsupported(e.to_string()))?;
-        self.record("usage", Some(name), "served", None, peer);
-        Ok(usage)
-    }
-}
-
 /// Stops the schedule task with the agent.
 struct AbortOnDrop(tokio::task::JoinHandle<()>);
 

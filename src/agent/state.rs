@@ -167,6 +167,7 @@ impl Agent {
             last_access: state.last_access.clone(),
             resolutions: self.resolutions.load(Relaxed),
             sinks,
+            usage: Vec::new(),
         }
     }
 

@@ -148,6 +148,32 @@ pub fn run(ctx: &Context<'_>) -> Report {
     Report::new(checks)
 }
 
+/// How long each `claude/codex/gemini --version` may take.
+pub const VERSION_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Every check for the config at `config_path` (default: the usual one) and the socket it
+/// (or `socket`) names, with this process's environment: what `keyferry doctor` and the
+/// window's Doctor pane run.
+#[must_use]
+pub fn check(config_path: Option<&std::path::Path>, socket: Option<&std::path::Path>) -> Report {
+    let env = |k: &str| std::env::var(k).ok();
+    let loaded = match config_path {
+        Some(p) => Config::load_from(p),
+        None => Config::load(),
+    };
+    let (config, config_error) = match &loaded {
+        Ok(c) => (c.clone(), None),
+        Err(e) => (Config::default(), Some(e)),
+    };
+    run(&Context {
+        config: &config,
+        config_error,
+        socket: crate::agent::socket::path(socket, config.agent.socket.as_deref()),
+        env: &env,
+        version_timeout: VERSION_TIMEOUT,
+    })
+}
+
 fn config(ctx: &Context<'_>) -> Check {
     const NAME: &str = "config";
     if let Some(e) = ctx.config_error {

@@ -10,31 +10,18 @@
 use std::collections::HashMap;
 
 use hyper::Method;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use time::OffsetDateTime;
 
 use super::transport::{HttpClient, TransportError};
+use crate::domain::{ErrorBody, ErrorCode};
 use crate::secret::Secret;
 
 pub const DEFAULT_USAGE_URL: &str = "https://api.anthropic.com/api/oauth/usage";
 pub const PROFILE_SCOPE: &str = "user:profile";
 const BETA: &str = "oauth-2025-04-20";
 
-/// One rate-limit window.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Window {
-    /// Percent of the window used (0–100, may exceed 100 when over the limit).
-    pub utilization: f64,
-    #[serde(with = "time::serde::rfc3339::option", default)]
-    pub resets_at: Option<OffsetDateTime>,
-}
-
-/// Usage figures; a window the server does not report is `None`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Usage {
-    pub five_hour: Option<Window>,
-    pub seven_day: Option<Window>,
-}
+pub use crate::domain::{SubscriptionUsage as Usage, UsageWindow as Window};
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum UsageError {
@@ -53,13 +40,19 @@ pub enum UsageError {
 
 impl UsageError {
     #[must_use]
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> ErrorCode {
         match self {
-            Self::NoProfileScope => "usage_no_profile_scope",
-            Self::Unauthorized(_) => "usage_unauthorized",
-            Self::Status(_) | Self::Transport(_) => "usage_unavailable",
-            Self::Malformed => "usage_bad_answer",
+            Self::NoProfileScope => ErrorCode::NoUsageScope,
+            Self::Unauthorized(_) | Self::Status(_) | Self::Transport(_) | Self::Malformed => {
+                ErrorCode::UsageUnavailable
+            }
         }
+    }
+
+    /// The wire form: `{code, message}`.
+    #[must_use]
+    pub fn body(&self) -> ErrorBody {
+        ErrorBody::new(self.code(), self.to_string())
     }
 }
 

@@ -19,6 +19,13 @@ impl TrayState {
                 credential_line(c, now, p),
                 true,
             ));
+            if let Some(line) = self
+                .usage
+                .get(&c.name)
+                .and_then(|u| usage_menu_line(&c.name, u))
+            {
+                items.push(MenuEntry::label(&format!("usage:{}", c.name), line));
+            }
         }
         items.push(MenuEntry::separator("sep:status"));
         items.push(MenuEntry::label("agent", self.link.line()));

@@ -10,7 +10,9 @@ use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
 use crate::credential::{human_duration, Credential, Kind};
-use crate::domain::{Access, ApprovalRequest, CredentialStatus, Health, Peer};
+use crate::domain::{
+    Access, ApprovalRequest, CredentialStatus, CredentialUsage, Health, Peer, UsageState,
+};
 use crate::protocol::{Event, Status};
 use crate::secret::Secret;
 

@@ -75,6 +75,8 @@ pub struct TrayState {
     pub settings: Settings,
     /// The gateway's grants and their usage, as last read from the agent.
     pub grants: Vec<crate::domain::GrantInfo>,
+    /// Each Claude credential's subscription usage (or why none), as last polled.
+    pub usage: BTreeMap<String, UsageState>,
 }
 
 impl TrayState {
@@ -92,7 +94,17 @@ impl TrayState {
             autostart: false,
             settings: Settings::default(),
             grants: Vec::new(),
+            usage: BTreeMap::new(),
         }
+    }
+
+    /// Keeps the usage `status` reported; `true` when anything shown changed.
+    pub fn set_usage(&mut self, usage: Vec<CredentialUsage>) -> bool {
+        let usage: BTreeMap<String, UsageState> =
+            usage.into_iter().map(|u| (u.name, u.state)).collect();
+        let changed = usage != self.usage;
+        self.usage = usage;
+        changed
     }
 
     /// Replaces what `status` reports (at start and after [`Applied::Resync`]).

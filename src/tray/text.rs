@@ -220,3 +220,16 @@ pub fn approval_notification(a: &ApprovalRequest) -> (String, String) {
         ),
     )
 }
+
+/// The menu's usage line: `claude usage: 5-hour 37% · 7-day 12%`; `None` without figures.
+#[must_use]
+pub fn usage_menu_line(name: &str, usage: &UsageState) -> Option<String> {
+    let UsageState::Known(u) = usage else {
+        return None;
+    };
+    let parts: Vec<String> = u
+        .windows()
+        .map(|(label, w)| format!("{label} {:.0}%", w.utilization))
+        .collect();
+    (!parts.is_empty()).then(|| format!("{name} usage: {}", parts.join(" · ")))
+}

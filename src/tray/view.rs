@@ -28,7 +28,7 @@ impl TrayState {
                 .credentials
                 .values()
                 .filter(|c| !not_set_up(c))
-                .map(|c| CredentialRow::of(c, now))
+                .map(|c| CredentialRow::of(c, self.usage.get(&c.name), now))
                 .collect(),
             not_set_up: self
                 .credentials
@@ -89,11 +89,50 @@ pub struct CredentialRow {
     pub scopes: Vec<String>,
     pub error: Option<String>,
     pub warnings: Vec<String>,
+    /// Subscription usage windows, when the agent has figures.
+    pub usage: Vec<UsageRow>,
+    /// Why there are no usage figures (a setup-token lacks `user:profile`, …).
+    pub usage_note: Option<String>,
+}
+
+/// One subscription window: `5-hour`, 37 (%), "resets in 1 h 2 min".
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct UsageRow {
+    pub label: &'static str,
+    pub percent: u32,
+    pub resets: Option<String>,
+}
+
+fn usage_rows(usage: Option<&UsageState>, now: OffsetDateTime) -> (Vec<UsageRow>, Option<String>) {
+    match usage {
+        None => (Vec::new(), None),
+        Some(UsageState::Unavailable(e)) => (Vec::new(), Some(e.message.clone())),
+        Some(UsageState::Known(u)) => (
+            u.windows()
+                .map(|(label, w)| UsageRow {
+                    label,
+                    // Figures are percentages (over 100 past the limit); shown whole.
+                    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+                    percent: w.utilization.clamp(0.0, 1000.0).round() as u32,
+                    resets: w.resets_at.map(|at| {
+                        let secs = (at - now).whole_seconds();
+                        if secs > 0 {
+                            format!("resets in {}", human_duration(secs))
+                        } else {
+                            "resetting now".to_owned()
+                        }
+                    }),
+                })
+                .collect(),
+            None,
+        ),
+    }
 }
 
 impl CredentialRow {
     #[must_use]
-    pub fn of(c: &CredentialStatus, now: OffsetDateTime) -> Self {
+    pub fn of(c: &CredentialStatus, usage: Option<&UsageState>, now: OffsetDateTime) -> Self {
+        let (usage, usage_note) = usage_rows(usage, now);
         let i = c.inspection.as_ref();
         let left = seconds_left(c, now);
         Self {
@@ -114,6 +153,8 @@ impl CredentialRow {
             scopes: i.map(|i| i.scopes.clone()).unwrap_or_default(),
             error: c.error.as_ref().map(|e| e.message.clone()),
             warnings: c.warnings.clone(),
+            usage,
+            usage_note,
         }
     }
 }

@@ -7,7 +7,9 @@
 //! - [`bus`]: [`PrivateBus`], a `dbus-daemon` with no service activation;
 //! - [`keyring`]: [`SecretServiceFixture`], a real `gnome-keyring-daemon` on a private bus;
 //! - [`notifications`] (Linux): [`NotificationServer`], a stand-in desktop notification
-//!   service.
+//!   service;
+//! - [`fake_oauth`]: [`FakeOauth`], a loopback stand-in for Anthropic's OAuth token and usage
+//!   endpoints (plain http, or TLS with a test CA).
 //!
 //! Needs the Debian packages `dbus`, `gnome-keyring` and `libsecret-tools` (and `keyutils`
 //! for [`keyctl`]).
@@ -17,6 +19,7 @@ use std::time::Duration;
 
 pub mod bus;
 pub mod env;
+pub mod fake_oauth;
 pub mod keyring;
 #[cfg(target_os = "linux")]
 pub mod notifications;
@@ -25,6 +28,7 @@ pub mod wait;
 
 pub use bus::{plain_launcher, Launcher, PrivateBus};
 pub use env::{is_root, require, require_root, unique_name, which};
+pub use fake_oauth::FakeOauth;
 pub use keyring::{keyctl, require_binaries, SecretServiceFixture, DEBIAN_PACKAGES, SECRETS_NAME};
 #[cfg(target_os = "linux")]
 pub use notifications::{Notification, NotificationServer};

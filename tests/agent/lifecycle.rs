@@ -69,7 +69,10 @@ fn expiry_warnings_reach_the_desktop_and_subscribers() {
     );
     assert!(body.contains("keyferry reroll gemini"), "{body}");
     assert!(!format!("{summary}{body}").contains("GEMINIaccess"));
-    let st: keyferry::protocol::Status = agent.client().call(Request::Status {}).unwrap();
+    let st: keyferry::protocol::Status = agent
+        .client()
+        .call(Request::Status { usage: false })
+        .unwrap();
     let gemini = st.credentials.iter().find(|c| c.name == "gemini").unwrap();
     assert_eq!(gemini.health, keyferry::domain::Health::Expiring);
 }

@@ -15,7 +15,7 @@ use keyferry::oauth::{OauthConfig, Refresher};
 use keyferry::secret::Secret;
 use keyferry::store::{MemoryStore, Store};
 
-use super::fake_oauth::{FakeOauth, ACCESS_PREFIX, REFRESH_PREFIX};
+use testkit::fake_oauth::{FakeOauth, ACCESS_PREFIX, REFRESH_PREFIX};
 
 pub const OLD_ACCESS: &str = "sk-ant-oat01-OLDaccessAAAAbbbbCCCC-0000";
 pub const OLD_REFRESH: &str = "sk-ant-ort01-OLDrefreshDDDDeeeeFFFF-0000";

@@ -11,8 +11,8 @@ use keyferry::secret::Secret;
 use time::macros::datetime;
 
 use super::fake_api::{self, FakeApi};
-use super::fake_oauth::{Answer, FakeOauth, ACCESS_PREFIX, REFRESH_PREFIX};
 use super::harness::{doc, Login, OLD_ACCESS, OLD_REFRESH};
+use testkit::fake_oauth::{Answer, FakeOauth, ACCESS_PREFIX, REFRESH_PREFIX};
 
 const SETUP_TOKEN: &str = "sk-ant-oat01-SETUPtokenGGGGhhhhIIII-1111";
 

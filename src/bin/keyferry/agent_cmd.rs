@@ -114,22 +114,6 @@ pub fn refresh(cli: &Cli, config: &Config, name: &str, dry_run: bool) -> anyhow:
     })
 }
 
-/// One line per usage window: `5-hour: 42% used, resets 2026-12-01T12:00:00Z`.
-pub fn usage_lines(u: &keyferry::oauth::usage::Usage) -> Vec<String> {
-    [("5-hour", &u.five_hour), ("7-day", &u.seven_day)]
-        .into_iter()
-        .filter_map(|(label, w)| {
-            let w = w.as_ref()?;
-            let resets = w
-                .resets_at
-                .and_then(keyferry::credential::rfc3339)
-                .map(|r| format!(", resets {r}"))
-                .unwrap_or_default();
-            Some(format!("{label}: {:.0}% used{resets}", w.utilization))
-        })
-        .collect()
-}
-
 pub fn usage(cli: &Cli, config: &Config, name: &str, json: bool) -> anyhow::Result<i32> {
     let u: keyferry::oauth::usage::Usage =
         client(cli, config)?.call(keyferry::protocol::Request::Usage {
@@ -138,7 +122,7 @@ pub fn usage(cli: &Cli, config: &Config, name: &str, json: bool) -> anyhow::Resu
     if json {
         println!("{}", serde_json::to_string_pretty(&u)?);
     } else {
-        for l in usage_lines(&u) {
+        for l in u.lines() {
             println!("{name}: {l}");
         }
     }

@@ -1,33 +1,11 @@
 //! `keyferry doctor`: prints the library's checks (`keyferry::doctor`) as a table or JSON.
 
-use std::time::Duration;
-
-use keyferry::agent::socket;
-use keyferry::config::Config;
-use keyferry::doctor::{self, Context, State};
+use keyferry::doctor::{self, State};
 
 use crate::Cli;
 
-/// How long each `claude/codex/gemini --version` may take.
-const VERSION_TIMEOUT: Duration = Duration::from_secs(5);
-
 pub fn run(cli: &Cli, json: bool) -> anyhow::Result<i32> {
-    let env = |k: &str| std::env::var(k).ok();
-    let loaded = match &cli.config {
-        Some(p) => Config::load_from(p),
-        None => Config::load(),
-    };
-    let (config, config_error) = match &loaded {
-        Ok(c) => (c.clone(), None),
-        Err(e) => (Config::default(), Some(e)),
-    };
-    let report = doctor::run(&Context {
-        config: &config,
-        config_error,
-        socket: socket::path(cli.socket.as_deref(), config.agent.socket.as_deref()),
-        env: &env,
-        version_timeout: VERSION_TIMEOUT,
-    });
+    let report = doctor::check(cli.config.as_deref(), cli.socket.as_deref());
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {

@@ -10,7 +10,7 @@ use keyferry::api::{AgentUse, Api};
 use keyferry::broker::{Broker, Found};
 use keyferry::config::Config;
 use keyferry::credential::Inspection;
-use keyferry::domain::{CredentialStatus, ErrorBody, ErrorCode};
+use keyferry::domain::{CredentialStatus, ErrorBody, ErrorCode, UsageState};
 use keyferry::error::exit;
 use keyferry::protocol::Token;
 use keyferry::report::{never_set_up, not_set_up_line, status_line, Shown};
@@ -197,7 +197,7 @@ fn show_usage(cli: &Cli, config: &Config, name: &str) {
         name: name.to_owned(),
     }) {
         Ok(u) => {
-            for l in crate::agent_cmd::usage_lines(&u) {
+            for l in u.lines() {
                 println!("usage       {l}");
             }
         }
@@ -205,17 +205,27 @@ fn show_usage(cli: &Cli, config: &Config, name: &str) {
     }
 }
 
+/// `status --json`: each credential as the agent reports it, plus its subscription usage.
+#[derive(serde::Serialize)]
+struct StatusRow<'a> {
+    #[serde(flatten)]
+    status: &'a CredentialStatus,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    usage: Option<&'a UsageState>,
+}
+
 fn status(cli: &Cli, b: &Broker, only: Option<&str>, json: bool) -> anyhow::Result<i32> {
     if let Some(o) = only {
         b.spec(o)?;
     }
-    let st = api(cli, &b.config)?.status()?;
+    let st = api(cli, &b.config)?.status_with_usage()?;
     if st.locked && !json {
         eprintln!("keyferry: the agent is locked (run `keyferry unlock`)");
     }
-    let selected: Vec<CredentialStatus> = st
+    let usage_of = |name: &str| st.usage.iter().find(|u| u.name == name).map(|u| &u.state);
+    let selected: Vec<&CredentialStatus> = st
         .credentials
-        .into_iter()
+        .iter()
         .filter(|c| only.map_or(true, |o| o == c.name))
         .collect();
     let mut code = exit::OK;
@@ -236,13 +246,29 @@ fn status(cli: &Cli, b: &Broker, only: Option<&str>, json: bool) -> anyhow::Resu
         }
         if !json {
             println!("{}", status_line(c));
+            match usage_of(&c.name) {
+                Some(UsageState::Known(u)) => {
+                    for l in u.lines() {
+                        println!("  usage {l}");
+                    }
+                }
+                Some(UsageState::Unavailable(e)) => println!("  usage: none ({})", e.message),
+                None => {}
+            }
             if let Some(e) = &c.error {
                 eprintln!("keyferry: warning: {}", e.message);
             }
         }
     }
     if json {
-        println!("{}", serde_json::to_string_pretty(&selected)?);
+        let rows: Vec<StatusRow<'_>> = selected
+            .iter()
+            .map(|c| StatusRow {
+                status: c,
+                usage: usage_of(&c.name),
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&rows)?);
     }
     Ok(code)
 }

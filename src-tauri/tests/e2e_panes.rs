@@ -1,0 +1,117 @@
+//! End to end, the window's other panes (issues 10 and 12): a Claude Code login's
+//! subscription usage from a loopback usage endpoint, the Doctor pane running every check,
+//! the access log and the settings. Each pane is saved as `test-output/tray-<pane>.png`
+//! (with `tray-window.png`, `tray-reroll.png`, `tray-approval.png` and `tray-grants.png` from
+//! the other end-to-end tests, that is every pane).
+//!
+//! Run: `cargo test -p keyferry-tray --test e2e_panes` (Xvfb, tauri-driver 2.x).
+
+#![cfg(target_os = "linux")]
+
+mod support;
+
+use support::webdriver::{Driver, Session};
+use support::{output_dir, tray_binary, World, START_TIMEOUT, UI_TIMEOUT};
+use testkit::fake_oauth::{Answer, FakeOauth};
+
+const ACCESS: &str = "sk-ant-oat01-E2EpanesACCESSpanesACCESSp-0055";
+const REFRESH: &str = "sk-ant-ort01-E2EpanesREFRESHpanesREFRES-0056";
+
+fn assert_no_secret(s: &Session<'_>) {
+    let html = s
+        .script("return document.body.innerHTML")
+        .unwrap()
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(!html.contains(ACCESS) && !html.contains(REFRESH));
+}
+
+fn shot(s: &Session<'_>, section: &str, name: &str) {
+    s.scroll_to(section).unwrap();
+    s.settle();
+    let path = output_dir().join(name);
+    s.screenshot(&path);
+    let bytes = std::fs::read(&path).unwrap();
+    assert!(
+        bytes.starts_with(b"\x89PNG"),
+        "{} is not a PNG",
+        path.display()
+    );
+}
+
+#[test]
+fn usage_doctor_access_log_and_settings_panes() {
+    let fake = FakeOauth::plain();
+    fake.set(Answer::Rotate);
+    let world = World::start("panes");
+    // Claude Code's own login, 7 hours from expiry: not refreshed, but it has usage figures.
+    let expires = (time::OffsetDateTime::now_utc().unix_timestamp() + 7 * 3600) * 1000;
+    let dir = world.home.join(".claude");
+    std::fs::create_dir_all(&dir).unwrap();
+    let login = dir.join(".credentials.json");
+    std::fs::write(
+        &login,
+        format!(
+            r#"{{"claudeAiOauth":{{"accessToken":"{ACCESS}","refreshToken":"{REFRESH}","expiresAt":{expires},"scopes":["user:inference","user:profile"],"subscriptionType":"max"}}}}"#
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&login, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    world.write_config(&format!(
+        "[oauth]\ntoken_url = \"{}\"\nusage_url = \"{}\"\n",
+        fake.token_url(),
+        fake.usage_url()
+    ));
+    let driver = Driver::start(&world);
+    let s = driver.session(&world, &tray_binary(), &["--show"]);
+
+    // Usage: asked for when the window opened, shown on the login's card.
+    let usage = s.wait_text("#cred-claude [data-testid=usage]", START_TIMEOUT, |t| {
+        t.contains("37% used")
+    });
+    assert!(
+        usage.contains("5-hour") && usage.contains("7-day") && usage.contains("13% used"),
+        "{usage}"
+    );
+    let auth = fake.seen.lock().unwrap().usage_auth.clone();
+    assert!(!auth.is_empty(), "the usage endpoint was never asked");
+    assert!(
+        auth.iter().all(
+            |(a, beta)| a.as_deref() == Some(&format!("Bearer {ACCESS}")[..])
+                && beta.as_deref() == Some("oauth-2025-04-20")
+        ),
+        "{auth:?}"
+    );
+    assert_eq!(fake.token_calls(), 0, "7 h from expiry: not refreshed");
+    shot(&s, "#credentials-section", "tray-usage.png");
+
+    // Doctor: every check, each with its state.
+    s.scroll_to("#doctor-section").unwrap();
+    s.click_when_ready("#run-doctor");
+    let summary = s.wait_text("#doctor-summary", UI_TIMEOUT, |t| t.contains("found"));
+    let checks = s.wait_text("#doctor", UI_TIMEOUT, |t| t.contains("config"));
+    assert!(checks.contains("agent"), "{checks}");
+    assert!(
+        checks.contains("OK") && (summary.contains("No problems") || checks.contains("FAIL")),
+        "{summary}\n{checks}"
+    );
+    shot(&s, "#doctor-section", "tray-doctor.png");
+
+    // The access log: a `keyferry get` through the app's agent appears.
+    let out = world.cli(&["--require-agent", "get", "claude"], None);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), ACCESS);
+    s.wait_text("#recent", UI_TIMEOUT, |t| t.contains("claude"));
+    shot(&s, "#recent-section", "tray-recent.png");
+    shot(&s, "#settings-section", "tray-settings.png");
+    assert_no_secret(&s);
+
+    assert!(s.close(), "the app did not quit on SIGTERM");
+    driver.stop();
+    world.finish();
+}

@@ -1,0 +1,125 @@
+//! Subscription usage through the agent: one credential (`usage`) or every Claude credential
+//! inside `status` (`usage: true`); the refresher's cache keeps endpoint calls to one per
+//! login every 5 minutes, and only when something asks.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::Agent;
+use crate::credential::Kind;
+use crate::domain::{CredentialUsage, ErrorBody, ErrorCode, Peer, UsageState};
+use crate::oauth::usage::{check_scope, Usage};
+use crate::protocol::Status;
+use crate::secret::Secret;
+
+/// How long `status` waits for a usage endpoint that has not answered yet. The call goes on
+/// and fills the cache, so the next `status` has the figure; a dead endpoint never holds up
+/// the reply.
+const STATUS_WAIT: Duration = Duration::from_secs(3);
+
+impl Agent {
+    /// Subscription usage of `name`'s login, polled at most every 5 minutes and only when
+    /// asked; a token without `user:profile` (a setup-token) says why there is no figure.
+    ///
+    /// # Errors
+    /// No such credential or token; no scope; the endpoint failed.
+    pub async fn usage(&self, name: &str, peer: &Peer) -> Result<Usage, ErrorBody> {
+        self.may_read(name, peer, None).await?;
+        let (token, scopes) = {
+            let state = self.read_state();
+            let slot = state.slots.get(name).ok_or_else(|| self.unknown(name))?;
+            let c = slot.credential.as_ref().ok_or_else(|| {
+                ErrorBody::new(ErrorCode::NotFound, format!("no token found for {name:?}"))
+            })?;
+            (c.token.clone(), c.scopes.clone())
+        };
+        let usage = self.fetch_usage(name, token, scopes).await?;
+        self.record("usage", Some(name), "served", None, peer);
+        Ok(usage)
+    }
+
+    /// [`Agent::status`] plus the usage of every credential holding a Claude token (an OAuth
+    /// login, or a setup-token that says why it has none). Waits at most [`STATUS_WAIT`].
+    pub async fn status_with_usage(&self) -> Status {
+        let mut status = self.status();
+        let locked = status.locked;
+        let claude: Vec<(String, Secret, Vec<String>)> = {
+            let state = self.read_state();
+            state
+                .slots
+                .iter()
+                .filter_map(|(name, slot)| {
+                    let c = slot.credential.as_ref()?;
+                    matches!(c.kind, Kind::ClaudeOauth | Kind::SetupToken)
+                        .then(|| (name.clone(), c.token.clone(), c.scopes.clone()))
+                })
+                .collect()
+        };
+        let deadline = tokio::time::Instant::now() + STATUS_WAIT;
+        let mut pending = Vec::new();
+        for (name, token, scopes) in claude {
+            let ready = if locked {
+                let why = "serving is locked; unlock to see usage figures";
+                Err(ErrorBody::new(ErrorCode::AgentLocked, why))
+            } else {
+                check_scope(&scopes)
+                    .map_err(|e| e.body())
+                    .and_then(|()| self.usage_refresher(&name))
+            };
+            // Spawned so an answer that comes after the deadline still fills the cache.
+            let task = ready.map(|refresher| {
+                let who = name.clone();
+                tokio::spawn(async move {
+                    refresher
+                        .usage(&who, &token, &scopes)
+                        .await
+                        .map_err(|e| e.body())
+                })
+            });
+            pending.push((name, task));
+        }
+        for (name, task) in pending {
+            let state = match task {
+                Err(body) => UsageState::Unavailable(body),
+                Ok(task) => match tokio::time::timeout_at(deadline, task).await {
+                    Ok(Ok(Ok(u))) => UsageState::Known(u),
+                    Ok(Ok(Err(body))) => UsageState::Unavailable(body),
+                    Ok(Err(join)) => UsageState::Unavailable(ErrorBody::new(
+                        ErrorCode::Internal,
+                        format!("usage lookup failed: {join}"),
+                    )),
+                    Err(_) => UsageState::Unavailable(ErrorBody::new(
+                        ErrorCode::UsageUnavailable,
+                        "the usage endpoint has not answered yet; ask again in a moment",
+                    )),
+                },
+            };
+            status.usage.push(CredentialUsage { name, state });
+        }
+        status
+    }
+
+    async fn fetch_usage(
+        &self,
+        name: &str,
+        token: Secret,
+        scopes: Vec<String>,
+    ) -> Result<Usage, ErrorBody> {
+        check_scope(&scopes).map_err(|e| e.body())?;
+        self.usage_refresher(name)?
+            .usage(name, &token, &scopes)
+            .await
+            .map_err(|e| e.body())
+    }
+
+    /// The refresher holds the HTTP client and the cache; without it (no chain reads Claude
+    /// Code's login, or `refresh = "off"` everywhere) there are no figures.
+    fn usage_refresher(&self, name: &str) -> Result<Arc<crate::oauth::Refresher>, ErrorBody> {
+        self.refresher.get().cloned().ok_or_else(|| {
+            ErrorBody::new(
+                ErrorCode::Unsupported,
+                format!("{name:?} is not a Claude Code login the agent manages; no usage figures"),
+            )
+        })
+    }
+}
