@@ -10,6 +10,7 @@
 #
 #   CARGO_TARGET_DIR=/work/target-tauri src-tauri/measure.sh [--memory-only]
 #   KF_MEASURE_BIN=path/to/keyferry-tray src-tauri/measure.sh --memory-only   # no build
+#   KF_MEASURE_APP_ENV="VAR=value …" adds variables to the app's environment (experiments)
 #
 # World: Xvfb, a private session bus with an unlocked gnome-keyring, a throwaway HOME holding
 # one setup-token, a StatusNotifierWatcher (scripts/xsession.sh, scripts/sni-watcher.py).
@@ -26,8 +27,8 @@ export CARGO_TARGET_DIR=$target
 SECS=${KF_MEASURE_SECS:-60}
 TOKEN=sk-ant-oat01-MEASUREmeasureMEASUREmeasure-0042
 
-cargo build --release --locked --bin keyferry
-cli=$target/release/keyferry
+[ -n "${KF_MEASURE_CLI:-}" ] || cargo build --release --locked --bin keyferry
+cli=${KF_MEASURE_CLI:-$target/release/keyferry}
 bin=${KF_MEASURE_BIN:-}
 if [ -z "$bin" ]; then
   tauri=$root/target/npm/node_modules/.bin/tauri
@@ -91,7 +92,8 @@ printf '%s' "$TOKEN" | "${XS_ENV[@]}" "$cli" --no-agent setup claude >/dev/null
 "${XS_ENV[@]}" /usr/bin/python3 scripts/sni-watcher.py 120 stay >"$work/watcher.out" 2>&1 &
 XS_PIDS+=("$!")
 xs_wait 10 grep -q '^watching' "$work/watcher.out" || { cat "$work/watcher.out"; exit 1; }
-"${XS_ENV[@]}" "$bin" >"$work/app.log" 2>&1 &
+read -r -a app_env <<<"${KF_MEASURE_APP_ENV:-}"
+"${XS_ENV[@]}" "${app_env[@]}" "$bin" >"$work/app.log" 2>&1 &
 app=$!
 XS_PIDS+=("$app")
 xs_wait 120 grep -q '^registered' "$work/watcher.out" || { echo "no tray:"; cat "$work/app.log"; exit 1; }
@@ -100,7 +102,7 @@ sleep 10 # settle, as measure.rs does: the agent's first resolve pass
 webkit_gone || { echo "WebKit runs before the window was ever opened"; exit 1; }
 measure "idle ${SECS} s, window never opened" "$SECS"
 
-"${XS_ENV[@]}" "$bin" >"$work/second.log" 2>&1 || true # single instance: asks the first to open
+"${XS_ENV[@]}" "${app_env[@]}" "$bin" >"$work/second.log" 2>&1 || true # single instance: asks the first to open
 xs_wait 60 webkit_running || { echo "the window did not open:"; cat "$work/app.log"; exit 1; }
 sleep 10
 measure "window open (10 s after opening)" 10

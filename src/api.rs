@@ -198,7 +198,7 @@ impl Api {
     /// As [`Api::status`].
     pub fn status_with_usage(&self) -> Result<Status, ErrorBody> {
         match self {
-            Self::Embedded(a) => Ok(blocking(a.status_with_usage())),
+            Self::Embedded(a) => Ok(blocking(a.status_with_usage(None))),
             Self::Socket { .. } => self.with_client(Client::status_with_usage),
             Self::Direct(_) => self.status(),
         }

@@ -243,7 +243,12 @@ impl Client {
     /// # Errors
     /// As [`Client::call`].
     pub fn status_with_usage(&mut self) -> Result<Status, ClientError> {
-        self.call(Request::Status { usage: true })
+        match self.call(Request::Status { usage: true }) {
+            // An agent from before usage figures (same protocol version) refuses the field:
+            // its plain status, with no figures, until it is restarted.
+            Err(ClientError::Refused(e)) if e.code == ErrorCode::BadRequest => self.status(),
+            other => other,
+        }
     }
 
     /// The token of `name`.

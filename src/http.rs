@@ -100,9 +100,12 @@ pub fn parse_upstream(url: &str) -> Result<Uri, HttpError> {
         .to_owned();
     let authority = uri.authority().map(|a| a.as_str()).unwrap_or_default();
     if authority.contains('@') || uri.query().is_some() || url.contains('#') {
-        return Err(HttpError::Extra {
-            url: url.to_owned(),
-        });
+        // Never echo a password given in the URL.
+        let shown = match authority.rsplit_once('@') {
+            Some((_, host)) => url.replacen(authority, &format!("…@{host}"), 1),
+            None => url.to_owned(),
+        };
+        return Err(HttpError::Extra { url: shown });
     }
     match uri.scheme_str() {
         Some("https") => {}
@@ -246,10 +249,12 @@ mod tests {
             parse_upstream("ftp://127.0.0.1").unwrap_err(),
             HttpError::Scheme { .. }
         ));
-        assert!(matches!(
-            parse_upstream("https://user:pw@example.com").unwrap_err(),
-            HttpError::Extra { .. }
-        ));
+        let e = parse_upstream("https://user:pw@example.com").unwrap_err();
+        assert!(matches!(e, HttpError::Extra { .. }), "{e}");
+        assert!(!e.to_string().contains("pw"), "{e}");
+        // The refresher's endpoints: a path on loopback http, a path on https.
+        assert!(parse_upstream("http://127.0.0.1:9/v1/oauth/token").is_ok());
+        assert!(parse_upstream("https://api.anthropic.com/api/oauth/usage").is_ok());
         assert!(matches!(
             parse_upstream("/v1/messages").unwrap_err(),
             HttpError::InvalidUrl { .. }

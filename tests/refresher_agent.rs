@@ -327,3 +327,38 @@ fn a_killed_agent_keeps_the_new_refresh_token_and_never_reuses_the_old_one() {
     assert_no_secret(&log, &[OLD_ACCESS, OLD_REFRESH]);
     assert!(!log.contains(testkit::fake_oauth::REFRESH_PREFIX));
 }
+
+#[test]
+fn status_never_prompts_for_usage_and_a_denied_peer_gets_no_figures() {
+    let fake = FakeOauth::plain();
+    fake.set(Answer::Rotate);
+    let h = home(&fake, 7 * 60);
+    let config = h.path(".config/keyferry/config.toml");
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    // `keyferry` is not the allowed executable: the policy refuses it.
+    text.push_str("[policy.claude]\nallow_exe = [\"/usr/local/bin/cf\"]\n");
+    std::fs::write(&config, &text).unwrap();
+    let agent = h.start_agent();
+    let (st, _) = ok(&h.run(&["status", "--json"], None, &[]));
+    let rows: Vec<serde_json::Value> = serde_json::from_str(&st).unwrap();
+    let claude = rows.iter().find(|r| r["name"] == "claude").unwrap();
+    assert_eq!(
+        claude["usage"]["unavailable"]["code"], "not_allowed",
+        "{st}"
+    );
+    // With `ask`, `status` answers at once (no approver is asked) and says how to see them.
+    text = text.replace("allow_exe = [\"/usr/local/bin/cf\"]", "mode = \"ask\"");
+    std::fs::write(&config, &text).unwrap();
+    drop(agent);
+    let _agent = h.start_agent();
+    let (st, _) = ok(&h.run(&["status"], None, &[]));
+    assert!(
+        st.contains("  usage: none (\"claude\" needs approval; `keyferry usage claude` asks"),
+        "{st}"
+    );
+    assert_eq!(
+        fake.seen.lock().unwrap().usage_auth.len(),
+        0,
+        "no call was made"
+    );
+}

@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use keyferry::audit::Audit;
 use keyferry::config::Config;
+use keyferry::domain::{ErrorCode, UsageState};
 use keyferry::protocol::Event;
 use keyferry::secret::Secret;
 use tauri::{AppHandle, Emitter, Manager, RunEvent};
@@ -85,8 +86,12 @@ fn resync(app: &AppHandle) {
 
 fn on_event(app: &AppHandle, event: &Event) {
     let shared = app.state::<Shared>();
-    if matches!(event, Event::Changed { .. } | Event::Refreshed { .. }) {
-        // A new login (or the first resolution at start) may have figures now.
+    if matches!(
+        event,
+        Event::Changed { .. } | Event::Refreshed { .. } | Event::Locked | Event::Unlocked
+    ) {
+        // A new login (or the first resolution at start) may have figures now; a locked
+        // agent has none.
         shared.usage_wake.notify_one();
     }
     let applied = shared.state().apply(event, now());
@@ -229,6 +234,9 @@ fn spawn_ticker(app: AppHandle) {
     });
 }
 
+/// How soon to ask again when the usage endpoint had not answered yet.
+const USAGE_RETRY: Duration = Duration::from_secs(30);
+
 /// Subscription usage for the menu and the window: asked for every 5 minutes while the app
 /// runs (the agent's cache makes that at most one endpoint call per login) and at once when
 /// the window opens. A headless agent never polls by itself.
@@ -236,8 +244,16 @@ fn spawn_usage_poll(app: AppHandle) {
     tauri::async_runtime::spawn(async move {
         loop {
             let shared = app.state::<Shared>();
+            let mut next = keyferry::oauth::usage::MIN_INTERVAL;
             match shared.backend.usage().await {
                 Ok(usage) => {
+                    // The endpoint had not answered within the agent's wait; its answer is
+                    // cached moments later, so ask again soon rather than in 5 minutes.
+                    if usage.iter().any(|u| {
+                        matches!(&u.state, UsageState::Unavailable(e) if e.code == ErrorCode::UsageUnavailable)
+                    }) {
+                        next = USAGE_RETRY;
+                    }
                     if shared.state().set_usage(usage) {
                         redraw(&app);
                     }
@@ -245,7 +261,7 @@ fn spawn_usage_poll(app: AppHandle) {
                 Err(e) => tracing::debug!(error = %e, "no usage figures"),
             }
             tokio::select! {
-                () = tokio::time::sleep(keyferry::oauth::usage::MIN_INTERVAL) => {}
+                () = tokio::time::sleep(next) => {}
                 () = shared.usage_wake.notified() => {}
             }
         }

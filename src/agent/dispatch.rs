@@ -33,6 +33,7 @@ pub(super) fn may_wait(request: &Request) -> bool {
             | Request::Grant { .. }
             | Request::Refresh { .. }
             | Request::Usage { .. }
+            | Request::Status { usage: true }
     )
 }
 
@@ -47,9 +48,10 @@ pub(super) async fn dispatch(
     match request {
         Request::Get { name } => line(id, agent.get(&name, &peer, Some(conn)).await),
         Request::Status { usage: false } => line(id, Ok::<_, ErrorBody>(agent.status())),
-        Request::Status { usage: true } => {
-            line(id, Ok::<_, ErrorBody>(agent.status_with_usage().await))
-        }
+        Request::Status { usage: true } => line(
+            id,
+            Ok::<_, ErrorBody>(agent.status_with_usage(Some(&peer)).await),
+        ),
         Request::Store { name, token } => line(id, agent.store(&name, token.0, &peer).await),
         Request::Clear { name } => line(
             id,

@@ -145,6 +145,11 @@ impl Agent {
                     Some(&ErrorCode::parse(code)),
                     &peer,
                 );
+                // The source still holds the access token the refresh revoked: subscribers
+                // (the tray) see the credential broken, with why, until the write-back lands.
+                if let Some(status) = self.snapshot().remove(&name) {
+                    self.emit(Event::Changed { status });
+                }
             }
         }
     }

@@ -9,6 +9,7 @@ use super::Agent;
 use crate::credential::Kind;
 use crate::domain::{CredentialUsage, ErrorBody, ErrorCode, Peer, UsageState};
 use crate::oauth::usage::{check_scope, Usage};
+use crate::policy::Verdict;
 use crate::protocol::Status;
 use crate::secret::Secret;
 
@@ -40,7 +41,10 @@ impl Agent {
 
     /// [`Agent::status`] plus the usage of every credential holding a Claude token (an OAuth
     /// login, or a setup-token that says why it has none). Waits at most [`STATUS_WAIT`].
-    pub async fn status_with_usage(&self) -> Status {
+    /// `peer` (a socket client; `None` in-process) must be allowed to read a credential
+    /// without asking: figures are a use of its token, so they never prompt and a denied
+    /// peer gets the policy's refusal instead. Each figure served is recorded.
+    pub async fn status_with_usage(&self, peer: Option<&Peer>) -> Status {
         let mut status = self.status();
         let locked = status.locked;
         let claude: Vec<(String, Secret, Vec<String>)> = {
@@ -62,10 +66,13 @@ impl Agent {
                 let why = "serving is locked; unlock to see usage figures";
                 Err(ErrorBody::new(ErrorCode::AgentLocked, why))
             } else {
-                check_scope(&scopes)
-                    .map_err(|e| e.body())
+                self.may_use_quietly(&name, peer)
+                    .and_then(|()| check_scope(&scopes).map_err(|e| e.body()))
                     .and_then(|()| self.usage_refresher(&name))
             };
+            if let (Ok(_), Some(peer)) = (&ready, peer) {
+                self.record("usage", Some(&name), "served", None, peer);
+            }
             // Spawned so an answer that comes after the deadline still fills the cache.
             let task = ready.map(|refresher| {
                 let who = name.clone();
@@ -110,6 +117,22 @@ impl Agent {
             .usage(name, &token, &scopes)
             .await
             .map_err(|e| e.body())
+    }
+
+    /// The policy for `name` and `peer`, without an approval prompt: `ask` is answered by
+    /// `keyferry usage NAME` (which asks), never by a `status` that happens to list it.
+    fn may_use_quietly(&self, name: &str, peer: Option<&Peer>) -> Result<(), ErrorBody> {
+        let Some(peer) = peer else { return Ok(()) };
+        match self.policy.check(name, peer) {
+            Verdict::Allow => Ok(()),
+            Verdict::Deny { code, message } => Err(ErrorBody::new(code, message)),
+            Verdict::Ask => Err(ErrorBody::new(
+                ErrorCode::NotAllowed,
+                format!(
+                    "{name:?} needs approval; `keyferry usage {name}` asks for it and shows the figures"
+                ),
+            )),
+        }
     }
 
     /// The refresher holds the HTTP client and the cache; without it (no chain reads Claude

@@ -218,8 +218,12 @@ enum Mode {
 
 impl Refresher {
     /// # Errors
-    /// The extra CA file is unusable.
+    /// The extra CA file is unusable; `token_url` or `usage_url` breaks the URL rule (https,
+    /// or plain http to loopback; no query, fragment or credentials).
     pub fn new(config: OauthConfig, journal: Arc<dyn Store>) -> Result<Self, TransportError> {
+        // A URL breaking the rules fails the start, not every refresh after it.
+        crate::http::parse_upstream(&config.token_url)?;
+        crate::http::parse_upstream(&config.usage_url)?;
         let client = HttpClient::new(&TransportConfig {
             extra_ca_file: config.extra_ca_file.clone(),
             timeout: config.timeout,

@@ -1,26 +1,18 @@
-//! The refresher's outbound HTTPS client: small bounded calls to the token and usage endpoints.
-//!
-//! hyper 1 + hyper-util's legacy pooled client over hyper-rustls (webpki roots, plus an
-//! optional extra CA PEM for corporate proxies and tests). Plain `http` is allowed only to a
-//! loopback host, every call has a total deadline and the response body a size cap: a slow
+//! The refresher's bounded calls to the token and usage endpoints, on a client built by
+//! [`crate::http`] (the same roots, extra CA and URL rule as the gateway: https anywhere,
+//! plain http only to loopback). Every call has a total deadline and the response body a size cap: a slow
 //! or huge answer is a transient error, never a hang or an allocation the peer controls.
-//! Self-contained so the integrator can fold it into the gateway's shared `src/http.rs`.
 
-use std::net::IpAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Bytes;
-use hyper::{Method, Request, Uri};
-use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::CertificateDer;
+use hyper::{Method, Request};
 use zeroize::Zeroizing;
+
+use crate::http::HttpError;
 
 /// Token and usage answers are a few hundred bytes; anything near this is not one.
 pub const DEFAULT_MAX_BODY: usize = 64 * 1024;
@@ -48,23 +40,27 @@ impl Default for TransportConfig {
     }
 }
 
-/// Transport failures; none carries a header or body, so none can carry a token.
+/// Transport failures; none carries a header or body, so none can carry a token. Cloneable
+/// (the refresher hands one flight's error to every joiner), so the source is shared.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum TransportError {
-    #[error("extra CA file {path}: {reason}")]
-    Ca { path: String, reason: String },
-    #[error("TLS setup failed: {0}")]
-    Tls(#[source] rustls::Error),
-    #[error("{url}: not a usable endpoint URL ({reason})")]
-    BadUrl { url: String, reason: &'static str },
-    #[error("{url}: plain http is only allowed to a loopback address; use https")]
-    PlainHttpNotLoopback { url: String },
+    /// The extra CA file, TLS, or the endpoint URL (the loopback rule) is unusable.
+    #[error(transparent)]
+    Setup(Arc<HttpError>),
+    #[error("{url}: request could not be built")]
+    BadRequest { url: String },
     #[error("{url}: request failed: {reason}")]
     Network { url: String, reason: String },
     #[error("{url}: no complete answer within {secs} s")]
     Timeout { url: String, secs: u64 },
     #[error("{url}: answer larger than {limit} bytes")]
     TooLarge { url: String, limit: usize },
+}
+
+impl From<HttpError> for TransportError {
+    fn from(e: HttpError) -> Self {
+        Self::Setup(Arc::new(e))
+    }
 }
 
 /// A response: status and the (bounded, zeroized on drop) body.
@@ -83,10 +79,10 @@ impl std::fmt::Debug for Response {
     }
 }
 
-/// A pooled HTTPS client for small JSON calls.
+/// The shared outbound client with a deadline and a body cap per call.
 #[derive(Clone)]
 pub struct HttpClient {
-    inner: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+    inner: crate::http::HttpClient,
     timeout: Duration,
     max_body: usize,
 }
@@ -95,33 +91,8 @@ impl HttpClient {
     /// # Errors
     /// The extra CA file is unreadable or holds no certificate; TLS cannot be set up.
     pub fn new(config: &TransportConfig) -> Result<Self, TransportError> {
-        let mut roots = rustls::RootCertStore::empty();
-        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-        if let Some(path) = &config.extra_ca_file {
-            for cert in read_pem(path)? {
-                roots.add(cert).map_err(|e| TransportError::Ca {
-                    path: crate::paths::display(path),
-                    reason: e.to_string(),
-                })?;
-            }
-        }
-        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .map_err(TransportError::Tls)?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-        let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls)
-            .https_or_http()
-            .enable_http1()
-            .build();
-        let inner = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(30))
-            .build(connector);
         Ok(Self {
-            inner,
+            inner: crate::http::client(config.extra_ca_file.as_deref())?,
             timeout: config.timeout,
             max_body: config.max_body,
         })
@@ -139,18 +110,17 @@ impl HttpClient {
         headers: &[(&str, &str)],
         body: Option<Vec<u8>>,
     ) -> Result<Response, TransportError> {
-        let uri = check_url(url)?;
+        let uri = crate::http::parse_upstream(url)?;
         let mut req = Request::builder().method(method).uri(uri);
         for (name, value) in headers {
             req = req.header(*name, *value);
         }
-        let body = body.map(Bytes::from).unwrap_or_default();
-        let req = req
-            .body(Full::new(body))
-            .map_err(|_| TransportError::BadUrl {
-                url: url.to_owned(),
-                reason: "request could not be built",
-            })?;
+        let body = Full::new(body.map(Bytes::from).unwrap_or_default())
+            .map_err(|never| match never {})
+            .boxed_unsync();
+        let req = req.body(body).map_err(|_| TransportError::BadRequest {
+            url: url.to_owned(),
+        })?;
         let call = async {
             let resp = self
                 .inner
@@ -158,7 +128,7 @@ impl HttpClient {
                 .await
                 .map_err(|e| TransportError::Network {
                     url: url.to_owned(),
-                    reason: error_chain(&e),
+                    reason: crate::http::describe(&e),
                 })?;
             let status = resp.status().as_u16();
             let retry_after = resp
@@ -198,90 +168,27 @@ impl HttpClient {
     }
 }
 
-/// Parses the URL and allows plain http only to a loopback host.
-///
-/// # Errors
-/// Unparsable URL, unknown scheme, no host, or plain http to a non-loopback host.
-pub fn check_url(url: &str) -> Result<Uri, TransportError> {
-    let bad = |reason| TransportError::BadUrl {
-        url: url.to_owned(),
-        reason,
-    };
-    let uri: Uri = url.parse().map_err(|_| bad("unparsable"))?;
-    let host = uri.host().ok_or_else(|| bad("no host"))?;
-    match uri.scheme_str() {
-        Some("https") => Ok(uri),
-        Some("http") if is_loopback(host) => Ok(uri),
-        Some("http") => Err(TransportError::PlainHttpNotLoopback {
-            url: url.to_owned(),
-        }),
-        _ => Err(bad("scheme must be https")),
-    }
-}
-
-fn is_loopback(host: &str) -> bool {
-    let bare = host.trim_start_matches('[').trim_end_matches(']');
-    host.eq_ignore_ascii_case("localhost")
-        || bare.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
-}
-
-fn read_pem(path: &Path) -> Result<Vec<CertificateDer<'static>>, TransportError> {
-    let ca_err = |reason: String| TransportError::Ca {
-        path: crate::paths::display(path),
-        reason,
-    };
-    let certs = CertificateDer::pem_file_iter(path)
-        .map_err(|e| ca_err(e.to_string()))?
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| ca_err(e.to_string()))?;
-    if certs.is_empty() {
-        return Err(ca_err("no PEM certificate in it".into()));
-    }
-    Ok(certs)
-}
-
-/// hyper-util's error hides the cause (refused, TLS) one or two `source`s down.
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut cur = e.source();
-    while let Some(s) = cur {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        cur = s.source();
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn plain_http_only_to_loopback() {
-        for ok in [
-            "https://api.anthropic.com/v1/oauth/token",
-            "http://127.0.0.1:8080/v1/oauth/token",
-            "http://[::1]:9/x",
-            "http://localhost:9/x",
-        ] {
-            assert!(check_url(ok).is_ok(), "{ok}");
-        }
-        assert!(matches!(
-            check_url("http://api.anthropic.com/v1/oauth/token"),
-            Err(TransportError::PlainHttpNotLoopback { .. })
-        ));
-        assert!(matches!(
-            check_url("http://10.0.0.1/x"),
-            Err(TransportError::PlainHttpNotLoopback { .. })
-        ));
-        assert!(matches!(
-            check_url("ftp://127.0.0.1/x"),
-            Err(TransportError::BadUrl { .. })
-        ));
-        assert!(matches!(
-            check_url("not a url"),
-            Err(TransportError::BadUrl { .. })
-        ));
+    #[tokio::test]
+    async fn plain_http_only_to_loopback_before_any_connection() {
+        let client = HttpClient::new(&TransportConfig::default()).unwrap();
+        let err = client
+            .send(
+                Method::POST,
+                "http://api.anthropic.com/v1/oauth/token",
+                &[],
+                None,
+            )
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, TransportError::Setup(e) if matches!(**e, HttpError::PlainHttpNotLoopback { .. })),
+            "{err}"
+        );
+        assert!(err.to_string().contains("only to loopback"), "{err}");
     }
 
     #[test]
@@ -295,6 +202,9 @@ mod tests {
         })
         .err()
         .unwrap();
-        assert!(err.to_string().contains("no PEM certificate"), "{err}");
+        assert!(
+            matches!(&err, TransportError::Setup(e) if matches!(**e, HttpError::ExtraCaCert { .. })),
+            "{err}"
+        );
     }
 }

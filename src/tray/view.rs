@@ -111,9 +111,9 @@ fn usage_rows(usage: Option<&UsageState>, now: OffsetDateTime) -> (Vec<UsageRow>
             u.windows()
                 .map(|(label, w)| UsageRow {
                     label,
-                    // Figures are percentages (over 100 past the limit); shown whole.
+                    // Whole percent, rounded as the CLI prints them (`{:.0}`: ties to even).
                     #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
-                    percent: w.utilization.clamp(0.0, 1000.0).round() as u32,
+                    percent: w.utilization.clamp(0.0, 1000.0).round_ties_even() as u32,
                     resets: w.resets_at.map(|at| {
                         let secs = (at - now).whole_seconds();
                         if secs > 0 {

@@ -81,7 +81,7 @@ async fn usage_figures_come_from_the_fake_and_a_setup_token_says_why_not() {
     .await
     .unwrap_err();
     assert!(
-        err.to_string().contains("only allowed to a loopback"),
+        err.to_string().contains("allowed only to loopback"),
         "{err}"
     );
 }
