@@ -118,6 +118,12 @@ echo "   $gone"
 left=$((closed_at + 30 - $(date +%s)))
 [ "$left" -gt 0 ] && sleep "$left"
 measure "window closed (30–40 s after closing)" 10
+
+# Reopened after the network process was stopped: WebKit starts a new one for the page.
+"${XS_ENV[@]}" "${app_env[@]}" "$bin" >"$work/third.log" 2>&1 || true
+xs_wait 60 webkit_running || { echo "the window did not reopen:"; cat "$work/app.log"; exit 1; }
+sleep 10
+measure "window reopened (10 s after opening)" 10
 kill -TERM "$app"
 xs_wait 10 bash -c "! kill -0 $app 2>/dev/null" || echo "!! the app did not quit within 10 s"
 

@@ -42,6 +42,7 @@ pub mod source;
 pub mod store;
 pub mod sys;
 pub mod tray;
+pub mod trim;
 
 pub use error::{Error, ErrorBody};
 pub use secret::Secret;

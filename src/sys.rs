@@ -80,6 +80,41 @@ pub fn process_alive(pid: i32) -> bool {
     rc == 0 || io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
 }
 
+/// Sends SIGTERM to `pid`.
+///
+/// # Errors
+/// No such process, or not ours to signal.
+pub fn terminate(pid: i32) -> io::Result<()> {
+    if pid <= 0 {
+        return Err(io::Error::from(io::ErrorKind::InvalidInput));
+    }
+    // SAFETY: kill takes plain integers; a positive pid names exactly one process.
+    if unsafe { libc::kill(pid, libc::SIGTERM) } == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Hands freed heap pages back to the kernel (glibc keeps them for reuse otherwise).
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+pub fn trim_heap() {
+    // SAFETY: malloc_trim only walks the allocator's own free lists.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
+/// Asks the kernel to reclaim the resident pages of `len` bytes at `addr`, a mapping of this
+/// process (`MADV_PAGEOUT`: contents are kept, the pages are read back when next touched).
+/// Returns whether the kernel took the hint.
+#[cfg(target_os = "linux")]
+pub fn page_out(addr: usize, len: usize) -> bool {
+    // SAFETY: MADV_PAGEOUT never changes what the memory holds, only where it lives; an
+    // address range that is not (or no longer) mapped is refused with ENOMEM.
+    unsafe { libc::madvise(addr as *mut libc::c_void, len, libc::MADV_PAGEOUT) == 0 }
+}
+
 /// The peer uid of a connected Unix socket (SO_PEERCRED on Linux, getpeereid elsewhere).
 ///
 /// # Errors

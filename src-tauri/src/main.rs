@@ -268,6 +268,18 @@ fn spawn_usage_poll(app: AppHandle) {
     });
 }
 
+/// Start-up (GTK, the tray, the agent's first resolve) touches pages an idle tray never needs
+/// again: once it has settled, give them back as a closed window does.
+#[cfg(target_os = "linux")]
+fn give_back_after_start(app: AppHandle) {
+    std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_secs(15));
+        if app.get_webview_window(window::LABEL).is_none() {
+            window::give_back("started");
+        }
+    });
+}
+
 /// SIGTERM/SIGINT quit cleanly, so the embedded agent removes its socket.
 fn spawn_signals(app: AppHandle) {
     tauri::async_runtime::spawn(async move {
@@ -356,6 +368,8 @@ fn setup(app: &mut tauri::App) -> Result<(), Box<dyn std::error::Error>> {
     if std::env::args().any(|a| a == "--show") {
         show_window(&handle, None);
     }
+    #[cfg(target_os = "linux")]
+    give_back_after_start(handle);
     Ok(())
 }
 

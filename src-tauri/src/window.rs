@@ -1,6 +1,7 @@
 //! The window's lifetime: built on first open, destroyed on close. A hidden window keeps
 //! WebKit's web and network processes alive (about 130 MiB PSS while nobody looks), so the
-//! app holds none until someone opens it, and lets it go again when it is closed.
+//! app holds none until someone opens it, and lets it go again when it is closed (on Linux
+//! also the network process and the pages the window made resident, `keyferry::trim`).
 
 use tauri::{AppHandle, Emitter, Manager, WebviewUrl, WebviewWindow, WebviewWindowBuilder};
 
@@ -54,7 +55,46 @@ fn build(app: &AppHandle, section: Option<&str>) -> tauri::Result<WebviewWindow>
             }
         });
     }
-    builder.build()
+    let w = builder.build()?;
+    let handle = app.clone();
+    w.on_window_event(move |e| {
+        if matches!(e, tauri::WindowEvent::Destroyed) {
+            release_after_close(handle.clone());
+        }
+    });
+    Ok(w)
+}
+
+/// How long after closing the web process has surely exited (it goes within a second).
+#[cfg(target_os = "linux")]
+const SETTLE: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// Once the window is gone, gives back what it left behind (`keyferry::trim`): WebKitGTK's
+/// network process, freed heap, resident library pages. Skipped if it was reopened meanwhile.
+#[cfg(target_os = "linux")]
+fn release_after_close(app: AppHandle) {
+    std::thread::spawn(move || {
+        std::thread::sleep(SETTLE);
+        if app.get_webview_window(LABEL).is_some() {
+            return;
+        }
+        give_back("window closed");
+    });
+}
+
+#[cfg(not(target_os = "linux"))]
+fn release_after_close(_app: AppHandle) {}
+
+/// [`keyferry::trim::give_back`], stopping WebKit's network process, logged as `when`.
+#[cfg(target_os = "linux")]
+pub fn give_back(when: &str) {
+    // The name as `comm` shows it (15 characters).
+    let r = keyferry::trim::give_back("WebKitNetworkPr");
+    tracing::info!(
+        stopped = r.stopped,
+        paged_out_mib = r.paged_out >> 20,
+        "{when}; memory given back"
+    );
 }
 
 /// JavaScript that scrolls to `section` (the same names as `kf://show`) once it exists.
