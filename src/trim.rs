@@ -41,6 +41,7 @@ pub fn give_back(child_prefix: &str) -> Released {
 }
 
 /// `(start, length)` of every mapping backed by a file (a path in the last column).
+#[cfg(any(target_os = "linux", test))]
 fn file_mappings(maps: &str) -> Vec<(usize, usize)> {
     maps.lines()
         .filter_map(|l| {
