@@ -292,6 +292,26 @@ fn a_killed_agent_keeps_the_new_refresh_token_and_never_reuses_the_old_one() {
         .message
         .contains("kept in the keychain"));
     assert_eq!(fake.refresh_tokens(), vec![OLD_REFRESH.to_owned()]);
+    // Meanwhile the journaled login is what is served (the file's access token is revoked).
+    let new_access = format!("{ACCESS_PREFIX}1");
+    common::wait_for(
+        "the pending login to be served",
+        Duration::from_secs(10),
+        || {
+            let out = h.run(&["--require-agent", "get"], None, &[]);
+            let got = text(&out.stdout).trim().to_owned();
+            if got == new_access {
+                Ok(())
+            } else {
+                Err(format!("{got:?} {}", text(&out.stderr)))
+            }
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}\n{}", agent.log_text()));
+    let env = std::fs::read_to_string(h.path("proj/.env")).unwrap();
+    assert!(env.contains(&new_access), "the .env sink follows: {env}");
+    let (st, _) = ok(&h.run(&["status"], None, &[]));
+    assert!(st.contains("(refreshed; write-back pending)"), "{st}");
     let before = std::fs::read_to_string(&login).unwrap();
     assert!(before.contains(OLD_REFRESH), "the old login is untouched");
     agent.stop(libc::SIGKILL);
@@ -317,8 +337,18 @@ fn a_killed_agent_keeps_the_new_refresh_token_and_never_reuses_the_old_one() {
     assert_eq!(fake.token_calls(), 1, "the restart spent no refresh");
     let mode = std::fs::metadata(&login).unwrap().permissions().mode();
     assert_eq!(mode & 0o777, 0o600);
-    // The next refresh spends the new refresh token; the old one is never sent again.
-    ok(&h.run(&["refresh"], None, &[]));
+    // The next refresh spends the new refresh token; the old one is never sent again. (A
+    // `refresh` arriving while the start-up write-back's flight is still open joins it and
+    // makes no call of its own: ask until one does.)
+    common::wait_for("a refresh of our own", Duration::from_secs(10), || {
+        ok(&h.run(&["refresh"], None, &[]));
+        if fake.token_calls() == 2 {
+            Ok(())
+        } else {
+            Err(format!("{} token calls", fake.token_calls()))
+        }
+    })
+    .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(
         fake.refresh_tokens(),
         vec![OLD_REFRESH.to_owned(), new_refresh]

@@ -110,6 +110,9 @@ pub struct Agent {
     refresher: std::sync::OnceLock<Arc<crate::oauth::Refresher>>,
     /// The gateway, once [`start`] has set it up.
     gateway: std::sync::OnceLock<Arc<gateway::AgentGateway>>,
+    /// Refreshed logins whose write-back is pending, served instead of the (revoked) login
+    /// their source still holds; see `refresh::PendingLogin`.
+    pending_logins: Mutex<BTreeMap<String, refresh::PendingLogin>>,
 }
 
 impl Agent {
@@ -141,6 +144,7 @@ impl Agent {
             sink_status: Mutex::new(BTreeMap::new()),
             gateway: std::sync::OnceLock::new(),
             refresher: std::sync::OnceLock::new(),
+            pending_logins: Mutex::new(BTreeMap::new()),
             thresholds: RwLock::new(cfg.thresholds()),
             notifications: AtomicBool::new(cfg.notifications),
             notify_on_access: AtomicBool::new(cfg.notify_on_access),

@@ -9,11 +9,13 @@ use std::time::{Duration, Instant};
 use super::Agent;
 use crate::config::{Config, RefreshMode};
 use crate::credential::rfc3339;
+use crate::credential::Credential;
 use crate::domain::{ErrorBody, ErrorCode, Peer};
+use crate::oauth::journal::fingerprint;
 use crate::oauth::writeback::{CredentialsFile, KeychainLogin, LoginSource};
 use crate::oauth::{Event as RefreshEvent, OauthConfig, Outcome, Refresher, Would};
 use crate::protocol::{Event, RefreshReport};
-use crate::source::chain::{claude_login, LoginLocation};
+use crate::source::chain::{claude_login, LoginLocation, Resolved};
 use crate::source::Source;
 
 /// The refresher for `config`'s Claude Code logins; `None` when there is none to refresh.
@@ -145,8 +147,12 @@ impl Agent {
                     Some(&ErrorCode::parse(code)),
                     &peer,
                 );
-                // The source still holds the access token the refresh revoked: subscribers
-                // (the tray) see the credential broken, with why, until the write-back lands.
+                // The source still holds the access token the refresh revoked: serve the
+                // journaled login meanwhile (every sink follows), and subscribers (the tray)
+                // see why until the write-back lands.
+                if code == "writeback_failed" {
+                    self.adopt_pending_login(&name).await;
+                }
                 if let Some(status) = self.snapshot().remove(&name) {
                     self.emit(Event::Changed { status });
                 }
@@ -233,6 +239,58 @@ impl Agent {
             needs_login: refresher.status(name).is_some_and(|s| s.needs_login),
         })
     }
+}
+
+/// A refreshed login not yet written back, and the refresh token it replaced in the source.
+pub(super) struct PendingLogin {
+    replaces: String,
+    credential: Credential,
+}
+
+impl Agent {
+    async fn adopt_pending_login(self: &Arc<Self>, name: &str) {
+        let Some(refresher) = self.refresher.get() else {
+            return;
+        };
+        let Some(pending) = refresher.pending_login(name).await else {
+            return;
+        };
+        match Credential::parse(&pending.document, "the pending refresh") {
+            Ok(credential) => {
+                lock(&self.pending_logins).insert(
+                    name.to_owned(),
+                    PendingLogin {
+                        replaces: pending.replaces,
+                        credential,
+                    },
+                );
+                self.refresh(vec![name.to_owned()]).await;
+            }
+            Err(e) => tracing::warn!(credential = %name, error = %e, "pending login unreadable"),
+        }
+    }
+
+    /// While a write-back is pending and the source still holds the login it replaces, the
+    /// pending login is what is served; once the source holds anything else (the write-back
+    /// landed, or a new `/login`), the source wins again.
+    pub(super) fn use_pending_login(&self, name: &str, resolved: &mut Resolved) {
+        if resolved.source != Source::ClaudeLogin {
+            return;
+        }
+        let mut pending = lock(&self.pending_logins);
+        let Some(p) = pending.get(name) else { return };
+        let source_rt = resolved.credential.refresh_token.as_ref().map(fingerprint);
+        if source_rt.as_deref() == Some(p.replaces.as_str()) {
+            resolved.credential = p.credential.clone();
+            resolved.origin = format!("{} (refreshed; write-back pending)", resolved.origin);
+        } else {
+            pending.remove(name);
+        }
+    }
+}
+
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// Stops the schedule task with the agent.

@@ -69,7 +69,10 @@ impl Slot {
 impl Agent {
     fn resolve_slot(&self, name: &str, generation: u64) -> Slot {
         let now = OffsetDateTime::now_utc();
-        let result = self.broker.resolve(name);
+        let mut result = self.broker.resolve(name);
+        if let Ok(found) = &mut result {
+            self.use_pending_login(name, &mut found.resolved);
+        }
         let status = crate::report::status_of(name, &result, now, &self.thresholds());
         let Ok(found) = result else {
             return Slot {

@@ -367,6 +367,18 @@ impl Refresher {
             .await
     }
 
+    /// The login obtained but not yet written back to its source (journaled), if any: the
+    /// agent serves it meanwhile, since the refresh revoked the access token the source
+    /// still holds.
+    pub async fn pending_login(&self, name: &str) -> Option<journal::Pending> {
+        let store = Arc::clone(&self.journal);
+        let name = name.to_owned();
+        tokio::task::spawn_blocking(move || journal::load(store.as_ref(), &name))
+            .await
+            .ok()?
+            .ok()?
+    }
+
     #[must_use]
     pub fn status(&self, name: &str) -> Option<Status> {
         let entry = self.entry(name).ok()?;
