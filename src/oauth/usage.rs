@@ -8,6 +8,7 @@
 //! `user:profile`, and `{utilization, resets_at}` per window).
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use hyper::Method;
 use serde::Deserialize;
@@ -104,10 +105,11 @@ pub async fn usage(
 pub const MIN_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5 * 60);
 
 /// Remembers each login's last answer for [`MIN_INTERVAL`]; a new access token (a refresh,
-/// a new login) asks again at once. Callers are serialised, so concurrent askers share one call.
+/// a new login) asks again at once. Askers of one login are serialised (they share one call);
+/// logins do not wait for each other.
 #[derive(Default)]
 pub struct UsageCache {
-    entries: tokio::sync::Mutex<HashMap<String, Cached>>,
+    entries: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<Option<Cached>>>>>,
 }
 
 struct Cached {
@@ -130,21 +132,25 @@ impl UsageCache {
         scopes: &[String],
     ) -> Result<Usage, UsageError> {
         let access = super::journal::fingerprint(access_token);
-        let mut entries = self.entries.lock().await;
-        if let Some(c) = entries.get(name) {
+        let slot = Arc::clone(
+            self.entries
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .entry(name.to_owned())
+                .or_default(),
+        );
+        let mut cached = slot.lock().await;
+        if let Some(c) = cached.as_ref() {
             if c.access == access && c.at.elapsed() < MIN_INTERVAL {
                 return c.result.clone();
             }
         }
         let result = usage(client, usage_url, access_token, scopes).await;
-        entries.insert(
-            name.to_owned(),
-            Cached {
-                at: std::time::Instant::now(),
-                access,
-                result: result.clone(),
-            },
-        );
+        *cached = Some(Cached {
+            at: std::time::Instant::now(),
+            access,
+            result: result.clone(),
+        });
         result
     }
 }
