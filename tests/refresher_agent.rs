@@ -168,6 +168,13 @@ fn usage_figures_come_from_the_endpoint_and_a_setup_token_says_why_there_are_non
     assert!(out.contains("claude: 7-day: 12% used"), "{out}");
     let (show, _) = ok(&h.run(&["show"], None, &[]));
     assert!(show.contains("usage       5-hour: 37% used"), "{show}");
+    let (show, _) = ok(&h.run(&["show", "--json"], None, &[]));
+    let shown: serde_json::Value = serde_json::from_str(&show).unwrap();
+    assert_eq!(
+        shown["usage"]["known"]["five_hour"]["utilization"], 37.0,
+        "{show}"
+    );
+    assert_eq!(shown["kind"], "claude-oauth", "{show}");
     // `status` asks for it too, and `--json` carries it typed.
     let (st, _) = ok(&h.run(&["status"], None, &[]));
     assert!(

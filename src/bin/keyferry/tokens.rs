@@ -119,12 +119,24 @@ pub fn run(cli: &Cli, config: Config) -> anyhow::Result<i32> {
             }
         }
         Cmd::Show { name, json } => {
-            let shown = show(cli, &b, &name.name, now)?;
+            let (shown, usage) = show(cli, &b, &name.name, now)?;
             if *json {
-                println!("{}", serde_json::to_string_pretty(&shown)?);
+                let row = ShowRow {
+                    shown: &shown,
+                    usage: usage.as_ref(),
+                };
+                println!("{}", serde_json::to_string_pretty(&row)?);
             } else {
                 print!("{}", shown.text());
-                show_usage(cli, &b.config, &name.name);
+                match &usage {
+                    Some(UsageState::Known(u)) => {
+                        for l in u.lines() {
+                            println!("usage       {l}");
+                        }
+                    }
+                    Some(UsageState::Unavailable(e)) => println!("usage       none: {e}"),
+                    None => {}
+                }
             }
         }
         Cmd::Status { name, json } => return status(cli, &b, name.as_deref(), *json),
@@ -153,12 +165,33 @@ pub fn run(cli: &Cli, config: Config) -> anyhow::Result<i32> {
     Ok(exit::OK)
 }
 
-fn show(cli: &Cli, b: &Broker, name: &str, now: OffsetDateTime) -> anyhow::Result<Shown> {
+/// `show --json`: the credential, plus its subscription usage when an agent can tell.
+#[derive(serde::Serialize)]
+struct ShowRow<'a> {
+    #[serde(flatten)]
+    shown: &'a Shown,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    usage: Option<&'a UsageState>,
+}
+
+/// What `show` prints; with an agent, as the agent sees it, with its usage figures (or why
+/// there are none).
+fn show(
+    cli: &Cli,
+    b: &Broker,
+    name: &str,
+    now: OffsetDateTime,
+) -> anyhow::Result<(Shown, Option<UsageState>)> {
     if b.env_override(name)?.is_none() {
         let api = api(cli, &b.config)?;
         if !matches!(api, Api::Direct(_)) {
-            let cs = api
-                .status()?
+            let st = api.status_with_usage()?;
+            let usage = st
+                .usage
+                .into_iter()
+                .find(|u| u.name == name)
+                .map(|u| u.state);
+            let cs = st
                 .credentials
                 .into_iter()
                 .find(|c| c.name == name)
@@ -166,11 +199,14 @@ fn show(cli: &Cli, b: &Broker, name: &str, now: OffsetDateTime) -> anyhow::Resul
                     Error::Invalid(format!("the agent has no credential named {name:?}"))
                 })?;
             return match (cs.source, cs.inspection) {
-                (Some(source), Some(inspection)) => Ok(Shown {
-                    name: name.to_owned(),
-                    source,
-                    inspection,
-                }),
+                (Some(source), Some(inspection)) => Ok((
+                    Shown {
+                        name: name.to_owned(),
+                        source,
+                        inspection,
+                    },
+                    usage,
+                )),
                 _ => Err(cs
                     .error
                     .unwrap_or(ErrorBody::new(
@@ -181,28 +217,7 @@ fn show(cli: &Cli, b: &Broker, name: &str, now: OffsetDateTime) -> anyhow::Resul
             };
         }
     }
-    Ok(Shown::of(&resolve(b, name)?, now))
-}
-
-/// Subscription usage under `show`, when an agent can tell (and why not, when it cannot).
-fn show_usage(cli: &Cli, config: &Config, name: &str) {
-    if cli.no_agent {
-        return;
-    }
-    let path = socket::path(cli.socket.as_deref(), config.agent.socket.as_deref());
-    let Ok(mut c) = keyferry::client::Client::connect(&path) else {
-        return;
-    };
-    match c.call::<keyferry::oauth::usage::Usage>(keyferry::protocol::Request::Usage {
-        name: name.to_owned(),
-    }) {
-        Ok(u) => {
-            for l in u.lines() {
-                println!("usage       {l}");
-            }
-        }
-        Err(e) => println!("usage       none: {e}"),
-    }
+    Ok((Shown::of(&resolve(b, name)?, now), None))
 }
 
 /// `status --json`: each credential as the agent reports it, plus its subscription usage.
