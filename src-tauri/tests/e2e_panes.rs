@@ -1,6 +1,7 @@
 //! End to end, the window's other panes (issues 10 and 12): a Claude Code login's
 //! subscription usage from a loopback usage endpoint, the Doctor pane running every check,
-//! the access log and the settings. Each pane is saved as `test-output/tray-<pane>.png`
+//! the access log and the settings; the usage figures also as a line of the tray menu, read
+//! over dbusmenu as a panel reads it. Each pane is saved as `test-output/tray-<pane>.png`
 //! (with `tray-window.png`, `tray-reroll.png`, `tray-approval.png` and `tray-grants.png` from
 //! the other end-to-end tests, that is every pane).
 //!
@@ -10,6 +11,7 @@
 
 mod support;
 
+use support::dbus_services::{Panel, Watcher};
 use support::webdriver::{Driver, Session};
 use support::{output_dir, tray_binary, World, START_TIMEOUT, UI_TIMEOUT};
 use testkit::fake_oauth::{Answer, FakeOauth};
@@ -63,8 +65,14 @@ fn usage_doctor_access_log_and_settings_panes() {
         fake.token_url(),
         fake.usage_url()
     ));
+    // A panel's StatusNotifierWatcher, so the tray's menu can be read over dbusmenu.
+    let watcher = Watcher::start(&world.bus_address);
     let driver = Driver::start(&world);
     let s = driver.session(&world, &tray_binary(), &["--show"]);
+    let item = watcher
+        .wait_item(START_TIMEOUT)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let panel = Panel::open(&world.bus_address, item).unwrap_or_else(|e| panic!("{e}"));
 
     // Usage: asked for when the window opened, shown on the login's card.
     let usage = s.wait_text("#cred-claude [data-testid=usage]", START_TIMEOUT, |t| {
@@ -84,6 +92,12 @@ fn usage_doctor_access_log_and_settings_panes() {
         "{auth:?}"
     );
     assert_eq!(fake.token_calls(), 0, "7 h from expiry: not refreshed");
+    // The same figures as a line of the tray menu.
+    panel
+        .wait_for_entry("claude usage: 5-hour 37% · 7-day 12%", UI_TIMEOUT)
+        .unwrap_or_else(|e| panic!("{e}"));
+    drop(panel);
+    drop(watcher);
     shot(&s, "#credentials-section", "tray-usage.png");
 
     // Doctor: every check, each with its state.
