@@ -192,14 +192,14 @@ impl Api {
     }
 
     /// [`Api::status`] plus each Claude credential's subscription usage (or why there is
-    /// none). Only an agent fetches usage: with no agent, `usage` is empty.
+    /// none), or only `only`'s. Only an agent fetches usage: with no agent, `usage` is empty.
     ///
     /// # Errors
     /// As [`Api::status`].
-    pub fn status_with_usage(&self) -> Result<Status, ErrorBody> {
+    pub fn status_with_usage(&self, only: Option<&str>) -> Result<Status, ErrorBody> {
         match self {
-            Self::Embedded(a) => Ok(blocking(a.status_with_usage(None))),
-            Self::Socket { .. } => self.with_client(Client::status_with_usage),
+            Self::Embedded(a) => Ok(blocking(a.status_with_usage(None, only))),
+            Self::Socket { .. } => self.with_client(|c| c.status_with_usage(only)),
             Self::Direct(_) => self.status(),
         }
     }

@@ -235,15 +235,21 @@ impl Client {
     /// # Errors
     /// As [`Client::call`].
     pub fn status(&mut self) -> Result<Status, ClientError> {
-        self.call(Request::Status { usage: false })
+        self.call(Request::Status {
+            usage: false,
+            usage_of: None,
+        })
     }
 
-    /// Every credential's state, with each Claude login's subscription usage.
+    /// Every credential's state, with each Claude login's subscription usage (or `only`'s).
     ///
     /// # Errors
     /// As [`Client::call`].
-    pub fn status_with_usage(&mut self) -> Result<Status, ClientError> {
-        match self.call(Request::Status { usage: true }) {
+    pub fn status_with_usage(&mut self, only: Option<&str>) -> Result<Status, ClientError> {
+        match self.call(Request::Status {
+            usage: true,
+            usage_of: only.map(str::to_owned),
+        }) {
             // An agent from before usage figures (same protocol version) refuses the field:
             // its plain status, with no figures, until it is restarted.
             Err(ClientError::Refused(e)) if e.code == ErrorCode::BadRequest => self.status(),

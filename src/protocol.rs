@@ -66,6 +66,9 @@ pub enum Request {
     Status {
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         usage: bool,
+        /// With `usage`: only this credential's figures (no call, no audit entry for others).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        usage_of: Option<String>,
     },
     /// The token of one credential.
     Get { name: String },
@@ -412,7 +415,13 @@ mod tests {
         assert!(matches!(e.request, Request::Hello { version: 1, .. }));
         assert!(serde_json::from_str::<Envelope>(r#"{"op":"launch_missiles"}"#).is_err());
         let e: Envelope = serde_json::from_str(r#"{"op":"status"}"#).unwrap();
-        assert!(matches!(e.request, Request::Status { usage: false }));
+        assert!(matches!(
+            e.request,
+            Request::Status {
+                usage: false,
+                usage_of: None,
+            }
+        ));
         assert!(serde_json::from_str::<Envelope>(r#"{"op":"status","verbose":true}"#).is_err());
         assert_eq!(
             serde_json::to_string(&Request::Watch {}).unwrap(),

@@ -80,17 +80,41 @@ pub fn process_alive(pid: i32) -> bool {
     rc == 0 || io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
 }
 
-/// Sends SIGTERM to `pid`.
+/// Sends SIGTERM to `pid` if it is still the process `check` accepts: the pid is pinned
+/// with a pidfd first, so a pid freed and reused meanwhile is never signalled. Returns
+/// whether the signal was sent.
 ///
 /// # Errors
-/// No such process, or not ours to signal.
-pub fn terminate(pid: i32) -> io::Result<()> {
+/// No such process, not ours to signal, or pidfds unsupported (Linux before 5.3).
+#[cfg(target_os = "linux")]
+pub fn terminate_checked(pid: i32, check: impl Fn(i32) -> bool) -> io::Result<bool> {
     if pid <= 0 {
         return Err(io::Error::from(io::ErrorKind::InvalidInput));
     }
-    // SAFETY: kill takes plain integers; a positive pid names exactly one process.
-    if unsafe { libc::kill(pid, libc::SIGTERM) } == 0 {
-        Ok(())
+    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let fd = i32::try_from(fd).map_err(|_| io::Error::from(io::ErrorKind::InvalidData))?;
+    // SAFETY: the kernel just returned this descriptor to us; OwnedFd closes it once.
+    let fd = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+    // Checked after pinning: while `fd` is open the pid cannot name another process.
+    if !check(pid) {
+        return Ok(false);
+    }
+    // SAFETY: pidfd_send_signal with a live pidfd, a signal number, no siginfo, no flags.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            fd.as_raw_fd(),
+            libc::SIGTERM,
+            std::ptr::null::<libc::siginfo_t>(),
+            0,
+        )
+    };
+    if rc == 0 {
+        Ok(true)
     } else {
         Err(io::Error::last_os_error())
     }
@@ -105,13 +129,15 @@ pub fn trim_heap() {
     }
 }
 
-/// Asks the kernel to reclaim the resident pages of `len` bytes at `addr`, a mapping of this
-/// process (`MADV_PAGEOUT`: contents are kept, the pages are read back when next touched).
-/// Returns whether the kernel took the hint.
+/// Asks the kernel to reclaim the resident pages of `len` bytes at `addr`, a read-only
+/// file mapping of this process (`MADV_PAGEOUT`: contents are kept, the pages are read back
+/// from the page cache or the file when next touched). Returns whether the kernel took the
+/// hint (kernels before 5.4 refuse it with EINVAL).
 #[cfg(target_os = "linux")]
 pub fn page_out(addr: usize, len: usize) -> bool {
-    // SAFETY: MADV_PAGEOUT never changes what the memory holds, only where it lives; an
-    // address range that is not (or no longer) mapped is refused with ENOMEM.
+    // SAFETY: MADV_PAGEOUT never changes what the memory holds, only where it lives. If
+    // part of the range was unmapped meanwhile, the advice applies to what is still mapped
+    // and the call reports ENOMEM; locked or special mappings are refused with EINVAL.
     unsafe { libc::madvise(addr as *mut libc::c_void, len, libc::MADV_PAGEOUT) == 0 }
 }
 

@@ -4,6 +4,7 @@
 //! keeps it for the app's lifetime), and the libraries start-up and the page needed stay
 //! resident. macOS's WebKit ends its helpers by itself.
 
+#[cfg(any(target_os = "linux", test))]
 use std::path::Path;
 
 /// What [`give_back`] did.
@@ -11,44 +12,71 @@ use std::path::Path;
 pub struct Released {
     /// Child processes sent SIGTERM.
     pub stopped: usize,
-    /// Bytes of file-backed mappings the kernel was asked to reclaim.
-    pub paged_out: usize,
+    /// Bytes of read-only file mappings the kernel was asked to reclaim (an upper bound:
+    /// only their resident pages go).
+    pub advised: usize,
 }
 
-/// Stops this process's children whose name starts with `child_prefix` (WebKit starts a new
-/// network process for the next page), returns freed heap to the kernel, and asks it to
-/// reclaim the resident pages of file-backed mappings (libraries, the binary): they are
-/// read back from the page cache when next touched. Call only when no window is open.
+/// Stops this process's children whose name starts with `stop` (WebKit starts a new network
+/// process for the next page) unless one whose name starts with `unless` runs (a web process
+/// means a page is open after all), returns freed heap to the kernel, and asks it to reclaim
+/// the resident pages of read-only file mappings (libraries, the binary): they are read back
+/// from the page cache when next touched. Call when no window is open.
 #[must_use]
-pub fn give_back(child_prefix: &str) -> Released {
+pub fn give_back(stop: &str, unless: &str) -> Released {
+    #[cfg(target_os = "linux")]
+    {
+        give_back_linux(stop, unless)
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = (stop, unless);
+        Released::default()
+    }
+}
+
+#[cfg(target_os = "linux")]
+fn give_back_linux(stop: &str, unless: &str) -> Released {
     let mut released = Released::default();
-    for pid in children_named(Path::new("/proc"), std::process::id(), child_prefix) {
-        if crate::sys::terminate(pid).is_ok() {
-            released.stopped += 1;
+    let me = std::process::id();
+    let proc = Path::new("/proc");
+    if children_named(proc, me, unless).is_empty() {
+        for pid in children_named(proc, me, stop) {
+            // Signalled only if, pinned by a pidfd, it is still that child.
+            let still = |p: i32| children_named(proc, me, stop).contains(&p);
+            if crate::sys::terminate_checked(pid, still).unwrap_or(false) {
+                released.stopped += 1;
+            }
         }
     }
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    #[cfg(target_env = "gnu")]
     crate::sys::trim_heap();
-    #[cfg(target_os = "linux")]
     if let Ok(maps) = std::fs::read_to_string("/proc/self/maps") {
-        for (start, len) in file_mappings(&maps) {
+        for (start, len) in read_only_file_mappings(&maps) {
             if crate::sys::page_out(start, len) {
-                released.paged_out += len;
+                released.advised += len;
             }
         }
     }
     released
 }
 
-/// `(start, length)` of every mapping backed by a file (a path in the last column).
+/// `(start, length)` of every private read-only mapping of a regular file (`r--p`, `r-xp`):
+/// pages that can only come back unchanged from the file. Writable, shared, device, memfd
+/// and System V mappings are left alone.
 #[cfg(any(target_os = "linux", test))]
-fn file_mappings(maps: &str) -> Vec<(usize, usize)> {
+fn read_only_file_mappings(maps: &str) -> Vec<(usize, usize)> {
     maps.lines()
         .filter_map(|l| {
             let mut cols = l.split_whitespace();
             let range = cols.next()?;
-            let path = cols.nth(4)?;
-            if !path.starts_with('/') {
+            let perms = cols.next()?;
+            let path = cols.nth(3)?;
+            let plain_file = path.starts_with('/')
+                && !["/dev/", "/memfd:", "/SYSV", "/proc/"]
+                    .iter()
+                    .any(|p| path.starts_with(p));
+            if !plain_file || !matches!(perms, "r--p" | "r-xp") {
                 return None;
             }
             let (a, b) = range.split_once('-')?;
@@ -62,6 +90,7 @@ fn file_mappings(maps: &str) -> Vec<(usize, usize)> {
 }
 
 /// Pids under `proc` whose parent is `parent` and whose `comm` starts with `prefix`.
+#[cfg(any(target_os = "linux", test))]
 fn children_named(proc: &Path, parent: u32, prefix: &str) -> Vec<i32> {
     let Ok(dir) = std::fs::read_dir(proc) else {
         return Vec::new();
@@ -84,15 +113,19 @@ mod tests {
     use super::*;
 
     #[test]
-    fn only_file_backed_mappings_are_paged_out() {
+    fn only_read_only_file_mappings_are_paged_out() {
         let maps = "\
 55d0c0a00000-55d0c0a10000 r--p 00000000 08:01 123 /usr/bin/keyferry-tray
+55d0c0a10000-55d0c0a20000 rw-p 00010000 08:01 123 /usr/bin/keyferry-tray
 7f0000000000-7f0000021000 rw-p 00000000 00:00 0 
 7f1000000000-7f1000400000 r-xp 00010000 08:01 456 /usr/lib/x86_64-linux-gnu/libwebkit2gtk-4.1.so.0 (deleted)
+7f2000000000-7f2000001000 rw-s 00000000 00:05 9 /dev/dri/card0
+7f3000000000-7f3000001000 r--s 00000000 00:01 9 /memfd:wayland-cursor (deleted)
+7f4000000000-7f4000001000 r--p 00000000 00:05 9 /dev/zero
 7ffd00000000-7ffd00021000 rw-p 00000000 00:00 0 [stack]
 ";
         assert_eq!(
-            file_mappings(maps),
+            read_only_file_mappings(maps),
             [(0x55d0_c0a0_0000, 0x10000), (0x7f10_0000_0000, 0x40_0000)]
         );
     }

@@ -45,6 +45,39 @@ fn home(fake: &FakeOauth, mins: i64) -> Home {
     h
 }
 
+/// Waits (bounded) until `keyferry get` through the agent returns `want`.
+fn wait_served(h: &Home, agent: &kf::AgentProc, want: &str) {
+    common::wait_for(
+        &format!("{want} to be served"),
+        Duration::from_secs(15),
+        || {
+            let out = h.run(&["--require-agent", "get"], None, &[]);
+            let got = text(&out.stdout).trim().to_owned();
+            if got == want {
+                Ok(())
+            } else {
+                Err(format!("{got:?} {}", text(&out.stderr)))
+            }
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}\n{}", agent.log_text()));
+}
+
+/// Runs `keyferry refresh` until the endpoint has seen `calls` token calls. A `refresh`
+/// arriving while another flight (a start-up write-back, a file change) is open joins it and
+/// makes no call of its own, so one ask is not enough.
+fn refresh_until(h: &Home, fake: &FakeOauth, calls: usize) {
+    common::wait_for("a refresh of our own", Duration::from_secs(10), || {
+        ok(&h.run(&["refresh"], None, &[]));
+        if fake.token_calls() == calls {
+            Ok(())
+        } else {
+            Err(format!("{} token calls", fake.token_calls()))
+        }
+    })
+    .unwrap_or_else(|e| panic!("{e}"));
+}
+
 #[test]
 fn a_login_near_expiry_is_refreshed_once_and_every_consumer_follows() {
     let fake = FakeOauth::plain();
@@ -301,20 +334,7 @@ fn a_killed_agent_keeps_the_new_refresh_token_and_never_reuses_the_old_one() {
     assert_eq!(fake.refresh_tokens(), vec![OLD_REFRESH.to_owned()]);
     // Meanwhile the journaled login is what is served (the file's access token is revoked).
     let new_access = format!("{ACCESS_PREFIX}1");
-    common::wait_for(
-        "the pending login to be served",
-        Duration::from_secs(10),
-        || {
-            let out = h.run(&["--require-agent", "get"], None, &[]);
-            let got = text(&out.stdout).trim().to_owned();
-            if got == new_access {
-                Ok(())
-            } else {
-                Err(format!("{got:?} {}", text(&out.stderr)))
-            }
-        },
-    )
-    .unwrap_or_else(|e| panic!("{e}\n{}", agent.log_text()));
+    wait_served(&h, &agent, &new_access);
     let env = std::fs::read_to_string(h.path("proj/.env")).unwrap();
     assert!(env.contains(&new_access), "the .env sink follows: {env}");
     let (st, _) = ok(&h.run(&["status"], None, &[]));
@@ -347,15 +367,7 @@ fn a_killed_agent_keeps_the_new_refresh_token_and_never_reuses_the_old_one() {
     // The next refresh spends the new refresh token; the old one is never sent again. (A
     // `refresh` arriving while the start-up write-back's flight is still open joins it and
     // makes no call of its own: ask until one does.)
-    common::wait_for("a refresh of our own", Duration::from_secs(10), || {
-        ok(&h.run(&["refresh"], None, &[]));
-        if fake.token_calls() == 2 {
-            Ok(())
-        } else {
-            Err(format!("{} token calls", fake.token_calls()))
-        }
-    })
-    .unwrap_or_else(|e| panic!("{e}"));
+    refresh_until(&h, &fake, 2);
     assert_eq!(
         fake.refresh_tokens(),
         vec![OLD_REFRESH.to_owned(), new_refresh]
@@ -398,4 +410,37 @@ fn status_never_prompts_for_usage_and_a_denied_peer_gets_no_figures() {
         0,
         "no call was made"
     );
+}
+
+#[test]
+fn a_new_login_wins_over_a_pending_write_back() {
+    const NEW_ACCESS: &str = "sk-ant-oat01-FRESHloginACCESSloginAAAA-7777";
+    const NEW_REFRESH: &str = "sk-ant-ort01-FRESHloginREFRESHloginBBB-8888";
+    let fake = FakeOauth::plain();
+    fake.set(Answer::Rotate);
+    let h = home(&fake, 20);
+    let login = h.path(".claude/.credentials.json");
+    std::fs::set_permissions(&login, std::fs::Permissions::from_mode(0o400)).unwrap();
+    let agent = h.start_agent();
+    wait_served(&h, &agent, &format!("{ACCESS_PREFIX}1"));
+    // The user logs in again on the host (Claude Code replaces the file, writable again).
+    let at = (time::OffsetDateTime::now_utc().unix_timestamp() + 7 * 3600) * 1000;
+    let fresh = format!(
+        r#"{{"claudeAiOauth":{{"accessToken":"{NEW_ACCESS}","refreshToken":"{NEW_REFRESH}","expiresAt":{at},"scopes":["user:inference","user:profile"]}}}}"#
+    );
+    let tmp = h.path(".claude/.credentials.json.new");
+    std::fs::write(&tmp, &fresh).unwrap();
+    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600)).unwrap();
+    std::fs::rename(&tmp, &login).unwrap();
+    wait_served(&h, &agent, NEW_ACCESS);
+    // The journaled login is dropped, never written over the new one, and the next refresh
+    // spends the new login's refresh token.
+    refresh_until(&h, &fake, 2);
+    assert_eq!(
+        fake.refresh_tokens(),
+        vec![OLD_REFRESH.to_owned(), NEW_REFRESH.to_owned()]
+    );
+    let now = std::fs::read_to_string(&login).unwrap();
+    assert!(now.contains(&format!("{ACCESS_PREFIX}2")), "{now}");
+    assert!(!now.contains(&format!("{ACCESS_PREFIX}1")), "{now}");
 }

@@ -134,7 +134,10 @@ fn still_served(agent: &AgentProc, phase: &str) -> u64 {
     let mut c = Client::connect(&agent.sock)
         .unwrap_or_else(|e| panic!("after {phase}: no handshake: {e}\n{}", agent.log_text()));
     let status: Status = c
-        .call(Request::Status { usage: false })
+        .call(Request::Status {
+            usage: false,
+            usage_of: None,
+        })
         .unwrap_or_else(|e| panic!("after {phase}: status failed: {e}"));
     assert!(!status.locked, "after {phase}: the agent is locked");
     let t: Token = c

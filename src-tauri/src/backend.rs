@@ -124,7 +124,7 @@ impl Backend {
             Self::Attached(Api::Socket { path, .. }) => Api::socket(path.clone(), CLIENT_NAME),
             _ => return Err("the agent is not running".into()),
         };
-        tauri::async_runtime::spawn_blocking(move || api.status_with_usage())
+        tauri::async_runtime::spawn_blocking(move || api.status_with_usage(None))
             .await
             .map_err(|e| e.to_string())?
             .map(|st| st.usage)

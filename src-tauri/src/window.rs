@@ -88,11 +88,12 @@ fn release_after_close(_app: AppHandle) {}
 /// [`keyferry::trim::give_back`], stopping WebKit's network process, logged as `when`.
 #[cfg(target_os = "linux")]
 pub fn give_back(when: &str) {
-    // The name as `comm` shows it (15 characters).
-    let r = keyferry::trim::give_back("WebKitNetworkPr");
+    // The names as `comm` shows them (15 characters). A web process means a window is open
+    // after all (reopened meanwhile): its network process stays.
+    let r = keyferry::trim::give_back("WebKitNetworkPr", "WebKitWebProces");
     tracing::info!(
         stopped = r.stopped,
-        paged_out_mib = r.paged_out >> 20,
+        advised_mib = r.advised >> 20,
         "{when}; memory given back"
     );
 }

@@ -11,7 +11,10 @@ mod support;
 
 use std::time::Duration;
 
-use support::{agent_answers, tray_binary, wait_for, workspace, World, START_TIMEOUT, UI_TIMEOUT};
+use support::{
+    agent_answers, run_bounded, tray_binary, wait_for, workspace, World, CLI_TIMEOUT,
+    START_TIMEOUT, UI_TIMEOUT,
+};
 
 const TOKEN: &str = "sk-ant-oat01-E2ElifetimeLIFETIMElifetimeL-0066";
 
@@ -41,7 +44,8 @@ fn webkit_children(pid: u32) -> Vec<String> {
 
 fn open_again(world: &World) {
     // Single instance: a second launch asks the first to show its window, then exits.
-    let out = world.command(tray_binary()).output().unwrap();
+    let out = run_bounded(&mut world.command(tray_binary()), None, CLI_TIMEOUT)
+        .unwrap_or_else(|e| panic!("the second launch: {e}"));
     assert!(
         out.status.success(),
         "{}",
@@ -87,20 +91,23 @@ fn the_window_costs_nothing_until_opened_and_again_after_closing() {
         "{open:?}"
     );
 
-    let closed = world
-        .command("/usr/bin/python3")
-        .arg(workspace().join("src-tauri/close-window.py"))
-        .arg("Keyferry")
-        .output()
-        .unwrap();
-    assert!(
-        closed.status.success(),
-        "{}",
-        String::from_utf8_lossy(&closed.stderr)
-    );
+    // As a title bar's close button does; retried until the window is mapped.
+    wait_for("the window to close", UI_TIMEOUT, || {
+        let mut close = world.command("/usr/bin/python3");
+        close
+            .arg(workspace().join("src-tauri/close-window.py"))
+            .arg("Keyferry");
+        let out = run_bounded(&mut close, None, CLI_TIMEOUT)?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).into_owned())
+        }
+    })
+    .unwrap_or_else(|e| panic!("{e}"));
     wait_webkit(pid, "every WebKit process to exit", <[String]>::is_empty);
     wait_for("the app to say what it gave back", UI_TIMEOUT, || {
-        if app.log_text().contains("memory given back") {
+        if app.log_text().contains("window closed; memory given back") {
             Ok(())
         } else {
             Err("not yet".to_owned())

@@ -33,7 +33,7 @@ pub(super) fn may_wait(request: &Request) -> bool {
             | Request::Grant { .. }
             | Request::Refresh { .. }
             | Request::Usage { .. }
-            | Request::Status { usage: true }
+            | Request::Status { usage: true, .. }
     )
 }
 
@@ -47,10 +47,17 @@ pub(super) async fn dispatch(
 ) -> Line {
     match request {
         Request::Get { name } => line(id, agent.get(&name, &peer, Some(conn)).await),
-        Request::Status { usage: false } => line(id, Ok::<_, ErrorBody>(agent.status())),
-        Request::Status { usage: true } => line(
+        Request::Status { usage: false, .. } => line(id, Ok::<_, ErrorBody>(agent.status())),
+        Request::Status {
+            usage: true,
+            usage_of,
+        } => line(
             id,
-            Ok::<_, ErrorBody>(agent.status_with_usage(Some(&peer)).await),
+            Ok::<_, ErrorBody>(
+                agent
+                    .status_with_usage(Some(&peer), usage_of.as_deref())
+                    .await,
+            ),
         ),
         Request::Store { name, token } => line(id, agent.store(&name, token.0, &peer).await),
         Request::Clear { name } => line(

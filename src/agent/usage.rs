@@ -43,8 +43,9 @@ impl Agent {
     /// login, or a setup-token that says why it has none). Waits at most [`STATUS_WAIT`].
     /// `peer` (a socket client; `None` in-process) must be allowed to read a credential
     /// without asking: figures are a use of its token, so they never prompt and a denied
-    /// peer gets the policy's refusal instead. Each figure served is recorded.
-    pub async fn status_with_usage(&self, peer: Option<&Peer>) -> Status {
+    /// peer gets the policy's refusal instead. Each figure served is recorded. `only`: just
+    /// that credential's figures.
+    pub async fn status_with_usage(&self, peer: Option<&Peer>, only: Option<&str>) -> Status {
         let mut status = self.status();
         let locked = status.locked;
         let claude: Vec<(String, Secret, Vec<String>)> = {
@@ -52,6 +53,7 @@ impl Agent {
             state
                 .slots
                 .iter()
+                .filter(|(name, _)| only.map_or(true, |o| o == name.as_str()))
                 .filter_map(|(name, slot)| {
                     let c = slot.credential.as_ref()?;
                     matches!(c.kind, Kind::ClaudeOauth | Kind::SetupToken)

@@ -185,8 +185,10 @@ pub(super) async fn dry_run(r: &Refresher, entry: &Entry, force: bool) -> Result
     )
 }
 
-/// Writes a journaled login back when the source still holds the login it replaces (or the
-/// CLI cleared it); drops it when the source already has it or a newer login replaced it.
+/// Writes a journaled login back only when the source still holds exactly the login it
+/// replaces; drops it when the source holds anything else (it already has it, a newer
+/// `/login`, a logout that removed the refresh token). An unreadable source (half-written,
+/// not a Claude login) keeps it for the next try.
 async fn finish_pending(r: &Refresher, entry: &Entry) -> Result<Option<Outcome>, Error> {
     let store = Arc::clone(&r.journal);
     let name = entry.name.clone();
@@ -214,9 +216,9 @@ async fn finish_pending(r: &Refresher, entry: &Entry) -> Result<Option<Outcome>,
                 source: Arc::clone(source),
             })
         }
-        Err(_) => None,
+        Err(e) => return Err(e.clone()),
     };
-    let apply = current_rt.is_none() || current_rt.as_deref() == Some(pending.replaces.as_str());
+    let apply = current_rt.as_deref() == Some(pending.replaces.as_str());
     if apply {
         tracing::info!(credential = %entry.name, "finishing an interrupted write-back");
         write_back(r, entry, &pending.document, true).await?;

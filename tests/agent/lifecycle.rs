@@ -71,7 +71,10 @@ fn expiry_warnings_reach_the_desktop_and_subscribers() {
     assert!(!format!("{summary}{body}").contains("GEMINIaccess"));
     let st: keyferry::protocol::Status = agent
         .client()
-        .call(Request::Status { usage: false })
+        .call(Request::Status {
+            usage: false,
+            usage_of: None,
+        })
         .unwrap();
     let gemini = st.credentials.iter().find(|c| c.name == "gemini").unwrap();
     assert_eq!(gemini.health, keyferry::domain::Health::Expiring);

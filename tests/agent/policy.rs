@@ -57,7 +57,10 @@ fn the_lock_refuses_every_get_and_a_passphrase_guards_unlock() {
     assert_eq!(
         agent
             .client()
-            .call::<serde_json::Value>(Request::Status { usage: false })
+            .call::<serde_json::Value>(Request::Status {
+                usage: false,
+                usage_of: None,
+            })
             .unwrap()["locked"],
         true
     );
@@ -102,7 +105,12 @@ fn a_failed_store_of_an_unknown_name_leaves_no_phantom_credential() {
         matches!(stored, Err(ClientError::Refused(ref e)) if e.code == "config"),
         "{stored:?}"
     );
-    let st: keyferry::protocol::Status = fresh.call(Request::Status { usage: false }).unwrap();
+    let st: keyferry::protocol::Status = fresh
+        .call(Request::Status {
+            usage: false,
+            usage_of: None,
+        })
+        .unwrap();
     assert!(
         st.credentials.iter().all(|c| c.name != "nope"),
         "{:?}",

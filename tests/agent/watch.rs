@@ -90,7 +90,10 @@ fn an_idle_agent_does_not_re_resolve_in_a_loop() {
     let count = || {
         agent
             .client()
-            .call::<keyferry::protocol::Status>(Request::Status { usage: false })
+            .call::<keyferry::protocol::Status>(Request::Status {
+                usage: false,
+                usage_of: None,
+            })
             .unwrap()
             .resolutions
     };

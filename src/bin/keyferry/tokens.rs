@@ -185,7 +185,7 @@ fn show(
     if b.env_override(name)?.is_none() {
         let api = api(cli, &b.config)?;
         if !matches!(api, Api::Direct(_)) {
-            let st = api.status_with_usage()?;
+            let st = api.status_with_usage(Some(name))?;
             let usage = st
                 .usage
                 .into_iter()
@@ -233,7 +233,7 @@ fn status(cli: &Cli, b: &Broker, only: Option<&str>, json: bool) -> anyhow::Resu
     if let Some(o) = only {
         b.spec(o)?;
     }
-    let st = api(cli, &b.config)?.status_with_usage()?;
+    let st = api(cli, &b.config)?.status_with_usage(only)?;
     if st.locked && !json {
         eprintln!("keyferry: the agent is locked (run `keyferry unlock`)");
     }
