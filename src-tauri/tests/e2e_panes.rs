@@ -19,16 +19,6 @@ use testkit::fake_oauth::{Answer, FakeOauth};
 const ACCESS: &str = "sk-ant-oat01-E2EpanesACCESSpanesACCESSp-0055";
 const REFRESH: &str = "sk-ant-ort01-E2EpanesREFRESHpanesREFRES-0056";
 
-fn assert_no_secret(s: &Session<'_>) {
-    let html = s
-        .script("return document.body.innerHTML")
-        .unwrap()
-        .as_str()
-        .unwrap_or_default()
-        .to_owned();
-    assert!(!html.contains(ACCESS) && !html.contains(REFRESH));
-}
-
 fn shot(s: &Session<'_>, section: &str, name: &str) {
     s.scroll_to(section).unwrap();
     s.settle();
@@ -135,7 +125,7 @@ fn usage_doctor_access_log_and_settings_panes() {
     s.wait_text("#recent", UI_TIMEOUT, |t| t.contains("claude"));
     shot(&s, "#recent-section", "tray-recent.png");
     shot(&s, "#settings-section", "tray-settings.png");
-    assert_no_secret(&s);
+    s.assert_no_secret(&[ACCESS, REFRESH]);
 
     assert!(s.close(), "the app did not quit on SIGTERM");
     driver.stop();

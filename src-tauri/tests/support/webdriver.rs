@@ -275,6 +275,20 @@ impl Session<'_> {
         )
     }
 
+    /// Panics if the page's HTML holds any of `secrets` (the window may show masks and
+    /// fingerprints only).
+    pub fn assert_no_secret(&self, secrets: &[&str]) {
+        let html = self
+            .script("return document.body.innerHTML")
+            .unwrap()
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        for s in secrets {
+            assert!(!html.contains(s), "the window shows a secret");
+        }
+    }
+
     /// Waits for the page to paint what the DOM holds now (two animation frames).
     pub fn settle(&self) {
         let _ = self.call(
