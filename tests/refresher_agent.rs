@@ -192,7 +192,7 @@ fn usage_figures_come_from_the_endpoint_and_a_setup_token_says_why_there_are_non
     let fake = FakeOauth::plain();
     fake.set(Answer::Rotate);
     let h = home(&fake, 7 * 60);
-    let _agent = h.start_agent();
+    let agent = h.start_agent();
     let (out, _) = ok(&h.run(&["usage"], None, &[]));
     assert!(
         out.contains("claude: 5-hour: 37% used, resets 2026-12-01T11:00:00Z"),
@@ -220,6 +220,11 @@ fn usage_figures_come_from_the_endpoint_and_a_setup_token_says_why_there_are_non
     let claude = rows.iter().find(|r| r["name"] == "claude").unwrap();
     assert_eq!(claude["usage"]["known"]["five_hour"]["utilization"], 37.0);
     assert_eq!(claude["usage"]["known"]["seven_day"]["utilization"], 12.5);
+    // Audited, but a usage lookup is not "the last access" (no token was handed out).
+    let (log, _) = ok(&h.run(&["log", "--json", "-n", "200"], None, &[]));
+    assert!(log.contains(r#""op":"usage""#), "{log}");
+    let last = agent.client().status().unwrap().last_access;
+    assert!(last.as_ref().map_or(true, |a| a.op != "usage"), "{last:?}");
     // Polled at most every 5 minutes: four asks, one call.
     assert_eq!(fake.seen.lock().unwrap().usage_auth.len(), 1);
     // A setup-token (no user:profile scope) shadows the login: no call, and why.

@@ -254,6 +254,26 @@ impl Agent {
         code: Option<&ErrorCode>,
         peer: &Peer,
     ) {
+        let access = self.audit_only(op, credential, outcome, code, peer);
+        if op == "get" && (outcome == "refused" || self.notify_on_access.load(Relaxed)) {
+            expiry::notify_access(self, &access);
+        }
+        if credential.is_some() {
+            self.write_state().last_access = Some(access.clone());
+            self.emit(Event::Access { access });
+        }
+    }
+
+    /// Writes the audit entry only: no access event, no "last access" (for background
+    /// lookups such as usage figures, which hand out no token).
+    fn audit_only(
+        &self,
+        op: &str,
+        credential: Option<&str>,
+        outcome: &str,
+        code: Option<&ErrorCode>,
+        peer: &Peer,
+    ) -> Access {
         let access = Access {
             ts: rfc3339(OffsetDateTime::now_utc()).unwrap_or_default(),
             op: op.to_owned(),
@@ -263,13 +283,7 @@ impl Agent {
             peer: peer.clone(),
         };
         self.audit.record(&access);
-        if op == "get" && (outcome == "refused" || self.notify_on_access.load(Relaxed)) {
-            expiry::notify_access(self, &access);
-        }
-        if credential.is_some() {
-            self.write_state().last_access = Some(access.clone());
-            self.emit(Event::Access { access });
-        }
+        access
     }
 
     fn read_state(&self) -> std::sync::RwLockReadGuard<'_, State> {

@@ -35,7 +35,7 @@ impl Agent {
             (c.token.clone(), c.scopes.clone())
         };
         let usage = self.fetch_usage(name, token, scopes).await?;
-        self.record("usage", Some(name), "served", None, peer);
+        let _ = self.audit_only("usage", Some(name), "served", None, peer);
         Ok(usage)
     }
 
@@ -43,7 +43,7 @@ impl Agent {
     /// login, or a setup-token that says why it has none). Waits at most [`STATUS_WAIT`].
     /// `peer` (a socket client; `None` in-process) must be allowed to read a credential
     /// without asking: figures are a use of its token, so they never prompt and a denied
-    /// peer gets the policy's refusal instead. Each figure served is recorded. `only`: just
+    /// peer gets the policy's refusal instead. Each figure served is audited. `only`: just
     /// that credential's figures.
     pub async fn status_with_usage(&self, peer: Option<&Peer>, only: Option<&str>) -> Status {
         let mut status = self.status();
@@ -73,7 +73,9 @@ impl Agent {
                     .and_then(|()| self.usage_refresher(&name))
             };
             if let (Ok(_), Some(peer)) = (&ready, peer) {
-                self.record("usage", Some(&name), "served", None, peer);
+                // Audited, but not "the last access": the tray asks every 5 minutes, and
+                // that line is for who got a token.
+                let _ = self.audit_only("usage", Some(&name), "served", None, peer);
             }
             // Spawned so an answer that comes after the deadline still fills the cache.
             let task = ready.map(|refresher| {
