@@ -10,9 +10,12 @@ lint=(clang)
 # Real parts the tests drive: a Secret Service on a private bus, kernel keyutils, socat as a
 # raw protocol client, useradd/runuser for the second-user test, ps for argv checks,
 # bubblewrap sandboxes, OpenSSH (sshd on 127.0.0.1), Python 3 for the stand-in macOS
-# `security` tool (testkit/bin/security); nginx as the gateway benchmark's reference proxy.
+# `security` tool (testkit/bin/security); nginx as the gateway benchmark's reference proxy;
+# a Docker engine and compose for the container recipes (testkit::docker starts its own
+# dockerd), Podman (testkit::podman, a store of its own), curl inside those containers.
 test=(dbus gnome-keyring libsecret-tools keyutils socat passwd util-linux procps
-      bubblewrap openssh-server openssh-client python3 nginx-light)
+      bubblewrap openssh-server openssh-client python3 nginx-light
+      docker.io docker-compose podman curl iproute2)
 
 # The tray (Tauri 2 on WebKitGTK 4.1), and running it headless end to end: Xvfb, the WebKit
 # WebDriver that tauri-driver drives. See src-tauri/DEPS.md.

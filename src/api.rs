@@ -11,7 +11,9 @@ use crate::agent::Agent;
 use crate::broker::Broker;
 use crate::client::{Client, ClientError};
 use crate::credential::rfc3339;
-use crate::domain::{CredentialStatus, Decision, ErrorBody, ErrorCode, Peer, Settings};
+use crate::domain::{
+    CredentialStatus, Decision, ErrorBody, ErrorCode, Peer, Settings, StoreOutcome,
+};
 use crate::protocol::{Hello, Status, Token, WireSecret};
 use crate::secret::Secret;
 
@@ -50,6 +52,7 @@ pub fn this_process() -> Peer {
         exe: std::env::current_exe()
             .ok()
             .map(|p| p.display().to_string()),
+        sandbox: None,
     }
 }
 
@@ -186,6 +189,7 @@ impl Api {
                     resolutions: 0,
                     sinks: Vec::new(),
                     usage: Vec::new(),
+                    listeners: Vec::new(),
                 })
             }
         }
@@ -241,6 +245,19 @@ impl Api {
         name: &str,
         token: Secret,
     ) -> Result<(CredentialStatus, String), ErrorBody> {
+        self.store_outcome(name, token)
+            .map(|(o, place)| (o.status, place))
+    }
+
+    /// [`Api::store`], with what the keychain item held before (to say "replaced").
+    ///
+    /// # Errors
+    /// As [`Api::store`].
+    pub fn store_outcome(
+        &self,
+        name: &str,
+        token: Secret,
+    ) -> Result<(StoreOutcome, String), ErrorBody> {
         match self {
             Self::Embedded(a) => {
                 let st = blocking(a.store(name, token, &this_process()))?;
@@ -267,7 +284,11 @@ impl Api {
                     inspection: Some(s.credential.inspect(now)),
                     ..status
                 };
-                Ok((inspected, format!("{} {}", s.backend, s.item)))
+                let outcome = StoreOutcome {
+                    status: inspected,
+                    previous: s.previous,
+                };
+                Ok((outcome, format!("{} {}", s.backend, s.item)))
             }
         }
     }

@@ -83,6 +83,14 @@ impl FileLock {
         }
     }
 
+    /// Refuses a locked file that has other names (see [`safe_file::single_link`]).
+    ///
+    /// # Errors
+    /// [`FileError::HardLinked`].
+    pub fn single_link(&self) -> Result<(), FileError> {
+        safe_file::single_link(&self.file, &self.path)
+    }
+
     /// Reads the locked file (bounded by [`crate::safe_file::MAX_FILE_BYTES`]).
     ///
     /// # Errors

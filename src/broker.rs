@@ -4,6 +4,7 @@ use time::OffsetDateTime;
 
 use crate::config::{Config, Spec};
 use crate::credential::{Credential, Kind};
+use crate::domain::Previous;
 use crate::ledger::{self, Ledger};
 use crate::secret::Secret;
 use crate::source::{Attempt, Lookup, Resolution, Resolved};
@@ -32,6 +33,8 @@ pub struct Stored {
     pub item: ItemId,
     pub backend: &'static str,
     pub credential: Credential,
+    /// What the item held before; `None` when it could not be read first.
+    pub previous: Option<Previous>,
 }
 
 impl Broker {
@@ -92,16 +95,34 @@ impl Broker {
         let (spec, res) = self.resolve_all(name)?;
         let warnings = warnings(&res);
         let Some(resolved) = res.found else {
-            // A hard failure (locked keychain, malformed file) explains a miss better.
-            let failure = res.attempts.into_iter().find_map(|a| match a {
-                Attempt::Failed(_, e) => Some(e),
-                _ => None,
-            });
-            return Err(match failure {
-                Some(e) => Error::Source(e),
-                None => Error::NotFound {
+            let tried = spec
+                .chain
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", ");
+            // A hard failure (locked keychain, malformed file) explains a miss better, and
+            // a skipped file (mode 644) is what to fix when nothing else has a token.
+            let mut failure = None;
+            let mut skipped = None;
+            for a in res.attempts {
+                match a {
+                    Attempt::Failed(_, e) if failure.is_none() => failure = Some(e),
+                    Attempt::Skipped(_, e) if skipped.is_none() => skipped = Some(e),
+                    _ => {}
+                }
+            }
+            return Err(match (failure, skipped) {
+                (Some(e), _) => Error::Source(e),
+                (None, Some(source)) => Error::Skipped {
                     name: name.to_owned(),
-                    tried: spec.chain.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "),
+                    tried,
+                    source: Box::new(source),
+                    warnings,
+                },
+                (None, None) => Error::NotFound {
+                    name: name.to_owned(),
+                    tried,
                     hint: match &spec.store {
                         Some(_) if name == "claude" => "run `keyferry setup` to store one".to_owned(),
                         Some(_) => format!("run `keyferry setup {name}` to store one"),
@@ -168,29 +189,53 @@ impl Broker {
                     .into(),
             ));
         }
+        let trimmed = token.expose().trim();
+        crate::credential::check_whole(trimmed, "the token you entered")?;
         let store = self.store.get()?;
-        store.set(&item, &Secret::new(token.expose().trim().to_owned()))?;
-        let now = OffsetDateTime::now_utc();
         let fp = crate::credential::fingerprint(credential.token.expose());
-        if let Err(e) = Ledger::update(|l| {
-            l.record(
-                &fp,
-                ledger::Entry {
-                    credential: name.to_owned(),
-                    stored_at: now,
-                    first_seen: false,
-                },
-            );
-        }) {
-            tracing::warn!(error = %e, "could not record the storage time; expiry will be estimated");
-        }
+        // Read first, only to say what is replaced; a failed read must not stop the store.
+        let previous = match store.get(&item) {
+            Ok(None) => Some(Previous::Empty),
+            Ok(Some(old)) => {
+                // The fingerprint of the token it holds, as `show` prints it (a document's
+                // access token, not the whole document).
+                let old = Credential::parse(&old, "the stored item").map_or_else(
+                    |_| crate::credential::fingerprint(old.expose().trim()),
+                    |c| crate::credential::fingerprint(c.token.expose()),
+                );
+                Some(if old == fp {
+                    Previous::Same
+                } else {
+                    Previous::Replaced { fingerprint: old }
+                })
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "could not read the item before replacing it");
+                None
+            }
+        };
+        store.set(&item, &Secret::new(trimmed.to_owned()))?;
+        let now = OffsetDateTime::now_utc();
+        let entry = ledger::Entry {
+            credential: name.to_owned(),
+            stored_at: now,
+            first_seen: false,
+        };
+        let stored_at = match Ledger::update(|l| l.record(&fp, entry)) {
+            Ok(kept) => kept.stored_at,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not record the storage time; expiry will be estimated");
+                now
+            }
+        };
         if credential.kind == Kind::SetupToken {
-            credential.assume_expiry(now, spec.setup_token_lifetime);
+            credential.assume_expiry(stored_at, spec.setup_token_lifetime);
         }
         Ok(Stored {
             item,
             backend: store.backend().as_str(),
             credential,
+            previous,
         })
     }
 
@@ -231,13 +276,22 @@ fn apply_assumed_expiry(spec: &Spec, credential: &mut Credential) {
     credential.assume_expiry(stored_at, spec.setup_token_lifetime);
 }
 
+/// How a warning that is a fix begins; the CLI prints it as is, under the warning it fixes.
+pub const FIX_PREFIX: &str = "fix: ";
+
 fn warnings(res: &Resolution) -> Vec<String> {
     res.attempts
         .iter()
         .filter_map(|a| match a {
-            Attempt::Skipped(_, e) => Some(e.to_string()),
-            Attempt::Failed(src, e) => Some(format!("{src}: {e}; trying the next source")),
+            // cfauth's line stays whole; its fix is the next warning, `fix: chmod 600 …`.
+            Attempt::Skipped(_, e) => Some(
+                std::iter::once(e.to_string())
+                    .chain(e.fix().map(|f| format!("{FIX_PREFIX}{f}")))
+                    .collect(),
+            ),
+            Attempt::Failed(src, e) => Some(vec![format!("{src}: {e}; trying the next source")]),
             Attempt::Absent(_) => None,
         })
+        .flatten()
         .collect()
 }

@@ -15,6 +15,25 @@ pub const PROGRAM: &str = "cfauth";
 /// The synopsis, as seed 000 prints it.
 pub const USAGE: &str = "usage: cfauth [setup|reroll|status|clear]";
 
+/// `cfauth --help`: every command, the seed's four first (on stdout, exit 0).
+pub const HELP: &str = "\
+cfauth: cf's token helper, served by Keyferry
+
+usage: cfauth [setup|reroll|status|clear]
+       cfauth get
+       cfauth install [DIR]
+
+commands:
+  setup          prompt for a token (hidden; stdin when piped) and store it in the keychain
+  reroll         remind you to revoke the old token, then prompt for the new one
+  status         show which source is active (cf auth: source=...)
+  clear          remove the token from the keychain
+  get            print the token alone, for a launcher's pipe
+  install [DIR]  link cfauth to this keyferry in DIR (default ~/.local/bin)
+
+exit status: 0 done, 2 usage, 3 no token found (the soft failure), 4 keychain, 6 agent refused
+";
+
 /// Not found: the soft failure (exit 3), printed to stderr.
 pub const NOT_FOUND: &str = "cf auth: no Claude API token found";
 
@@ -50,6 +69,8 @@ pub enum Command {
     Get,
     /// Link `cfauth` to this executable in a directory (default `~/.local/bin`).
     Install(Option<PathBuf>),
+    /// `--help`, `-h` or `help`: print [`HELP`].
+    Help,
 }
 
 /// Arguments cfauth does not understand; the caller prints [`USAGE`].
@@ -72,6 +93,7 @@ impl Command {
             ("status", []) => Self::Status,
             ("clear", []) => Self::Clear,
             ("get", []) => Self::Get,
+            ("--help" | "-h" | "help", []) => Self::Help,
             ("install", []) => Self::Install(None),
             ("install", [dir]) if !dir.starts_with('-') => Self::Install(Some(PathBuf::from(dir))),
             _ => return Err(UsageError),
@@ -236,6 +258,9 @@ mod tests {
         assert_eq!(Command::parse(&args(&["status"])), Ok(Command::Status));
         assert_eq!(Command::parse(&args(&["clear"])), Ok(Command::Clear));
         assert_eq!(Command::parse(&args(&["get"])), Ok(Command::Get));
+        for help in ["--help", "-h", "help"] {
+            assert_eq!(Command::parse(&args(&[help])), Ok(Command::Help));
+        }
         assert_eq!(
             Command::parse(&args(&["install", "/opt/bin"])),
             Ok(Command::Install(Some("/opt/bin".into())))
@@ -244,7 +269,7 @@ mod tests {
             &[][..],
             &["bogus"],
             &["status", "extra"],
-            &["--help"],
+            &["--help", "setup"],
             &["install", "--force"],
             &["install", "a", "b"],
         ] {

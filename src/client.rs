@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 
-use crate::domain::{CredentialStatus, Decision, ErrorBody, ErrorCode, Settings};
+use crate::domain::{Decision, ErrorBody, ErrorCode, Settings, StoreOutcome};
 use crate::protocol::{
     Cleared, Delivered, Envelope, Event, EventLine, Forgotten, Hello, LockState, Reply, Request,
     Status, Streaming, Token, WireSecret, Written, MAX_LINE, VERSION,
@@ -271,7 +271,7 @@ impl Client {
     ///
     /// # Errors
     /// As [`Client::call`].
-    pub fn store(&mut self, name: &str, token: Secret) -> Result<CredentialStatus, ClientError> {
+    pub fn store(&mut self, name: &str, token: Secret) -> Result<StoreOutcome, ClientError> {
         self.call(Request::Store {
             name: name.to_owned(),
             token: WireSecret(token),
@@ -374,7 +374,7 @@ impl Client {
     /// As [`Client::call`].
     pub fn grant(
         &mut self,
-        spec: &crate::gateway::NewGrant,
+        spec: &crate::domain::NewGrant,
     ) -> Result<crate::protocol::GrantIssued, ClientError> {
         self.call(Request::Grant {
             name: spec.name.clone(),

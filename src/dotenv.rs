@@ -297,11 +297,24 @@ fn render(value: &str, quote: Option<char>) -> String {
 /// Duplicate key, a refused file (see [`crate::safe_file`]), an unwritable file.
 pub fn write_key(path: &std::path::Path, key: &str, value: &Secret) -> Result<(), DotenvError> {
     let shown = crate::paths::display(path);
-    let mut lock = crate::atomic::FileLock::acquire(path)?;
-    let text = zeroize::Zeroizing::new(lock.read_to_string()?);
+    // A `.env` belongs in a project that exists: a missing folder is a typo, not a request.
+    crate::safe_file::require_folder(path, None)?;
+    // Every folder on the way opened without following a link; the file reached through
+    // the held folder (see `sink_path`).
+    let sink = crate::sink_path::SinkPath::resolve(path, false).map_err(|e| e.shown_as(&shown))?;
+    let at = sink.path();
+    let named = |e: crate::safe_file::FileError| e.shown_as(&shown);
+    let mut lock = crate::atomic::FileLock::acquire(&at).map_err(named)?;
+    lock.single_link().map_err(named)?;
+    let text = zeroize::Zeroizing::new(lock.read_to_string().map_err(named)?);
     let mut doc = Dotenv::parse(&text);
     doc.set(key, value, &shown)?;
-    crate::atomic::write(path, doc.render().expose().as_bytes(), 0o600)?;
+    crate::atomic::write(&at, doc.render().expose().as_bytes(), 0o600).map_err(|e| {
+        crate::atomic::WriteError {
+            path: shown.clone(),
+            source: e.source,
+        }
+    })?;
     Ok(())
 }
 

@@ -32,6 +32,19 @@ pub enum Error {
         hint: String,
         warnings: Vec<String>,
     },
+    /// Nothing found, but a source that holds a token was skipped (a 644 file): that file
+    /// is what to fix, so it is the error rather than "not found".
+    #[error(
+        "no usable token for {name:?}: {} was skipped (tried {tried})",
+        source.path().unwrap_or("a source")
+    )]
+    Skipped {
+        name: String,
+        tried: String,
+        /// Boxed: the file's error is large, and every `Result<_, Error>` pays for it.
+        source: Box<SourceError>,
+        warnings: Vec<String>,
+    },
     #[error("{0}")]
     Invalid(String),
     #[error(transparent)]
@@ -40,6 +53,8 @@ pub enum Error {
     Provision(#[from] crate::provision::ProvisionError),
     #[error(transparent)]
     Reroll(#[from] crate::reroll::RerollError),
+    #[error(transparent)]
+    Launch(#[from] crate::launch::LaunchError),
 }
 
 impl Error {
@@ -55,16 +70,31 @@ impl Error {
             Self::File(e) => e.code(),
             Self::Write(_) => ErrorCode::WriteFailed,
             Self::NotFound { .. } => ErrorCode::NotFound,
+            Self::Skipped { source, .. } => source.code(),
             Self::Invalid(_) => ErrorCode::Invalid,
             Self::Snapshot(_) => ErrorCode::Unsupported,
             Self::Provision(_) => ErrorCode::ProvisionFailed,
             Self::Reroll(_) => ErrorCode::RerollFailed,
+            // Never sent over the wire: only `exec` meets it, and exits with its own status.
+            Self::Launch(_) => ErrorCode::Invalid,
         }
     }
 
     #[must_use]
     pub fn exit_code(&self) -> i32 {
-        self.code().exit_status()
+        match self {
+            Self::Launch(e) => e.exit_status(),
+            _ => self.code().exit_status(),
+        }
+    }
+
+    /// The warnings met on the way to a miss (a skipped file and its fix), to print first.
+    #[must_use]
+    pub fn warnings(&self) -> &[String] {
+        match self {
+            Self::NotFound { warnings, .. } | Self::Skipped { warnings, .. } => warnings,
+            _ => &[],
+        }
     }
 
     #[must_use]

@@ -6,26 +6,129 @@ use time::{Duration, OffsetDateTime};
 use crate::credential::human_duration;
 use crate::domain::Health;
 
-/// Parses `14d`, `3d`, `1h`, `30m`, `45s`.
+/// The longest duration anything takes (100 years): past it is a typo, not a plan.
+const MAX_DURATION_DAYS: i64 = 36_500;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DurationError {
+    #[error("bad duration {0:?}; write a number and a unit, several if you like: 90s, 30m, 1h30m, 8h, 7d")]
+    Malformed(String),
+    /// A bare number: seconds to one reader, minutes to another.
+    #[error("duration {0:?} has no unit; write {0}s, {0}m, {0}h or {0}d")]
+    NoUnit(String),
+    #[error("bad duration unit {unit:?} in {text:?}; use d, h, m (or min) and s")]
+    BadUnit { text: String, unit: String },
+    #[error("duration {text:?} is out of range: {min} to {max}")]
+    OutOfRange {
+        text: String,
+        min: String,
+        max: String,
+    },
+}
+
+/// Parses `14d`, `1h30m`, `45s`: one or more number-unit pairs (`d`, `h`, `m`/`min`, `s`),
+/// summed. A unit is required; up to 100 years.
 ///
 /// # Errors
-/// A malformed duration, quoting it.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
+/// A malformed duration, quoting it and naming the fix.
+pub fn parse_duration(text: &str) -> Result<Duration, DurationError> {
     let t = text.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let n: i64 = num
-        .parse()
-        .map_err(|_| format!("bad duration {text:?}; use e.g. 14d, 3d, 1h, 30m"))?;
-    let d = match unit.trim() {
-        "d" => Duration::checked_seconds_f64(n as f64 * 86_400.0),
-        "h" => Duration::checked_seconds_f64(n as f64 * 3_600.0),
-        "m" | "min" => Duration::checked_seconds_f64(n as f64 * 60.0),
-        "s" | "" => Some(Duration::seconds(n)),
-        _ => return Err(format!("bad duration unit in {text:?}; use d, h, m or s")),
+    if t.is_empty() {
+        return Err(DurationError::Malformed(text.to_owned()));
+    }
+    if t.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(DurationError::NoUnit(t.to_owned()));
+    }
+    let max = Duration::days(MAX_DURATION_DAYS);
+    let out_of_range = || DurationError::OutOfRange {
+        text: text.to_owned(),
+        min: "0s".into(),
+        max: format!("{MAX_DURATION_DAYS}d"),
     };
-    d.filter(|d| d.whole_days() <= 36_500)
-        .ok_or_else(|| format!("duration {text:?} is out of range (at most 36500d)"))
+    let mut rest = t;
+    let mut total = Duration::ZERO;
+    while !rest.is_empty() {
+        let digits = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        let (num, after) = rest.split_at(digits);
+        let unit_len = after
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(after.len());
+        let (unit, next) = after.split_at(unit_len);
+        if num.is_empty() {
+            return Err(DurationError::Malformed(text.to_owned()));
+        }
+        // Past i64 it is out of range, not malformed: the digits are fine.
+        let n: i64 = num.parse().map_err(|_| out_of_range())?;
+        let per: i64 = match unit.trim() {
+            "d" => 86_400,
+            "h" => 3_600,
+            "m" | "min" => 60,
+            "s" => 1,
+            "" => return Err(DurationError::Malformed(text.to_owned())),
+            other => {
+                return Err(DurationError::BadUnit {
+                    text: text.to_owned(),
+                    unit: other.to_owned(),
+                })
+            }
+        };
+        // Checked: `Duration::days(n)` panics past i64 seconds (a fuzz finding).
+        let part = n
+            .checked_mul(per)
+            .map(Duration::seconds)
+            .ok_or_else(out_of_range)?;
+        total = total.checked_add(part).ok_or_else(out_of_range)?;
+        if total > max {
+            return Err(out_of_range());
+        }
+        rest = next;
+    }
+    Ok(total)
+}
+
+/// Parses a lifetime (`--ttl`) and checks it lies in `min..=max`, naming the range.
+///
+/// # Errors
+/// As [`parse_duration`], or out of range.
+pub fn parse_lifetime(
+    text: &str,
+    min: std::time::Duration,
+    max: std::time::Duration,
+) -> Result<std::time::Duration, DurationError> {
+    let d = parse_duration(text)?;
+    u64::try_from(d.whole_seconds())
+        .ok()
+        .map(std::time::Duration::from_secs)
+        .filter(|d| (min..=max).contains(d))
+        .ok_or_else(|| DurationError::OutOfRange {
+            text: text.to_owned(),
+            min: label(min),
+            max: label(max),
+        })
+}
+
+/// The lifetime limits of a gateway grant (the gateway refuses more than 366 days).
+pub const GRANT_TTL_MIN: std::time::Duration = std::time::Duration::from_secs(1);
+pub const GRANT_TTL_MAX: std::time::Duration = std::time::Duration::from_secs(366 * 86_400);
+
+/// `366d`, `1h30m`, `1s`: the shortest spelling [`parse_duration`] reads back.
+#[must_use]
+pub fn label(d: std::time::Duration) -> String {
+    let s = d.as_secs();
+    if s == 0 {
+        return "0s".into();
+    }
+    [(86_400, "d"), (3_600, "h"), (60, "m"), (1, "s")]
+        .iter()
+        .fold((String::new(), s), |(mut out, left), (per, unit)| {
+            if left >= *per {
+                out.push_str(&format!("{}{unit}", left / per));
+            }
+            (out, left % per)
+        })
+        .0
 }
 
 /// Warning levels (`14d`, `3d`, …), parsed once from config or settings, most distant first.
@@ -39,7 +142,8 @@ impl Levels {
         let mut levels = labels
             .iter()
             .map(|t| parse_duration(t).map(|d| (t.trim().to_owned(), d)))
-            .collect::<Result<Vec<_>, _>>()?;
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| e.to_string())?;
         levels.sort_by_key(|l| std::cmp::Reverse(l.1));
         Ok(Self(levels))
     }
@@ -242,6 +346,44 @@ mod tests {
             .try_into()
             .unwrap();
         assert_eq!(parsed.labels(), ["3d"]);
+    }
+
+    #[test]
+    fn compound_durations_add_up_and_need_units() {
+        assert_eq!(parse_duration("1h30m").unwrap(), Duration::minutes(90));
+        assert_eq!(parse_duration("1d12h").unwrap(), Duration::hours(36));
+        assert_eq!(parse_duration("2min30s").unwrap(), Duration::seconds(150));
+        assert_eq!(
+            parse_duration("90"),
+            Err(DurationError::NoUnit("90".into()))
+        );
+        assert!(matches!(
+            parse_duration("1h30"),
+            Err(DurationError::Malformed(_))
+        ));
+        assert!(matches!(
+            parse_duration("3w"),
+            Err(DurationError::BadUnit { .. })
+        ));
+        assert!(matches!(
+            parse_duration("36500d1s"),
+            Err(DurationError::OutOfRange { .. })
+        ));
+        assert!(matches!(
+            parse_duration("h"),
+            Err(DurationError::Malformed(_))
+        ));
+    }
+
+    #[test]
+    fn lifetimes_are_checked_against_their_range() {
+        let ttl = |t| parse_lifetime(t, GRANT_TTL_MIN, GRANT_TTL_MAX);
+        assert_eq!(ttl("366d").unwrap(), GRANT_TTL_MAX);
+        let err = ttl("367d").unwrap_err().to_string();
+        assert_eq!(err, "duration \"367d\" is out of range: 1s to 366d");
+        assert!(ttl("0s").is_err());
+        assert_eq!(label(std::time::Duration::from_secs(5400)), "1h30m");
+        assert_eq!(label(std::time::Duration::from_secs(86_401)), "1d1s");
     }
 
     #[test]

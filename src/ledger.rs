@@ -57,14 +57,20 @@ impl Ledger {
         self.tokens.get(fingerprint)
     }
 
-    /// Records a token; `first_seen` entries never overwrite a real storage time.
-    pub fn record(&mut self, fingerprint: &str, entry: Entry) {
-        match self.tokens.get(fingerprint) {
-            Some(existing) if entry.first_seen && !existing.first_seen => {}
-            _ => {
-                self.tokens.insert(fingerprint.to_owned(), entry);
-            }
-        }
+    /// Records a token and returns the entry kept. The earliest time a fingerprint was seen
+    /// wins: storing the same token again (or restoring an old one) must not make its assumed
+    /// expiry jump forward. A real store marks the entry as stored by us.
+    pub fn record(&mut self, fingerprint: &str, entry: Entry) -> Entry {
+        let kept = match self.tokens.get(fingerprint) {
+            Some(existing) => Entry {
+                credential: existing.credential.clone(),
+                stored_at: existing.stored_at.min(entry.stored_at),
+                first_seen: existing.first_seen && entry.first_seen,
+            },
+            None => entry,
+        };
+        self.tokens.insert(fingerprint.to_owned(), kept.clone());
+        kept
     }
 
     /// Load, change and save under the file's lock, so concurrent `keyferry` runs
@@ -72,13 +78,39 @@ impl Ledger {
     ///
     /// # Errors
     /// The state directory or file cannot be written.
-    pub fn update(change: impl FnOnce(&mut Self)) -> Result<(), FileError> {
+    pub fn update<T>(change: impl FnOnce(&mut Self) -> T) -> Result<T, FileError> {
         let path = Self::path();
         atomic::private_dir(&paths::state_dir())?;
         let _lock = atomic::FileLock::acquire(&path)?;
         let mut ledger = Self::load();
-        change(&mut ledger);
+        let out = change(&mut ledger);
         let json = serde_json::to_vec_pretty(&ledger).unwrap_or_default();
-        Ok(atomic::write(&path, &json, 0o600)?)
+        atomic::write(&path, &json, 0o600)?;
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(at: i64, first_seen: bool) -> Entry {
+        Entry {
+            credential: "claude".into(),
+            stored_at: OffsetDateTime::from_unix_timestamp(at).unwrap(),
+            first_seen,
+        }
+    }
+
+    #[test]
+    fn the_earliest_sighting_wins_and_a_store_marks_it_ours() {
+        let mut l = Ledger::default();
+        assert_eq!(l.record("fp", entry(100, true)), entry(100, true));
+        // Stored later: the time stays the first sighting, now as stored by us.
+        assert_eq!(l.record("fp", entry(200, false)), entry(100, false));
+        // Stored again: unchanged, so the assumed expiry does not move.
+        assert_eq!(l.record("fp", entry(300, false)), entry(100, false));
+        assert_eq!(l.record("fp", entry(50, true)), entry(50, false));
+        assert_eq!(l.get("fp"), Some(&entry(50, false)));
     }
 }

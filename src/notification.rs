@@ -17,6 +17,13 @@ pub fn available() -> bool {
     imp::available()
 }
 
+/// Whether there is a session bus at all; without one (and without a display) the host is
+/// headless, and a missing notification service is expected rather than broken.
+#[must_use]
+pub fn session_bus() -> bool {
+    imp::session_bus()
+}
+
 /// Shows a notification. Summary and body never contain secrets (names and times only).
 #[must_use]
 pub fn send(summary: &str, body: &str) -> Delivery {
@@ -53,6 +60,10 @@ mod imp {
 
     pub fn available() -> bool {
         Connection::new_session().is_ok_and(|c| service_present(&c))
+    }
+
+    pub fn session_bus() -> bool {
+        Connection::new_session().is_ok()
     }
 
     pub fn send(summary: &str, body: &str) -> Delivery {
@@ -101,6 +112,10 @@ mod imp {
         true
     }
 
+    pub fn session_bus() -> bool {
+        true
+    }
+
     pub fn send(summary: &str, body: &str) -> Delivery {
         let script = format!(
             "display notification {} with title \"Keyferry\" subtitle {}",
@@ -122,6 +137,10 @@ mod imp {
 #[cfg(not(any(target_os = "linux", target_os = "macos")))]
 mod imp {
     pub fn available() -> bool {
+        false
+    }
+
+    pub fn session_bus() -> bool {
         false
     }
 

@@ -55,7 +55,15 @@ pub fn config_dir() -> PathBuf {
 /// The config file; `KEYFERRY_CONFIG` overrides.
 #[must_use]
 pub fn config_file() -> PathBuf {
-    env::var_os("KEYFERRY_CONFIG").map_or_else(|| config_dir().join("config.toml"), PathBuf::from)
+    config_override().unwrap_or_else(|| config_dir().join("config.toml"))
+}
+
+/// `KEYFERRY_CONFIG`, when set and not empty.
+#[must_use]
+pub fn config_override() -> Option<PathBuf> {
+    env::var_os("KEYFERRY_CONFIG")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
 }
 
 /// `$XDG_STATE_HOME/keyferry` (default `~/.local/state/keyferry`); on macOS

@@ -4,8 +4,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use crate::config::{PolicyConfig, PolicyMode};
-use crate::domain::{ErrorCode, Peer};
+use crate::config::{PolicyConfig, PolicyMode, SandboxAllow, SandboxRule};
+use crate::domain::{ErrorBody, ErrorCode, Peer, SandboxKind};
 use crate::paths;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -22,6 +22,9 @@ pub enum Verdict {
 
 pub struct Policy {
     rules: BTreeMap<String, (PolicyMode, BTreeSet<String>)>,
+    /// `sandboxed_peers` per credential, and `[policy]`'s for the rest.
+    sandbox_rules: BTreeMap<String, SandboxRule>,
+    sandbox_default: SandboxRule,
     config_path: String,
     /// "Always allow" answers, persisted so they survive restarts.
     remembered: Mutex<BTreeSet<(String, String)>>,
@@ -42,9 +45,14 @@ impl Policy {
     #[must_use]
     pub fn new(
         cfg: &BTreeMap<String, PolicyConfig>,
+        sandbox_default: &SandboxRule,
         config_path: &Path,
         store: Option<PathBuf>,
     ) -> Self {
+        let sandbox_rules = cfg
+            .iter()
+            .filter_map(|(name, p)| Some((name.clone(), p.sandboxed_peers.clone()?)))
+            .collect();
         let rules = cfg
             .iter()
             .map(|(name, p)| {
@@ -69,6 +77,8 @@ impl Policy {
             .collect();
         Self {
             rules,
+            sandbox_rules,
+            sandbox_default: sandbox_default.clone(),
             config_path: paths::display(config_path),
             remembered: Mutex::new(remembered),
             store,
@@ -99,6 +109,59 @@ impl Policy {
             },
             PolicyMode::Ask => Verdict::Ask,
         }
+    }
+
+    /// Whether a peer may make a token-bearing request (`credential` names the credential
+    /// it concerns, `None` for store/settings/approvals and the like). A host peer always
+    /// passes; a sandboxed one only where `sandboxed_peers` allows its kind or executable.
+    ///
+    /// # Errors
+    /// `sandboxed_peer`, naming the sandbox, the gateway alternative and the one config line
+    /// that allows it.
+    pub fn check_sandbox(&self, credential: Option<&str>, peer: &Peer) -> Result<(), ErrorBody> {
+        let Some(kind) = peer.sandbox else {
+            return Ok(());
+        };
+        let rule = credential
+            .and_then(|c| self.sandbox_rules.get(c))
+            .unwrap_or(&self.sandbox_default);
+        let exe = peer.exe.as_deref().unwrap_or("");
+        let allowed = match rule {
+            SandboxRule::Allow => true,
+            SandboxRule::Refuse => false,
+            SandboxRule::Only(list) => list.iter().any(|a| match a {
+                SandboxAllow::Kind(k) => *k == kind,
+                SandboxAllow::Exe(e) => {
+                    !exe.is_empty() && canonical_forms(e).iter().any(|f| f == exe)
+                }
+            }),
+        };
+        if allowed {
+            return Ok(());
+        }
+        // An unknown sandbox is best allowed by its executable; a known kind by its name.
+        let entry = match kind {
+            SandboxKind::Unknown if !exe.is_empty() => format!("{exe:?}"),
+            _ => format!("\"{}\"", kind.as_str()),
+        };
+        let (table, what) = match credential {
+            Some(c) => (format!("[policy.{c}]"), format!("{c:?}")),
+            None => ("[policy]".to_owned(), "this request".to_owned()),
+        };
+        let gateway = match credential {
+            Some(c) => format!("`keyferry grant NAME --cred {c}` on the host"),
+            None => "`keyferry grant NAME` on the host".to_owned(),
+        };
+        Err(ErrorBody::new(
+            ErrorCode::SandboxedPeer,
+            format!(
+                "{peer} runs in a sandbox ({}): the agent serves {what} only to processes on the host. \
+                 Give the sandbox a gateway grant instead ({gateway}: it gets a placeholder, never the token); \
+                 or, if this sandbox is your own workspace, add `sandboxed_peers = [{entry}]` under {table} in {}",
+                kind.label(),
+                self.config_path
+            ),
+        ))
     }
 
     /// The refusal when `ask` has no approver to ask.
@@ -142,6 +205,7 @@ mod tests {
             uid: 1,
             pid: Some(9),
             exe: Some(exe.into()),
+            sandbox: None,
         }
     }
 
@@ -151,9 +215,10 @@ mod tests {
             PolicyConfig {
                 mode,
                 allow_exe: allow.iter().map(|s| (*s).to_owned()).collect(),
+                sandboxed_peers: None,
             },
         )]);
-        Policy::new(&cfg, Path::new("/cfg.toml"), None)
+        Policy::new(&cfg, &SandboxRule::Refuse, Path::new("/cfg.toml"), None)
     }
 
     #[test]
@@ -184,5 +249,76 @@ mod tests {
         p.remember("claude", "/bin/sh");
         assert_eq!(p.check("claude", &peer("/bin/sh")), Verdict::Allow);
         assert_eq!(p.check("claude", &peer("/bin/bash")), Verdict::Ask);
+    }
+
+    fn sandboxed(kind: SandboxKind, exe: &str) -> Peer {
+        Peer {
+            sandbox: Some(kind),
+            ..peer(exe)
+        }
+    }
+
+    #[test]
+    fn sandboxed_peers_are_refused_by_default_with_the_line_that_allows_them() {
+        let p = policy(PolicyMode::Allow, &[]);
+        assert_eq!(
+            p.check_sandbox(Some("claude"), &peer("/usr/bin/socat")),
+            Ok(())
+        );
+        let e = p
+            .check_sandbox(
+                Some("claude"),
+                &sandboxed(SandboxKind::Toolbox, "/usr/bin/socat"),
+            )
+            .unwrap_err();
+        assert_eq!(e.code, ErrorCode::SandboxedPeer);
+        assert!(e.message.contains("toolbox/distrobox"), "{}", e.message);
+        assert!(
+            e.message.contains("keyferry grant NAME --cred claude"),
+            "{}",
+            e.message
+        );
+        assert!(
+            e.message
+                .contains("`sandboxed_peers = [\"toolbox\"]` under [policy.claude]"),
+            "{}",
+            e.message
+        );
+        let e = p
+            .check_sandbox(None, &sandboxed(SandboxKind::Unknown, "/usr/bin/socat"))
+            .unwrap_err();
+        assert!(
+            e.message
+                .contains("`sandboxed_peers = [\"/usr/bin/socat\"]` under [policy]"),
+            "{}",
+            e.message
+        );
+    }
+
+    #[test]
+    fn a_rule_allows_kinds_and_executables_per_credential() {
+        let cfg = BTreeMap::from([(
+            "claude".to_owned(),
+            PolicyConfig {
+                sandboxed_peers: Some(SandboxRule::Only(vec![
+                    SandboxAllow::Kind(SandboxKind::Flatpak),
+                    SandboxAllow::Exe("/usr/bin/code".into()),
+                ])),
+                ..PolicyConfig::default()
+            },
+        )]);
+        let p = Policy::new(&cfg, &SandboxRule::Refuse, Path::new("/c.toml"), None);
+        let flatpak = sandboxed(SandboxKind::Flatpak, "/app/bin/x");
+        let code = sandboxed(SandboxKind::Bubblewrap, "/usr/bin/code");
+        let bwrap = sandboxed(SandboxKind::Bubblewrap, "/usr/bin/socat");
+        assert_eq!(p.check_sandbox(Some("claude"), &flatpak), Ok(()));
+        assert_eq!(p.check_sandbox(Some("claude"), &code), Ok(()));
+        assert!(p.check_sandbox(Some("claude"), &bwrap).is_err());
+        // Other credentials and requests naming none follow [policy]'s default.
+        assert!(p.check_sandbox(Some("codex"), &flatpak).is_err());
+        assert!(p.check_sandbox(None, &flatpak).is_err());
+        let open = Policy::new(&cfg, &SandboxRule::Allow, Path::new("/c.toml"), None);
+        assert_eq!(open.check_sandbox(None, &bwrap), Ok(()));
+        assert_eq!(open.check_sandbox(Some("codex"), &bwrap), Ok(()));
     }
 }

@@ -197,6 +197,9 @@ pub struct GrantIssued {
     pub unix_socket: Option<String>,
     /// `ANTHROPIC_AUTH_TOKEN` for the sandbox: a placeholder, not the token.
     pub placeholder: WireSecret,
+    /// A grant of that name existed and was replaced: its placeholder is refused now.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub replaced: bool,
 }
 
 /// `refresh`'s result.
@@ -326,6 +329,10 @@ pub struct Status {
     /// Each Claude credential's subscription usage, when asked for (`usage: true`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub usage: Vec<CredentialUsage>,
+    /// Each configured gateway listener and its state (`listening`, `waiting`, `closed`,
+    /// `failed`), in config order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub listeners: Vec<crate::domain::ListenerInfo>,
 }
 
 /// Streamed after `watch` as `{"event":{"kind":…}}`. Never carries a secret.

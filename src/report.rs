@@ -107,10 +107,7 @@ pub fn status_of(
             source: None,
             inspection: None,
             error: Some(e.body()),
-            warnings: match e {
-                crate::Error::NotFound { warnings, .. } => warnings.clone(),
-                _ => Vec::new(),
-            },
+            warnings: e.warnings().to_vec(),
         },
     }
 }
@@ -118,6 +115,10 @@ pub fn status_of(
 /// cfauth's status line: `claude: source=keychain:cf-claude-token kind=… expires=… (in …)`.
 #[must_use]
 pub fn status_line(s: &CredentialStatus) -> String {
+    crate::escape::escape(&status_line_raw(s)).into_owned()
+}
+
+fn status_line_raw(s: &CredentialStatus) -> String {
     match (&s.source, &s.inspection) {
         (Some(source), Some(i)) => {
             let mut line = format!("{}: source={source} kind={}", s.name, i.kind);
@@ -154,7 +155,7 @@ pub fn never_set_up(s: &CredentialStatus, config: &crate::config::Config) -> boo
 /// `codex: not set up`.
 #[must_use]
 pub fn not_set_up_line(s: &CredentialStatus) -> String {
-    format!("{}: not set up", s.name)
+    format!("{}: not set up", crate::escape::escape(&s.name))
 }
 
 #[must_use]

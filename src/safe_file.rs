@@ -26,6 +26,35 @@ pub enum FileError {
     ForeignOwner { path: String, owner: u32, me: u32 },
     #[error("{path}: is {size} bytes, over the {limit}-byte limit; refusing to read it")]
     TooLarge { path: String, size: u64, limit: u64 },
+    #[error("{path}: the folder {folder} on its way is a symbolic link; refusing to write through it (something that can write to a folder above the sink may have replaced it: replace the link with a real folder)")]
+    ParentSymlink { path: String, folder: String },
+    #[error("{path}: the folder {folder} on its way is owned by uid {owner} with mode {mode:o}; a sink's folders must be yours (or root's) and not writable by others (chmod go-w, or pick another path)")]
+    UnsafeFolder {
+        path: String,
+        folder: String,
+        owner: u32,
+        mode: u32,
+    },
+    #[error("{path}: has {links} hard links; refusing to read or write it (a sink must be the only name of its file: delete it and let Keyferry write it anew)")]
+    HardLinked { path: String, links: u64 },
+    #[error("{path}: holds a live login (a refresh token); a snapshot there would log it out for good — pick a path inside the sandbox's mount")]
+    LiveLogin { path: String },
+    #[error(
+        "{path}: is where Keyferry reads {what} from; a sink there would overwrite its own source"
+    )]
+    IsSource { path: String, what: String },
+    #[error("{path}: not a usable sink path: {why}")]
+    BadPath { path: String, why: &'static str },
+    #[error(
+        "{path}: the folder {folder} does not exist; create it first (mkdir -p {folder}){}",
+        create_with.map(|flag| format!(" or pass {flag}")).unwrap_or_default()
+    )]
+    MissingFolder {
+        path: String,
+        folder: String,
+        /// The flag that would create it, where the command has one.
+        create_with: Option<&'static str>,
+    },
     #[error("{path}: {source}")]
     Io {
         path: String,
@@ -42,9 +71,36 @@ impl FileError {
             Self::Symlink { .. }
             | Self::NotRegular { .. }
             | Self::ForeignOwner { .. }
-            | Self::TooLarge { .. } => ErrorCode::UnsafeFile,
-            Self::Io { .. } => ErrorCode::Io,
+            | Self::TooLarge { .. }
+            | Self::ParentSymlink { .. }
+            | Self::UnsafeFolder { .. }
+            | Self::HardLinked { .. }
+            | Self::LiveLogin { .. }
+            | Self::IsSource { .. }
+            | Self::BadPath { .. } => ErrorCode::UnsafeFile,
+            Self::MissingFolder { .. } | Self::Io { .. } => ErrorCode::Io,
         }
+    }
+
+    /// The same error naming `shown` (the path the user wrote) instead of the path it was
+    /// reached by (`/proc/self/fd/N/…`).
+    #[must_use]
+    pub fn shown_as(mut self, shown: &str) -> Self {
+        match &mut self {
+            Self::Symlink { path }
+            | Self::NotRegular { path, .. }
+            | Self::ForeignOwner { path, .. }
+            | Self::TooLarge { path, .. }
+            | Self::ParentSymlink { path, .. }
+            | Self::UnsafeFolder { path, .. }
+            | Self::HardLinked { path, .. }
+            | Self::LiveLogin { path }
+            | Self::IsSource { path, .. }
+            | Self::BadPath { path, .. }
+            | Self::MissingFolder { path, .. }
+            | Self::Io { path, .. } => shown.clone_into(path),
+        }
+        self
     }
 
     /// An I/O failure on `path`.
@@ -55,6 +111,35 @@ impl FileError {
             source,
         }
     }
+}
+
+/// Refuses a file whose folder is missing, naming the first missing folder, so nothing is
+/// created that the user did not ask for. `create_with` names the flag that would.
+///
+/// # Errors
+/// [`FileError::MissingFolder`].
+pub fn require_folder(path: &Path, create_with: Option<&'static str>) -> Result<(), FileError> {
+    let Some(parent) = path.parent() else {
+        return Ok(());
+    };
+    // As the user wrote it (a relative path stays relative), outermost first.
+    let mut ancestors: Vec<&Path> = parent
+        .ancestors()
+        .filter(|a| !a.as_os_str().is_empty())
+        .collect();
+    ancestors.reverse();
+    for folder in ancestors {
+        if let Err(e) = std::fs::symlink_metadata(folder) {
+            if e.kind() == io::ErrorKind::NotFound {
+                return Err(FileError::MissingFolder {
+                    path: crate::paths::display(path),
+                    folder: crate::paths::display(folder),
+                    create_with,
+                });
+            }
+        }
+    }
+    Ok(())
 }
 
 /// How a file is opened.
@@ -133,6 +218,22 @@ pub fn open(path: &Path, access: Access, limit: u64) -> Result<Option<File>, Fil
         });
     }
     Ok(Some(file))
+}
+
+/// Refuses a file with more than one name: written through, a hard link would change (or
+/// leak into the sink) another file of the user's.
+///
+/// # Errors
+/// [`FileError::HardLinked`], or the descriptor cannot be inspected.
+pub fn single_link(file: &File, path: &Path) -> Result<(), FileError> {
+    let links = file.metadata().map_err(|e| FileError::io(path, e))?.nlink();
+    if links > 1 {
+        return Err(FileError::HardLinked {
+            path: crate::paths::display(path),
+            links,
+        });
+    }
+    Ok(())
 }
 
 /// Reads at most `limit` bytes from an open file; more is an error (the file grew).
@@ -239,5 +340,20 @@ mod tests {
         assert!(read_to_string(&dir.path().join("none"), 10)
             .unwrap()
             .is_none());
+    }
+
+    #[test]
+    fn require_folder_names_the_outermost_missing_folder() {
+        let t = tempfile::tempdir().unwrap();
+        let deep = t.path().join("a/b/c/f.json");
+        match require_folder(&deep, Some("--mkdir")).unwrap_err() {
+            FileError::MissingFolder { folder, .. } => {
+                assert_eq!(folder, crate::paths::display(&t.path().join("a")));
+            }
+            other => panic!("{other:?}"),
+        }
+        std::fs::create_dir_all(t.path().join("a/b/c")).unwrap();
+        require_folder(&deep, None).unwrap();
+        require_folder(Path::new("f.json"), None).unwrap();
     }
 }

@@ -16,7 +16,13 @@ pub struct Secret(Zeroizing<String>);
 
 impl Clone for Secret {
     fn clone(&self) -> Self {
-        Self(Zeroizing::new(self.0.as_str().to_owned()))
+        Self::new(self.0.as_str().to_owned())
+    }
+}
+
+impl Drop for Secret {
+    fn drop(&mut self) {
+        crate::harden::unlock(self.0.as_ptr() as usize, self.0.capacity());
     }
 }
 
@@ -24,6 +30,8 @@ impl Secret {
     /// Wraps a string; the caller's `String` moves in, so no unzeroized copy remains.
     #[must_use]
     pub fn new(value: String) -> Self {
+        // In the agent and the tray (after `harden::process`) its pages stay out of swap.
+        crate::harden::lock(value.as_ptr() as usize, value.capacity());
         Self(Zeroizing::new(value))
     }
 

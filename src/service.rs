@@ -38,6 +38,7 @@ pub fn unit_text(exe: &Path) -> String {
   <key>RunAtLoad</key><true/>
   <key>KeepAlive</key><dict><key>SuccessfulExit</key><false/></dict>
   <key>ProcessType</key><string>Background</string>
+  <key>SoftResourceLimits</key><dict><key>NumberOfFiles</key><integer>8192</integer></dict>
 </dict>
 </plist>
 "#
@@ -45,7 +46,8 @@ pub fn unit_text(exe: &Path) -> String {
     } else {
         format!(
             "[Unit]\nDescription=Keyferry agent: serves AI CLI tokens to sandboxes\n\n\
-             [Service]\nExecStart={exe} agent\nRestart=on-failure\n\n\
+             [Service]\nExecStart={exe} agent\nRestart=on-failure\n\
+             LimitNOFILE=65536\n\n\
              [Install]\nWantedBy=default.target\n"
         )
     }

@@ -165,29 +165,38 @@ fn cli_of(kind: Kind) -> &'static str {
 /// # Errors
 /// A refused or foreign file, a non-credentials file, or an I/O failure.
 pub fn write_in_place(path: &Path, kind: Kind, text: &Secret) -> Result<(), SinkError> {
+    let shown = paths::display(path);
     let err = |source| WriteError {
-        path: paths::display(path),
+        path: shown.clone(),
         source,
     };
-    if let Some(dir) = path.parent() {
-        if !dir.as_os_str().is_empty() && !dir.exists() {
-            atomic::private_dir(dir)?;
-        }
-    }
-    let Some(mut file) = safe_file::open(path, Access::ReadWrite, safe_file::MAX_FILE_BYTES)?
+    let named = |e: FileError| e.shown_as(&shown);
+    // Missing folders are made (0700) on the way; none on the way may be a link.
+    let sink = crate::sink_path::SinkPath::resolve(path, true).map_err(named)?;
+    let at = sink.path();
+    let Some(mut file) =
+        safe_file::open(&at, Access::ReadWrite, safe_file::MAX_FILE_BYTES).map_err(named)?
     else {
-        return Ok(atomic::write(path, text.expose().as_bytes(), 0o600)?);
+        return atomic::write(&at, text.expose().as_bytes(), 0o600)
+            .map_err(|e| SinkError::Write(err(e.source)));
     };
-    let old = zeroize::Zeroizing::new(safe_file::read_all(
-        &mut file,
-        path,
-        safe_file::MAX_FILE_BYTES,
-    )?);
-    if !crate::snapshot::may_replace(kind, &String::from_utf8_lossy(&old)) {
+    safe_file::single_link(&file, path)?;
+    let old = zeroize::Zeroizing::new(
+        safe_file::read_all(&mut file, path, safe_file::MAX_FILE_BYTES).map_err(named)?,
+    );
+    let old_text = String::from_utf8_lossy(&old);
+    if !crate::snapshot::may_replace(kind, &old_text) {
         return Err(SinkError::NotCredentials {
-            path: paths::display(path),
+            path: shown,
             cli: cli_of(kind),
         });
+    }
+    // A live login (it holds a refresh token) replaced by a snapshot without one is the
+    // host logged out for good: Claude Code's own `.credentials.json`, codex's auth.json.
+    if crate::snapshot::holds_refresh_token(&old_text)
+        && !crate::snapshot::holds_refresh_token(text.expose())
+    {
+        return Err(FileError::LiveLogin { path: shown }.into());
     }
     let meta = file.metadata().map_err(err)?;
     let mut bytes = text.expose().as_bytes().to_vec();

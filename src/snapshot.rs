@@ -40,6 +40,19 @@ pub fn may_replace(kind: Kind, text: &str) -> bool {
     }
 }
 
+/// Whether a credentials document holds a refresh token (a live login of Claude Code,
+/// Codex or Gemini rather than a snapshot of one).
+#[must_use]
+pub fn holds_refresh_token(text: &str) -> bool {
+    let Ok(doc) = serde_json::from_str::<Value>(text) else {
+        return false;
+    };
+    let present = |v: Option<&Value>| v.and_then(Value::as_str).is_some_and(|s| !s.is_empty());
+    present(doc.pointer("/claudeAiOauth/refreshToken"))
+        || present(doc.pointer("/tokens/refresh_token"))
+        || present(doc.get("refresh_token"))
+}
+
 /// The file contents for `credential`. Unknown fields of the original document are kept.
 ///
 /// # Errors

@@ -152,7 +152,8 @@ fn chain_5_the_dotenv_file_from_the_config() {
 fn chain_6_nothing_found_is_a_warning_and_exit_3() {
     let h = full_chain_home();
     clear_keychain(&h);
-    make_token_file_unsafe(&h);
+    // (A 644 token file left here would be the error instead: tests/cli_errors.rs.)
+    std::fs::remove_file(h.path(".config/cf/claude-token")).unwrap();
     std::fs::remove_file(h.path(".claude/.credentials.json")).unwrap();
     std::fs::remove_file(h.path("proj/.env")).unwrap();
     let out = h.run(&["get"], None, &[]);
@@ -244,7 +245,10 @@ fn status_lists_clis_never_set_up_as_one_quiet_line() {
     );
     // A gemini file the chain skipped (mode 644) is something to fix, not "not set up".
     h.write(".gemini/oauth_creds.json", "{}", 0o644);
-    let (out, err) = ok(&h.run(&["status"], None, &[]));
+    let listed = h.run(&["status"], None, &[]);
+    // A configured credential that is missing exits 3, as `status codex` does.
+    assert_eq!(listed.status.code(), Some(3));
+    let (out, err) = (text(&listed.stdout), text(&listed.stderr));
     assert!(out.contains("codex: source=none (not_found)"), "{out}");
     assert!(out.contains("gemini: source=none"), "{out}");
     assert!(!out.contains("not set up"), "{out}");
@@ -270,15 +274,7 @@ fn setup_rejects_refresh_tokens_and_non_claude_tokens() {
 
 #[test]
 fn locked_keychain_fails_with_the_fix_and_writes_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let home = dir.path().join("home");
-    std::fs::create_dir(&home).unwrap();
-    let ss = SecretServiceFixture::start_locked(&home);
-    let h = Home {
-        _dir: dir,
-        home,
-        ss,
-    };
+    let h = Home::locked();
     let out = h.run(&["setup"], Some(SETUP), &[]);
     assert_eq!(out.status.code(), Some(4), "{}", text(&out.stderr));
     let err = text(&out.stderr);

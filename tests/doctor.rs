@@ -143,15 +143,7 @@ fn a_healthy_setup_passes_and_the_clis_see_no_token() {
 
 #[test]
 fn a_locked_keychain_is_reported_with_the_unlock_fix_without_prompting() {
-    let dir = tempfile::tempdir().unwrap();
-    let home = dir.path().join("home");
-    std::fs::create_dir(&home).unwrap();
-    let ss = SecretServiceFixture::start_locked(&home);
-    let h = Home {
-        _dir: dir,
-        home,
-        ss,
-    };
+    let h = Home::locked();
     h.write(".claude/.credentials.json", &login_json(), 0o600);
     // Even a config that allows prompts: the doctor never waits on an unlock dialog.
     h.write(
@@ -409,4 +401,56 @@ fn a_broken_config_is_reported_and_the_rest_is_still_checked() {
     // The other checks ran on the defaults.
     assert_eq!(check(&r, "keychain").state, State::Ok, "{r:#?}");
     assert_eq!(check(&r, "agent").state, State::Fail, "{r:#?}");
+}
+
+#[test]
+fn a_headless_host_warns_about_notifications_and_a_served_claude_gets_no_setup_advice() {
+    let h = Home::new();
+    // With a session bus but no notification service: broken, as above.
+    let (_, r, _) = doctor(&h, &[]);
+    assert_eq!(check(&r, "notifications").state, State::Fail, "{r:#?}");
+    // No session bus, no display: a headless host, only worth a warning.
+    let headless = [
+        (
+            "DBUS_SESSION_BUS_ADDRESS",
+            "unix:path=/nonexistent/kf-no-bus",
+        ),
+        ("DISPLAY", ""),
+        ("WAYLAND_DISPLAY", ""),
+    ];
+    let (_, r, _) = doctor(&h, &headless);
+    let n = check(&r, "notifications");
+    assert_eq!(n.state, State::Warn, "{n:#?}");
+    assert!(n.detail.contains("headless host"), "{n:#?}");
+    assert!(
+        n.fix
+            .as_deref()
+            .unwrap_or_default()
+            .contains("notifications = false"),
+        "{n:#?}"
+    );
+    // A display means a desktop session whose notification service is missing.
+    let display = [headless[0], ("DISPLAY", ":0")];
+    let (_, r, _) = doctor(&h, &display);
+    assert_eq!(check(&r, "notifications").state, State::Fail, "{r:#?}");
+
+    // claude served from cf's 0600 token file: no check suggests `keyferry setup`.
+    h.write(".config/cf/claude-token", &format!("{SETUP}\n"), 0o600);
+    let (_, r, out) = doctor(&h, &[]);
+    let login = check(&r, "claude login");
+    assert_eq!(login.state, State::Warn, "{login:#?}");
+    assert!(
+        login
+            .detail
+            .contains("served from file:~/.config/cf/claude-token"),
+        "{login:#?}"
+    );
+    let cf = check(&r, "cf item cf-claude-token");
+    assert_eq!(cf.state, State::Skip, "{cf:#?}");
+    assert!(cf.detail.contains("claude is served from file:"), "{cf:#?}");
+    assert!(
+        !text(&out.stdout).contains("keyferry setup"),
+        "{}",
+        text(&out.stdout)
+    );
 }

@@ -114,7 +114,9 @@ fn a_reroll_between_requests_changes_the_upstream_token_and_revoke_ends_it() {
     assert_eq!(list[0].name, "sandbox-1");
     assert!(list[0].requests >= 2, "{list:?}");
     assert!(list[0].last_use.is_some());
-    // Revoked: the next request gets a 401 and never reaches the upstream.
+    // Revoked: the next request gets a 401 and never reaches the upstream (another grant
+    // keeps the port open: the last revoke closes it).
+    ok(&h.run(&["grant", "keeper", "--ttl", "1h"], None, &[]));
     ok(&h.run(&["revoke", "sandbox-1"], None, &[]));
     let answer = raw_post(&vars[0].1, &vars[1].1);
     assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");

@@ -16,6 +16,9 @@ use keyferry::gateway::Limits;
 
 const RUN: Duration = Duration::from_secs(120);
 const SOCK_IN: &str = "/run/keyferry-gw/gateway.sock";
+/// The README's shim port. It is bound only inside the sandbox's own network namespace
+/// (`--unshare-net`), where nothing else listens, so it can never meet the user's agent.
+const SHIM_PORT: u16 = 7778;
 
 fn claude_bin() -> PathBuf {
     if let Some(p) = std::env::var_os("KEYFERRY_TEST_CLAUDE") {
@@ -176,13 +179,16 @@ async fn real_claude_in_bwrap_unshare_net_through_the_socket_and_a_socat_shim() 
     ];
     // The shim: a loopback port inside the sandbox's own network namespace.
     let script = format!(
-        "socat TCP-LISTEN:7778,fork,reuseaddr,bind=127.0.0.1 UNIX-CONNECT:{SOCK_IN} & \
-         for i in $(seq 200); do (exec 3<>/dev/tcp/127.0.0.1/7778) 2>/dev/null && break; sleep 0.05; done; \
+        "socat TCP-LISTEN:{SHIM_PORT},fork,reuseaddr,bind=127.0.0.1 UNIX-CONNECT:{SOCK_IN} & \
+         for i in $(seq 200); do (exec 3<>/dev/tcp/127.0.0.1/{SHIM_PORT}) 2>/dev/null && break; sleep 0.05; done; \
          {} -p ping; kill %1; echo --env--; env",
         claude_bin().display()
     );
     let env = vec![
-        ("ANTHROPIC_BASE_URL", "http://127.0.0.1:7778".to_owned()),
+        (
+            "ANTHROPIC_BASE_URL",
+            format!("http://127.0.0.1:{SHIM_PORT}"),
+        ),
         ("ANTHROPIC_AUTH_TOKEN", p.expose().to_owned()),
     ];
     let (stdout, _) = sandbox(home.path(), &bind, env, script).await;

@@ -123,14 +123,10 @@ async fn a_client_leaving_before_the_answer_head_cancels_the_upstream_too() {
     let p = gw.grant("box", "claude");
     let req = messages(&gw.url, p.expose(), true);
     let client = tokio::spawn(async move { send_on(req).await });
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while up.seen().is_empty() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the request never reached upstream"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    testkit::wait::until(WAIT, "the request to reach upstream", || {
+        !up.seen().is_empty()
+    })
+    .await;
     let closed = up.closed_note.notified();
     client.abort();
     if !up.closed.load(Ordering::SeqCst) {

@@ -163,11 +163,9 @@ fn a_regular_dotenv_is_still_kept_current() {
     let h = home();
     let env = h.write("proj/.env", "# mine\nOTHER=keep\n", 0o600);
     let agent = h.start_agent();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !std::fs::read_to_string(&env).unwrap().contains(TOKEN) {
-        assert!(Instant::now() < deadline, "the .env sink was never written");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    testkit::wait_until(Duration::from_secs(10), "the .env sink written", || {
+        std::fs::read_to_string(&env).unwrap().contains(TOKEN)
+    });
     assert_eq!(
         std::fs::read_to_string(&env).unwrap(),
         format!("# mine\nOTHER=keep\nCLAUDE_CODE_OAUTH_TOKEN={TOKEN}\n")
@@ -228,4 +226,116 @@ fn a_snapshot_through_a_symlink_is_refused() {
         text(&out.stderr)
     );
     assert_eq!(std::fs::read_to_string(&key).unwrap(), KEY);
+}
+
+const LOGIN: &str = r#"{"claudeAiOauth":{"accessToken":"sk-ant-oat01-LOGINaccessAAAAbbbbCCCC-2222","refreshToken":"sk-ant-ort01-LOGINrefreshAAAAbbbbCCCC-3333","expiresAt":4102444800000,"scopes":["user:inference"],"subscriptionType":"max"}}"#;
+
+/// A home with Claude Code's own login and another project's `.env`, and sinks in
+/// `proj/.auth/claude/` (a folder a container mounting `proj/` can rewrite).
+fn home_with_login_and_mounted_project() -> Home {
+    let h = Home::new();
+    h.write(".config/cf/claude-token", &format!("{TOKEN}\n"), 0o600);
+    h.write(".claude/.credentials.json", LOGIN, 0o600);
+    h.write("other/.env", "OTHER=kept\n", 0o640);
+    h.write(
+        ".config/keyferry/config.toml",
+        &format!(
+            "[[sink]]\ncredential = \"claude\"\nsnapshot = \"{}\"\n[[sink]]\ncredential = \"claude\"\ndotenv = \"{}\"\n",
+            h.path("proj/.auth/claude/.credentials.json").display(),
+            h.path("proj/.auth/env/.env").display()
+        ),
+        0o600,
+    );
+    std::fs::create_dir_all(h.path("proj/.auth/env")).unwrap();
+    h
+}
+
+/// The sandbox rewrites what it can reach: the sinks' folders become links to the host's
+/// `~/.claude` and to another project. Then a token change makes the agent rewrite every
+/// sink: both are refused, named in `status` and `doctor`, and the login keeps its refresh
+/// token and the other project's `.env` its bytes and mode.
+#[test]
+fn a_parent_folder_swapped_for_a_link_never_redirects_a_sink() {
+    let h = home_with_login_and_mounted_project();
+    let agent = h.start_agent();
+    let snap = h.path("proj/.auth/claude/.credentials.json");
+    let env = h.path("proj/.auth/env/.env");
+    common::wait_until(Duration::from_secs(10), "the sinks written", || {
+        snap.exists() && env.exists()
+    });
+    // The attack, from inside the mount.
+    std::fs::remove_dir_all(h.path("proj/.auth/claude")).unwrap();
+    std::os::unix::fs::symlink(h.path(".claude"), h.path("proj/.auth/claude")).unwrap();
+    std::fs::remove_dir_all(h.path("proj/.auth/env")).unwrap();
+    std::os::unix::fs::symlink(h.path("other"), h.path("proj/.auth/env")).unwrap();
+    // A new token: every sink is rewritten.
+    let newer = "sk-ant-oat01-SINKnewerAAAAbbbbCCCCdddd-9999";
+    h.write(".config/cf/claude-token", &format!("{newer}\n"), 0o600);
+    for path in [&snap, &env] {
+        let e = failed_sink(&agent, path).error.unwrap();
+        assert_eq!(e.code, "unsafe_file");
+        assert!(e.message.contains("is a symbolic link"), "{}", e.message);
+        assert_no_secret(&e.message, &[TOKEN, newer]);
+    }
+    assert_eq!(
+        std::fs::read_to_string(h.path(".claude/.credentials.json")).unwrap(),
+        LOGIN
+    );
+    assert_eq!(
+        std::fs::read_to_string(h.path("other/.env")).unwrap(),
+        "OTHER=kept\n"
+    );
+    let mode = std::fs::metadata(h.path("other/.env")).unwrap().mode() & 0o777;
+    assert_eq!(mode, 0o640);
+    let (status, _) = ok(&h.run(&["status"], None, &[]));
+    assert!(status.contains("proj/.auth/claude"), "{status}");
+    // `status --json`: the credential's row carries its sinks, the refusal's reason too.
+    let (json, _) = ok(&h.run(&["status", "--json"], None, &[]));
+    let rows: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let sinks = rows[0]["sinks"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{json}"));
+    assert!(
+        sinks.iter().any(
+            |s| s["path"].as_str().unwrap().contains("proj/.auth/claude")
+                && s["error"]["message"].is_string()
+        ),
+        "{json}"
+    );
+    let doctor = text(&h.run(&["doctor"], None, &[]).stdout);
+    assert!(doctor.contains("proj/.auth/claude"), "{doctor}");
+    assert!(audit(&h).contains("\"op\":\"sink\""));
+}
+
+/// A snapshot aimed at the login itself, directly or through a hard link, is refused: the
+/// host's Claude Code keeps its refresh token.
+#[test]
+fn a_snapshot_over_the_login_or_a_hard_link_to_it_is_refused() {
+    let h = home_with_login_and_mounted_project();
+    let login = h.path(".claude/.credentials.json");
+    let out = h.run(
+        &["--no-agent", "snapshot", "--out", login.to_str().unwrap()],
+        None,
+        &[],
+    );
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("live login"),
+        "{}",
+        text(&out.stderr)
+    );
+    let linked = h.path("proj/.auth/linked.json");
+    std::fs::hard_link(&login, &linked).unwrap();
+    let out = h.run(
+        &["--no-agent", "snapshot", "--out", linked.to_str().unwrap()],
+        None,
+        &[],
+    );
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("hard links"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(std::fs::read_to_string(&login).unwrap(), LOGIN);
 }

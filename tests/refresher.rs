@@ -503,3 +503,45 @@ async fn refresh_ahead_is_per_login() {
     ));
     assert_eq!(fake.token_calls(), 1);
 }
+
+/// The refresher's default token URL is the one the installed Claude Code posts to, read
+/// from its binary: when a new CLI moves it, this fails and names the URLs it has now.
+#[test]
+fn the_default_token_url_is_the_installed_claudes() {
+    let bin = std::env::var_os("KEYFERRY_TEST_CLAUDE").map_or_else(
+        || {
+            std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join("target/npm/node_modules/.bin/claude")
+        },
+        std::path::PathBuf::from,
+    );
+    let bin = std::fs::canonicalize(&bin).unwrap_or_else(|e| {
+        panic!(
+            "the real claude CLI at {}: {e} (`bash scripts/test.sh` installs it)",
+            bin.display()
+        )
+    });
+    let bytes = std::fs::read(&bin).unwrap();
+    let needle = b"/v1/oauth/token";
+    let mut urls: Vec<String> = bytes
+        .windows(needle.len())
+        .enumerate()
+        .filter(|(_, w)| *w == needle)
+        .filter_map(|(i, _)| {
+            let start = bytes[..i]
+                .iter()
+                .rposition(|&b| !(b.is_ascii_alphanumeric() || b"-.:/".contains(&b)))
+                .map_or(0, |p| p + 1);
+            let url = String::from_utf8_lossy(&bytes[start..i + needle.len()]).into_owned();
+            url.starts_with("https://").then_some(url)
+        })
+        .collect();
+    urls.sort();
+    urls.dedup();
+    assert!(
+        urls.contains(&keyferry::oauth::token::DEFAULT_TOKEN_URL.to_owned()),
+        "{} posts to {urls:?}, not {}",
+        bin.display(),
+        keyferry::oauth::token::DEFAULT_TOKEN_URL
+    );
+}

@@ -27,6 +27,43 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// The tests share one remote user's home and the host's process list: one at a time, so
+/// one test's session never shows up in another's leak checks.
+static REMOTE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    REMOTE
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// What every test here starts from: the remote (sshd on loopback as a second user), a fake
+/// API, and the host's agent with its gateway. Holds the one-at-a-time lock.
+struct Remote {
+    _one: std::sync::MutexGuard<'static, ()>,
+    sshd: kf::sshd::Sshd,
+    api: FakeApi,
+    h: Home,
+    _agent: kf::AgentProc,
+}
+
+fn remote() -> Remote {
+    common::require_root("sshd, and a second Unix user created with useradd");
+    let one = one_at_a_time();
+    kf::ensure_user(USER);
+    let sshd = kf::sshd::Sshd::start(USER);
+    let api = FakeApi::start();
+    let h = home(&api);
+    let agent = h.start_agent();
+    Remote {
+        _one: one,
+        sshd,
+        api,
+        h,
+        _agent: agent,
+    }
+}
+
 fn ssh_args(sshd: &kf::sshd::Sshd) -> Vec<String> {
     sshd.args(USER)
 }
@@ -41,15 +78,16 @@ fn grants(h: &Home) -> Vec<GrantInfo> {
 
 #[test]
 fn claude_on_the_remote_reaches_the_api_and_never_holds_the_token() {
-    common::require_root("sshd, and a second Unix user created with useradd");
-    kf::ensure_user(USER);
-    let sshd = kf::sshd::Sshd::start(USER);
-    let api = FakeApi::start();
-    let h = home(&api);
-    let _agent = h.start_agent();
+    let Remote {
+        _one,
+        sshd,
+        api,
+        h,
+        _agent,
+    } = remote();
     let remote_home = format!("/home/{USER}");
-    let port = free_port().to_string();
-    let mut argv: Vec<String> = vec!["ssh".into(), "--remote-port".into(), port];
+    // No --remote-port: the tunnel ends at a 0600 socket of the session's own.
+    let mut argv: Vec<String> = vec!["ssh".into()];
     argv.extend(ssh_args(&sshd));
     argv.extend(
         [
@@ -77,18 +115,79 @@ fn claude_on_the_remote_reaches_the_api_and_never_holds_the_token() {
     // The remote user's files hold neither; the env file is gone.
     assert!(kf::files_containing(std::path::Path::new(&remote_home), "kfg_").is_empty());
     assert!(kf::files_containing(std::path::Path::new(&remote_home), SETUP).is_empty());
-    // The session's grant was revoked when ssh exited.
+    // The session's grant was revoked when ssh exited, and its socket is gone.
+    assert!(grants(&h).is_empty());
+    assert_eq!(session_sockets(), Vec::<String>::new());
+}
+
+/// The tunnels' sockets of any session left under /tmp.
+fn session_sockets() -> Vec<String> {
+    std::fs::read_dir("/tmp")
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("keyferry-ssh-") && n.ends_with(".sock"))
+        .collect()
+}
+
+/// While the session runs, its socket is the remote user's, 0600: another user there cannot
+/// connect; a fixed `--remote-port` still works for clients without socket support. The
+/// placeholder reaches curl over its stdin (`-K -`), never an argv another test's `ps`
+/// sampling could see.
+#[test]
+fn the_session_socket_is_the_remote_users_alone_and_a_fixed_port_still_works() {
+    let Remote {
+        _one,
+        sshd,
+        api: _api,
+        h,
+        _agent,
+    } = remote();
+    let probe = "stat -c '%a %U %F' \"$ANTHROPIC_UNIX_SOCKET\"; \
+        printf 'header = \"Authorization: Bearer %s\"\\n' \"$ANTHROPIC_AUTH_TOKEN\" | \
+        curl -s -o /dev/null -w 'code=%{http_code}\\n' --unix-socket \"$ANTHROPIC_UNIX_SOCKET\" \
+        -K - -H 'x-app: cli' http://localhost/v1/models";
+    let mut argv: Vec<String> = vec!["ssh".into()];
+    argv.extend(ssh_args(&sshd));
+    argv.extend([
+        "--".to_owned(),
+        "sh".to_owned(),
+        "-c".to_owned(),
+        probe.to_owned(),
+    ]);
+    let args: Vec<&str> = argv.iter().map(String::as_str).collect();
+    let (stdout, stderr) = ok(&h.run(&args, None, &[]));
+    assert!(
+        stdout.contains(&format!("600 {USER} socket")),
+        "{stdout}\n{stderr}"
+    );
+    assert!(stdout.contains("code=200"), "{stdout}\n{stderr}");
+    assert_eq!(session_sockets(), Vec::<String>::new());
+    // --remote-port: the same through 127.0.0.1:PORT on the remote.
+    let port = free_port().to_string();
+    let mut argv: Vec<String> = vec!["ssh".into(), "--remote-port".into(), port.clone()];
+    argv.extend(ssh_args(&sshd));
+    argv.extend([
+        "--".to_owned(),
+        "sh".to_owned(),
+        "-c".to_owned(),
+        "printf 'header = \"Authorization: Bearer %s\"\\n' \"$ANTHROPIC_AUTH_TOKEN\" | curl -s -o /dev/null -w 'code=%{http_code}\\n' -K - -H 'x-app: cli' \"$ANTHROPIC_BASE_URL/v1/models\"".to_owned(),
+    ]);
+    let args: Vec<&str> = argv.iter().map(String::as_str).collect();
+    let (stdout, stderr) = ok(&h.run(&args, None, &[]));
+    assert!(stdout.contains("code=200"), "{stdout}\n{stderr}");
     assert!(grants(&h).is_empty());
 }
 
 #[test]
 fn a_tunnel_that_cannot_bind_is_a_clear_error_and_the_grant_is_revoked() {
-    common::require_root("sshd, and a second Unix user created with useradd");
-    kf::ensure_user(USER);
-    let sshd = kf::sshd::Sshd::start(USER);
-    let api = FakeApi::start();
-    let h = home(&api);
-    let _agent = h.start_agent();
+    let Remote {
+        _one,
+        sshd,
+        api: _api,
+        h,
+        _agent,
+    } = remote();
     // The remote port is taken.
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = taken.local_addr().unwrap().port().to_string();

@@ -14,10 +14,10 @@
 //! gateway runs on a current-thread runtime (`keyferry (1 thread)`), to show what the
 //! cross-thread wake-ups of the multi-thread runtime cost.
 
+#[path = "child.rs"]
+mod child;
 #[path = "nginx.rs"]
 mod nginx;
-#[path = "upstream.rs"]
-mod upstream;
 
 use std::fmt::Write as _;
 use std::io::{BufRead, BufReader};
@@ -49,7 +49,7 @@ fn env_usize(name: &str, default: usize) -> usize {
 
 pub fn main() -> ExitCode {
     if std::env::var("KF_BENCH_ROLE").as_deref() == Ok("gateway") {
-        upstream::gateway_role();
+        child::gateway_role();
         return ExitCode::SUCCESS;
     }
     let rt = tokio::runtime::Runtime::new().unwrap();
@@ -176,7 +176,7 @@ async fn hold_streams(t: &Target, n: usize) -> Vec<(SendRequest<Full<Bytes>>, In
 async fn run() {
     let rounds = env_usize("KF_BENCH_ROUNDS", 30);
     let streams = env_usize("KF_BENCH_STREAMS", 1000);
-    let up = upstream::start().await;
+    let up = testkit::bench_upstream::start().await;
     let dir = tempfile::tempdir().unwrap();
     let (gw_child, gw_url, placeholder) = start_gateway(&format!("http://{up}"), "multi");
     let (_gw1_child, gw1_url, placeholder1) = start_gateway(&format!("http://{up}"), "current");

@@ -181,7 +181,14 @@ pub async fn handle(
                 ),
             )
             .into(),
-            Ok(Envelope { id, request }) => match request {
+            Ok(Envelope { id, request }) => match super::dispatch::sandbox_refusal(&agent, &request, &peer) {
+                Some(e) if hello => {
+                    let (op, cred) = (request.op(), super::dispatch::subject(&request));
+                    tracing::warn!(%peer, op, "refused a sandboxed peer");
+                    agent.record(op, cred, "refused", Some(&e.code), &peer);
+                    err_line(id, &e).into()
+                }
+                _ => match request {
                 Request::Hello { version, .. } if version != VERSION => {
                     err_line(id, &version_mismatch(version)).into()
                 }
@@ -238,6 +245,7 @@ pub async fn handle(
                     continue;
                 }
                 other => dispatch(Arc::clone(&agent), other, id, peer.clone(), conn).await,
+            },
             },
         };
         drop(line);

@@ -37,6 +37,36 @@ pub(super) fn may_wait(request: &Request) -> bool {
     )
 }
 
+/// The credential a request concerns, for the audit and the sandbox rule.
+pub(super) fn subject(request: &Request) -> Option<&str> {
+    match request {
+        Request::Get { name }
+        | Request::Store { name, .. }
+        | Request::Clear { name }
+        | Request::Snapshot { name, .. }
+        | Request::Usage { name }
+        | Request::Refresh { name, .. } => Some(name),
+        Request::Grant { credential, .. } => Some(credential),
+        _ => None,
+    }
+}
+
+/// The refusal a sandboxed peer gets for `request`, if any. Only what neither hands out a
+/// token nor changes the agent is open to every peer: the handshake, `status` (which
+/// carries no secret), `watch` and the list of grants (hashes and counters only).
+/// Everything else — `get` and so `export`, snapshots, store, clear, grants, settings,
+/// approvals, lock — follows `sandboxed_peers` (refused by default).
+pub(super) fn sandbox_refusal(agent: &Agent, request: &Request, peer: &Peer) -> Option<ErrorBody> {
+    peer.sandbox?;
+    if matches!(
+        request,
+        Request::Hello { .. } | Request::Status { .. } | Request::Watch {} | Request::Grants {}
+    ) {
+        return None;
+    }
+    agent.policy.check_sandbox(subject(request), peer).err()
+}
+
 /// Handles one request after the handshake; returns the reply line.
 pub(super) async fn dispatch(
     agent: Arc<Agent>,

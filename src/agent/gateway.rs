@@ -11,7 +11,8 @@ use super::Agent;
 use crate::credential::{rfc3339, Kind};
 use crate::domain::{ErrorBody, ErrorCode, GrantInfo, Peer};
 use crate::gateway::{
-    Denial, GatewayContext, GrantView, GrantsFile, NewGrant, RequestRecord, TokenError, Upstream,
+    Denial, GatewayContext, GrantView, GrantsFile, Listeners, NewGrant, RefusedSummary,
+    RequestRecord, TokenError, Upstream,
 };
 use crate::protocol::{GrantIssued, WireSecret};
 use crate::secret::Secret;
@@ -25,11 +26,9 @@ pub struct AgentGateway {
     agent: Weak<Agent>,
     grants: Mutex<GrantsFile>,
     upstream: Upstream,
-    /// `ANTHROPIC_BASE_URL` for sandboxes: the first TCP listener's address.
-    base_url: Mutex<Option<String>>,
-    /// The Unix socket, when one listens.
-    unix_socket: Mutex<Option<String>>,
-    /// Why the gateway does not listen, when it does not.
+    /// Every configured listener and its state, once the gateway runs.
+    listeners: std::sync::OnceLock<Arc<Listeners>>,
+    /// Why the gateway does not listen at all, when it does not.
     down: Mutex<Option<String>>,
 }
 
@@ -53,8 +52,7 @@ impl AgentGateway {
             agent: Arc::downgrade(agent),
             grants: Mutex::new(file),
             upstream,
-            base_url: Mutex::new(None),
-            unix_socket: Mutex::new(None),
+            listeners: std::sync::OnceLock::new(),
             down: Mutex::new(Some("starting".into())),
         })
     }
@@ -63,26 +61,41 @@ impl AgentGateway {
         self.grants.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Records where the gateway listens (or why it does not).
-    pub fn set_listening(
-        &self,
-        base_url: Option<String>,
-        unix: Option<String>,
-        down: Option<String>,
-    ) {
-        *self.base_url.lock().unwrap_or_else(PoisonError::into_inner) = base_url;
-        *self
-            .unix_socket
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner) = unix;
-        *self.down.lock().unwrap_or_else(PoisonError::into_inner) = down;
+    /// Every listener's state (empty when the gateway does not run).
+    pub fn listener_states(&self) -> Vec<crate::domain::ListenerInfo> {
+        self.listeners.get().map(|l| l.list()).unwrap_or_default()
+    }
+
+    /// Opens the TCP listeners before a grant is made, so its reply names a bound URL.
+    pub async fn open(&self) {
+        if let Some(l) = self.listeners.get() {
+            l.open_and_settle().await;
+        }
+    }
+
+    /// Closes the TCP listeners when no live grant is left.
+    fn close_if_unused(&self, file: &mut GrantsFile) {
+        file.table.prune(OffsetDateTime::now_utc());
+        if file.table.list().is_empty() {
+            if let Some(l) = self.listeners.get() {
+                l.set_open(false);
+            }
+        }
     }
 
     /// Writes metered usage now and then, until the agent goes away.
     pub async fn flush_loop(self: Arc<Self>) {
+        let mut last_flush = std::time::Instant::now();
         loop {
-            tokio::time::sleep(FLUSH_EVERY).await;
-            if let Err(e) = self.file().flush() {
+            tokio::time::sleep(self.expiry_tick()).await;
+            let mut file = self.file();
+            // An expired last grant closes the ports as a revoke would.
+            self.close_if_unused(&mut file);
+            if last_flush.elapsed() < FLUSH_EVERY {
+                continue;
+            }
+            last_flush = std::time::Instant::now();
+            if let Err(e) = file.flush() {
                 tracing::warn!(error = %e, "cannot write grant usage");
             }
         }
@@ -93,25 +106,28 @@ impl AgentGateway {
     /// # Errors
     /// The gateway is not listening, a bad name or lifetime, an unwritable grants file.
     pub fn grant(&self, spec: NewGrant) -> Result<GrantIssued, ErrorBody> {
-        let base_url = self
-            .base_url
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
-            .ok_or_else(|| {
-                let why = self
-                    .down
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .clone()
-                    .unwrap_or_default();
-                err(
-                    ErrorCode::GatewayDown,
-                    format!("the gateway is not listening ({why}); set [gateway] listen in config.toml and restart the agent"),
-                )
-            })?;
+        let listeners = self.listeners.get();
+        let base_url = listeners.and_then(|l| l.base_url(None)).ok_or_else(|| {
+            let why = listeners.map_or_else(
+                || {
+                    self.down
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .clone()
+                        .unwrap_or_default()
+                },
+                |l| l.why_down(),
+            );
+            err(
+                ErrorCode::GatewayDown,
+                format!(
+                    "the gateway is not listening ({why}); check [gateway] listen in config.toml"
+                ),
+            )
+        })?;
         let now = OffsetDateTime::now_utc();
         let mut file = self.file();
+        let replaced = file.table.get(&spec.name).is_some();
         let (grant, placeholder) = file
             .table
             .create(spec, now)
@@ -121,12 +137,9 @@ impl AgentGateway {
         Ok(GrantIssued {
             grant: info(&grant),
             base_url,
-            unix_socket: self
-                .unix_socket
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .clone(),
+            unix_socket: listeners.and_then(|l| l.unix_socket()),
             placeholder: WireSecret(placeholder),
+            replaced,
         })
     }
 
@@ -148,6 +161,7 @@ impl AgentGateway {
         }
         file.save()
             .map_err(|e| err(ErrorCode::WriteFailed, e.to_string()))?;
+        self.close_if_unused(&mut file);
         Ok(true)
     }
 }
@@ -175,6 +189,18 @@ fn gateway_peer() -> Peer {
         uid: crate::paths::current_uid(),
         pid: i32::try_from(std::process::id()).ok(),
         exe: Some("keyferry gateway".into()),
+        sandbox: None,
+    }
+}
+
+impl AgentGateway {
+    /// How often expiry is checked: the listener retry interval, so a test's short one
+    /// closes ports promptly too.
+    fn expiry_tick(&self) -> Duration {
+        self.agent
+            .upgrade()
+            .map_or(FLUSH_EVERY, |a| a.broker.config.gateway.listen_retry())
+            .min(FLUSH_EVERY)
     }
 }
 
@@ -186,6 +212,7 @@ impl GatewayContext for AgentGateway {
             name: g.name.clone(),
             credential: g.credential.clone(),
             max_concurrent: g.max_concurrent,
+            budget_left: g.budget_left(OffsetDateTime::now_utc()),
         })
     }
 
@@ -250,6 +277,13 @@ impl GatewayContext for AgentGateway {
         }
     }
 
+    fn refused(&self, summary: RefusedSummary) {
+        if let Some(agent) = self.agent.upgrade() {
+            // No credential: it goes to the refused peers' own file (audit::is_junk).
+            agent.record("gateway", None, &summary.to_string(), None, &gateway_peer());
+        }
+    }
+
     fn upstream(&self) -> &Upstream {
         &self.upstream
     }
@@ -282,14 +316,28 @@ impl Agent {
                 return Err(self.unknown(&credential));
             }
             self.may_read(&credential, peer, conn).await?;
-            self.gateway()?.grant(spec)
+            let gw = self.gateway()?;
+            gw.open().await;
+            let issued = gw.grant(spec);
+            if issued.is_err() {
+                let mut file = gw.file();
+                gw.close_if_unused(&mut file);
+            }
+            issued
         }
         .await;
         match &result {
-            Ok(_) => self.record(
+            Ok(issued) => self.record(
                 "grant",
                 Some(&credential),
-                &format!("created {name}"),
+                &format!(
+                    "{} {name}",
+                    if issued.replaced {
+                        "replaced"
+                    } else {
+                        "created"
+                    }
+                ),
                 None,
                 peer,
             ),
@@ -331,29 +379,22 @@ impl Agent {
         };
         let _ = self.gateway.set(Arc::clone(&gw));
         let cfg = &self.broker.config.gateway;
-        let listeners = match cfg.bind(socket_dir).await {
-            Ok(l) => l,
+        let specs = match cfg.specs(socket_dir) {
+            Ok(s) => s,
             Err(e) => {
                 tracing::warn!(error = %e, "the gateway cannot listen; tokens are still served");
-                gw.set_listening(None, None, Some(e.to_string()));
+                *gw.down.lock().unwrap_or_else(PoisonError::into_inner) = Some(e.to_string());
                 return;
             }
         };
-        let tcp = listeners
-            .iter()
-            .find(|l| matches!(l.spec(), crate::gateway::ListenSpec::Tcp(_)))
-            .map(crate::gateway::Listener::base_url);
-        let unix = listeners.iter().find_map(|l| match l.spec() {
-            crate::gateway::ListenSpec::Unix(p) => Some(p.display().to_string()),
-            crate::gateway::ListenSpec::Tcp(_) => None,
-        });
-        let base = tcp.or_else(|| unix.as_ref().map(|_| "http://localhost".to_owned()));
-        gw.set_listening(base, unix, None);
-        tracing::info!(listeners = ?listeners.iter().map(crate::gateway::Listener::spec).collect::<Vec<_>>(), "gateway listening");
+        let has_grants = !gw.file().table.list().is_empty();
+        let listeners =
+            Listeners::new(specs, cfg.allow_unspecified, cfg.listen_retry(), has_grants);
+        let _ = gw.listeners.set(Arc::clone(&listeners));
         let limits = cfg.limits();
         let ctx: Arc<dyn GatewayContext> = gw.clone();
         tokio::select! {
-            () = crate::gateway::run(listeners, ctx, limits, shutdown) => {}
+            () = crate::gateway::run_managed(listeners, ctx, limits, shutdown) => {}
             () = gw.clone().flush_loop() => {}
         }
         let _ = gw.file().flush();

@@ -28,9 +28,10 @@ pub(super) enum Lock {
 /// Argon2id with the crate's defaults (19 MiB, 2 passes): tens of milliseconds per guess.
 fn hash(salt: &[u8; 16], pass: &Secret) -> Option<[u8; 32]> {
     let mut out = [0u8; 32];
-    Argon2::default()
-        .hash_password_into(pass.expose().as_bytes(), salt, &mut out)
-        .ok()?;
+    let hashed = Argon2::default().hash_password_into(pass.expose().as_bytes(), salt, &mut out);
+    // The 19 MiB of blocks go back to the kernel when freed because `harden::process`
+    // pinned glibc's mmap threshold (else a few guesses left the idle agent at ~50 MB).
+    hashed.ok()?;
     Some(out)
 }
 

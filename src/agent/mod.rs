@@ -129,6 +129,7 @@ impl Agent {
         let config = &broker.config;
         let policy = Policy::new(
             &config.policy.credentials,
+            &config.policy.sandboxed_peers,
             &config.path,
             Some(crate::paths::state_dir().join("always-allow.json")),
         );

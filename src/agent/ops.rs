@@ -11,7 +11,7 @@ use super::lock::Lock;
 use super::Agent;
 use crate::credential::{fingerprint, human_duration, rfc3339};
 use crate::domain::{
-    ApprovalRequest, CredentialStatus, Decision, ErrorBody, ErrorCode, Health, Peer,
+    ApprovalRequest, CredentialStatus, Decision, ErrorBody, ErrorCode, Health, Peer, StoreOutcome,
 };
 use crate::policy::Verdict;
 use crate::protocol::{Event, Token};
@@ -85,11 +85,13 @@ impl Agent {
     }
 
     pub(super) fn unknown(&self, name: &str) -> ErrorBody {
+        let names = self.names();
         err(
             ErrorCode::UnknownCredential,
             format!(
-                "no credential named {name:?} (configured: {})",
-                self.names().join(", ")
+                "no credential named {name:?}{} (configured: {})",
+                crate::suggest::did_you_mean(name, names.iter().map(String::as_str)),
+                names.join(", ")
             ),
         )
     }
@@ -202,7 +204,7 @@ impl Agent {
         name: &str,
         token: Secret,
         peer: &Peer,
-    ) -> Result<CredentialStatus, ErrorBody> {
+    ) -> Result<StoreOutcome, ErrorBody> {
         let agent = Arc::clone(self);
         let owned = name.to_owned();
         let result = tokio::task::spawn_blocking(move || {
@@ -220,7 +222,7 @@ impl Agent {
                     fingerprint: fingerprint(stored.credential.token.expose()),
                 });
                 let now = OffsetDateTime::now_utc();
-                Ok(self
+                let status = self
                     .read_state()
                     .slots
                     .get(name)
@@ -232,7 +234,11 @@ impl Agent {
                         inspection: Some(stored.credential.inspect(now)),
                         error: None,
                         warnings: Vec::new(),
-                    }))
+                    });
+                Ok(StoreOutcome {
+                    status,
+                    previous: stored.previous,
+                })
             }
             Err(e) => {
                 self.record("store", Some(name), "failed", Some(&e.code()), peer);

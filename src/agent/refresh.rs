@@ -76,6 +76,7 @@ fn the_refresher_peer() -> Peer {
         uid: crate::paths::current_uid(),
         pid: i32::try_from(std::process::id()).ok(),
         exe: Some("keyferry refresher".into()),
+        sandbox: None,
     }
 }
 
@@ -139,18 +140,12 @@ impl Agent {
                 message,
                 ..
             } => {
-                tracing::warn!(credential = %name, code, %message, "refresh failed; will retry");
-                self.record(
-                    "refresh",
-                    Some(&name),
-                    "failed",
-                    Some(&ErrorCode::parse(code)),
-                    &peer,
-                );
+                tracing::warn!(credential = %name, code = code.as_str(), %message, "refresh failed; will retry");
+                self.record("refresh", Some(&name), "failed", Some(&code), &peer);
                 // The source still holds the access token the refresh revoked: serve the
                 // journaled login meanwhile (every sink follows), and subscribers (the tray)
                 // see why until the write-back lands.
-                if code == "writeback_failed" {
+                if code == ErrorCode::WritebackFailed {
                     self.adopt_pending_login(&name).await;
                 }
                 if let Some(status) = self.snapshot().remove(&name) {
@@ -171,6 +166,23 @@ impl Agent {
         dry_run: bool,
         peer: &Peer,
     ) -> Result<RefreshReport, ErrorBody> {
+        // What is served decides: a setup-token in the keychain is not made refreshable by
+        // a login file further down the chain.
+        let served = {
+            let state = self.read_state();
+            state
+                .slots
+                .get(name)
+                .and_then(|s| s.credential.as_ref())
+                .map(|c| c.kind)
+        };
+        if let Some(why) = served.and_then(crate::credential::Kind::not_refreshable) {
+            return Ok(RefreshReport {
+                name: name.to_owned(),
+                outcome: why.to_owned(),
+                needs_login: false,
+            });
+        }
         let refresher = self.refresher.get().ok_or_else(|| {
             ErrorBody::new(
                 ErrorCode::Unsupported,
@@ -181,7 +193,7 @@ impl Agent {
             let code = if e.is_permanent() {
                 ErrorCode::NeedsLogin
             } else {
-                ErrorCode::parse(e.code())
+                e.code()
             };
             ErrorBody::new(code, e.to_string())
         };

@@ -113,7 +113,15 @@ pub struct Running {
 ///
 /// # Errors
 /// An unsafe socket directory, another agent running, a bind failure.
-pub async fn start(config: Config, socket_path: &Path, role: Role) -> Result<Running, AgentError> {
+pub async fn start(
+    mut config: Config,
+    socket_path: &Path,
+    role: Role,
+) -> Result<Running, AgentError> {
+    // Before any token is read: the user's other processes (a sandbox sharing the pid
+    // namespace, an `exec` child) must not read this process's memory.
+    crate::harden::process();
+    fit_connection_caps(&mut config);
     let dir = socket::prepare_dir(socket_path)?;
     let lock = InstanceLock::acquire(&dir, socket_path)?;
     let mut listeners = vec![(socket::bind(socket_path)?, Scope::Full)];
@@ -196,6 +204,34 @@ impl Running {
     }
 }
 
+/// Raises the soft open-file limit to the hard one and shrinks both connection caps to fit
+/// it: a flood of connections must fail at the cap, never at `accept` or a source read
+/// with "Too many open files".
+fn fit_connection_caps(config: &mut Config) {
+    let soft = match crate::sys::raise_nofile_limit() {
+        Ok(n) => n,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the open-file limit; connection caps as configured");
+            return;
+        }
+    };
+    let (agent, gateway) = crate::gateway::fit_to_file_limit(
+        soft,
+        config.agent.max_connections,
+        config.gateway.max_connections,
+    );
+    if (agent, gateway) != (config.agent.max_connections, config.gateway.max_connections) {
+        tracing::info!(
+            open_file_limit = soft,
+            agent_connections = agent,
+            gateway_connections = gateway,
+            "connection caps lowered to fit the open-file limit"
+        );
+    }
+    config.agent.max_connections = agent;
+    config.gateway.max_connections = gateway;
+}
+
 /// `keyferry agent`: serves the socket until SIGTERM or SIGINT, then removes it.
 ///
 /// # Errors
@@ -207,13 +243,30 @@ pub fn serve(config: Config, socket_flag: Option<&Path>) -> Result<(), AgentErro
         .thread_name("keyferry-agent")
         .build()
         .map_err(AgentError::Runtime)?;
+    let restricted = config.agent.restricted_socket.as_deref().map(|p| {
+        let allowed = &config.agent.restricted_credentials;
+        let serves = if allowed.is_empty() {
+            "no credential: [agent] restricted_credentials is empty".to_owned()
+        } else {
+            format!("get and status of: {}", allowed.join(", "))
+        };
+        (crate::paths::expand(p), serves)
+    });
     let result = runtime.block_on(async {
         let running = start(config, &path, Role::Headless).await?;
+        // One line per socket it answers on; the gateway announces its own listeners
+        // ("gateway listening") as each binds.
         eprintln!(
             "keyferry agent: serving {} (pid {})",
             path.display(),
             std::process::id()
         );
+        if let Some((socket, serves)) = &restricted {
+            eprintln!(
+                "keyferry agent: serving the restricted socket {} ({serves})",
+                socket.display()
+            );
+        }
         running.serve_until(signals()).await;
         Ok::<(), AgentError>(())
     });

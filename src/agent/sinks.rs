@@ -27,6 +27,7 @@ fn agent_peer() -> Peer {
         uid: crate::paths::current_uid(),
         pid: i32::try_from(std::process::id()).ok(),
         exe: Some("keyferry agent (sink writer)".into()),
+        sandbox: None,
     }
 }
 

@@ -171,6 +171,11 @@ impl Agent {
             resolutions: self.resolutions.load(Relaxed),
             sinks,
             usage: Vec::new(),
+            listeners: self
+                .gateway
+                .get()
+                .map(|g| g.listener_states())
+                .unwrap_or_default(),
         }
     }
 

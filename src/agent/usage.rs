@@ -145,7 +145,7 @@ impl Agent {
         self.refresher.get().cloned().ok_or_else(|| {
             ErrorBody::new(
                 ErrorCode::Unsupported,
-                format!("{name:?} is not a Claude Code login the agent manages; no usage figures"),
+                format!("{name:?} is not a Claude Code login the agent manages"),
             )
         })
     }

@@ -10,23 +10,11 @@ use crate::paths;
 use crate::source::Source;
 use crate::store::{Backend, ItemId};
 
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("{path}: cannot read: {reason}")]
-    Read { path: String, reason: String },
-    #[error("{path}: {message}")]
-    Parse { path: String, message: String },
-    #[error(
-        "no credential named {name:?} (configured: {known}); add [credentials.{name}] to {path}"
-    )]
-    Unknown {
-        name: String,
-        known: String,
-        path: String,
-    },
-    #[error("credential {name:?} has no keychain source to store into; add store = \"SERVICE\" under [credentials.{name}] in {path}")]
-    NoStore { name: String, path: String },
-}
+mod error;
+mod gateway;
+use error::plain_types;
+pub use error::{ConfigError, Excerpt, NamedBy};
+pub use gateway::GatewayConfig;
 
 #[derive(Debug, Clone, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -159,6 +147,74 @@ pub struct PolicyConfig {
     /// Executables (absolute paths) that may read it; empty = any process of yours.
     #[serde(default)]
     pub allow_exe: Vec<String>,
+    /// What a peer inside a sandbox may get of this credential; default: `[policy]`'s.
+    #[serde(default)]
+    pub sandboxed_peers: Option<SandboxRule>,
+}
+
+/// `sandboxed_peers`: `"refuse"` (the default), `"allow"`, or a list of sandbox kinds
+/// (`bubblewrap`, `flatpak`, `toolbox`, `docker`, `podman`, `seatbelt`, `unknown`) and
+/// absolute executable paths that are allowed.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
+#[serde(try_from = "RawSandboxRule")]
+pub enum SandboxRule {
+    #[default]
+    Refuse,
+    Allow,
+    Only(Vec<SandboxAllow>),
+}
+
+/// One entry of a `sandboxed_peers` list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SandboxAllow {
+    Kind(crate::domain::SandboxKind),
+    /// An executable path as the kernel reports it (`~` expanded).
+    Exe(String),
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RawSandboxRule {
+    Word(String),
+    List(Vec<String>),
+}
+
+impl TryFrom<RawSandboxRule> for SandboxRule {
+    type Error = String;
+
+    fn try_from(raw: RawSandboxRule) -> Result<Self, String> {
+        let kinds = || {
+            crate::domain::SandboxKind::ALL
+                .iter()
+                .map(|k| k.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        match raw {
+            RawSandboxRule::Word(w) if w == "refuse" => Ok(Self::Refuse),
+            RawSandboxRule::Word(w) if w == "allow" => Ok(Self::Allow),
+            RawSandboxRule::Word(w) => Err(format!(
+                "sandboxed_peers = {w:?}: expected \"refuse\", \"allow\", or a list of sandbox kinds ({}) and absolute executable paths",
+                kinds()
+            )),
+            RawSandboxRule::List(items) => items
+                .into_iter()
+                .map(|item| {
+                    if let Some(kind) = crate::domain::SandboxKind::parse(&item) {
+                        Ok(SandboxAllow::Kind(kind))
+                    } else if item.starts_with('/') || item.starts_with("~/") {
+                        Ok(SandboxAllow::Exe(paths::expand(&item).display().to_string()))
+                    } else {
+                        Err(format!(
+                            "sandboxed_peers: {item:?} is neither a sandbox kind ({}) nor an absolute executable path",
+                            kinds()
+                        ))
+                    }
+                })
+                .collect::<Result<_, _>>()
+                .map(Self::Only),
+        }
+    }
 }
 
 /// `[policy]`: `approvers` and one `[policy.NAME]` table per credential.
@@ -168,6 +224,10 @@ pub struct PolicyTable {
     /// `keyferry-tray` next to this `keyferry`.
     #[serde(default)]
     approvers: Option<Vec<String>>,
+    /// What a peer inside a sandbox may do: the default for every credential and the rule
+    /// for requests that name none (store, settings, approvals, lock).
+    #[serde(default)]
+    pub sandboxed_peers: SandboxRule,
     #[serde(flatten)]
     pub credentials: BTreeMap<String, PolicyConfig>,
 }
@@ -234,7 +294,7 @@ pub struct Config {
     pub oauth: OauthSection,
     /// `[gateway]`: where sandboxes reach the API through the agent.
     #[serde(default)]
-    pub gateway: crate::gateway::GatewayConfig,
+    pub gateway: GatewayConfig,
     #[serde(skip)]
     pub path: PathBuf,
 }
@@ -278,27 +338,47 @@ impl Config {
     pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
         let mut cfg: Self = toml::from_str(text).map_err(|e| ConfigError::Parse {
             path: paths::display(path),
-            message: e.message().to_owned()
-                + &e.span()
-                    .map(|r| format!(" (at line {})", line_of(text, r.start)))
-                    .unwrap_or_default(),
+            message: plain_types(e.message()),
+            at: e.span().map(|r| Excerpt::of(text, r.start)),
         })?;
         cfg.path = path.to_path_buf();
         Ok(cfg)
     }
 
-    /// Loads `paths::config_file()`; a missing file means all defaults.
+    /// Loads `KEYFERRY_CONFIG` (which must exist), else the default file, whose absence
+    /// means all defaults.
     ///
     /// # Errors
-    /// Unreadable or invalid TOML, naming the file and the problem.
+    /// Unreadable or invalid TOML, naming the file and the problem; a missing
+    /// `KEYFERRY_CONFIG` file.
     pub fn load() -> Result<Self, ConfigError> {
-        Self::load_from(&paths::config_file())
+        match paths::config_override() {
+            Some(p) => Self::load_named(&p, NamedBy::Env),
+            None => Self::load_from(&paths::config_file()),
+        }
     }
 
+    /// Loads `path`; a missing file means all defaults.
+    ///
     /// # Errors
     /// As [`Config::load`].
     pub fn load_from(path: &Path) -> Result<Self, ConfigError> {
         Self::parse(&read_text(path)?, path)
+    }
+
+    /// Loads a file the user named (`--config`, `KEYFERRY_CONFIG`): it must exist.
+    ///
+    /// # Errors
+    /// [`ConfigError::Missing`], or as [`Config::load`].
+    pub fn load_named(path: &Path, named_by: NamedBy) -> Result<Self, ConfigError> {
+        // `metadata` follows links: a dangling symlink is as missing as no file at all.
+        match std::fs::metadata(path) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(ConfigError::Missing {
+                path: paths::display(path),
+                named_by,
+            }),
+            _ => Self::load_from(path),
+        }
     }
 
     /// Every credential name, built-in and configured.
@@ -323,10 +403,17 @@ impl Config {
             .and_then(|c| c.sources.clone())
             .or_else(|| default_chain(name))
             .or_else(|| user.map(|_| Vec::new()))
-            .ok_or_else(|| ConfigError::Unknown {
-                name: name.to_owned(),
-                known: self.names().join(", "),
-                path: paths::display(&self.path),
+            .ok_or_else(|| {
+                let names = self.names();
+                ConfigError::Unknown {
+                    name: name.to_owned(),
+                    known: names.join(", "),
+                    path: paths::display(&self.path),
+                    suggestion: crate::suggest::did_you_mean(
+                        name,
+                        names.iter().map(String::as_str),
+                    ),
+                }
             })?;
         let mut chain = base;
         if let Some(c) = user {
@@ -362,13 +449,6 @@ impl Config {
             )),
         })
     }
-}
-
-/// The 1-based line of byte `offset` (an error at the start of line 2 is on line 2, which
-/// counting `lines()` before it got wrong).
-fn line_of(text: &str, offset: usize) -> usize {
-    text.get(..offset)
-        .map_or(1, |t| t.matches('\n').count() + 1)
 }
 
 /// A config file this large is not a config file.
@@ -416,6 +496,7 @@ pub fn save_agent_settings(path: &Path, s: &crate::domain::Settings) -> Result<(
     Levels::parse(&s.expiry_thresholds).map_err(|message| ConfigError::Parse {
         path: shown.clone(),
         message,
+        at: None,
     })?;
     // A symlinked config (dotfiles repos) stays a symlink: write the file it points to.
     let path = &std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
@@ -425,6 +506,7 @@ pub fn save_agent_settings(path: &Path, s: &crate::domain::Settings) -> Result<(
             .map_err(|e: toml_edit::TomlError| ConfigError::Parse {
                 path: shown.clone(),
                 message: e.message().to_owned(),
+                at: e.span().map(|r| Excerpt::of(&text, r.start)),
             })?;
     if !doc.contains_key("agent") {
         doc["agent"] = toml_edit::table();

@@ -183,3 +183,75 @@ fn parse_reads_text_without_touching_files() {
         "{err}"
     );
 }
+
+#[test]
+fn a_named_config_file_must_exist_the_default_need_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("missing.toml");
+    assert!(Config::load_from(&missing).is_ok());
+    let err = Config::load_named(&missing, NamedBy::Flag).unwrap_err();
+    assert!(
+        matches!(
+            &err,
+            ConfigError::Missing {
+                named_by: NamedBy::Flag,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("(named by --config)"), "{err}");
+    assert!(Config::load_named(Path::new("/dev/null"), NamedBy::Env).is_ok());
+}
+
+#[test]
+fn an_unknown_name_suggests_a_close_one() {
+    let cfg = parse("").unwrap();
+    let err = cfg.spec("codx").unwrap_err().to_string();
+    assert!(err.contains("did you mean `codex`?"), "{err}");
+}
+
+#[test]
+fn a_type_error_shows_its_line_in_plain_words() {
+    let err = parse("[keychain]\nprompt_timeout_secs = \"ten\"\n")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.ends_with(
+            "config.toml: line 2: invalid type: string \"ten\", expected a whole number\n  \
+             2 | prompt_timeout_secs = \"ten\""
+        ),
+        "{err}"
+    );
+    assert_eq!(
+        plain_types("invalid type: string \"x\", expected u64"),
+        "invalid type: string \"x\", expected a whole number"
+    );
+    assert_eq!(
+        plain_types("invalid type: integer `1`, expected a boolean"),
+        "invalid type: integer `1`, expected true or false"
+    );
+    assert_eq!(
+        plain_types("invalid type: string \"x\", expected struct AgentConfig"),
+        "invalid type: string \"x\", expected a table"
+    );
+    // What is already in words stays.
+    assert_eq!(
+        plain_types("unknown variant `floppy`, expected one of `auto`, `macos`"),
+        "unknown variant `floppy`, expected one of `auto`, `macos`"
+    );
+}
+
+#[test]
+fn a_line_that_looks_like_a_token_is_not_shown() {
+    let text = "[agent]\nsocket = \"sk-ant-oat01-PASTEDtokenAAAAbbbb\" oops\n";
+    let err = parse(text).unwrap_err().to_string();
+    assert!(!err.contains("PASTED"), "{err}");
+    assert!(
+        err.contains("2 | (not shown: it looks like it holds a token)"),
+        "{err}"
+    );
+    let long = format!("x = \"{}\"", "a".repeat(500));
+    let shown = Excerpt::of(&long, 0);
+    assert_eq!(shown.text.chars().count(), Excerpt::MAX_CHARS + 1);
+}

@@ -1,43 +1,11 @@
 //! The non-secret view of a credential: masked value, fingerprint, expiry in words.
 
-use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
-use super::{Credential, Kind};
+use super::Credential;
 
-/// Where a credential's expiry comes from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case", tag = "basis")]
-pub enum Expiry {
-    /// Written inside the credential (`expiresAt`, JWT `exp`, `expiry_date`).
-    Embedded,
-    /// No expiry inside (setup-token): storage time plus the configured lifetime.
-    Assumed {
-        #[serde(with = "time::serde::rfc3339")]
-        stored_at: OffsetDateTime,
-    },
-    Unknown,
-}
-
-/// What `show`, `status --json` and the tray display. Contains no secret.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct Inspection {
-    pub kind: Kind,
-    pub masked: String,
-    pub fingerprint: String,
-    pub expires_at: Option<String>,
-    /// Seconds until expiry; negative once expired.
-    pub expires_in_secs: Option<i64>,
-    /// "in 3 d 4 h" / "expired 2 h ago".
-    pub expires_in: Option<String>,
-    pub expiry: Expiry,
-    pub plan: Option<String>,
-    pub rate_limit_tier: Option<String>,
-    pub scopes: Vec<String>,
-    pub has_refresh_token: bool,
-}
+pub use crate::domain::{rfc3339, Expiry, Inspection};
 
 impl Inspection {
     pub(super) fn of(c: &Credential, now: OffsetDateTime) -> Self {
@@ -58,24 +26,17 @@ impl Inspection {
     }
 }
 
-/// RFC 3339 in UTC, whole seconds: `2027-11-22T05:04:00Z`.
-#[must_use]
-pub fn rfc3339(at: OffsetDateTime) -> Option<String> {
-    at.to_offset(time::UtcOffset::UTC)
-        .replace_nanosecond(0)
-        .ok()?
-        .format(&Rfc3339)
-        .ok()
-}
-
 const KNOWN_PREFIXES: [&str; 4] = ["sk-ant-oat01-", "sk-ant-api03-", "sk-ant-ort01-", "ya29."];
+
+/// What is shown of a value nothing may be shown of: a short token, an `--env` value.
+pub const HIDDEN: &str = "…****";
 
 /// Prefix + last 4: `sk-ant-oat01-…x9Zq`. Short or unknown tokens reveal less.
 #[must_use]
 pub fn mask(token: &str) -> String {
     let chars: Vec<char> = token.chars().collect();
     if chars.len() < 16 {
-        return "…****".to_owned();
+        return HIDDEN.to_owned();
     }
     let tail: String = chars[chars.len() - 4..].iter().collect();
     let prefix = KNOWN_PREFIXES

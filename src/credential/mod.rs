@@ -6,31 +6,14 @@ mod codex;
 mod gemini;
 mod inspect;
 
-use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use time::OffsetDateTime;
 
 use crate::secret::Secret;
 
-pub use inspect::{fingerprint, human_duration, mask, rfc3339, Expiry, Inspection};
+pub use inspect::{fingerprint, human_duration, mask, rfc3339, Expiry, Inspection, HIDDEN};
 
-/// What a credential is, which decides how it is served and how it expires.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Kind {
-    /// Claude Code's own OAuth login (`claudeAiOauth`): ~8 h access token plus refresh token.
-    ClaudeOauth,
-    /// A `claude setup-token` token: one year, `user:inference` only, no refresh token.
-    SetupToken,
-    /// An Anthropic API key (`sk-ant-api03-…`).
-    ApiKey,
-    /// Codex CLI `auth.json`.
-    Codex,
-    /// Gemini CLI `oauth_creds.json`.
-    Gemini,
-    /// A token of no recognised shape, served as-is.
-    Opaque,
-}
+pub use crate::domain::Kind;
 
 impl Kind {
     #[must_use]
@@ -54,6 +37,24 @@ impl Kind {
             Self::Codex => "OPENAI_API_KEY",
             Self::Gemini => "GOOGLE_OAUTH_ACCESS_TOKEN",
             Self::Opaque => "TOKEN",
+        }
+    }
+
+    /// Why a token of this kind is never refreshed, and what replaces it; `None` for kinds
+    /// that may carry a refresh token. `refresh` answers with it instead of looking for a
+    /// login file that a setup-token user never had.
+    #[must_use]
+    pub fn not_refreshable(self) -> Option<&'static str> {
+        match self {
+            Self::SetupToken => Some(
+                "setup-tokens are not refreshable (they last a year and carry no refresh \
+                 token); to replace this one, run `keyferry reroll`",
+            ),
+            Self::ApiKey => Some(
+                "API keys are not refreshable (they do not expire); to replace this one, \
+                 create a new key in the Anthropic Console and run `keyferry setup`",
+            ),
+            Self::ClaudeOauth | Self::Codex | Self::Gemini | Self::Opaque => None,
         }
     }
 }
@@ -92,6 +93,43 @@ pub enum CredentialError {
     Control { origin: String },
     #[error("{origin}: this is a refresh token (sk-ant-ort01-…), which must never leave the host's Claude Code; store an access or setup token instead (run `claude setup-token`)")]
     RefreshToken { origin: String },
+    /// A truncated or masked copy (`sk-ant-oat01-abcd…wxyz`), which would fail only later,
+    /// in a sandbox, as a confusing 401.
+    #[error("{origin}: too short or not a whole token ({len} characters after {prefix}); expected {prefix} followed by about 95 letters, digits, - and _, exactly as `claude setup-token` prints it (a masked or cut copy will not work)")]
+    Truncated {
+        origin: String,
+        prefix: &'static str,
+        len: usize,
+    },
+}
+
+/// Fewer characters than this after a Claude prefix cannot be a real token (real ones have
+/// about 95); test tokens here have 23 and more.
+const MIN_CLAUDE_BODY: usize = 20;
+
+/// Refuses a Claude setup-token or API key too short, or with characters no real one has
+/// (an ellipsis or asterisks from a masked copy), before it is stored.
+///
+/// # Errors
+/// [`CredentialError::Truncated`].
+pub fn check_whole(token: &str, origin: &str) -> Result<(), CredentialError> {
+    let Some((prefix, body)) = [claude::SETUP_PREFIX, claude::API_KEY_PREFIX]
+        .into_iter()
+        .find_map(|p| token.strip_prefix(p).map(|b| (p, b)))
+    else {
+        return Ok(());
+    };
+    let well_formed = body
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if body.chars().count() < MIN_CLAUDE_BODY || !well_formed {
+        return Err(CredentialError::Truncated {
+            origin: origin.to_owned(),
+            prefix,
+            len: body.chars().count(),
+        });
+    }
+    Ok(())
 }
 
 /// A parsed credential. The secret parts are [`Secret`]s; everything else is safe to show.

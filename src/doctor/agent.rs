@@ -25,7 +25,11 @@ pub(super) fn checks(ctx: &Context<'_>) -> Vec<Check> {
     let mut out = socket_modes(&ctx.socket);
     let (check, status) = agent_within(&ctx.socket, ANSWER_TIMEOUT);
     out.push(check);
-    out.extend(gateway(ctx));
+    match status.as_ref().filter(|st| !st.listeners.is_empty()) {
+        // The agent knows each listener's state: a closed port (no grants) is not a fault.
+        Some(st) => out.extend(st.listeners.iter().map(listener_check)),
+        None => out.extend(gateway(ctx)),
+    }
     out.extend(sinks::checks(ctx, status.as_ref()));
     out
 }
@@ -175,6 +179,22 @@ fn agent(socket: &Path) -> (Check, Option<Status>) {
             Check::fail(AGENT, format!("the agent answered, then: {e}"), start),
             None,
         ),
+    }
+}
+
+/// One listener as the agent reports it.
+fn listener_check(l: &crate::domain::ListenerInfo) -> Check {
+    use crate::domain::ListenerState as S;
+    let name = format!("{GATEWAY} {}", l.listen);
+    let shown = l.to_string().escape_default().to_string();
+    match &l.state {
+        S::Listening { .. } | S::Closed => Check::ok(name, shown),
+        S::Waiting { .. } => Check::warn(
+            name,
+            shown,
+            "bring the interface up (or free the port); the agent binds it within seconds,              or change [gateway] listen",
+        ),
+        S::Failed { .. } => Check::fail(name, shown, "fix [gateway] listen in config.toml"),
     }
 }
 

@@ -21,6 +21,16 @@ fn notifications(ctx: &Context<'_>) -> Check {
     }
     if crate::notification::available() {
         Check::ok(NOTIFICATIONS, "a notification service is running")
+    } else if headless(ctx) {
+        // No desktop to show a notification on: nothing is broken, the user only needs to
+        // know where warnings go instead.
+        Check::warn(
+            NOTIFICATIONS,
+            "a headless host (no session bus, no display): no notification service, so expiry \
+             warnings and approval requests show only in `keyferry watch` and the agent's log",
+            "set [agent] notifications = false in config.toml to say so, or run a \
+             notification daemon in a desktop session",
+        )
     } else {
         Check::fail(
             NOTIFICATIONS,
@@ -30,6 +40,12 @@ fn notifications(ctx: &Context<'_>) -> Check {
              set [agent] notifications = false in config.toml",
         )
     }
+}
+
+/// No session bus and no X11 or Wayland display.
+fn headless(ctx: &Context<'_>) -> bool {
+    let set = |var: &str| (ctx.env)(var).is_some_and(|v| !v.is_empty());
+    !set("DISPLAY") && !set("WAYLAND_DISPLAY") && !crate::notification::session_bus()
 }
 
 /// Where the tray's autostart entry goes (tauri-plugin-autostart: XDG autostart under

@@ -122,10 +122,12 @@ fn login(ctx: &Context<'_>, store: Option<&dyn Store>) -> Check {
     };
     let detail = format!("no Claude Code login at {place}");
     match other_claude_source(ctx, store) {
+        // claude is served: `keyferry setup` would change nothing worth changing.
         Some(other) => Check::warn(
             LOGIN,
             format!("{detail} (claude is served from {other})"),
-            fix,
+            "nothing to do unless you want Claude Code's own login as a fallback: `claude`, \
+             then /login",
         ),
         None => Check::fail(
             LOGIN,
@@ -218,11 +220,21 @@ fn cf_item(ctx: &Context<'_>, store: Option<&dyn Store>) -> Check {
                 Err(e) => Check::fail(name, e.to_string(), setup),
             }
         }
-        Ok(None) => Check::warn(
-            name,
-            format!("not stored (account {:?})", id.account),
-            setup,
-        ),
+        // Served from a source cf reads too (its variable, its token file): nothing to set up.
+        Ok(None) => match other_claude_source(ctx, Some(store)) {
+            Some(other) => Check::skip(
+                name,
+                format!(
+                    "not stored (account {:?}); claude is served from {other}",
+                    id.account
+                ),
+            ),
+            None => Check::warn(
+                name,
+                format!("not stored (account {:?})", id.account),
+                setup,
+            ),
+        },
         Err(e) => Check::fail(name, e.to_string(), store_fix(&e)),
     }
 }

@@ -143,6 +143,7 @@ pub fn run(ctx: &Context<'_>) -> Report {
     let mut checks = vec![config(ctx)];
     checks.extend(keychain::checks(ctx));
     checks.extend(agent::checks(ctx));
+    checks.push(sandbox());
     checks.extend(desktop::checks(ctx));
     checks.extend(clis::checks(ctx));
     Report::new(checks)
@@ -158,7 +159,7 @@ pub const VERSION_TIMEOUT: Duration = Duration::from_secs(5);
 pub fn check(config_path: Option<&std::path::Path>, socket: Option<&std::path::Path>) -> Report {
     let env = |k: &str| std::env::var(k).ok();
     let loaded = match config_path {
-        Some(p) => Config::load_from(p),
+        Some(p) => Config::load_named(p, crate::config::NamedBy::Flag),
         None => Config::load(),
     };
     let (config, config_error) = match &loaded {
@@ -174,12 +175,35 @@ pub fn check(config_path: Option<&std::path::Path>, socket: Option<&std::path::P
     })
 }
 
+/// Whether `doctor` itself runs in a sandbox, as the agent would tell (it refuses such
+/// peers tokens unless `sandboxed_peers` allows them).
+fn sandbox() -> Check {
+    const NAME: &str = "sandbox";
+    match crate::agent::peer::this_process_sandbox() {
+        None => Check::ok(
+            NAME,
+            "no sandbox detected around this process (bubblewrap, Flatpak, toolbox and Podman are seen from inside; the agent tells every sandbox by its namespaces)",
+        ),
+        Some(kind) => Check::warn(
+            NAME,
+            format!(
+                "this process runs in a sandbox ({}): the agent answers it `sandboxed_peer` for tokens, snapshots, grants and settings",
+                kind.label()
+            ),
+            format!(
+                "give the sandbox a gateway grant (`keyferry grant NAME` on the host), or allow it with `sandboxed_peers = [\"{}\"]` under [policy] in config.toml",
+                kind.as_str()
+            ),
+        ),
+    }
+}
+
 fn config(ctx: &Context<'_>) -> Check {
     const NAME: &str = "config";
     if let Some(e) = ctx.config_error {
         return Check::fail(
             NAME,
-            format!("{e} (the checks below use the defaults)"),
+            format!("{} (the checks below use the defaults)", e.one_line()),
             "fix what the message names, or move the file aside to use the defaults",
         );
     }

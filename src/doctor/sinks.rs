@@ -28,6 +28,21 @@ fn file_fix(e: &FileError, shown: &str) -> String {
             format!("remove {shown}, or `chown $USER {shown}` if it really is yours")
         }
         FileError::TooLarge { .. } => format!("check what {shown} is; a sink is a small file"),
+        FileError::ParentSymlink { folder, .. } => format!(
+            "replace the link {folder} with a real folder (something that can write above the sink may have swapped it), or point the sink elsewhere"
+        ),
+        FileError::UnsafeFolder { folder, .. } => {
+            format!("`chmod go-w {folder}`, or point the sink at a folder only you can write")
+        }
+        FileError::HardLinked { .. } => {
+            format!("`rm {shown}` (the agent writes it anew as the only name of its file)")
+        }
+        FileError::LiveLogin { .. } | FileError::IsSource { .. } => {
+            "point the sink at a path inside the sandbox's mount, never at a login or a source"
+                .to_owned()
+        }
+        FileError::BadPath { .. } => "give the sink an absolute path to a file".to_owned(),
+        FileError::MissingFolder { folder, .. } => format!("`mkdir -p {folder}`"),
         FileError::Io { .. } => format!("check {shown}'s directory exists and is writable"),
     }
 }

@@ -1,51 +1,14 @@
-//! The `[gateway]` configuration section and what it turns into: listeners, limits and
-//! the upstream.
+//! What the `[gateway]` configuration section turns into: listeners, limits and the
+//! upstream. The section itself (plain values) lives in `config::gateway`.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
-use serde::Deserialize;
+pub use crate::config::GatewayConfig;
 
-use super::listen::{self, ListenError, ListenSpec, Listener};
+use super::listen::{self, ListenError, ListenSpec};
 use super::Limits;
 use crate::http::{HttpError, Upstream};
-
-/// `[gateway]` in the config file. Every key is optional.
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct GatewayConfig {
-    /// TCP addresses (`127.0.0.1:7778`, a bridge address) and `unix:/path` sockets.
-    pub listen: Vec<String>,
-    /// Also listen on `gateway.sock` next to the agent's socket.
-    pub unix_socket: bool,
-    /// Permit `0.0.0.0` / `[::]` in `listen` (every interface: rarely what you want).
-    pub allow_unspecified: bool,
-    /// Where requests go: https anywhere, plain http only to loopback.
-    pub upstream: String,
-    /// A PEM file of extra trusted CAs (corporate proxy, tests), on top of Mozilla's.
-    pub extra_ca_file: Option<PathBuf>,
-    pub max_body_bytes: u64,
-    pub idle_timeout_secs: u64,
-    pub header_timeout_secs: u64,
-    pub max_connections: usize,
-}
-
-impl Default for GatewayConfig {
-    fn default() -> Self {
-        let l = Limits::default();
-        Self {
-            listen: vec!["127.0.0.1:7778".to_owned()],
-            unix_socket: true,
-            allow_unspecified: false,
-            upstream: "https://api.anthropic.com".to_owned(),
-            extra_ca_file: None,
-            max_body_bytes: l.max_body_bytes,
-            idle_timeout_secs: l.idle_timeout.as_secs(),
-            header_timeout_secs: l.header_timeout.as_secs(),
-            max_connections: l.max_connections,
-        }
-    }
-}
 
 impl GatewayConfig {
     /// Every place to listen, the Unix socket (if on) in `agent_socket_dir`.
@@ -64,16 +27,10 @@ impl GatewayConfig {
         Ok(specs)
     }
 
-    /// Binds every listener (all or none).
-    ///
-    /// # Errors
-    /// See [`Self::specs`] and [`Listener::bind`].
-    pub async fn bind(&self, agent_socket_dir: &Path) -> Result<Vec<Listener>, ListenError> {
-        let mut out = Vec::new();
-        for spec in self.specs(agent_socket_dir)? {
-            out.push(Listener::bind(&spec, self.allow_unspecified).await?);
-        }
-        Ok(out)
+    /// How often an unbound address is retried (at least 50 ms).
+    #[must_use]
+    pub fn listen_retry(&self) -> Duration {
+        Duration::from_millis(self.listen_retry_ms.max(50))
     }
 
     #[must_use]
@@ -83,6 +40,8 @@ impl GatewayConfig {
             max_body_bytes: self.max_body_bytes,
             idle_timeout: Duration::from_secs(self.idle_timeout_secs.max(1)),
             header_timeout: Duration::from_secs(self.header_timeout_secs.max(1)),
+            first_byte_timeout: Duration::from_secs(self.first_byte_timeout_secs.max(1)),
+            refusal_window: Duration::from_secs(self.refusal_audit_secs.clamp(1, 3600)),
         }
     }
 

@@ -45,19 +45,14 @@ pub struct Grant {
 pub struct Revoked {
     pub name: String,
     pub placeholder_sha256: String,
+    /// Retired by a newer grant of the same name rather than by `revoke`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub replaced: bool,
     #[serde(with = "time::serde::rfc3339")]
     pub expires: OffsetDateTime,
 }
 
-/// What a new grant is made of.
-#[derive(Clone, Debug)]
-pub struct NewGrant {
-    pub name: String,
-    pub credential: String,
-    pub ttl: Duration,
-    pub max_concurrent: Option<u32>,
-    pub daily_token_budget: Option<u64>,
-}
+pub use crate::domain::NewGrant;
 
 /// Why a request's placeholder is not honoured. Names the grant when known, never the
 /// placeholder.
@@ -71,6 +66,8 @@ pub enum Denial {
     Expired { name: String },
     #[error("grant {name:?} has been revoked")]
     Revoked { name: String },
+    #[error("grant {name:?} was replaced by a newer grant of the same name: use its placeholder")]
+    Replaced { name: String },
     #[error("grant {name:?} has spent its daily token budget")]
     OverBudget { name: String, retry_after_secs: u64 },
 }
@@ -89,7 +86,7 @@ pub enum GrantError {
 }
 
 /// Long enough for a year-long setup token's sandbox; bounded so a typo is not forever.
-const MAX_TTL: Duration = Duration::from_secs(366 * 24 * 3600);
+const MAX_TTL: Duration = crate::expiry::GRANT_TTL_MAX;
 
 /// The grants table. Mutations through it; persistence in `grants_file`.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -118,7 +115,7 @@ impl Grants {
             return Err(GrantError::BadTtl { name: spec.name });
         }
         let (secret, hash) = placeholder::generate()?;
-        let _ = self.revoke(&spec.name);
+        let _ = self.retire(&spec.name, true);
         let grant = Grant {
             name: spec.name,
             credential: spec.credential,
@@ -142,6 +139,10 @@ impl Grants {
     /// # Errors
     /// No grant has that name.
     pub fn revoke(&mut self, name: &str) -> Result<Grant, GrantError> {
+        self.retire(name, false)
+    }
+
+    fn retire(&mut self, name: &str, replaced: bool) -> Result<Grant, GrantError> {
         let i = self
             .grants
             .iter()
@@ -151,6 +152,7 @@ impl Grants {
         self.revoked.push(Revoked {
             name: g.name.clone(),
             placeholder_sha256: g.placeholder_sha256.clone(),
+            replaced,
             expires: g.expires,
         });
         Ok(g)
@@ -204,6 +206,9 @@ impl Grants {
                 }
                 _ => Ok(g),
             },
+            (None, Some(r)) if r.replaced => Err(Denial::Replaced {
+                name: r.name.clone(),
+            }),
             (None, Some(r)) => Err(Denial::Revoked {
                 name: r.name.clone(),
             }),
@@ -233,6 +238,20 @@ impl Grants {
     }
 }
 
+impl Grant {
+    /// What is left of the daily budget on `now`'s day (UTC), if the grant has one.
+    #[must_use]
+    pub fn budget_left(&self, now: OffsetDateTime) -> Option<u64> {
+        let budget = self.daily_token_budget?;
+        let spent = if self.budget_day == Some(now.date()) {
+            self.day_tokens
+        } else {
+            0
+        };
+        Some(budget.saturating_sub(spent))
+    }
+}
+
 fn valid_name(name: &str) -> bool {
     (1..=64).contains(&name.len())
         && name
@@ -240,7 +259,7 @@ fn valid_name(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
 }
 
-fn secs_to_utc_midnight(now: OffsetDateTime) -> u64 {
+pub(crate) fn secs_to_utc_midnight(now: OffsetDateTime) -> u64 {
     let now = now.to_offset(time::UtcOffset::UTC);
     let next = now
         .date()

@@ -39,14 +39,16 @@ fn verify_tells_missing_unknown_expired_revoked_apart() {
 }
 
 #[test]
-fn replacing_a_grant_revokes_the_old_placeholder() {
+fn replacing_a_grant_retires_the_old_placeholder_as_replaced() {
     let mut g = Grants::default();
     let (_, old) = g.create(spec("box", 60), t0()).unwrap();
     let (_, new) = g.create(spec("box", 60), t0()).unwrap();
     assert_eq!(g.list().len(), 1);
-    assert_eq!(
-        g.verify(old.expose(), t0()).unwrap_err(),
-        Denial::Revoked { name: "box".into() }
+    let denial = g.verify(old.expose(), t0()).unwrap_err();
+    assert_eq!(denial, Denial::Replaced { name: "box".into() });
+    assert!(
+        denial.to_string().contains("replaced by a newer grant"),
+        "{denial}"
     );
     assert_eq!(g.verify(new.expose(), t0()).unwrap().name, "box");
 }

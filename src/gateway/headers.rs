@@ -1,13 +1,11 @@
 //! Header hygiene at the boundary: find the placeholder, drop it and every other incoming
-//! credential, drop hop-by-hop headers both ways, and put on the real credential.
+//! credential, drop hop-by-hop headers both ways; the provider puts on the real credential.
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
 use crate::credential::Kind;
+use crate::provider::GatewayProvider;
 use crate::secret::Secret;
-
-/// The beta flag an OAuth (subscription) token needs upstream.
-pub const OAUTH_BETA: &str = "oauth-2025-04-20";
 
 const HOP_BY_HOP: [&str; 9] = [
     "connection",
@@ -29,35 +27,6 @@ const CREDENTIALS: [&str; 4] = [
     "cookie",
 ];
 
-/// How a credential kind goes on the wire.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Scheme {
-    /// `Authorization: Bearer`, with the OAuth beta when `oauth`.
-    Bearer { oauth: bool },
-    /// `x-api-key`.
-    ApiKey,
-}
-
-impl Scheme {
-    /// `None` for kinds the Anthropic API does not take (Codex, Gemini).
-    #[must_use]
-    pub fn for_kind(kind: Kind) -> Option<Self> {
-        match kind {
-            Kind::ClaudeOauth | Kind::SetupToken => Some(Self::Bearer { oauth: true }),
-            Kind::ApiKey => Some(Self::ApiKey),
-            // A token of unknown shape is what ANTHROPIC_AUTH_TOKEN carries: a bearer.
-            Kind::Opaque => Some(Self::Bearer { oauth: false }),
-            Kind::Codex | Kind::Gemini => None,
-        }
-    }
-
-    /// Subscription tokens are meant for Claude Code alone.
-    #[must_use]
-    pub fn is_subscription(self) -> bool {
-        self == Self::Bearer { oauth: true }
-    }
-}
-
 /// The placeholder the client sent: `Authorization: Bearer …`, else `x-api-key`.
 #[must_use]
 pub fn placeholder(headers: &HeaderMap) -> Option<&str> {
@@ -78,17 +47,6 @@ pub fn placeholder(headers: &HeaderMap) -> Option<&str> {
     bearer.or_else(key).filter(|p| !p.is_empty())
 }
 
-/// Whether the request identifies as Claude Code (`user-agent: claude-cli/…` or
-/// `x-app: cli`), as the real CLI sends on every API call.
-#[must_use]
-pub fn is_claude_code(headers: &HeaderMap) -> bool {
-    let ua = headers
-        .get(header::USER_AGENT)
-        .and_then(|v| v.to_str().ok());
-    let app = headers.get("x-app").and_then(|v| v.to_str().ok());
-    ua.is_some_and(|u| u.starts_with("claude-cli/")) || app == Some("cli")
-}
-
 /// Removes hop-by-hop headers, including those the `Connection` header names.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     let named: Vec<HeaderName> = headers
@@ -107,7 +65,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
 }
 
 /// The upstream request's headers: the client's, minus hop-by-hop, credentials and
-/// `Host` (hyper sets it from the URI), plus the real credential.
+/// `Host` (hyper sets it from the URI), plus the real credential as `provider` puts it.
 ///
 /// `accept-encoding` becomes `identity` so usage can be read from the answer.
 ///
@@ -115,7 +73,8 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
 /// The token holds bytes a header cannot carry.
 pub fn outbound(
     mut headers: HeaderMap,
-    scheme: Scheme,
+    provider: &dyn GatewayProvider,
+    kind: Kind,
     token: &Secret,
 ) -> Result<HeaderMap, header::InvalidHeaderValue> {
     strip_hop_by_hop(&mut headers);
@@ -127,62 +86,16 @@ pub fn outbound(
         header::ACCEPT_ENCODING,
         HeaderValue::from_static("identity"),
     );
-    match scheme {
-        Scheme::Bearer { oauth } => {
-            let mut v = HeaderValue::try_from(format!("Bearer {}", token.expose()))?;
-            v.set_sensitive(true);
-            headers.insert(header::AUTHORIZATION, v);
-            if oauth {
-                append_beta(&mut headers, OAUTH_BETA);
-            }
-        }
-        Scheme::ApiKey => {
-            let mut v = HeaderValue::try_from(token.expose())?;
-            v.set_sensitive(true);
-            headers.insert("x-api-key", v);
-        }
-    }
+    provider.authorize(&mut headers, kind, token)?;
     Ok(headers)
-}
-
-/// Adds `flag` to `anthropic-beta` unless already there; what the client sent stays.
-pub fn append_beta(headers: &mut HeaderMap, flag: &str) {
-    let present: Vec<String> = headers
-        .get_all("anthropic-beta")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(|f| f.trim().to_owned())
-        .filter(|f| !f.is_empty())
-        .collect();
-    if present.iter().any(|f| f == flag) {
-        return;
-    }
-    let joined = present
-        .iter()
-        .map(String::as_str)
-        .chain([flag])
-        .collect::<Vec<_>>()
-        .join(",");
-    if let Ok(v) = HeaderValue::try_from(joined) {
-        headers.insert("anthropic-beta", v);
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::provider::anthropic::ANTHROPIC;
 
-    fn map(pairs: &[(&str, &str)]) -> HeaderMap {
-        let mut h = HeaderMap::new();
-        for (k, v) in pairs {
-            h.append(
-                HeaderName::from_bytes(k.as_bytes()).unwrap(),
-                HeaderValue::from_str(v).unwrap(),
-            );
-        }
-        h
-    }
+    use crate::provider::header_map as map;
 
     #[test]
     fn placeholder_from_bearer_or_api_key() {
@@ -213,7 +126,7 @@ mod tests {
             ("accept-encoding", "gzip, br"),
         ]);
         let token = Secret::new("sk-ant-oat01-REAL".into());
-        let out = outbound(h.clone(), Scheme::Bearer { oauth: true }, &token).unwrap();
+        let out = outbound(h.clone(), &ANTHROPIC, Kind::ClaudeOauth, &token).unwrap();
         assert_eq!(out["authorization"], "Bearer sk-ant-oat01-REAL");
         assert!(out["authorization"].is_sensitive());
         for gone in [
@@ -235,39 +148,15 @@ mod tests {
         assert_eq!(out["x-claude-code-session-id"], "abc");
         assert_eq!(out["accept-encoding"], "identity");
 
-        let key = outbound(h, Scheme::ApiKey, &Secret::new("sk-ant-api03-K".into())).unwrap();
+        let key = outbound(
+            h,
+            &ANTHROPIC,
+            Kind::ApiKey,
+            &Secret::new("sk-ant-api03-K".into()),
+        )
+        .unwrap();
         assert_eq!(key["x-api-key"], "sk-ant-api03-K");
         assert!(!key.contains_key("authorization"));
         assert_eq!(key["anthropic-beta"], "claude-code-20250219,fine-grained");
-    }
-
-    #[test]
-    fn beta_is_appended_once() {
-        let mut h = map(&[("anthropic-beta", "a, oauth-2025-04-20")]);
-        append_beta(&mut h, OAUTH_BETA);
-        assert_eq!(h["anthropic-beta"], "a, oauth-2025-04-20");
-        let mut h = map(&[("anthropic-beta", "a"), ("anthropic-beta", "b")]);
-        append_beta(&mut h, OAUTH_BETA);
-        assert_eq!(h.get_all("anthropic-beta").iter().count(), 1);
-        assert_eq!(h["anthropic-beta"], "a,b,oauth-2025-04-20");
-        let mut h = HeaderMap::new();
-        append_beta(&mut h, OAUTH_BETA);
-        assert_eq!(h["anthropic-beta"], OAUTH_BETA);
-    }
-
-    #[test]
-    fn claude_code_is_recognised_by_its_headers() {
-        assert!(is_claude_code(&map(&[(
-            "user-agent",
-            "claude-cli/2.1.197 (external, sdk-cli)"
-        )])));
-        assert!(is_claude_code(&map(&[("x-app", "cli")])));
-        assert!(!is_claude_code(&map(&[("user-agent", "curl/8.0")])));
-        assert!(!is_claude_code(&map(&[("user-agent", "Bun/1.4.0")])));
-        assert_eq!(Scheme::for_kind(Kind::Codex), None);
-        assert!(Scheme::for_kind(Kind::SetupToken)
-            .unwrap()
-            .is_subscription());
-        assert!(!Scheme::for_kind(Kind::ApiKey).unwrap().is_subscription());
     }
 }

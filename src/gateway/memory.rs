@@ -7,7 +7,7 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use time::OffsetDateTime;
 
 use super::grants::{Denial, GrantError, Grants, NewGrant};
-use super::{GatewayContext, GrantView, RequestRecord, TokenError};
+use super::{GatewayContext, GrantView, RefusedSummary, RequestRecord, TokenError};
 use crate::credential::Kind;
 use crate::http::Upstream;
 use crate::secret::Secret;
@@ -20,6 +20,7 @@ pub struct MemoryContext {
     grants: Mutex<Grants>,
     tokens: Mutex<HashMap<String, (Kind, Secret)>>,
     records: Mutex<VecDeque<RequestRecord>>,
+    refused: Mutex<VecDeque<RefusedSummary>>,
     upstream: Upstream,
 }
 
@@ -34,6 +35,7 @@ impl MemoryContext {
             grants: Mutex::default(),
             tokens: Mutex::default(),
             records: Mutex::default(),
+            refused: Mutex::default(),
             upstream,
         }
     }
@@ -69,6 +71,12 @@ impl MemoryContext {
     pub fn records(&self) -> Vec<RequestRecord> {
         lock(&self.records).iter().cloned().collect()
     }
+
+    /// The latest refusal summaries (at most [`KEPT_RECORDS`]), oldest first.
+    #[must_use]
+    pub fn refused(&self) -> Vec<RefusedSummary> {
+        lock(&self.refused).iter().cloned().collect()
+    }
 }
 
 impl GatewayContext for MemoryContext {
@@ -79,6 +87,7 @@ impl GatewayContext for MemoryContext {
             name: g.name.clone(),
             credential: g.credential.clone(),
             max_concurrent: g.max_concurrent,
+            budget_left: g.budget_left(OffsetDateTime::now_utc()),
         })
     }
 
@@ -98,6 +107,14 @@ impl GatewayContext for MemoryContext {
             records.pop_front();
         }
         records.push_back(record);
+    }
+
+    fn refused(&self, summary: RefusedSummary) {
+        let mut kept = lock(&self.refused);
+        if kept.len() == KEPT_RECORDS {
+            kept.pop_front();
+        }
+        kept.push_back(summary);
     }
 
     fn upstream(&self) -> &Upstream {

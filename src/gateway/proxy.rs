@@ -10,18 +10,25 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
 use super::body::{BodyError, CappedBody, Finish, MeteredBody};
-use super::headers::{self, Scheme};
-use super::reply::{self, ErrorType, Refusal};
-use super::route::{loggable_method, loggable_path, route, Route};
+use super::headers;
+use super::refusals::{PeerAddr, Refusals, Refused};
+use super::reply::{self, ErrorKind, Refusal};
+use super::reserve::{self, Reservations};
+use super::route::{is_preconnect, loggable_method, loggable_path};
 use super::usage::{Meter, Usage};
 use super::{Denial, GatewayContext, GrantView, Limits, RequestRecord};
+use crate::credential::Kind;
 use crate::http::{describe, OutBody};
+use crate::provider::{self, GatewayProvider};
+use crate::secret::Secret;
 
 /// State every request of one gateway shares.
 pub struct Shared {
     pub ctx: Arc<dyn GatewayContext>,
     pub limits: Limits,
     inflight: Arc<Mutex<HashMap<String, u32>>>,
+    reservations: Reservations,
+    pub refusals: Refusals,
 }
 
 impl Shared {
@@ -31,6 +38,16 @@ impl Shared {
             ctx,
             limits,
             inflight: Arc::default(),
+            reservations: Reservations::default(),
+            refusals: Refusals::default(),
+        }
+    }
+
+    /// Hands the refusals counted so far to the context, one summary per peer.
+    pub fn flush_refusals(&self) {
+        let secs = self.limits.refusal_window.as_secs();
+        for summary in self.refusals.drain(secs) {
+            self.ctx.refused(summary);
         }
     }
 
@@ -75,12 +92,14 @@ impl Drop for Slot {
     }
 }
 
-/// The service function: every outcome is an answer, never a dropped connection.
+/// The service function for a request from `peer`: every outcome is an answer, never a
+/// dropped connection.
 ///
 /// # Errors
 /// Never.
 pub async fn handle(
     shared: Arc<Shared>,
+    peer: PeerAddr,
     req: Request<Incoming>,
 ) -> Result<Response<OutBody>, Infallible> {
     let mut record = RequestRecord {
@@ -92,7 +111,9 @@ pub async fn handle(
         note: None,
         complete: false,
     };
-    match forward(&shared, req, &mut record).await {
+    // Until a grant names its credential, refusals speak the default provider's language.
+    let mut provider = provider::default_provider();
+    match forward(&shared, req, &mut record, &mut provider).await {
         Ok(resp) => Ok(resp),
         Err(refusal) => {
             record.status = refusal.status.as_u16();
@@ -105,8 +126,13 @@ pub async fn handle(
                 note = %refusal.message,
                 "gateway refused"
             );
-            shared.ctx.record(record);
-            Ok(refusal.response())
+            if record.grant.is_some() {
+                shared.ctx.record(record);
+            } else {
+                // Nothing proved: counted, and audited once per peer per window.
+                shared.refusals.count(peer, Refused::Status(record.status));
+            }
+            Ok(refusal.response(provider))
         }
     }
 }
@@ -117,47 +143,108 @@ fn denial(d: &Denial) -> Refusal {
             retry_after_secs, ..
         } => Refusal::new(
             StatusCode::TOO_MANY_REQUESTS,
-            ErrorType::RateLimit,
+            ErrorKind::RateLimit,
             format!("keyferry gateway: {d}"),
         )
         .retry_after(*retry_after_secs),
         _ => Refusal::new(
             StatusCode::UNAUTHORIZED,
-            ErrorType::Authentication,
+            ErrorKind::Authentication,
             format!("keyferry gateway: {d}"),
         ),
     }
+}
+
+fn bad_gateway(m: String) -> Refusal {
+    Refusal::new(
+        StatusCode::BAD_GATEWAY,
+        ErrorKind::Api,
+        format!("keyferry gateway: {m}"),
+    )
+}
+
+/// What a verified request draws on.
+struct Opened {
+    grant: GrantView,
+    kind: Kind,
+    token: Secret,
+    provider: &'static dyn GatewayProvider,
+}
+
+/// Verifies the placeholder, then lets the provider of the grant's credential route and
+/// admit the request: routing waits for the grant, so each provider has its own routes.
+fn open(
+    ctx: &dyn GatewayContext,
+    req: &Request<Incoming>,
+    record: &mut RequestRecord,
+) -> Result<Opened, Refusal> {
+    let grant = match headers::placeholder(req.headers()) {
+        Some(p) => ctx.verify(p),
+        None => Err(Denial::Missing),
+    }
+    .map_err(|d| {
+        // A spent budget is the grant's own refusal: audited with it, not as junk.
+        if let Denial::OverBudget { name, .. } = &d {
+            record.grant = Some(name.clone());
+        }
+        denial(&d)
+    })?;
+    record.grant = Some(grant.name.clone());
+    let (kind, token) = ctx
+        .token(&grant.credential)
+        .map_err(|e| bad_gateway(e.to_string()))?;
+    let provider = provider::for_kind(kind).ok_or_else(|| {
+        bad_gateway(format!(
+            "credential {:?} is a {} credential, which no gateway provider serves yet",
+            grant.credential,
+            kind.as_str()
+        ))
+    })?;
+    if let Err(forwarded) = provider.route(req.method(), req.uri().path()) {
+        return Err(Refusal::new(
+            StatusCode::NOT_FOUND,
+            ErrorKind::NotFound,
+            format!(
+                "keyferry gateway: {} {} is not forwarded ({forwarded})",
+                record.method, record.path
+            ),
+        ));
+    }
+    provider
+        .admit(kind, req.headers(), &grant.name)
+        .map_err(|n| {
+            Refusal::new(
+                StatusCode::FORBIDDEN,
+                ErrorKind::Permission,
+                format!("keyferry gateway: {}", n.0),
+            )
+        })?;
+    Ok(Opened {
+        grant,
+        kind,
+        token,
+        provider,
+    })
 }
 
 async fn forward(
     shared: &Shared,
     req: Request<Incoming>,
     record: &mut RequestRecord,
+    provider: &mut &'static dyn GatewayProvider,
 ) -> Result<Response<OutBody>, Refusal> {
     let ctx = &shared.ctx;
     let limits = shared.limits;
-    match route(req.method(), req.uri().path()) {
-        Route::Api => {}
-        // Bun's connection warm-up (no credential): answered here, never forwarded.
-        Route::Preconnect => return Ok(Response::new(reply::empty())),
-        Route::Refused => {
-            return Err(Refusal::new(
-                StatusCode::NOT_FOUND,
-                ErrorType::NotFound,
-                format!(
-                    "keyferry gateway: {} {} is not forwarded (only POST /v1/messages, POST \
-                     /v1/messages/count_tokens, GET /v1/models)",
-                    record.method, record.path
-                ),
-            ))
-        }
+    if is_preconnect(req.method(), req.uri().path()) {
+        return Ok(Response::new(reply::empty()));
     }
-    let grant = match headers::placeholder(req.headers()) {
-        Some(p) => ctx.verify(p),
-        None => Err(Denial::Missing),
-    }
-    .map_err(|d| denial(&d))?;
-    record.grant = Some(grant.name.clone());
+    let Opened {
+        grant,
+        kind,
+        token,
+        provider: p,
+    } = open(ctx.as_ref(), &req, record)?;
+    *provider = p;
     let declared = req
         .headers()
         .get(header::CONTENT_LENGTH)
@@ -168,7 +255,7 @@ async fn forward(
     let slot = shared.enter(&grant).map_err(|()| {
         Refusal::new(
             StatusCode::TOO_MANY_REQUESTS,
-            ErrorType::RateLimit,
+            ErrorKind::RateLimit,
             format!(
                 "keyferry gateway: grant {:?} already has its maximum of requests in flight",
                 grant.name
@@ -176,93 +263,111 @@ async fn forward(
         )
         .retry_after(1)
     })?;
-    let bad_gateway = |m: String| {
-        Refusal::new(
-            StatusCode::BAD_GATEWAY,
-            ErrorType::Api,
-            format!("keyferry gateway: {m}"),
-        )
-    };
-    let (kind, token) = ctx
-        .token(&grant.credential)
-        .map_err(|e| bad_gateway(e.to_string()))?;
-    let scheme = Scheme::for_kind(kind).ok_or_else(|| {
-        bad_gateway(format!(
-            "credential {:?} is a {} credential, not an Anthropic one",
-            grant.credential,
-            kind.as_str()
-        ))
-    })?;
-    if scheme.is_subscription() && !headers::is_claude_code(req.headers()) {
-        return Err(Refusal::new(
-            StatusCode::FORBIDDEN,
-            ErrorType::Permission,
-            format!(
-                "keyferry gateway: grant {:?} draws on a Claude subscription credential, which is meant \
-                 for Claude Code only; this request does not identify as Claude Code \
-                 (user-agent claude-cli/… or x-app: cli)",
-                grant.name
-            ),
-        ));
-    }
     let (parts, body) = req.into_parts();
+    let (body, reservation) = admit(shared, &grant, body).await?;
+    let guard: Option<Box<dyn Send>> = match (slot, reservation) {
+        (None, None) => None,
+        (s, r) => Some(Box::new((s, r))),
+    };
     let path_and_query = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-    let upstream = ctx.upstream();
-    let uri = upstream
+    let uri = ctx
+        .upstream()
         .join(path_and_query)
         .map_err(|e| bad_gateway(format!("upstream URI: {e}")))?;
-    let out_headers = headers::outbound(parts.headers, scheme, &token).map_err(|_| {
+    let out_headers = headers::outbound(parts.headers, p, kind, &token).map_err(|_| {
         bad_gateway(format!(
             "the token of credential {:?} cannot go in a header",
             grant.credential
         ))
     })?;
     drop(token);
-    let mut out = Request::new(
-        CappedBody::new(body, limits.max_body_bytes, limits.idle_timeout).boxed_unsync(),
-    );
+    let mut out = Request::new(body);
     *out.method_mut() = parts.method;
     *out.uri_mut() = uri;
     *out.headers_mut() = out_headers;
-
-    let answer = tokio::time::timeout(limits.idle_timeout, upstream.client.request(out)).await;
-    let resp = match answer {
-        Err(_) => {
-            return Err(Refusal::new(
-                StatusCode::GATEWAY_TIMEOUT,
-                ErrorType::Api,
-                format!(
-                    "keyferry gateway: upstream sent no answer within {:?}",
-                    limits.idle_timeout
-                ),
-            ))
-        }
-        Ok(Err(e)) if is_too_large(&e) => return Err(too_large(limits.max_body_bytes)),
-        Ok(Err(e)) => return Err(bad_gateway(format!("upstream failed: {}", describe(&e)))),
-        Ok(Ok(resp)) => resp,
-    };
-    let (mut parts, body) = resp.into_parts();
+    let (mut parts, body) = send(shared, out).await?.into_parts();
     headers::strip_hop_by_hop(&mut parts.headers);
     record.status = parts.status.as_u16();
-    let meter = Meter::for_content_type(
-        parts
-            .headers
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok()),
-    );
+    let content_type = parts
+        .headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok());
+    let meter = Meter::for_content_type(p, content_type);
     let finish = Finish {
         ctx: Arc::clone(ctx),
         record: record.clone(),
-        guard: slot,
+        guard,
     };
     let body = MeteredBody::new(body, meter, limits.idle_timeout, finish).boxed_unsync();
     Ok(Response::from_parts(parts, body))
 }
 
+/// Upstream's answer head, within the idle timeout.
+async fn send(shared: &Shared, out: Request<ReqBody>) -> Result<Response<Incoming>, Refusal> {
+    let limits = shared.limits;
+    let answer = tokio::time::timeout(
+        limits.idle_timeout,
+        shared.ctx.upstream().client.request(out),
+    )
+    .await;
+    match answer {
+        Err(_) => Err(Refusal::new(
+            StatusCode::GATEWAY_TIMEOUT,
+            ErrorKind::Api,
+            format!(
+                "keyferry gateway: upstream sent no answer within {:?}",
+                limits.idle_timeout
+            ),
+        )),
+        Ok(Err(e)) if is_too_large(&e) => Err(too_large(limits.max_body_bytes)),
+        Ok(Err(e)) => Err(bad_gateway(format!("upstream failed: {}", describe(&e)))),
+        Ok(Ok(resp)) => Ok(resp),
+    }
+}
+
+type ReqBody = http_body_util::combinators::UnsyncBoxBody<bytes::Bytes, crate::http::BoxError>;
+
+/// The body to forward, and the budget reservation when the grant has a daily budget:
+/// then the body is read whole first (within the size cap) to estimate the cost from its
+/// `max_tokens`; otherwise it streams through untouched.
+async fn admit(
+    shared: &Shared,
+    grant: &GrantView,
+    body: Incoming,
+) -> Result<(ReqBody, Option<reserve::Reservation>), Refusal> {
+    let limits = shared.limits;
+    let capped = CappedBody::new(body, limits.max_body_bytes, limits.idle_timeout);
+    let Some(left) = grant.budget_left else {
+        return Ok((capped.boxed_unsync(), None));
+    };
+    let bytes = match capped.collect().await {
+        Ok(c) => c.to_bytes(),
+        Err(e) if is_too_large(&*e) => return Err(too_large(limits.max_body_bytes)),
+        Err(e) => {
+            return Err(Refusal::new(
+                StatusCode::BAD_REQUEST,
+                ErrorKind::InvalidRequest,
+                format!("keyferry gateway: the request body could not be read: {e}"),
+            ))
+        }
+    };
+    let estimate = reserve::estimate(&bytes);
+    let Some(r) = shared.reservations.reserve(&grant.name, left, estimate) else {
+        return Err(denial(&Denial::OverBudget {
+            name: grant.name.clone(),
+            retry_after_secs: super::grants::secs_to_utc_midnight(time::OffsetDateTime::now_utc()),
+        }));
+    };
+    let full = http_body_util::Full::new(bytes)
+        .map_err(|never| match never {})
+        .boxed_unsync();
+    Ok((full, Some(r)))
+}
+
 fn too_large(limit: u64) -> Refusal {
     Refusal::new(
         StatusCode::PAYLOAD_TOO_LARGE,
-        ErrorType::RequestTooLarge,
+        ErrorKind::RequestTooLarge,
         format!("keyferry gateway: request body larger than {limit} bytes"),
     )
 }

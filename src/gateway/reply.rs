@@ -1,64 +1,25 @@
-//! The gateway's own answers, shaped like the Anthropic API's errors so Claude Code shows
-//! them: `{"type":"error","error":{"type":…,"message":…}}`.
+//! The gateway's own answers, shaped like the provider's API errors so its CLI shows them
+//! (`provider::GatewayProvider::error_body`).
 
+use crate::http::OutBody;
+pub use crate::provider::ErrorKind;
+use crate::provider::GatewayProvider;
 use bytes::Bytes;
 use http::{header, HeaderValue, Response, StatusCode};
 use http_body_util::{BodyExt, Empty, Full};
-use serde::Serialize;
-
-use crate::http::OutBody;
-
-/// The Anthropic error types the gateway answers with.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ErrorType {
-    InvalidRequest,
-    Authentication,
-    Permission,
-    NotFound,
-    RequestTooLarge,
-    RateLimit,
-    Api,
-}
-
-impl ErrorType {
-    #[must_use]
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::InvalidRequest => "invalid_request_error",
-            Self::Authentication => "authentication_error",
-            Self::Permission => "permission_error",
-            Self::NotFound => "not_found_error",
-            Self::RequestTooLarge => "request_too_large",
-            Self::RateLimit => "rate_limit_error",
-            Self::Api => "api_error",
-        }
-    }
-}
-
-#[derive(Serialize)]
-struct Envelope<'a> {
-    r#type: &'static str,
-    error: Inner<'a>,
-}
-
-#[derive(Serialize)]
-struct Inner<'a> {
-    r#type: &'static str,
-    message: &'a str,
-}
 
 /// A refusal the gateway makes itself. `message` must never hold a secret.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Refusal {
     pub status: StatusCode,
-    pub kind: ErrorType,
+    pub kind: ErrorKind,
     pub message: String,
     pub retry_after_secs: Option<u64>,
 }
 
 impl Refusal {
     #[must_use]
-    pub fn new(status: StatusCode, kind: ErrorType, message: impl Into<String>) -> Self {
+    pub fn new(status: StatusCode, kind: ErrorKind, message: impl Into<String>) -> Self {
         Self {
             status,
             kind,
@@ -73,17 +34,10 @@ impl Refusal {
         self
     }
 
-    /// The HTTP answer.
+    /// The HTTP answer, in `provider`'s error shape.
     #[must_use]
-    pub fn response(&self) -> Response<OutBody> {
-        let body = serde_json::to_vec(&Envelope {
-            r#type: "error",
-            error: Inner {
-                r#type: self.kind.as_str(),
-                message: &self.message,
-            },
-        })
-        .unwrap_or_default();
+    pub fn response(&self, provider: &dyn GatewayProvider) -> Response<OutBody> {
+        let body = provider.error_body(self.kind, &self.message);
         let mut resp = Response::new(full(body));
         *resp.status_mut() = self.status;
         let h = resp.headers_mut();
@@ -118,14 +72,14 @@ mod tests {
     use super::*;
 
     #[tokio::test]
-    async fn refusals_are_anthropic_shaped() {
+    async fn refusals_carry_status_retry_after_and_the_providers_body() {
         let r = Refusal::new(
             StatusCode::TOO_MANY_REQUESTS,
-            ErrorType::RateLimit,
+            ErrorKind::RateLimit,
             "slow \"down\"",
         )
         .retry_after(7);
-        let resp = r.response();
+        let resp = r.response(&crate::provider::anthropic::ANTHROPIC);
         assert_eq!(resp.status(), 429);
         assert_eq!(resp.headers()["retry-after"], "7");
         let body = resp.into_body().collect().await.unwrap().to_bytes();

@@ -1,32 +1,14 @@
-//! Which requests the gateway forwards (only what Claude Code calls), and how a request's
-//! path and method may appear in a record or a log line.
+//! How a request's path and method may appear in a record or a log line, and the one
+//! request answered before any provider is known. Which requests are forwarded is each
+//! provider's (`provider::GatewayProvider::route`).
 
 use http::Method;
 
-/// What to do with a request.
-pub enum Route {
-    Api,
-    Preconnect,
-    Refused,
-}
-
-/// Only what Claude Code calls. Paths are compared exactly: no normalisation to trick.
-pub fn route(method: &Method, path: &str) -> Route {
-    let model_id = |id: &str| {
-        !id.is_empty()
-            && id
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
-            && id != "."
-            && id != ".."
-    };
-    match (method, path) {
-        (&Method::POST, "/v1/messages" | "/v1/messages/count_tokens")
-        | (&Method::GET, "/v1/models") => Route::Api,
-        (&Method::GET, p) if p.strip_prefix("/v1/models/").is_some_and(model_id) => Route::Api,
-        (&Method::HEAD, "/") => Route::Preconnect,
-        _ => Route::Refused,
-    }
+/// Bun's connection warm-up (`HEAD /`, no credential): answered by the gateway itself,
+/// never forwarded, for every provider.
+#[must_use]
+pub fn is_preconnect(method: &Method, path: &str) -> bool {
+    method == Method::HEAD && path == "/"
 }
 
 /// An extension method is the client's free text: recorded as `OTHER`.
@@ -89,25 +71,9 @@ mod tests {
     }
 
     #[test]
-    fn only_claude_codes_paths_are_routed() {
-        let api = |m: Method, p: &str| matches!(route(&m, p), Route::Api);
-        assert!(api(Method::POST, "/v1/messages"));
-        assert!(api(Method::POST, "/v1/messages/count_tokens"));
-        assert!(api(Method::GET, "/v1/models"));
-        assert!(api(Method::GET, "/v1/models/claude-sonnet-4-5"));
-        assert!(matches!(route(&Method::HEAD, "/"), Route::Preconnect));
-        for (m, p) in [
-            (Method::GET, "/v1/messages"),
-            (Method::POST, "/v1/messages/"),
-            (Method::POST, "/v1/messages/../files"),
-            (Method::POST, "/v1/files"),
-            (Method::GET, "/v1/models/.."),
-            (Method::GET, "/v1/models/a/b"),
-            (Method::POST, "/v1/complete"),
-            (Method::GET, "/"),
-            (Method::DELETE, "/v1/messages"),
-        ] {
-            assert!(matches!(route(&m, p), Route::Refused), "{m} {p}");
-        }
+    fn only_head_slash_is_a_preconnect() {
+        assert!(is_preconnect(&Method::HEAD, "/"));
+        assert!(!is_preconnect(&Method::GET, "/"));
+        assert!(!is_preconnect(&Method::HEAD, "/v1/messages"));
     }
 }

@@ -14,7 +14,9 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::listen::Listener;
+use super::opening;
 use super::proxy::{self, Shared};
+use super::refusals::{PeerAddr, Refused};
 use super::{GatewayContext, Limits};
 
 /// Serves `listeners` until `shutdown` resolves, then closes every connection (a stream in
@@ -30,6 +32,7 @@ pub async fn run(
     let cancel = CancellationToken::new();
     let builder = Arc::new(builder(limits));
     let mut loops = JoinSet::new();
+    loops.spawn(flush_refusals(Arc::clone(&shared), cancel.clone()));
     for listener in listeners {
         tracing::info!(listen = %listener.spec(), "gateway listening");
         loops.spawn(accept_loop(
@@ -46,6 +49,55 @@ pub async fn run(
     // Every connection task holds a permit until it has ended.
     let all = u32::try_from(limits.max_connections).unwrap_or(u32::MAX);
     let _ = permits.acquire_many(all).await;
+}
+
+/// Serves every listener `listeners` manages (bound, retried, opened and closed by it)
+/// until `shutdown`, then closes every connection.
+pub async fn run_managed(
+    listeners: Arc<super::Listeners>,
+    ctx: Arc<dyn GatewayContext>,
+    limits: Limits,
+    shutdown: impl Future<Output = ()>,
+) {
+    let shared = Arc::new(Shared::new(ctx, limits));
+    let permits = Arc::new(Semaphore::new(limits.max_connections));
+    let cancel = CancellationToken::new();
+    let builder = Arc::new(builder(limits));
+    let flusher = tokio::spawn(flush_refusals(Arc::clone(&shared), cancel.clone()));
+    let serve = {
+        let permits = Arc::clone(&permits);
+        move |listener: Listener, session: CancellationToken| {
+            accept_loop(
+                listener,
+                Arc::clone(&shared),
+                Arc::clone(&permits),
+                Arc::clone(&builder),
+                session,
+            )
+        }
+    };
+    let manager = tokio::spawn(listeners.run(cancel.clone(), serve));
+    shutdown.await;
+    cancel.cancel();
+    let _ = manager.await;
+    let _ = flusher.await;
+    let all = u32::try_from(limits.max_connections).unwrap_or(u32::MAX);
+    let _ = permits.acquire_many(all).await;
+}
+
+/// Every window, one audit entry per peer for the refusals counted in it; and the last
+/// partial window's when the gateway stops.
+async fn flush_refusals(shared: Arc<Shared>, cancel: CancellationToken) {
+    let mut tick = tokio::time::interval(shared.limits.refusal_window);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => shared.flush_refusals(),
+            () = cancel.cancelled() => break,
+        }
+    }
+    shared.flush_refusals();
 }
 
 fn builder(limits: Limits) -> auto::Builder<TokioExecutor> {
@@ -78,19 +130,21 @@ async fn accept_loop(
             () = cancel.cancelled() => break,
         };
         match accepted {
-            Ok(Conn::Tcp(s)) => {
+            Ok((Conn::Tcp(s), peer)) => {
                 let _ = s.set_nodelay(true);
                 conns.spawn(serve(
                     s,
+                    peer,
                     Arc::clone(&shared),
                     Arc::clone(&builder),
                     permit,
                     cancel.clone(),
                 ));
             }
-            Ok(Conn::Unix(s)) => {
+            Ok((Conn::Unix(s), peer)) => {
                 conns.spawn(serve(
                     s,
+                    peer,
                     Arc::clone(&shared),
                     Arc::clone(&builder),
                     permit,
@@ -114,15 +168,24 @@ enum Conn {
     Unix(tokio::net::UnixStream),
 }
 
-async fn accept(listener: &Listener) -> std::io::Result<Conn> {
+async fn accept(listener: &Listener) -> std::io::Result<(Conn, PeerAddr)> {
     match listener {
-        Listener::Tcp(l) => l.accept().await.map(|(s, _)| Conn::Tcp(s)),
-        Listener::Unix { listener, .. } => listener.accept().await.map(|(s, _)| Conn::Unix(s)),
+        Listener::Tcp(l) => {
+            let (s, addr) = l.accept().await?;
+            Ok((Conn::Tcp(s), PeerAddr::Ip(addr.ip().to_canonical())))
+        }
+        Listener::Unix { listener, .. } => {
+            let (s, _) = listener.accept().await?;
+            // The socket's folder is 0700: this is the user, or root.
+            let uid = s.peer_cred().map_or(u32::MAX, |c| c.uid());
+            Ok((Conn::Unix(s), PeerAddr::Unix { uid }))
+        }
     }
 }
 
 async fn serve<I>(
     io: I,
+    peer: PeerAddr,
     shared: Arc<Shared>,
     builder: Arc<auto::Builder<TokioExecutor>>,
     permit: OwnedSemaphorePermit,
@@ -130,7 +193,22 @@ async fn serve<I>(
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let svc = service_fn(move |req| proxy::handle(Arc::clone(&shared), req));
+    let deadline = shared.limits.first_byte_timeout;
+    let opened = tokio::select! {
+        o = opening::read(io, deadline) => Some(o),
+        () = cancel.cancelled() => None,
+    };
+    let io = match opened {
+        Some(Ok(io)) => io,
+        // Silent past the deadline: its permit and descriptor go back now, and it counts.
+        Some(Err(opening::Unopened::Silent)) => {
+            tracing::debug!(%peer, "gateway connection closed: no request within the first-byte deadline");
+            shared.refusals.count(peer, Refused::Silent);
+            return;
+        }
+        Some(Err(opening::Unopened::Closed)) | None => return,
+    };
+    let svc = service_fn(move |req| proxy::handle(Arc::clone(&shared), peer, req));
     let conn = builder.serve_connection(TokioIo::new(io), svc);
     tokio::select! {
         r = conn => {

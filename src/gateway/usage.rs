@@ -1,89 +1,9 @@
-//! Token metering of answers passing through: the JSON `usage` of a plain answer, or the
-//! SSE `message_start.message.usage` and last `message_delta.usage`, read incrementally
-//! by a small line assembler so the stream itself is never held back.
+//! Token metering of answers passing through: a small line assembler reads an SSE stream
+//! incrementally (so the stream itself is never held back) and hands the events that may
+//! carry usage to the provider; a plain JSON answer is copied (bounded) and read whole.
 
-use serde::{Deserialize, Serialize};
-
-/// Tokens one answer used (or a grant has used).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Usage {
-    pub input_tokens: u64,
-    pub output_tokens: u64,
-    pub cache_creation_input_tokens: u64,
-    pub cache_read_input_tokens: u64,
-}
-
-impl Usage {
-    /// Everything that counts against a budget.
-    #[must_use]
-    pub fn total(&self) -> u64 {
-        self.input_tokens
-            .saturating_add(self.output_tokens)
-            .saturating_add(self.cache_creation_input_tokens)
-            .saturating_add(self.cache_read_input_tokens)
-    }
-
-    pub fn add(&mut self, other: &Usage) {
-        self.input_tokens = self.input_tokens.saturating_add(other.input_tokens);
-        self.output_tokens = self.output_tokens.saturating_add(other.output_tokens);
-        self.cache_creation_input_tokens = self
-            .cache_creation_input_tokens
-            .saturating_add(other.cache_creation_input_tokens);
-        self.cache_read_input_tokens = self
-            .cache_read_input_tokens
-            .saturating_add(other.cache_read_input_tokens);
-    }
-}
-
-/// The API's `usage` object: any field may be absent (a delta names only what changed).
-#[derive(Deserialize, Default)]
-struct ApiUsage {
-    input_tokens: Option<u64>,
-    output_tokens: Option<u64>,
-    cache_creation_input_tokens: Option<u64>,
-    cache_read_input_tokens: Option<u64>,
-}
-
-impl ApiUsage {
-    /// Fields present here replace `into`'s (the API's counts are cumulative).
-    fn apply(&self, into: &mut Usage) {
-        let set = |slot: &mut u64, v: Option<u64>| {
-            if let Some(v) = v {
-                *slot = v;
-            }
-        };
-        set(&mut into.input_tokens, self.input_tokens);
-        set(&mut into.output_tokens, self.output_tokens);
-        set(
-            &mut into.cache_creation_input_tokens,
-            self.cache_creation_input_tokens,
-        );
-        set(
-            &mut into.cache_read_input_tokens,
-            self.cache_read_input_tokens,
-        );
-    }
-}
-
-#[derive(Deserialize)]
-struct Message {
-    #[serde(default)]
-    usage: ApiUsage,
-}
-
-#[derive(Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
-enum Event {
-    MessageStart {
-        message: Message,
-    },
-    MessageDelta {
-        #[serde(default)]
-        usage: ApiUsage,
-    },
-    #[serde(other)]
-    Other,
-}
+use crate::provider::GatewayProvider;
+pub use crate::provider::Usage;
 
 /// SSE lines longer than this are not metering events (those are short); they are skipped
 /// rather than assembled, so memory stays bounded whatever the stream holds.
@@ -94,6 +14,7 @@ const MAX_JSON: usize = 4 << 20;
 /// Reads usage from bytes as they pass, in whatever chunks they come.
 pub enum Meter {
     Sse {
+        provider: &'static dyn GatewayProvider,
         line: Vec<u8>,
         skipping: bool,
         /// Whether the current event (its `event:` line) may carry usage.
@@ -101,6 +22,7 @@ pub enum Meter {
         usage: Usage,
     },
     Json {
+        provider: &'static dyn GatewayProvider,
         copy: Vec<u8>,
         overflow: bool,
     },
@@ -108,12 +30,16 @@ pub enum Meter {
 }
 
 impl Meter {
-    /// The meter for an answer of this `content-type`.
+    /// The meter for an answer of `provider`'s API with this `content-type`.
     #[must_use]
-    pub fn for_content_type(content_type: Option<&str>) -> Self {
+    pub fn for_content_type(
+        provider: &'static dyn GatewayProvider,
+        content_type: Option<&str>,
+    ) -> Self {
         let ct = content_type.unwrap_or_default().to_ascii_lowercase();
         if ct.starts_with("text/event-stream") {
             Self::Sse {
+                provider,
                 line: Vec::new(),
                 skipping: false,
                 wanted: None,
@@ -121,6 +47,7 @@ impl Meter {
             }
         } else if ct.starts_with("application/json") {
             Self::Json {
+                provider,
                 copy: Vec::new(),
                 overflow: false,
             }
@@ -132,6 +59,7 @@ impl Meter {
     pub fn feed(&mut self, mut bytes: &[u8]) {
         match self {
             Self::Sse {
+                provider,
                 line,
                 skipping,
                 wanted,
@@ -140,7 +68,7 @@ impl Meter {
                 while let Some(nl) = bytes.iter().position(|&b| b == b'\n') {
                     if !*skipping && line.len() + nl <= MAX_LINE {
                         line.extend_from_slice(&bytes[..nl]);
-                        sse_line(line, wanted, usage);
+                        sse_line(*provider, line, wanted, usage);
                     }
                     line.clear();
                     *skipping = false;
@@ -155,7 +83,7 @@ impl Meter {
                     }
                 }
             }
-            Self::Json { copy, overflow } => {
+            Self::Json { copy, overflow, .. } => {
                 if copy.len() + bytes.len() > MAX_JSON {
                     *overflow = true;
                     copy.clear();
@@ -173,15 +101,10 @@ impl Meter {
         match self {
             Self::Sse { usage, .. } => *usage,
             Self::Json {
+                provider,
                 copy,
                 overflow: false,
-            } => {
-                let mut u = Usage::default();
-                if let Ok(m) = serde_json::from_slice::<Message>(copy) {
-                    m.usage.apply(&mut u);
-                }
-                u
-            }
+            } => provider.json_usage(copy).unwrap_or_default(),
             Self::Json { .. } | Self::Off => Usage::default(),
         }
     }
@@ -189,7 +112,12 @@ impl Meter {
 
 /// One complete line. The `event:` line names the event, so the (possibly long) data of
 /// content deltas is never searched; a data line without an event name is searched.
-fn sse_line(line: &[u8], wanted: &mut Option<bool>, usage: &mut Usage) {
+fn sse_line(
+    provider: &dyn GatewayProvider,
+    line: &[u8],
+    wanted: &mut Option<bool>,
+    usage: &mut Usage,
+) {
     let line = line.strip_suffix(b"\r").unwrap_or(line);
     if line.is_empty() {
         *wanted = None;
@@ -197,27 +125,28 @@ fn sse_line(line: &[u8], wanted: &mut Option<bool>, usage: &mut Usage) {
     }
     if let Some(name) = line.strip_prefix(b"event:") {
         let name = name.trim_ascii();
-        *wanted = Some(name == b"message_start" || name == b"message_delta");
+        *wanted = Some(provider.usage_events().iter().any(|e| e.as_bytes() == name));
         return;
     }
     let Some(data) = line.strip_prefix(b"data:") else {
         return;
     };
     let has = |needle: &[u8]| data.windows(needle.len()).any(|w| w == needle);
-    let wanted = wanted.unwrap_or_else(|| has(b"message_start") || has(b"message_delta"));
-    if !wanted {
-        return;
-    }
-    match serde_json::from_slice::<Event>(data) {
-        Ok(Event::MessageStart { message }) => message.usage.apply(usage),
-        Ok(Event::MessageDelta { usage: u }) => u.apply(usage),
-        Ok(Event::Other) | Err(_) => {}
+    let wanted =
+        wanted.unwrap_or_else(|| provider.usage_events().iter().any(|e| has(e.as_bytes())));
+    if wanted {
+        provider.apply_usage_event(data, usage);
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::provider::anthropic::ANTHROPIC;
+
+    fn meter(content_type: &str) -> Meter {
+        Meter::for_content_type(&ANTHROPIC, Some(content_type))
+    }
 
     const STREAM: &str = "event: message_start\r\n\
 data: {\"type\":\"message_start\",\"message\":{\"id\":\"m\",\"content\":[],\"usage\":{\"input_tokens\":25,\"cache_creation_input_tokens\":7,\"cache_read_input_tokens\":300,\"output_tokens\":1}}}\r\n\r\n\
@@ -238,7 +167,7 @@ event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n";
 
     #[test]
     fn sse_fed_byte_by_byte_counts_start_and_last_delta() {
-        let mut m = Meter::for_content_type(Some("text/event-stream; charset=utf-8"));
+        let mut m = meter("text/event-stream; charset=utf-8");
         for b in STREAM.as_bytes() {
             m.feed(std::slice::from_ref(b));
         }
@@ -250,7 +179,7 @@ event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n";
     fn sse_in_every_split_of_two_chunks() {
         let bytes = STREAM.as_bytes();
         for cut in 0..=bytes.len() {
-            let mut m = Meter::for_content_type(Some("text/event-stream"));
+            let mut m = meter("text/event-stream");
             m.feed(&bytes[..cut]);
             m.feed(&bytes[cut..]);
             assert_eq!(m.usage(), WANT, "cut at {cut}");
@@ -259,7 +188,7 @@ event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n";
 
     #[test]
     fn an_overlong_line_is_skipped_not_kept() {
-        let mut m = Meter::for_content_type(Some("text/event-stream"));
+        let mut m = meter("text/event-stream");
         m.feed(b"data: ");
         for _ in 0..100 {
             m.feed(&[b'x'; 4096]);
@@ -276,7 +205,7 @@ event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n";
     #[test]
     fn json_answer_in_pieces() {
         let body = br#"{"id":"m","type":"message","content":[{"type":"text","text":"hi"}],"usage":{"input_tokens":3,"output_tokens":5,"cache_read_input_tokens":2}}"#;
-        let mut m = Meter::for_content_type(Some("application/json"));
+        let mut m = meter("application/json");
         for chunk in body.chunks(7) {
             m.feed(chunk);
         }
@@ -287,7 +216,7 @@ event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n";
             ..Usage::default()
         };
         assert_eq!(m.usage(), want);
-        let mut other = Meter::for_content_type(Some("text/plain"));
+        let mut other = meter("text/plain");
         other.feed(body);
         assert_eq!(other.usage(), Usage::default());
     }
@@ -299,18 +228,18 @@ event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n";
             .filter(|l| !l.starts_with("event:"))
             .map(|l| format!("{l}\n"))
             .collect();
-        let mut m = Meter::for_content_type(Some("text/event-stream"));
+        let mut m = meter("text/event-stream");
         m.feed(data_only.as_bytes());
         assert_eq!(m.usage(), WANT);
         // A usage-looking payload under another event's name is not counted.
-        let mut m = Meter::for_content_type(Some("text/event-stream"));
+        let mut m = meter("text/event-stream");
         m.feed(b"event: content_block_delta\ndata: {\"type\":\"message_delta\",\"usage\":{\"output_tokens\":9}}\n\n");
         assert_eq!(m.usage(), Usage::default());
     }
 
     #[test]
     fn malformed_events_count_nothing() {
-        let mut m = Meter::for_content_type(Some("text/event-stream"));
+        let mut m = meter("text/event-stream");
         m.feed(b"data: {\"type\":\"message_start\",\"message\":{\"usage\":{\"input_tokens\":\"many\"}}}\n\n");
         m.feed(b"data: {\"type\":\"message_delta\"\n\n");
         assert_eq!(m.usage(), Usage::default());

@@ -3,7 +3,7 @@
 
 use std::fmt::Write as _;
 
-use super::{Origin, Plan};
+use super::{Origin, Plan, Reveal};
 use crate::credential::mask;
 
 impl Origin {
@@ -49,7 +49,12 @@ impl Plan {
                     }
                     continue;
                 }
-                let _ = write!(out, " {prefix} {}={}", v.key, mask(v.value.expose()));
+                let shown = match v.reveal {
+                    Reveal::Masked => mask(v.value.expose()),
+                    Reveal::Hidden => crate::credential::HIDDEN.to_owned(),
+                    Reveal::InFull => crate::escape::escape(v.value.expose()).into_owned(),
+                };
+                let _ = write!(out, " {prefix} {}={shown}", v.key);
                 if let Some(note) = &v.note {
                     let _ = write!(out, "  ({note})");
                 }
@@ -58,6 +63,15 @@ impl Plan {
         }
         for (k, why) in &self.removed {
             let _ = writeln!(out, " [-] {k} (removed: {why})");
+        }
+        for u in &self.unpassed {
+            let _ = writeln!(
+                out,
+                " [!] {key} does not reach the container: {rt} run passes in only the variables named with -e{maybe}; fix: add -e {key} before the image",
+                key = u.key,
+                rt = u.runtime,
+                maybe = if u.env_file { " (or set in --env-file, which holds a copy, not this value)" } else { "" },
+            );
         }
         if self.inherited > 0 {
             let _ = writeln!(
@@ -72,6 +86,13 @@ impl Plan {
         }
         for m in &self.mounts {
             let _ = writeln!(out, "  {:<28} {} ({})", m.target, m.source, m.mode);
+        }
+        for e in &self.exposures {
+            let _ = writeln!(
+                out,
+                "  [!] reachable inside: {} ({}); fix: {}",
+                e.what, e.path, e.fix
+            );
         }
         let _ = writeln!(out, "\n{bold}Network:{reset}\n  {}", self.network);
         let _ = writeln!(out, "\n{bold}Command:{reset}\n  {}", self.argv.join(" "));

@@ -4,6 +4,30 @@
 
 use super::Mount;
 
+/// What `docker|podman run` passes into the container's environment.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PassedEnv {
+    /// `docker` or `podman`.
+    pub runtime: String,
+    /// Named with `-e NAME`, `-e NAME=VALUE`, `--env NAME`, `--env=NAME`.
+    pub names: Vec<String>,
+    /// `--env-file` was given (its contents are not read).
+    pub env_file: bool,
+    /// podman's `--env-host`: the whole environment goes in.
+    pub env_host: bool,
+}
+
+/// The environment a `docker|podman [container] run|create` passes in; `None` for any
+/// other command (a plain child inherits everything).
+#[must_use]
+pub fn passed_env(argv: &[String]) -> Option<PassedEnv> {
+    let prog = argv.first().map(|p| p.rsplit('/').next().unwrap_or(p))?;
+    if !matches!(prog, "docker" | "podman") {
+        return None;
+    }
+    container(prog, argv.get(1..).unwrap_or_default()).2
+}
+
 const READ_WRITE: &str = "read-write";
 const READ_ONLY: &str = "read-only";
 
@@ -17,7 +41,10 @@ pub fn inspect_command(argv: &[String]) -> (Vec<Mount>, String) {
     let args = argv.get(1..).unwrap_or_default();
     match prog.as_str() {
         "bwrap" => bwrap(args),
-        "docker" | "podman" => container(&prog, args),
+        "docker" | "podman" => {
+            let (mounts, network, _) = container(&prog, args);
+            (mounts, network)
+        }
         _ => (Vec::new(), "full (host network)".to_owned()),
     }
 }
@@ -152,7 +179,7 @@ fn takes_value(flag: &str) -> bool {
 
 /// `docker|podman [GLOBAL OPTIONS] [container] run|create [OPTIONS] IMAGE [COMMAND…]`: only
 /// OPTIONS are read; everything from IMAGE on belongs to the container.
-fn container(prog: &str, args: &[String]) -> (Vec<Mount>, String) {
+fn container(prog: &str, args: &[String]) -> (Vec<Mount>, String, Option<PassedEnv>) {
     let mut mounts = Vec::new();
     let mut network = format!("{prog} default (bridge)");
     let mut i = 0;
@@ -171,9 +198,13 @@ fn container(prog: &str, args: &[String]) -> (Vec<Mount>, String) {
         i += 1;
     }
     if !matches!(args.get(i).map(String::as_str), Some("run" | "create")) {
-        return (mounts, network);
+        return (mounts, network, None);
     }
     i += 1;
+    let mut env = PassedEnv {
+        runtime: prog.to_owned(),
+        ..PassedEnv::default()
+    };
     while let Some(a) = args.get(i).map(String::as_str) {
         if a == "--" || !a.starts_with('-') || a == "-" {
             // The image: what follows is the container's command.
@@ -194,6 +225,12 @@ fn container(prog: &str, args: &[String]) -> (Vec<Mount>, String) {
         match flag {
             "-v" | "--volume" => mounts.extend(volume(&value)),
             "--mount" => mounts.push(mount(&value)),
+            "-e" | "--env" => {
+                let name = value.split_once('=').map_or(value.as_str(), |(k, _)| k);
+                env.names.push(name.to_owned());
+            }
+            "--env-file" => env.env_file = true,
+            "--env-host" => env.env_host = true,
             "--network" | "--net" => {
                 network = match value.as_str() {
                     "none" => "none".into(),
@@ -205,7 +242,7 @@ fn container(prog: &str, args: &[String]) -> (Vec<Mount>, String) {
         }
         i += if valued { 2 } else { 1 };
     }
-    (mounts, network)
+    (mounts, network, Some(env))
 }
 
 /// `-v SRC:DST[:OPTS]`; read-only when OPTS holds `ro` (or `readonly`).
@@ -252,6 +289,35 @@ mod tests {
 
     fn inspect(argv: &[&str]) -> (Vec<Mount>, String) {
         inspect_command(&argv.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>())
+    }
+
+    fn passed(argv: &[&str]) -> Option<PassedEnv> {
+        passed_env(&argv.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>())
+    }
+
+    #[test]
+    fn the_variables_a_container_run_passes_in() {
+        let p = passed(&[
+            "docker", "run", "--rm", "-e", "A", "-e", "B=1", "--env=C", "--env", "D", "img", "-e",
+            "NOT_OURS",
+        ])
+        .unwrap();
+        assert_eq!(p.names, ["A", "B", "C", "D"]);
+        assert!(!p.env_file && !p.env_host);
+        let p = passed(&[
+            "/usr/bin/podman",
+            "run",
+            "--env-host",
+            "--env-file",
+            "f",
+            "img",
+        ]);
+        assert!(
+            p.as_ref().is_some_and(|p| p.env_host && p.env_file),
+            "{p:?}"
+        );
+        assert_eq!(passed(&["docker", "ps"]), None);
+        assert_eq!(passed(&["bwrap", "--", "claude"]), None);
     }
 
     fn modes(mounts: &[Mount]) -> Vec<(&str, &str)> {

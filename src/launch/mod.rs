@@ -4,14 +4,16 @@
 //! audit always describes exactly what runs. The audit's text is in `audit`, the reading of
 //! a launcher's argv (bwrap, docker, podman) in `inspect`.
 
-use std::process::Command;
+use std::process::{Command, ExitStatus};
 
+use crate::domain::exit;
 use crate::secret::Secret;
 
 mod audit;
 mod inspect;
+pub mod reach;
 
-pub use inspect::inspect_command;
+pub use inspect::{inspect_command, passed_env, PassedEnv};
 
 /// Forwarded from the host when set there (seed 000: corporate proxy and auth headers).
 pub const FORWARD: [&str; 2] = ["ANTHROPIC_BASE_URL", "ANTHROPIC_CUSTOM_HEADERS"];
@@ -30,6 +32,19 @@ pub enum Origin {
     Extra,
 }
 
+/// How the audit shows a value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reveal {
+    /// A token or a placeholder (or a forwarded host value): its known prefix (or first 4
+    /// characters) and last 4, as `show` prints a token, so it can be told apart.
+    Masked,
+    /// A value the user passed (`--env K=V`): of no known shape, so nothing of it is shown,
+    /// whatever its length — `…****`.
+    Hidden,
+    /// Known not to be secret (the gateway's base URL): in full, so it can be checked.
+    InFull,
+}
+
 #[derive(Debug, Clone)]
 pub struct Var {
     pub origin: Origin,
@@ -37,6 +52,7 @@ pub struct Var {
     pub value: Secret,
     /// Where a generated value came from (`claude: keychain:cf-claude-token`).
     pub note: Option<String>,
+    pub reveal: Reveal,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -52,6 +68,7 @@ pub struct Injection {
     pub var: String,
     pub token: Secret,
     pub origin: String,
+    pub reveal: Reveal,
 }
 
 #[derive(Debug, Clone)]
@@ -65,6 +82,21 @@ pub struct Plan {
     pub inherited: usize,
     pub mounts: Vec<Mount>,
     pub network: String,
+    /// What the mounts and network expose of the host's secrets (`[!]` lines).
+    pub exposures: Vec<reach::Exposure>,
+    /// Variables keyferry sets that a container runtime will not pass in (`[!]` lines).
+    pub unpassed: Vec<Unpassed>,
+}
+
+/// A variable keyferry sets for `docker|podman run` that the container never sees: the
+/// runtime passes only the variables named with `-e`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unpassed {
+    pub key: String,
+    /// `docker` or `podman`.
+    pub runtime: String,
+    /// An `--env-file` was given, which might set it (to a copy, not the live value).
+    pub env_file: bool,
 }
 
 /// Variables that outrank `var` in Claude Code's auth precedence
@@ -98,6 +130,7 @@ impl Plan {
                 key: i.var,
                 value: i.token,
                 note: Some(format!("{}: {}", i.name, i.origin)),
+                reveal: i.reveal,
             })
             .collect();
         let set_by_us = |vars: &[Var], extra: &[(String, Secret)], k: &str| {
@@ -117,6 +150,7 @@ impl Plan {
                     key: k.to_owned(),
                     value: Secret::new(v),
                     note: None,
+                    reveal: Reveal::Masked,
                 });
             }
         }
@@ -147,6 +181,7 @@ impl Plan {
                 key: k,
                 value: v,
                 note: None,
+                reveal: Reveal::Hidden,
             });
         }
         let inherited = if clean_env {
@@ -159,7 +194,23 @@ impl Plan {
                 .count()
         };
         let (mut mounts, network) = inspect_command(&argv);
+        let exposures = reach::exposures(&mounts, &network, host);
         mounts.extend(snapshots);
+        let unpassed = passed_env(&argv)
+            .filter(|p| !p.env_host)
+            .map(|p| {
+                vars.iter()
+                    // What the runtime itself needs (PATH, HOME…) is not meant for inside.
+                    .filter(|v| !KEEP.contains(&v.key.as_str()))
+                    .filter(|v| !p.names.contains(&v.key))
+                    .map(|v| Unpassed {
+                        key: v.key.clone(),
+                        runtime: p.runtime.clone(),
+                        env_file: p.env_file,
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
         Self {
             argv,
             vars,
@@ -168,6 +219,8 @@ impl Plan {
             inherited,
             mounts,
             network,
+            exposures,
+            unpassed,
         }
     }
 
@@ -186,6 +239,61 @@ impl Plan {
             cmd.env(&v.key, v.value.expose());
         }
         cmd
+    }
+
+    /// Replaces this process with the command; returns only if that failed.
+    #[must_use]
+    pub fn exec(&self) -> LaunchError {
+        use std::os::unix::process::CommandExt;
+        LaunchError::new(&self.argv[0], self.command().exec())
+    }
+
+    /// Runs the command as a child and waits for it.
+    ///
+    /// # Errors
+    /// It could not be started.
+    pub fn run(&self) -> Result<ExitStatus, LaunchError> {
+        self.command()
+            .status()
+            .map_err(|e| LaunchError::new(&self.argv[0], e))
+    }
+}
+
+/// The command could not be started. Exits like a shell does, so a launcher script can tell
+/// a missing tool (127) from one that cannot run (126) and from the tool's own failure.
+#[derive(Debug, thiserror::Error)]
+pub enum LaunchError {
+    #[error("cannot run {program}: command not found (no such file, nor on PATH)")]
+    NotFound {
+        program: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot run {program}: {source} (is it executable? chmod +x it)")]
+    NotExecutable {
+        program: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl LaunchError {
+    fn new(program: &str, source: std::io::Error) -> Self {
+        let program = program.to_owned();
+        if source.kind() == std::io::ErrorKind::NotFound {
+            Self::NotFound { program, source }
+        } else {
+            Self::NotExecutable { program, source }
+        }
+    }
+
+    /// 127 or 126, as `sh` exits for the same command.
+    #[must_use]
+    pub fn exit_status(&self) -> i32 {
+        match self {
+            Self::NotFound { .. } => exit::COMMAND_NOT_FOUND,
+            Self::NotExecutable { .. } => exit::NOT_EXECUTABLE,
+        }
     }
 }
 
@@ -213,6 +321,7 @@ mod tests {
                 var: "CLAUDE_CODE_OAUTH_TOKEN".into(),
                 token: Secret::new("sk-ant-oat01-TOKENtokenTOKEN1234".into()),
                 origin: "keychain:cf-claude-token".into(),
+                reveal: Reveal::Masked,
             }],
             vec![("MY_VAR".into(), Secret::new("value-extra".into()))],
             clean,

@@ -22,6 +22,7 @@ use std::time::Duration;
 use time::OffsetDateTime;
 use tokio::sync::broadcast;
 
+use crate::domain::ErrorCode;
 use crate::store::{Store, StoreError};
 use cli_lock::LockError;
 use token::RefreshError;
@@ -126,14 +127,14 @@ pub enum Error {
 impl Error {
     /// Stable code for events, audit entries and replies.
     #[must_use]
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> ErrorCode {
         match self {
-            Self::Unknown(_) => "unknown_credential",
+            Self::Unknown(_) => ErrorCode::UnknownCredential,
             Self::Refresh { source, .. } => source.code(),
-            Self::Read { .. } | Self::NotClaude { .. } => "login_unreadable",
-            Self::Writeback { .. } => "writeback_failed",
-            Self::Lock { .. } => "cli_refreshing",
-            Self::Journal { .. } => "journal_failed",
+            Self::Read { .. } | Self::NotClaude { .. } => ErrorCode::LoginUnreadable,
+            Self::Writeback { .. } => ErrorCode::WritebackFailed,
+            Self::Lock { .. } => ErrorCode::CliRefreshing,
+            Self::Journal { .. } => ErrorCode::JournalFailed,
         }
     }
 
@@ -160,7 +161,7 @@ pub enum Event {
     },
     Failed {
         name: String,
-        code: &'static str,
+        code: ErrorCode,
         message: String,
         retry_at: Option<OffsetDateTime>,
     },

@@ -10,9 +10,10 @@
 //!   Claude Code 2.1.197 itself (`Bte()` in its bundle: same body, `scope` = the stored scopes
 //!   joined by spaces, `client_id` = the stored `clientId` when present, `refresh_token:c=e`
 //!   default, `expiresAt = now + expires_in*1000`).
-//! - Host: Keyferry defaults to `https://api.anthropic.com/v1/oauth/token` (the console host
-//!   sits behind a browser challenge for non-browser clients, DESIGN.md); Claude Code 2.1.197
-//!   itself posts to `https://platform.claude.com/v1/oauth/token`. Both are `[oauth] token_url`.
+//! - Host: `https://platform.claude.com/v1/oauth/token`, where the installed Claude Code
+//!   2.1.197 posts (the string is in its binary, twice, and no other token URL is): Keyferry's
+//!   default is what the CLI it refreshes for uses. `[oauth] token_url` changes it (the
+//!   console host sits behind a browser challenge for non-browser clients, DESIGN.md).
 //! - Failure classes: Claude Code treats a 400/401 whose `error` (a string, or `error.type`) is
 //!   `invalid_grant` as a dead refresh token, and 400 `invalid_client`, `invalid_scope`,
 //!   `unauthorized_client` as expected permanent failures (`Cxe()`/`m2r()` in the bundle).
@@ -24,10 +25,11 @@ use hyper::Method;
 use serde::{Deserialize, Serialize};
 
 use super::transport::{HttpClient, TransportError};
+use crate::domain::ErrorCode;
 use crate::secret::Secret;
 
 pub const CLAUDE_CLIENT_ID: &str = "9d1c250a-e61b-44d9-88ed-5944d1962f5e";
-pub const DEFAULT_TOKEN_URL: &str = "https://api.anthropic.com/v1/oauth/token";
+pub const DEFAULT_TOKEN_URL: &str = "https://platform.claude.com/v1/oauth/token";
 
 /// `error` codes after which retrying the same refresh token cannot succeed.
 const PERMANENT_CODES: [&str; 4] = [
@@ -99,19 +101,19 @@ impl RefreshError {
 
     /// Stable code for events, audit entries and `{code, message}` replies.
     #[must_use]
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> ErrorCode {
         match self {
-            Self::Permanent { .. } => "refresh_rejected",
+            Self::Permanent { .. } => ErrorCode::RefreshRejected,
             Self::Transient {
                 reason: Transient::Transport(TransportError::Timeout { .. }),
                 ..
-            } => "refresh_timeout",
+            } => ErrorCode::RefreshTimeout,
             Self::Transient {
                 reason:
                     Transient::Malformed(_) | Transient::Transport(TransportError::TooLarge { .. }),
                 ..
-            } => "refresh_bad_answer",
-            Self::Transient { .. } => "refresh_unavailable",
+            } => ErrorCode::RefreshBadAnswer,
+            Self::Transient { .. } => ErrorCode::RefreshUnavailable,
         }
     }
 }

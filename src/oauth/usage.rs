@@ -27,7 +27,7 @@ pub use crate::domain::{SubscriptionUsage as Usage, UsageWindow as Window};
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum UsageError {
     /// Not an error to retry: this login can never show figures.
-    #[error("no usage figures: the token lacks the user:profile scope (setup-tokens do)")]
+    #[error("the token lacks the user:profile scope (setup-tokens do)")]
     NoProfileScope,
     #[error("usage endpoint refused the access token (HTTP {0}); it may have just been refreshed")]
     Unauthorized(u16),

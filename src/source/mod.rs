@@ -150,6 +150,33 @@ impl SourceError {
         matches!(self, Self::UnsafeMode { .. } | Self::WrongOwner { .. })
     }
 
+    /// The file it is about, as shown (`~/.config/cf/claude-token`), when it is about one.
+    #[must_use]
+    pub fn path(&self) -> Option<&str> {
+        match self {
+            Self::UnsafeMode { path, .. }
+            | Self::WrongOwner { path, .. }
+            | Self::TooLarge { path, .. }
+            | Self::Unreadable { path, .. } => Some(path),
+            Self::Credential(_) | Self::Dotenv(_) | Self::Store(_) => None,
+        }
+    }
+
+    /// The shell command that fixes a skipped file, printed as `fix: …` under cfauth's
+    /// warning (which must stay byte for byte as cf prints it, so it cannot carry it).
+    #[must_use]
+    pub fn fix(&self) -> Option<String> {
+        match self {
+            Self::UnsafeMode { path, .. } => Some(format!("chmod 600 {}", shell_word(path))),
+            Self::WrongOwner { path, .. } => Some(format!(
+                "remove {} or have its owner give it to you (sudo chown \"$USER\" {})",
+                shell_word(path),
+                shell_word(path)
+            )),
+            _ => None,
+        }
+    }
+
     #[must_use]
     pub fn code(&self) -> crate::domain::ErrorCode {
         use crate::domain::ErrorCode;
@@ -159,6 +186,23 @@ impl SourceError {
             Self::Credential(_) | Self::Dotenv(_) => ErrorCode::Malformed,
             Self::Store(e) => e.code(),
         }
+    }
+}
+
+/// `path` as one shell word: as is when it is plain (a leading `~/` stays expandable),
+/// else single-quoted after the `~/`.
+fn shell_word(path: &str) -> String {
+    let plain = |s: &str| {
+        s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "/._-+,:@%=".contains(c))
+    };
+    let (home, rest) = path
+        .strip_prefix("~/")
+        .map_or(("", path), |rest| ("~/", rest));
+    if !rest.is_empty() && plain(rest) {
+        format!("{home}{rest}")
+    } else {
+        format!("{home}'{}'", rest.replace('\'', r"'\''"))
     }
 }
 
@@ -204,5 +248,29 @@ mod tests {
             e.to_string(),
             "cf: token file ~/.config/cf/claude-token has unsafe permissions (644) — expected 600, skipping"
         );
+    }
+
+    #[test]
+    fn a_skipped_file_names_its_fix_as_one_shell_word() {
+        let fix = |path: &str| {
+            SourceError::UnsafeMode {
+                path: path.into(),
+                mode: 0o644,
+            }
+            .fix()
+            .unwrap()
+        };
+        assert_eq!(
+            fix("~/.config/cf/claude-token"),
+            "chmod 600 ~/.config/cf/claude-token"
+        );
+        assert_eq!(fix("/tmp/my token"), "chmod 600 '/tmp/my token'");
+        assert_eq!(fix("~/it's"), r"chmod 600 ~/'it'\''s'");
+        let broken = SourceError::TooLarge {
+            path: "/x".into(),
+            limit: 1,
+        };
+        assert_eq!(broken.fix(), None);
+        assert_eq!(broken.path(), Some("/x"));
     }
 }

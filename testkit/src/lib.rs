@@ -8,6 +8,11 @@
 //! - [`keyring`]: [`SecretServiceFixture`], a real `gnome-keyring-daemon` on a private bus;
 //! - [`notifications`] (Linux): [`NotificationServer`], a stand-in desktop notification
 //!   service;
+//! - [`docker`] (Linux): [`docker::Docker`], a private Docker engine with its own bridge;
+//! - [`bench_upstream`]: the gateway benchmark's fast upstream (no recording);
+//! - [`podman`] (Linux): [`podman::Podman`], a Podman store of the test's own;
+//! - [`fake_api`]: [`FakeApi`] and [`fake_api::Upstream`], the one loopback stand-in for
+//!   the Anthropic API (scripted answers, plain http or TLS with a test CA);
 //! - [`fake_oauth`]: [`FakeOauth`], a loopback stand-in for Anthropic's OAuth token and usage
 //!   endpoints (plain http, or TLS with a test CA).
 //!
@@ -17,17 +22,24 @@
 pub mod fake_security;
 use std::time::Duration;
 
+pub mod bench_upstream;
 pub mod bus;
+#[cfg(target_os = "linux")]
+pub mod docker;
 pub mod env;
+pub mod fake_api;
 pub mod fake_oauth;
 pub mod keyring;
 #[cfg(target_os = "linux")]
 pub mod notifications;
+#[cfg(target_os = "linux")]
+pub mod podman;
 pub mod process;
 pub mod wait;
 
 pub use bus::{plain_launcher, Launcher, PrivateBus};
 pub use env::{is_root, require, require_root, unique_name, which};
+pub use fake_api::FakeApi;
 pub use fake_oauth::FakeOauth;
 pub use keyring::{keyctl, require_binaries, SecretServiceFixture, DEBIAN_PACKAGES, SECRETS_NAME};
 #[cfg(target_os = "linux")]

@@ -35,6 +35,33 @@ pub fn wait_some<T>(deadline: Duration, what: &str, mut f: impl FnMut() -> Optio
     }
 }
 
+/// [`wait_some`] for async tests: polls `f` on the test's runtime (never blocking a worker)
+/// until it returns `Some`.
+///
+/// # Panics
+/// `deadline` passed first; the message names `what`.
+pub async fn until_some<T>(deadline: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let end = tokio::time::Instant::now() + deadline;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(
+            tokio::time::Instant::now() < end,
+            "timed out after {deadline:?} waiting for {what}"
+        );
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// [`wait_until`] for async tests.
+///
+/// # Panics
+/// `deadline` passed first; the message names `what`.
+pub async fn until(deadline: Duration, what: &str, mut f: impl FnMut() -> bool) {
+    until_some(deadline, what, || f().then_some(())).await;
+}
+
 /// Polls `probe` until it returns `Ok`, for at most `timeout`.
 ///
 /// # Errors

@@ -144,6 +144,8 @@ fn install_writes_a_user_service() {
         )),
         "{text}"
     );
+    // The gateway's connection cap is sized from it: systemd's default 1024 is too few.
+    assert!(text.contains("LimitNOFILE=65536"), "{text}");
     assert!(err.contains("systemctl --user"), "{err}");
     ok(&h.run(&["agent", "uninstall"], None, &[]));
     assert!(!unit.exists());

@@ -103,6 +103,7 @@ fn through_the_agent_a_644_token_file_still_gets_the_seed_warning() {
             3,
             "",
             "cf: token file ~/.config/cf/claude-token has unsafe permissions (644) — expected 600, skipping\n\
+             fix: chmod 600 ~/.config/cf/claude-token\n\
              cf auth: no Claude API token found\n",
         );
     }

@@ -5,7 +5,8 @@ use crate::kf::{assert_no_secret, text, Home};
 use crate::{expect, keychain_item, Cfauth, ENVKEY, FILETOK, TOKEN, TOKEN2};
 
 const NOT_FOUND: &str = "cf auth: no Claude API token found\n";
-const UNSAFE: &str = "cf: token file ~/.config/cf/claude-token has unsafe permissions (644) — expected 600, skipping\n";
+const UNSAFE: &str = "cf: token file ~/.config/cf/claude-token has unsafe permissions (644) — expected 600, skipping\n\
+                      fix: chmod 600 ~/.config/cf/claude-token\n";
 
 #[test]
 fn the_lookup_order_and_its_messages_match_the_seed() {
@@ -134,7 +135,7 @@ fn usage_errors_print_the_seed_synopsis_and_never_touch_the_keychain() {
             &[][..],
             &["bogus"],
             &["status", "now"],
-            &["--help"],
+            &["--help", "now"],
             &["clear", "-f"],
         ] {
             let out = cf.run(&h, args, None, &[]);

@@ -39,19 +39,18 @@ fn exec_hands_the_stored_token_to_the_real_claude_cli() {
     let (stdout, stderr) = ok(&out);
     assert!(stdout.contains(REPLY), "{stdout}\n{stderr}");
     assert_eq!(api.bearers(), vec![SETUP.to_owned()]);
-    let seen = api.seen.lock().unwrap().clone();
+    let seen = api.seen();
     let call = seen
         .iter()
-        .find(|s| s.path.starts_with("/v1/messages"))
+        .find(|s| s.uri.starts_with("/v1/messages"))
         .unwrap();
-    assert!(
-        call.beta
-            .as_deref()
-            .unwrap_or("")
-            .contains("oauth-2025-04-20"),
-        "{call:?}"
-    );
-    assert!(call.api_key.is_none(), "{call:?}");
+    let beta = call
+        .headers
+        .get("anthropic-beta")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    assert!(beta.contains("oauth-2025-04-20"), "{call:?}");
+    assert!(!call.headers.contains_key("x-api-key"), "{call:?}");
     // The audit: generated, forwarded, removed — all masked.
     assert!(
         stderr.contains(

@@ -17,7 +17,13 @@ fn snapshots_follow_the_hosts_refresh_into_a_running_bubblewrap_sandbox() {
     let agent = h.start_agent();
     let snap = h.path("cooks/task1/.auth/claude/.credentials.json");
     let (_, err) = ok(&h.run(
-        &["snapshot", "claude", "--out", snap.to_str().unwrap()],
+        &[
+            "snapshot",
+            "claude",
+            "--mkdir",
+            "--out",
+            snap.to_str().unwrap(),
+        ],
         None,
         &[],
     ));
@@ -114,6 +120,7 @@ fn snapshots_follow_the_hosts_refresh_into_a_running_bubblewrap_sandbox() {
         &[
             "--no-agent",
             "snapshot",
+            "--mkdir",
             "--out",
             owned.to_str().unwrap(),
             "--include-refresh-token",

@@ -3,7 +3,8 @@
 
 #![allow(dead_code)]
 
-pub mod upstream;
+/// The one fake Anthropic API, testkit's.
+pub use testkit::fake_api as upstream;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -186,17 +187,10 @@ pub fn error_type(body: &str) -> String {
 
 /// Waits (bounded) until the context holds `n` records.
 pub async fn records(ctx: &MemoryContext, n: usize) -> Vec<keyferry::gateway::RequestRecord> {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
+    let what = format!("{n} records");
+    testkit::wait::until_some(WAIT, &what, || {
         let r = ctx.records();
-        if r.len() >= n {
-            return r;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "only {} of {n} records: {r:?}",
-            r.len()
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+        (r.len() >= n).then_some(r)
+    })
+    .await
 }

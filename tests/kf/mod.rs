@@ -21,18 +21,54 @@ pub struct Home {
     pub _dir: TempDir,
     pub home: PathBuf,
     pub ss: SecretServiceFixture,
+    /// The folder of the agent's socket (and the gateway's).
+    pub run: PathBuf,
 }
 
 impl Home {
     pub fn new() -> Self {
+        Self::with_keyring(|home| SecretServiceFixture::start(home, "test-password"))
+    }
+
+    /// A home whose login keyring is locked (see [`SecretServiceFixture::start_locked`]).
+    pub fn locked() -> Self {
+        Self::with_keyring(SecretServiceFixture::start_locked)
+    }
+
+    /// A temporary HOME whose Secret Service `start` makes; the agent's socket in
+    /// `HOME/run`.
+    fn with_keyring(start: impl FnOnce(&Path) -> SecretServiceFixture) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let home = dir.path().join("home");
         std::fs::create_dir(&home).unwrap();
-        let ss = SecretServiceFixture::start(&home, "test-password");
+        let ss = start(&home);
+        let run = home.join("run");
         Self {
             _dir: dir,
             home,
             ss,
+            run,
+        }
+    }
+
+    /// A home laid out as a desktop session is: one runtime folder outside HOME (as
+    /// `/run/user/UID` is) holding the session bus (`bus`), the keyring's control socket and
+    /// the agent's and gateway's sockets — so a sandbox recipe's `--tmpfs` of that folder is
+    /// tested against everything it must hide.
+    pub fn with_one_runtime_dir() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let home = dir.path().join("home");
+        let run = dir.path().join("run");
+        std::fs::create_dir(&home).unwrap();
+        std::fs::create_dir(&run).unwrap();
+        std::fs::set_permissions(&run, std::fs::Permissions::from_mode(0o700)).unwrap();
+        let bus = common::PrivateBus::start_in(&run, common::plain_launcher());
+        let ss = SecretServiceFixture::start_on(bus, &home, "test-password");
+        Self {
+            _dir: dir,
+            home,
+            ss,
+            run,
         }
     }
 
@@ -68,13 +104,26 @@ impl Home {
 
     /// Where the agent listens (nothing listens until [`Home::start_agent`]).
     pub fn socket(&self) -> PathBuf {
-        self.home.join("run/agent.sock")
+        self.run.join("agent.sock")
     }
 
     /// Starts `keyferry agent` and waits until it answers a handshake.
     pub fn start_agent(&self) -> AgentProc {
+        self.start_agent_under(&[])
+    }
+
+    /// [`Home::start_agent`] with `keyferry agent` run through `wrapper` (e.g. `prlimit
+    /// --nofile=1024:1024 --`).
+    pub fn start_agent_under(&self, wrapper: &[&str]) -> AgentProc {
         let log = self.home.join(format!("agent-{}.log", std::process::id()));
-        let mut cmd = self.kf();
+        let mut cmd = match wrapper.split_first() {
+            None => self.kf(),
+            Some((prog, args)) => {
+                let mut c = self.command(prog);
+                c.args(args).arg(env!("CARGO_BIN_EXE_keyferry"));
+                c
+            }
+        };
         // Its own process group: no stray group signal from another test reaches it.
         std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
         cmd.arg("agent")
@@ -106,6 +155,20 @@ impl Home {
         );
         ok(&h.run(&["setup"], Some(token), &[]));
         h
+    }
+
+    /// `keyferry grant NAME --ttl 1h`: the gateway's `host:port` and the placeholder.
+    pub fn grant_addr(&self, name: &str) -> (String, String) {
+        let (env, _) = ok(&self.run(&["grant", name, "--ttl", "1h"], None, &[]));
+        let var = |k: &str| {
+            env.lines()
+                .find_map(|l| l.strip_prefix(k))
+                .unwrap_or_else(|| panic!("no {k} in {env}"))
+                .to_owned()
+        };
+        let base = var("ANTHROPIC_BASE_URL=");
+        let addr = base.strip_prefix("http://").unwrap_or(&base).to_owned();
+        (addr, var("ANTHROPIC_AUTH_TOKEN="))
     }
 
     pub fn run(&self, args: &[&str], stdin: Option<&str>, envs: &[(&str, &str)]) -> Output {

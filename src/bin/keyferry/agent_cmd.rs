@@ -81,7 +81,13 @@ pub fn lock(cli: &Cli, config: &Config, ask: bool) -> anyhow::Result<i32> {
         None
     };
     client(cli, config)?.set_locked(true, passphrase)?;
-    eprintln!("keyferry: agent locked; it serves no tokens until `keyferry unlock`");
+    // Exactly what the lock covers, so no one mistakes it for a boundary (docs/protocol.md).
+    eprintln!(
+        "keyferry: agent locked: until `keyferry unlock` it refuses `get`, `snapshot`, `usage`, new grants and gateway requests\n\
+         keyferry: not covered: files it already keeps current (snapshots, .env sinks) are still rewritten when the token changes, \
+         and the keychain stays open: `keyferry get --no-agent` or any program of yours still reads it \
+         (as `ssh -i` reads a key while `ssh-add -x` has the agent locked)"
+    );
     Ok(exit::OK)
 }
 
@@ -189,6 +195,6 @@ pub fn watch(cli: &Cli, config: &Config, json: bool) -> anyhow::Result<i32> {
             }
             Event::Lagged { missed } => format!("(missed {missed} events)"),
         };
-        println!("{text}");
+        println!("{}", keyferry::escape::escape(&text));
     }
 }

@@ -81,6 +81,10 @@ pub fn run(cli: &Cli, config: Config, args: &CfauthArgs) -> anyhow::Result<i32> 
             }
             Ok(())
         }
+        Command::Help => {
+            print!("{}", cfauth::HELP);
+            Ok(())
+        }
     };
     Ok(result.map_or_else(|e| fail(&e), |()| exit::OK))
 }
@@ -88,22 +92,7 @@ pub fn run(cli: &Cli, config: Config, args: &CfauthArgs) -> anyhow::Result<i32> 
 /// The token cf would use: the `claude` chain (cf's order by default), through the agent
 /// when one runs, except Claude Code's own login.
 fn lookup(cli: &Cli, b: &Broker) -> anyhow::Result<Token> {
-    let t = match serve(cli, b, CREDENTIAL) {
-        Err(e)
-            if e.downcast_ref::<ErrorBody>()
-                .is_some_and(|b| b.code == ErrorCode::NotFound) =>
-        {
-            // The agent's answer carries no warnings; its status does (a 644 token file).
-            let st = api(cli, &b.config).and_then(|a| Ok(a.status()?));
-            for c in st.iter().flat_map(|s| &s.credentials) {
-                if c.name == CREDENTIAL {
-                    c.warnings.iter().for_each(|w| term::warn(w));
-                }
-            }
-            return Err(e);
-        }
-        other => other?,
-    };
+    let t = serve(cli, b, CREDENTIAL)?;
     if !cfauth::cf_may_use(&t.source) {
         return Err(ErrorBody::new(
             ErrorCode::NotFound,
@@ -140,10 +129,8 @@ fn prompt_and_store(cli: &Cli, b: &Broker) -> anyhow::Result<()> {
 /// (the 644 token file) first.
 fn fail(e: &anyhow::Error) -> i32 {
     let code = if let Some(err) = e.downcast_ref::<Error>() {
-        if let Error::NotFound { warnings, .. } = err {
-            for w in warnings {
-                term::warn(w);
-            }
+        for w in err.warnings() {
+            term::warn(w);
         }
         err.code()
     } else if let Some(err) = e.downcast_ref::<ErrorBody>() {
@@ -154,8 +141,10 @@ fn fail(e: &anyhow::Error) -> i32 {
         eprintln!("cf auth: {e:#}");
         return exit::ERROR;
     };
-    if code == ErrorCode::NotFound {
+    // A skipped 644 file is cf's soft failure too: it warns, skips, and finds nothing.
+    if code == ErrorCode::NotFound || code == ErrorCode::UnsafeFile {
         eprintln!("{}", cfauth::NOT_FOUND);
+        return ErrorCode::NotFound.exit_status();
     } else {
         eprintln!("cf auth: {e}");
     }

@@ -1,7 +1,6 @@
 //! Delivery commands: `snapshot`, `exec` (with its pre-launch audit) and `provision`.
 
 use std::io::IsTerminal;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 
 use clap::Args;
@@ -9,7 +8,7 @@ use keyferry::api::Api;
 use keyferry::broker::Broker;
 use keyferry::config::Config;
 use keyferry::error::exit;
-use keyferry::launch::{Injection, Mount, Plan, FORWARD};
+use keyferry::launch::{Injection, Mount, Plan, Reveal, FORWARD};
 use keyferry::provision::{self, Block};
 use keyferry::{Error, Secret};
 
@@ -17,6 +16,10 @@ use crate::tokens::{api, serve};
 use crate::Cli;
 
 #[derive(Args)]
+#[command(
+    override_usage = "keyferry snapshot [NAME] --out <PATH> [--mkdir] [--include-refresh-token]\n       \
+                  keyferry snapshot --forget <PATH>"
+)]
 pub struct SnapshotArgs {
     /// Credential name.
     #[arg(default_value = "claude")]
@@ -27,6 +30,10 @@ pub struct SnapshotArgs {
     /// Keep the refresh token in it (only for a single sandbox that must own the login).
     #[arg(long)]
     include_refresh_token: bool,
+    /// Create the missing folders on the way to --out (0700); without it a missing folder
+    /// is refused, naming it.
+    #[arg(long, requires = "out")]
+    mkdir: bool,
     /// Stop keeping the snapshot at PATH current.
     #[arg(long, value_name = "PATH", conflicts_with_all = ["out", "include_refresh_token"])]
     forget: Option<PathBuf>,
@@ -53,8 +60,8 @@ pub struct ExecArgs {
     /// Create (or replace) this named grant and keep it after CMD exits.
     #[arg(long, value_name = "NAME", requires = "gateway")]
     grant: Option<String>,
-    /// The grant's lifetime.
-    #[arg(long, default_value = "8h", value_parser = crate::gateway_cmd::parse_ttl, requires = "gateway")]
+    /// The grant's lifetime, 1s to 366d: 30m, 1h30m, 8h.
+    #[arg(long, value_name = "DURATION", default_value = "8h", value_parser = crate::gateway_cmd::parse_ttl, requires = "gateway")]
     ttl: std::time::Duration,
     /// Print the audit and exit without running anything.
     #[arg(long)]
@@ -90,8 +97,8 @@ pub struct ProvisionArgs {
     /// Write a gateway grant (ANTHROPIC_BASE_URL and a placeholder) instead of the token.
     #[arg(long, value_name = "NAME", num_args = 0..=1, default_missing_value = "")]
     gateway: Option<String>,
-    /// The grant's lifetime (with --gateway).
-    #[arg(long, default_value = "30d", value_parser = crate::gateway_cmd::parse_ttl)]
+    /// The grant's lifetime (with --gateway), 1s to 366d.
+    #[arg(long, value_name = "DURATION", default_value = "30d", value_parser = crate::gateway_cmd::parse_ttl)]
     ttl: std::time::Duration,
     /// Show the transport and the (masked) block without running anything.
     #[arg(long)]
@@ -128,6 +135,9 @@ pub fn snapshot(cli: &Cli, config: Config, args: &SnapshotArgs) -> anyhow::Resul
         return Ok(exit::OK);
     }
     let path = absolute(args.out.as_deref().expect("clap requires --out"))?;
+    if !args.mkdir {
+        keyferry::safe_file::require_folder(&path, Some("--mkdir")).map_err(Error::from)?;
+    }
     write_snapshot(&api, &args.name, &path, args.include_refresh_token)?;
     Ok(exit::OK)
 }
@@ -172,11 +182,14 @@ pub fn exec(cli: &Cli, config: Config, args: &ExecArgs) -> anyhow::Result<i32> {
             var: s.env_var,
             token: s.token.0,
             origin: s.source,
+            reveal: Reveal::Masked,
         });
     }
     let mut snapshots = Vec::new();
     for path in &args.snapshot {
         let path = absolute(path)?;
+        // As `snapshot` without --mkdir: a typo in a mount path never grows folders.
+        keyferry::safe_file::require_folder(&path, None).map_err(Error::from)?;
         if !args.dry_run {
             write_snapshot(&api(cli, &b.config)?, &creds[0], &path, false)?;
         }
@@ -203,8 +216,7 @@ pub fn exec(cli: &Cli, config: Config, args: &ExecArgs) -> anyhow::Result<i32> {
     if print_audit(&plan, args, "nothing was started") {
         return Ok(exit::OK);
     }
-    let err = plan.command().exec();
-    Err(Error::Invalid(format!("cannot run {}: {err}", plan.argv[0])).into())
+    Err(Error::from(plan.exec()).into())
 }
 
 /// Prints the pre-launch audit when asked (or on a terminal); true for a dry run, which
@@ -238,35 +250,47 @@ fn exec_gateway(cli: &Cli, b: &Broker, args: &ExecArgs, cred: &str) -> anyhow::R
         daily_token_budget: None,
     };
     let api = api(cli, &b.config)?;
-    let (base_url, placeholder) = if args.dry_run {
+    // A dry run makes no grant: both values are descriptions, shown as they are rather
+    // than masked into something that looks like a cut token.
+    let (base_url, placeholder, placeholder_reveal) = if args.dry_run {
         (
-            "(the gateway's address)".to_owned(),
-            Secret::new("kfg_(made at launch)".into()),
+            "(the gateway's address, known at launch)".to_owned(),
+            Secret::new("(a kfg_ placeholder, made at launch)".into()),
+            Reveal::InFull,
         )
     } else {
         let issued = api.grant(&spec)?;
-        (issued.base_url, issued.placeholder.0)
+        (issued.base_url, issued.placeholder.0, Reveal::Masked)
     };
     let lifetime = if ephemeral {
         "revoked when the command exits"
     } else {
         "kept until it expires or is revoked"
     };
-    let injections = vec![Injection {
-        name: cred.to_owned(),
-        var: "ANTHROPIC_AUTH_TOKEN".into(),
-        token: placeholder,
-        origin: format!(
-            "gateway grant {name}, a placeholder ({lifetime}); the token stays on the host"
-        ),
-    }];
-    let mut extra: Vec<(String, Secret)> =
-        vec![("ANTHROPIC_BASE_URL".into(), Secret::new(base_url))];
-    extra.extend(
-        args.extra
-            .iter()
-            .map(|(k, v)| (k.clone(), Secret::new(v.clone()))),
-    );
+    let injections = vec![
+        Injection {
+            name: cred.to_owned(),
+            var: "ANTHROPIC_AUTH_TOKEN".into(),
+            token: placeholder,
+            origin: format!(
+                "gateway grant {name}, a placeholder ({lifetime}); the token stays on the host"
+            ),
+            reveal: placeholder_reveal,
+        },
+        // Not a secret, and the first thing to check when a sandbox cannot reach the API.
+        Injection {
+            name: cred.to_owned(),
+            var: "ANTHROPIC_BASE_URL".into(),
+            token: Secret::new(base_url),
+            origin: format!("gateway grant {name}, the gateway's address"),
+            reveal: Reveal::InFull,
+        },
+    ];
+    let extra: Vec<(String, Secret)> = args
+        .extra
+        .iter()
+        .map(|(k, v)| (k.clone(), Secret::new(v.clone())))
+        .collect();
     let host: Vec<(String, String)> = std::env::vars().collect();
     let plan = Plan::build(
         args.command.clone(),
@@ -280,14 +304,13 @@ fn exec_gateway(cli: &Cli, b: &Broker, args: &ExecArgs, cred: &str) -> anyhow::R
         return Ok(exit::OK);
     }
     if !ephemeral {
-        let err = plan.command().exec();
-        return Err(Error::Invalid(format!("cannot run {}: {err}", plan.argv[0])).into());
+        return Err(Error::from(plan.exec()).into());
     }
-    let status = plan.command().status();
+    let status = plan.run();
     if let Err(e) = api.revoke(&name) {
         crate::term::warn(&format!("could not revoke grant {name}: {}", e.message));
     }
-    let status = status.map_err(|e| Error::Invalid(format!("cannot run {}: {e}", plan.argv[0])))?;
+    let status = status.map_err(Error::from)?;
     Ok(status.code().unwrap_or_else(|| {
         use std::os::unix::process::ExitStatusExt;
         128 + status.signal().unwrap_or(0)

@@ -1,6 +1,7 @@
 //! `keyferry doctor`: prints the library's checks (`keyferry::doctor`) as a table or JSON.
 
 use keyferry::doctor::{self, State};
+use keyferry::escape::escape;
 
 use crate::Cli;
 
@@ -22,9 +23,13 @@ pub fn run(cli: &Cli, json: bool) -> anyhow::Result<i32> {
                 State::Warn => "WARN",
                 State::Fail => "FAIL",
             };
-            println!("{mark:<5} {:<width$}  {}", c.name, c.detail);
+            println!(
+                "{mark:<5} {:<width$}  {}",
+                escape(&c.name),
+                escape(&c.detail)
+            );
             if let Some(fix) = &c.fix {
-                println!("{:<w$}fix: {fix}", "", w = width + 8);
+                println!("{:<w$}fix: {}", "", escape(fix), w = width + 8);
             }
         }
         let failed = report

@@ -7,6 +7,7 @@ use clap::{Args, ValueEnum};
 use keyferry::config::Config;
 use keyferry::domain::GrantInfo;
 use keyferry::error::exit;
+use keyferry::escape::escape;
 use keyferry::gateway::NewGrant;
 use keyferry::protocol::GrantIssued;
 
@@ -28,29 +29,45 @@ pub struct GrantArgs {
     /// The grant's name (a sandbox, a VM): 1-64 of A-Z a-z 0-9 . _ -
     pub name: String,
     /// The credential it spends.
-    #[arg(long, default_value = "claude")]
+    #[arg(long, value_name = "NAME", default_value = "claude")]
     pub cred: String,
-    /// How long it lives: 30m, 8h, 7d.
-    #[arg(long, default_value = "8h", value_parser = parse_ttl)]
+    /// How long it lives, 1s to 366d: 30m, 1h30m, 8h, 7d.
+    #[arg(long, value_name = "DURATION", default_value = "8h", value_parser = parse_ttl)]
     pub ttl: std::time::Duration,
-    /// Requests of this grant allowed in flight at once.
-    #[arg(long)]
+    /// Requests of this grant allowed in flight at once, 1 or more (default: no cap).
+    #[arg(long, value_name = "N", value_parser = at_least_one::<u32>)]
     pub max_concurrent: Option<u32>,
-    /// Tokens (input + output + cache) this grant may spend per UTC day.
-    #[arg(long)]
+    /// Tokens (input + output + cache) this grant may spend per UTC day, 1 or more (default:
+    /// no budget).
+    #[arg(long, value_name = "N", value_parser = at_least_one::<u64>)]
     pub daily_token_budget: Option<u64>,
+    /// How to print the two variables.
     #[arg(long, value_enum, default_value = "env")]
     pub format: Format,
 }
 
-/// Parses `30m`, `8h`, `7d` into a lifetime.
-pub fn parse_ttl(s: &str) -> Result<std::time::Duration, String> {
-    let d = keyferry::expiry::parse_duration(s)?;
-    u64::try_from(d.whole_seconds())
-        .ok()
-        .filter(|s| *s > 0)
-        .map(std::time::Duration::from_secs)
-        .ok_or_else(|| format!("{s:?} is not a positive lifetime"))
+/// A cap of 0 would refuse every request: a typo, not a setting. Leaving the flag out is
+/// how to say "no cap".
+fn at_least_one<T>(s: &str) -> Result<T, String>
+where
+    T: std::str::FromStr + From<u8> + PartialOrd + std::fmt::Display,
+{
+    let n: T = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("{s:?} is not a whole number (1 or more)"))?;
+    if n < T::from(1) {
+        return Err(format!(
+            "{n} would refuse every request; give 1 or more, or leave the flag out for no limit"
+        ));
+    }
+    Ok(n)
+}
+
+/// Parses `30m`, `1h30m`, `7d` into a grant's lifetime, within the gateway's limits.
+pub fn parse_ttl(s: &str) -> Result<std::time::Duration, keyferry::expiry::DurationError> {
+    use keyferry::expiry::{parse_lifetime, GRANT_TTL_MAX, GRANT_TTL_MIN};
+    parse_lifetime(s, GRANT_TTL_MIN, GRANT_TTL_MAX)
 }
 
 impl GrantArgs {
@@ -92,9 +109,19 @@ pub fn grant(cli: &Cli, config: &Config, args: &GrantArgs) -> anyhow::Result<i32
             writeln!(out, "{}", doc.as_str())?;
         }
     }
+    if issued.replaced {
+        eprintln!(
+            "keyferry: replaced grant {}: its old placeholder is refused now (401 \"replaced by a newer grant\")",
+            issued.grant.name
+        );
+    }
     eprintln!(
-        "keyferry: grant {} on {} until {}; the token stays on the host (revoke with `keyferry revoke {}`)",
-        issued.grant.name, issued.grant.credential, issued.grant.expires, issued.grant.name
+        "keyferry: grant {} on {} until {} (in {}); the token stays on the host (revoke with `keyferry revoke {}`)",
+        issued.grant.name,
+        issued.grant.credential,
+        issued.grant.expires,
+        keyferry::credential::human_duration(i64::try_from(args.ttl.as_secs()).unwrap_or(i64::MAX)),
+        issued.grant.name
     );
     if let Some(sock) = &issued.unix_socket {
         eprintln!("keyferry: without a network, mount {sock} and set ANTHROPIC_UNIX_SOCKET to it");
@@ -125,7 +152,7 @@ pub fn grants(cli: &Cli, config: &Config, json: bool) -> anyhow::Result<i32> {
         eprintln!("keyferry: no grants");
     } else {
         for g in &list {
-            println!("{}", line(g));
+            println!("{}", escape(&line(g)));
         }
     }
     Ok(exit::OK)

@@ -8,7 +8,7 @@ use std::process::{Command, Stdio};
 use clap::Args;
 use keyferry::config::Config;
 use keyferry::gateway::NewGrant;
-use keyferry::remote;
+use keyferry::remote::{self, RemoteEnd};
 use keyferry::{Error, Secret};
 
 use crate::tokens::api;
@@ -17,17 +17,19 @@ use crate::Cli;
 #[derive(Args)]
 pub struct SshArgs {
     /// The credential the session spends.
-    #[arg(long, default_value = "claude")]
+    #[arg(long, value_name = "NAME", default_value = "claude")]
     cred: String,
     /// Name the grant (kept after the session); default: one per session, revoked at exit.
     #[arg(long, value_name = "NAME")]
     grant: Option<String>,
-    /// The grant's lifetime (a session killed with -9 leaves it until then).
-    #[arg(long, default_value = "12h", value_parser = crate::gateway_cmd::parse_ttl)]
+    /// The grant's lifetime, 1s to 366d (a session killed with -9 leaves it until then).
+    #[arg(long, value_name = "DURATION", default_value = "12h", value_parser = crate::gateway_cmd::parse_ttl)]
     ttl: std::time::Duration,
-    /// The port the remote's 127.0.0.1 listens on for the tunnel.
-    #[arg(long, default_value_t = 7778)]
-    remote_port: u16,
+    /// End the tunnel at this port of the remote's 127.0.0.1 (for clients that cannot use a
+    /// Unix socket); default: a 0600 socket of the session's own, which no other Keyferry
+    /// or user on the remote can hold.
+    #[arg(long, value_name = "PORT")]
+    remote_port: Option<u16>,
     /// The ssh program.
     #[arg(long, default_value = "ssh", value_name = "PATH")]
     ssh: String,
@@ -86,11 +88,17 @@ fn session_run(
                     .into(),
             )
         })?;
-    let base = Secret::new(format!("http://127.0.0.1:{}", args.remote_port));
-    let block = remote::env_block(&[
-        ("ANTHROPIC_BASE_URL", &base),
-        ("ANTHROPIC_AUTH_TOKEN", &issued.placeholder.0),
-    ]);
+    let end = args
+        .remote_port
+        .map_or_else(|| RemoteEnd::socket_for(session), RemoteEnd::Port);
+    let vars: Vec<(&str, Secret)> = end
+        .variables()
+        .into_iter()
+        .map(|(k, v)| (k, Secret::new(v)))
+        .collect();
+    let mut block_vars: Vec<(&str, &Secret)> = vars.iter().map(|(k, v)| (*k, v)).collect();
+    block_vars.push(("ANTHROPIC_AUTH_TOKEN", &issued.placeholder.0));
+    let block = remote::env_block(&block_vars);
     // 1: the env file, over stdin.
     let mut writer = Command::new(&args.ssh)
         .args(ssh_args)
@@ -115,13 +123,13 @@ fn session_run(
         "-o",
         "ExitOnForwardFailure=yes",
         "-R",
-        &remote::forward_spec(args.remote_port, gateway),
+        &end.forward_spec(gateway),
     ]);
     if interactive {
         cmd.arg("-t");
     }
     cmd.args(ssh_args)
-        .arg(remote::session_command(session, command))
+        .arg(remote::session_command(session, command, &end))
         .stderr(Stdio::piped());
     let mut child = cmd
         .spawn()
@@ -141,9 +149,16 @@ fn session_run(
     let fix = relay.join().ok().flatten();
     // 255: ssh itself failed, so the session may never have sourced (and deleted) the file.
     if fix.is_some() || status.code() == Some(255) {
+        let socket = match &end {
+            RemoteEnd::Socket(p) => format!(" '{p}'"),
+            RemoteEnd::Port(_) => String::new(),
+        };
         let _ = Command::new(&args.ssh)
             .args(ssh_args)
-            .arg(format!("rm -f \"$HOME/{}\"", remote::env_file(session)))
+            .arg(format!(
+                "rm -f \"$HOME/{}\"{socket}",
+                remote::env_file(session)
+            ))
             .stdin(Stdio::null())
             .status();
     }

@@ -6,8 +6,10 @@ use anyhow::Context as _;
 use keyferry::Secret;
 
 pub fn warn(w: &str) {
-    // cfauth's permission warning is printed verbatim; everything else is ours.
-    if w.starts_with("cf: ") {
+    let w = &*keyferry::escape::escape(w);
+    // cfauth's permission warning is printed verbatim, and so is the `fix: …` under it;
+    // everything else is ours.
+    if w.starts_with("cf: ") || w.starts_with(keyferry::broker::FIX_PREFIX) {
         eprintln!("{w}");
     } else {
         eprintln!("keyferry: warning: {w}");

@@ -4,14 +4,15 @@
 use std::io::Write as _;
 use std::path::PathBuf;
 
-use clap::Args;
+use clap::{Args, ValueEnum};
 use keyferry::agent::socket;
 use keyferry::api::{AgentUse, Api};
 use keyferry::broker::{Broker, Found};
 use keyferry::config::Config;
 use keyferry::credential::Inspection;
-use keyferry::domain::{CredentialStatus, ErrorBody, ErrorCode, UsageState};
+use keyferry::domain::{CredentialStatus, ErrorBody, ErrorCode, Previous, UsageState};
 use keyferry::error::exit;
+use keyferry::escape::escape;
 use keyferry::protocol::Token;
 use keyferry::report::{never_set_up, not_set_up_line, status_line, Shown};
 use keyferry::{reroll, Error, Secret};
@@ -40,25 +41,57 @@ pub struct RerollArgs {
     claude: Option<PathBuf>,
 }
 
+/// What `export` writes: the one output switch (`--format`); the old `--token-only`,
+/// `--export` and `--json` are hidden aliases of three of its values.
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ExportFormat {
+    /// Update one key in a .env file (./.env, or --env-file), keeping every other line.
+    Dotenv,
+    /// Print `VAR=token` (a compose `env_file`, `docker --env-file`).
+    Env,
+    /// Print `export VAR='token'`, for `eval`.
+    Export,
+    /// Print one JSON document with the token.
+    Json,
+    /// Print only the token.
+    Token,
+}
+
 #[derive(Args)]
 pub struct ExportArgs {
     #[command(flatten)]
     name: Name,
-    /// Print only the token.
-    #[arg(long, group = "mode")]
+    /// What to write (default dotenv: update ./.env).
+    #[arg(long, value_enum, group = "mode")]
+    format: Option<ExportFormat>,
+    /// Alias of --format token.
+    #[arg(long, group = "mode", hide = true)]
     token_only: bool,
-    /// Print `export VAR='token'` for eval.
-    #[arg(long, group = "mode")]
+    /// Alias of --format export.
+    #[arg(long, group = "mode", hide = true)]
     export: bool,
-    /// Print a JSON document with the token.
-    #[arg(long, group = "mode")]
+    /// Alias of --format json.
+    #[arg(long, group = "mode", hide = true)]
     json: bool,
-    /// The .env file to update (default ./.env).
-    #[arg(long, value_name = "PATH", conflicts_with = "mode")]
+    /// The .env file to update (default ./.env); implies --format dotenv.
+    #[arg(long, value_name = "PATH")]
     env_file: Option<PathBuf>,
     /// Variable name (default by kind, e.g. CLAUDE_CODE_OAUTH_TOKEN).
     #[arg(long, value_name = "NAME")]
     var: Option<String>,
+}
+
+impl ExportArgs {
+    /// The format asked for, through `--format` or an alias.
+    fn format(&self) -> ExportFormat {
+        match (self.format, self.token_only, self.export, self.json) {
+            (Some(f), ..) => f,
+            (None, true, ..) => ExportFormat::Token,
+            (None, _, true, _) => ExportFormat::Export,
+            (None, .., true) => ExportFormat::Json,
+            (None, ..) => ExportFormat::Dotenv,
+        }
+    }
 }
 
 /// The agent (or, without one, the sources), as `--no-agent`/`--require-agent` say.
@@ -93,7 +126,20 @@ pub fn serve(cli: &Cli, b: &Broker, name: &str) -> anyhow::Result<Token> {
         // Direct reads print the chain's warnings (a 644 token file), like cfauth.
         resolve(b, name)?;
     }
-    Ok(api.get(name)?)
+    match api.get(name) {
+        Err(body) if matches!(body.code, ErrorCode::NotFound | ErrorCode::UnsafeFile) => {
+            // The agent's answer carries no warnings; its status does (a 644 token file
+            // and its fix).
+            let st = api.status();
+            for c in st.iter().flat_map(|s| &s.credentials) {
+                if c.name == name {
+                    c.warnings.iter().for_each(|w| term::warn(w));
+                }
+            }
+            Err(body.into())
+        }
+        other => Ok(other?),
+    }
 }
 
 fn resolve(b: &Broker, name: &str) -> Result<Found, Error> {
@@ -227,6 +273,10 @@ struct StatusRow<'a> {
     status: &'a CredentialStatus,
     #[serde(skip_serializing_if = "Option::is_none")]
     usage: Option<&'a UsageState>,
+    /// The sinks the agent keeps current from this credential, a refused write's reason
+    /// included.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    sinks: Vec<&'a keyferry::domain::SinkStatus>,
 }
 
 fn status(cli: &Cli, b: &Broker, only: Option<&str>, json: bool) -> anyhow::Result<i32> {
@@ -256,8 +306,14 @@ fn status(cli: &Cli, b: &Broker, only: Option<&str>, json: bool) -> anyhow::Resu
         for w in &c.warnings {
             term::warn(w);
         }
-        if let (Some(e), Some(_)) = (&c.error, only) {
-            code = e.code.exit_status();
+        // What the user set up and has no token (missing, its file skipped or malformed)
+        // sets the exit status, the first such credential deciding; one still served
+        // despite an error (a write-back pending) only warns. Asked about by name, its
+        // error is the status either way.
+        if let (Some(e), exit::OK) = (&c.error, code) {
+            if only.is_some() || c.source.is_none() {
+                code = e.code.exit_status();
+            }
         }
         if !json {
             println!("{}", status_line(c));
@@ -267,12 +323,30 @@ fn status(cli: &Cli, b: &Broker, only: Option<&str>, json: bool) -> anyhow::Resu
                         println!("  usage {l}");
                     }
                 }
-                Some(UsageState::Unavailable(e)) => println!("  usage: none ({})", e.message),
+                Some(UsageState::Unavailable(e)) => {
+                    println!("  usage: none ({})", escape(&e.message));
+                }
                 None => {}
             }
             if let Some(e) = &c.error {
-                eprintln!("keyferry: warning: {}", e.message);
+                eprintln!("keyferry: warning: {}", escape(&e.message));
             }
+            // A refused sink write is as much the credential's state as its expiry.
+            for sink in st.sinks.iter().filter(|s| s.credential == c.name) {
+                if let Some(e) = &sink.error {
+                    println!(
+                        "  sink {} {}: refused — {}",
+                        sink.kind,
+                        keyferry::escape::escape(&sink.path),
+                        keyferry::escape::escape(&e.message)
+                    );
+                }
+            }
+        }
+    }
+    if !json && only.is_none() {
+        for l in &st.listeners {
+            println!("gateway {}", l.to_string().escape_default());
         }
     }
     if json {
@@ -281,6 +355,7 @@ fn status(cli: &Cli, b: &Broker, only: Option<&str>, json: bool) -> anyhow::Resu
             .map(|c| StatusRow {
                 status: c,
                 usage: usage_of(&c.name),
+                sinks: st.sinks.iter().filter(|s| s.credential == c.name).collect(),
             })
             .collect();
         println!("{}", serde_json::to_string_pretty(&rows)?);
@@ -293,19 +368,30 @@ fn store(cli: &Cli, b: &Broker, name: &str, token: Secret) -> anyhow::Result<()>
         anyhow::bail!("no token given; nothing was changed");
     }
     let api = api(cli, &b.config)?;
-    let (st, place) = api.store(name, token)?;
+    let (outcome, place) = api.store_outcome(name, token)?;
     if matches!(api, Api::Direct(_)) {
         eprintln!("{name}: stored in {place}");
     } else {
         eprintln!("{name}: stored through {place}");
     }
-    let inspection: Inspection = st
+    let inspection: Inspection = outcome
+        .status
         .inspection
         .ok_or_else(|| Error::Invalid("the token was stored but cannot be read back".into()))?;
     eprintln!(
         "{name}: {} {} ({})",
         inspection.kind, inspection.masked, inspection.fingerprint
     );
+    match &outcome.previous {
+        Some(Previous::Replaced { fingerprint }) => eprintln!(
+            "{name}: replaced {fingerprint} with {}",
+            inspection.fingerprint
+        ),
+        Some(Previous::Same) => eprintln!(
+            "{name}: this token was already stored; it keeps the time it was first seen, so its expiry does not move"
+        ),
+        Some(Previous::Empty) | None => {}
+    }
     if let (Some(at), Some(rel)) = (&inspection.expires_at, &inspection.expires_in) {
         eprintln!("{name}: expires {at} ({rel})");
     }
@@ -353,34 +439,46 @@ fn reroll(cli: &Cli, b: &Broker, args: &RerollArgs) -> anyhow::Result<()> {
 }
 
 fn export(cli: &Cli, b: &Broker, args: &ExportArgs) -> anyhow::Result<()> {
+    let format = args.format();
+    if args.env_file.is_some() && format != ExportFormat::Dotenv {
+        // A value-dependent conflict clap cannot declare; refused as a usage error.
+        <Cli as clap::CommandFactory>::command()
+            .error(
+                clap::error::ErrorKind::ArgumentConflict,
+                "--env-file writes a .env file; it cannot be combined with another --format",
+            )
+            .exit();
+    }
     let s = serve(cli, b, &args.name.name)?;
     let var = args.var.clone().unwrap_or_else(|| s.env_var.clone());
     let token = &s.token.0;
     let mut out = std::io::stdout().lock();
-    if args.token_only {
-        writeln!(out, "{}", token.expose())?;
-    } else if args.export {
-        writeln!(
+    match format {
+        ExportFormat::Token => writeln!(out, "{}", token.expose())?,
+        ExportFormat::Env => writeln!(out, "{var}={}", token.expose())?,
+        ExportFormat::Export => writeln!(
             out,
             "export {var}='{}'",
             token.expose().replace('\'', r"'\''")
-        )?;
-    } else if args.json {
-        let t = Token { env_var: var, ..s };
-        let doc = zeroize::Zeroizing::new(serde_json::to_string(&t)?);
-        writeln!(out, "{}", doc.as_str())?;
-    } else {
-        let path = args
-            .env_file
-            .clone()
-            .unwrap_or_else(|| PathBuf::from(".env"));
-        keyferry::dotenv::write_key(&path, &var, token)?;
-        eprintln!(
-            "updated {}: {var}={} (from {})",
-            path.display(),
-            keyferry::credential::mask(token.expose()),
-            s.source
-        );
+        )?,
+        ExportFormat::Json => {
+            let t = Token { env_var: var, ..s };
+            let doc = zeroize::Zeroizing::new(serde_json::to_string(&t)?);
+            writeln!(out, "{}", doc.as_str())?;
+        }
+        ExportFormat::Dotenv => {
+            let path = args
+                .env_file
+                .clone()
+                .unwrap_or_else(|| PathBuf::from(".env"));
+            keyferry::dotenv::write_key(&path, &var, token).map_err(Error::from)?;
+            eprintln!(
+                "updated {}: {var}={} (from {})",
+                path.display(),
+                keyferry::credential::mask(token.expose()),
+                s.source
+            );
+        }
     }
     Ok(())
 }

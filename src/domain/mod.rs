@@ -6,7 +6,8 @@ use std::fmt;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::credential::Inspection;
+mod credential;
+pub use credential::{rfc3339, Expiry, Inspection, Kind};
 
 macro_rules! error_codes {
     ($($variant:ident = $text:literal => $exit:ident,)*) => {
@@ -59,6 +60,7 @@ error_codes! {
     Denied = "denied" => REFUSED,
     ForbiddenUser = "forbidden_user" => REFUSED,
     ForbiddenOp = "forbidden_op" => REFUSED,
+    SandboxedPeer = "sandboxed_peer" => REFUSED,
     ForeignAgent = "foreign_agent" => REFUSED,
     BadPassphrase = "bad_passphrase" => REFUSED,
     NotAnApprover = "not_an_approver" => REFUSED,
@@ -81,6 +83,15 @@ error_codes! {
     GatewayDown = "gateway_down" => ERROR,
     NeedsLogin = "needs_login" => ERROR,
     NoUsageScope = "usage_no_profile_scope" => ERROR,
+    // The refresher's failures (events, audit entries, `refresh` replies).
+    RefreshRejected = "refresh_rejected" => ERROR,
+    RefreshTimeout = "refresh_timeout" => ERROR,
+    RefreshBadAnswer = "refresh_bad_answer" => ERROR,
+    RefreshUnavailable = "refresh_unavailable" => ERROR,
+    LoginUnreadable = "login_unreadable" => ERROR,
+    WritebackFailed = "writeback_failed" => ERROR,
+    CliRefreshing = "cli_refreshing" => ERROR,
+    JournalFailed = "journal_failed" => ERROR,
     UsageUnavailable = "usage_unavailable" => ERROR,
     NoSuchGrant = "no_such_grant" => ERROR,
     ProvisionFailed = "provision_failed" => ERROR,
@@ -148,6 +159,10 @@ pub mod exit {
     pub const NO_AGENT: i32 = 5;
     /// The agent refused: policy, lock, or another user.
     pub const REFUSED: i32 = 6;
+    /// `exec`: the command exists but cannot be run (as a shell exits).
+    pub const NOT_EXECUTABLE: i32 = 126;
+    /// `exec`: no such command (as a shell exits).
+    pub const COMMAND_NOT_FOUND: i32 = 127;
 }
 
 /// The wire and UI form of any error: a code and a message that names the fix.
@@ -201,21 +216,112 @@ pub struct CredentialStatus {
     pub warnings: Vec<String>,
 }
 
+/// What `setup` found in the keychain item before writing it, by fingerprint only.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Previous {
+    /// The item was empty.
+    Empty,
+    /// It held this very token: nothing changed, its first-seen time is kept.
+    Same,
+    /// It held another token, now replaced.
+    Replaced { fingerprint: String },
+}
+
+/// The `store` reply: the credential's status and what the item held before. `previous` is
+/// absent from older agents and when the item could not be read first.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct StoreOutcome {
+    #[serde(flatten)]
+    pub status: CredentialStatus,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous: Option<Previous>,
+}
+
 /// Who is on the other end of a connection, from the kernel.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Peer {
     pub uid: u32,
     pub pid: Option<i32>,
     pub exe: Option<String>,
+    /// Set when the peer runs in a sandbox (other namespaces than the agent's, or a macOS
+    /// sandbox profile); `None` for a process on the host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sandbox: Option<SandboxKind>,
 }
 
 impl fmt::Display for Peer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let exe = self.exe.as_deref().unwrap_or("unknown executable");
         match self.pid {
-            Some(pid) => write!(f, "{exe} (pid {pid}, uid {})", self.uid),
-            None => write!(f, "{exe} (uid {})", self.uid),
+            Some(pid) => write!(f, "{exe} (pid {pid}, uid {}", self.uid)?,
+            None => write!(f, "{exe} (uid {}", self.uid)?,
         }
+        match self.sandbox {
+            Some(kind) => write!(f, ", in a {} sandbox)", kind.label()),
+            None => f.write_str(")"),
+        }
+    }
+}
+
+/// What kind of sandbox a peer runs in, as far as the agent can tell from outside it.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[serde(rename_all = "lowercase")]
+pub enum SandboxKind {
+    Bubblewrap,
+    Flatpak,
+    /// toolbox or distrobox: a container that is the user's own workspace.
+    Toolbox,
+    Docker,
+    Podman,
+    /// macOS Seatbelt / App Sandbox.
+    Seatbelt,
+    /// Other namespaces (`unshare`, an unknown runtime) or namespaces that could not be read.
+    Unknown,
+}
+
+impl SandboxKind {
+    pub const ALL: [Self; 7] = [
+        Self::Bubblewrap,
+        Self::Flatpak,
+        Self::Toolbox,
+        Self::Docker,
+        Self::Podman,
+        Self::Seatbelt,
+        Self::Unknown,
+    ];
+
+    /// The config spelling (`sandboxed_peers = ["toolbox"]`).
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Bubblewrap => "bubblewrap",
+            Self::Flatpak => "flatpak",
+            Self::Toolbox => "toolbox",
+            Self::Docker => "docker",
+            Self::Podman => "podman",
+            Self::Seatbelt => "seatbelt",
+            Self::Unknown => "unknown",
+        }
+    }
+
+    /// How a person names it.
+    #[must_use]
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Bubblewrap => "bubblewrap",
+            Self::Flatpak => "Flatpak",
+            Self::Toolbox => "toolbox/distrobox",
+            Self::Docker => "Docker",
+            Self::Podman => "Podman",
+            Self::Seatbelt => "macOS (Seatbelt)",
+            Self::Unknown => "unknown",
+        }
+    }
+
+    #[must_use]
+    pub fn parse(text: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.as_str() == text)
     }
 }
 
@@ -271,6 +377,41 @@ pub struct SinkStatus {
     pub written_at: Option<String>,
 }
 
+/// One gateway listener's state, as `status` and `doctor` show it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum ListenerState {
+    /// Bound and accepting at `url`.
+    Listening { url: String },
+    /// Not bindable yet (the address is not on this machine, the port is taken): retried.
+    Waiting { reason: String },
+    /// A TCP listener with no grant to serve: no port is open.
+    Closed,
+    /// Will not be retried (a bad socket directory, an unspecified address).
+    Failed { reason: String },
+}
+
+/// A configured listen address and its state.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ListenerInfo {
+    pub listen: String,
+    #[serde(flatten)]
+    pub state: ListenerState,
+}
+
+impl fmt::Display for ListenerInfo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.state {
+            ListenerState::Listening { url } => write!(f, "listening {url}"),
+            ListenerState::Waiting { reason } => {
+                write!(f, "waiting {} ({reason}; retrying)", self.listen)
+            }
+            ListenerState::Closed => write!(f, "closed {} (no grants)", self.listen),
+            ListenerState::Failed { reason } => write!(f, "failed {}: {reason}", self.listen),
+        }
+    }
+}
+
 /// A gateway grant as `grants` lists it: never its placeholder.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct GrantInfo {
@@ -322,7 +463,7 @@ impl SubscriptionUsage {
             .map(|(label, w)| {
                 let resets = w
                     .resets_at
-                    .and_then(crate::credential::rfc3339)
+                    .and_then(rfc3339)
                     .map(|r| format!(", resets {r}"))
                     .unwrap_or_default();
                 format!("{label}: {:.0}% used{resets}", w.utilization)
@@ -346,6 +487,16 @@ pub struct CredentialUsage {
     pub name: String,
     #[serde(flatten)]
     pub state: UsageState,
+}
+
+/// What a new grant is made of.
+#[derive(Clone, Debug)]
+pub struct NewGrant {
+    pub name: String,
+    pub credential: String,
+    pub ttl: std::time::Duration,
+    pub max_concurrent: Option<u32>,
+    pub daily_token_budget: Option<u64>,
 }
 
 #[cfg(test)]

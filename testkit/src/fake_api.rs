@@ -1,6 +1,7 @@
 //! A loopback stand-in for the Anthropic API that the test owns: plain http or TLS (a
 //! test CA made with rcgen, h2 and http/1.1 by ALPN), scripted answers, and a record of
-//! every request it received.
+//! every request it received. [`Upstream`] for async tests (the gateway's); [`FakeApi`],
+//! the same server on a runtime of its own, for tests that drive the real binaries.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -66,6 +67,9 @@ impl Drop for DropNote {
 
 pub const STREAM_USAGE: (u64, u64, u64, u64) = (25, 42, 7, 300);
 
+/// The text of every answer (JSON or streamed).
+pub const REPLY: &str = "pong-from-upstream";
+
 pub fn sse_events() -> Vec<String> {
     let ev = |name: &str, data: serde_json::Value| format!("event: {name}\ndata: {data}\n\n");
     vec![
@@ -80,7 +84,7 @@ pub fn sse_events() -> Vec<String> {
         ev("ping", serde_json::json!({"type":"ping"})),
         ev(
             "content_block_delta",
-            serde_json::json!({"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"pong-from-upstream"}}),
+            serde_json::json!({"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":REPLY}}),
         ),
         ev(
             "content_block_stop",
@@ -265,7 +269,7 @@ async fn handle(st: State, req: Request<Incoming>) -> Result<Response<Body>, Inf
         Script::Json | Script::Auto => full(
             200,
             "application/json",
-            r#"{"id":"msg_1","type":"message","role":"assistant","content":[{"type":"text","text":"pong-from-upstream"}],"usage":{"input_tokens":11,"output_tokens":22,"cache_creation_input_tokens":3,"cache_read_input_tokens":4}}"#,
+            r#"{"id":"msg_1","type":"message","role":"assistant","model":"claude-test","content":[{"type":"text","text":"pong-from-upstream"}],"stop_reason":"end_turn","stop_sequence":null,"usage":{"input_tokens":11,"output_tokens":22,"cache_creation_input_tokens":3,"cache_read_input_tokens":4}}"#,
         ),
         Script::RateLimited => Response::builder()
             .status(429)
@@ -337,4 +341,93 @@ fn tokio_stream_from(
     mut rx: mpsc::Receiver<Result<Frame<Bytes>, Infallible>>,
 ) -> impl futures_util::Stream<Item = Result<Frame<Bytes>, Infallible>> {
     futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx))
+}
+
+/// [`Upstream`] answering as the real API does ([`Script::Auto`]), on a runtime thread of
+/// its own, for blocking tests: the real `claude` and the real agent talk to it. Stopped
+/// on drop.
+pub struct FakeApi {
+    pub url: String,
+    seen: Arc<Mutex<Vec<Seen>>>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl FakeApi {
+    /// # Panics
+    /// The runtime or the listener cannot start.
+    #[must_use]
+    pub fn start() -> Self {
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .expect("a runtime for the fake API");
+            rt.block_on(async move {
+                let up = Upstream::http(Script::Auto).await;
+                let _ = ready_tx.send((up.url.clone(), Arc::clone(&up.seen)));
+                let _ = stopped.await;
+                drop(up);
+            });
+        });
+        let (url, seen) = ready_rx
+            .recv_timeout(crate::STARTUP_TIMEOUT)
+            .expect("the fake API started");
+        Self {
+            url,
+            seen,
+            stop: Some(stop),
+            thread: Some(thread),
+        }
+    }
+
+    /// Every request so far.
+    #[must_use]
+    pub fn seen(&self) -> Vec<Seen> {
+        self.seen
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Bearer tokens of the `/v1/messages` calls so far.
+    #[must_use]
+    pub fn bearers(&self) -> Vec<String> {
+        self.seen()
+            .iter()
+            .filter(|s| s.uri.starts_with("/v1/messages"))
+            .filter_map(|s| {
+                s.headers
+                    .get("authorization")?
+                    .to_str()
+                    .ok()?
+                    .strip_prefix("Bearer ")
+                    .map(str::to_owned)
+            })
+            .collect()
+    }
+
+    /// [`Self::bearers`] once there are `n` of them, or when `within` has passed.
+    #[must_use]
+    pub fn wait_bearers(&self, n: usize, within: Duration) -> Vec<String> {
+        let deadline = std::time::Instant::now() + within;
+        while std::time::Instant::now() < deadline && self.bearers().len() < n {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.bearers()
+    }
+}
+
+impl Drop for FakeApi {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
 }

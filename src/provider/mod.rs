@@ -1,0 +1,174 @@
+//! What Keyferry knows about each API provider, one file per provider behind one small
+//! interface (Secretive's one kit per backend): which requests the gateway forwards, how
+//! the real credential goes on a request, what a refusal looks like to that provider's CLI,
+//! and how an answer reports its token usage. The gateway picks the provider from the
+//! kind of the credential a grant draws on, after the placeholder is verified; adding a
+//! provider is a new file here and a line in [`for_kind`], not edits to the proxy.
+//!
+//! This layer sits just above `credential`: it knows kinds and tokens, never the gateway,
+//! the agent or the config.
+
+use http::header::{HeaderMap, InvalidHeaderValue};
+use http::Method;
+use serde::{Deserialize, Serialize};
+
+use crate::credential::Kind;
+use crate::secret::Secret;
+
+pub mod anthropic;
+
+/// Tokens one answer used (or a grant has used), in the provider's own counts.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Usage {
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    pub cache_creation_input_tokens: u64,
+    pub cache_read_input_tokens: u64,
+}
+
+impl Usage {
+    /// Everything that counts against a budget.
+    #[must_use]
+    pub fn total(&self) -> u64 {
+        self.input_tokens
+            .saturating_add(self.output_tokens)
+            .saturating_add(self.cache_creation_input_tokens)
+            .saturating_add(self.cache_read_input_tokens)
+    }
+
+    pub fn add(&mut self, other: &Usage) {
+        self.input_tokens = self.input_tokens.saturating_add(other.input_tokens);
+        self.output_tokens = self.output_tokens.saturating_add(other.output_tokens);
+        self.cache_creation_input_tokens = self
+            .cache_creation_input_tokens
+            .saturating_add(other.cache_creation_input_tokens);
+        self.cache_read_input_tokens = self
+            .cache_read_input_tokens
+            .saturating_add(other.cache_read_input_tokens);
+    }
+}
+
+/// Why the gateway refuses, in provider-neutral terms; each provider spells it its way.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ErrorKind {
+    InvalidRequest,
+    Authentication,
+    Permission,
+    NotFound,
+    RequestTooLarge,
+    RateLimit,
+    Api,
+}
+
+/// A request the credential must not serve, and why (no secret in it).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NotAdmitted(pub String);
+
+/// One provider, as the gateway uses it. Implementations are stateless `static`s.
+pub trait GatewayProvider: Send + Sync + 'static {
+    /// Its name in logs and messages ("Anthropic").
+    fn name(&self) -> &'static str;
+
+    /// Whether METHOD PATH is one its CLI calls and the gateway forwards. `Err` names what
+    /// is forwarded, for the refusal. Paths are compared exactly: no normalisation to trick.
+    ///
+    /// # Errors
+    /// The request is not forwarded.
+    fn route(&self, method: &Method, path: &str) -> Result<(), &'static str>;
+
+    /// Refuses what a credential of `kind` must not serve (a subscription token is meant
+    /// for its own CLI).
+    ///
+    /// # Errors
+    /// [`NotAdmitted`], answered 403.
+    fn admit(&self, kind: Kind, headers: &HeaderMap, grant: &str) -> Result<(), NotAdmitted>;
+
+    /// Puts the real credential on `headers` (every incoming credential is already gone).
+    ///
+    /// # Errors
+    /// The token holds bytes a header cannot carry.
+    fn authorize(
+        &self,
+        headers: &mut HeaderMap,
+        kind: Kind,
+        token: &Secret,
+    ) -> Result<(), InvalidHeaderValue>;
+
+    /// The body of a refusal its CLI shows as an error.
+    fn error_body(&self, kind: ErrorKind, message: &str) -> Vec<u8>;
+
+    /// The SSE events that may carry usage (only their data is parsed).
+    fn usage_events(&self) -> &'static [&'static str];
+
+    /// Applies one SSE event's data to the usage so far.
+    fn apply_usage_event(&self, data: &[u8], usage: &mut Usage);
+
+    /// The usage of a whole (non-streamed) JSON answer.
+    fn json_usage(&self, body: &[u8]) -> Option<Usage>;
+}
+
+/// The provider whose API a credential of `kind` is for; `None` for kinds no gateway
+/// provider serves yet.
+#[must_use]
+pub fn for_kind(kind: Kind) -> Option<&'static dyn GatewayProvider> {
+    match kind {
+        Kind::ClaudeOauth | Kind::SetupToken | Kind::ApiKey | Kind::Opaque => {
+            Some(&anthropic::ANTHROPIC)
+        }
+        Kind::Codex | Kind::Gemini => None,
+    }
+}
+
+/// A header map from `(name, value)` pairs, for tests of header handling.
+#[cfg(test)]
+pub(crate) fn header_map(pairs: &[(&str, &str)]) -> HeaderMap {
+    let mut h = HeaderMap::new();
+    for (k, v) in pairs {
+        h.append(
+            http::header::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+            http::header::HeaderValue::from_str(v).unwrap(),
+        );
+    }
+    h
+}
+
+/// Who answers before any grant is known (a missing or unknown placeholder): the gateway's
+/// default listeners serve Anthropic's CLI.
+#[must_use]
+pub fn default_provider() -> &'static dyn GatewayProvider {
+    &anthropic::ANTHROPIC
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_kind_has_its_provider_or_none() {
+        for kind in [
+            Kind::ClaudeOauth,
+            Kind::SetupToken,
+            Kind::ApiKey,
+            Kind::Opaque,
+        ] {
+            assert_eq!(for_kind(kind).map(|p| p.name()), Some("Anthropic"));
+        }
+        assert!(for_kind(Kind::Codex).is_none());
+        assert!(for_kind(Kind::Gemini).is_none());
+    }
+
+    #[test]
+    fn usage_adds_and_totals_without_overflow() {
+        let mut u = Usage {
+            input_tokens: u64::MAX,
+            ..Usage::default()
+        };
+        u.add(&Usage {
+            input_tokens: 1,
+            output_tokens: 2,
+            ..Usage::default()
+        });
+        assert_eq!(u.input_tokens, u64::MAX);
+        assert_eq!(u.total(), u64::MAX);
+    }
+}
