@@ -25,11 +25,14 @@ if ! command -v tauri-driver >/dev/null && [ ! -x "$HOME/.cargo/bin/tauri-driver
 fi
 export PATH="$HOME/.cargo/bin:$PATH"
 
-# The real Claude Code CLI (npm) for the delivery tests, kept under target/ (not global).
-if [ ! -x target/npm/node_modules/.bin/claude ]; then
-  echo "== npm install @anthropic-ai/claude-code@2 (into target/npm)"
+# The real CLIs (npm) for the delivery and gateway tests, kept under target/ (not global):
+# Claude Code, Codex and Gemini CLI, majors pinned (0.x: the minor is the major).
+NPM_CLIS=(@anthropic-ai/claude-code@2 @openai/codex@0.171 @google/gemini-cli@0.61)
+if [ ! -x target/npm/node_modules/.bin/claude ] || [ ! -x target/npm/node_modules/.bin/codex ] \
+   || [ ! -x target/npm/node_modules/.bin/gemini ]; then
+  echo "== npm install ${NPM_CLIS[*]} (into target/npm)"
   mkdir -p target/npm
-  npm install --silent --no-audit --no-fund --prefix target/npm @anthropic-ai/claude-code@2
+  npm install --silent --no-audit --no-fund --prefix target/npm "${NPM_CLIS[@]}"
 fi
 
 echo "== cargo fmt --check"

@@ -37,6 +37,7 @@ pub mod remote;
 pub mod report;
 pub mod reroll;
 pub mod safe_file;
+pub mod sandbox_home;
 pub mod secret;
 pub mod service;
 pub mod sink;

@@ -200,6 +200,14 @@ pub struct GrantIssued {
     /// A grant of that name existed and was replaced: its placeholder is refused now.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub replaced: bool,
+    /// The provider whose CLI the grant serves (`anthropic`, `openai`, `google`): it
+    /// decides what the sandbox is given. Older agents send none: Anthropic's.
+    #[serde(default = "anthropic")]
+    pub provider: String,
+}
+
+fn anthropic() -> String {
+    "anthropic".to_owned()
 }
 
 /// `refresh`'s result.

@@ -8,14 +8,14 @@ use std::time::Duration;
 use time::OffsetDateTime;
 
 use super::Agent;
-use crate::credential::{rfc3339, Kind};
+use crate::credential::rfc3339;
 use crate::domain::{ErrorBody, ErrorCode, GrantInfo, Peer};
 use crate::gateway::{
-    Denial, GatewayContext, GrantView, GrantsFile, Listeners, NewGrant, RefusedSummary,
-    RequestRecord, TokenError, Upstream,
+    Denial, GatewayContext, GrantView, GrantsFile, Lent, Listeners, NewGrant, RefusedSummary,
+    RequestRecord, TokenError, Upstream, Upstreams,
 };
+use crate::provider::GatewayProvider;
 use crate::protocol::{GrantIssued, WireSecret};
-use crate::secret::Secret;
 
 /// How often metered usage is written to the grants file (one write per request would be
 /// a disk write on the hot path).
@@ -25,7 +25,7 @@ const FLUSH_EVERY: Duration = Duration::from_secs(5);
 pub struct AgentGateway {
     agent: Weak<Agent>,
     grants: Mutex<GrantsFile>,
-    upstream: Upstream,
+    upstreams: Upstreams,
     /// Every configured listener and its state, once the gateway runs.
     listeners: std::sync::OnceLock<Arc<Listeners>>,
     /// Why the gateway does not listen at all, when it does not.
@@ -43,7 +43,9 @@ impl AgentGateway {
     /// An unreadable grants file or an unusable upstream.
     pub fn new(agent: &Arc<Agent>) -> Result<Self, String> {
         let cfg = &agent.broker.config.gateway;
-        let upstream = cfg.upstream().map_err(|e| e.to_string())?;
+        let upstreams = cfg
+            .upstreams(&agent.broker.config.providers)
+            .map_err(|e| e.to_string())?;
         let mut file = GrantsFile::open(&crate::paths::state_dir(), OffsetDateTime::now_utc())
             .map_err(|e| e.to_string())?;
         // Expired grants were dropped on reading: make that stick at once.
@@ -51,7 +53,7 @@ impl AgentGateway {
         Ok(Self {
             agent: Arc::downgrade(agent),
             grants: Mutex::new(file),
-            upstream,
+            upstreams,
             listeners: std::sync::OnceLock::new(),
             down: Mutex::new(Some("starting".into())),
         })
@@ -105,7 +107,11 @@ impl AgentGateway {
     ///
     /// # Errors
     /// The gateway is not listening, a bad name or lifetime, an unwritable grants file.
-    pub fn grant(&self, spec: NewGrant) -> Result<GrantIssued, ErrorBody> {
+    pub fn grant(
+        &self,
+        spec: NewGrant,
+        provider: &dyn GatewayProvider,
+    ) -> Result<GrantIssued, ErrorBody> {
         let listeners = self.listeners.get();
         let base_url = listeners.and_then(|l| l.base_url(None)).ok_or_else(|| {
             let why = listeners.map_or_else(
@@ -140,6 +146,7 @@ impl AgentGateway {
             unix_socket: listeners.and_then(|l| l.unix_socket()),
             placeholder: WireSecret(placeholder),
             replaced,
+            provider: provider.id().to_owned(),
         })
     }
 
@@ -216,7 +223,7 @@ impl GatewayContext for AgentGateway {
         })
     }
 
-    fn token(&self, credential: &str) -> Result<(Kind, Secret), TokenError> {
+    fn token(&self, credential: &str) -> Result<Lent, TokenError> {
         let agent = self
             .agent
             .upgrade()
@@ -243,7 +250,11 @@ impl GatewayContext for AgentGateway {
                 .as_ref()
                 .map_or_else(|| "no token found".to_owned(), |e| e.message.clone()),
         })?;
-        Ok((token.kind, token.token.0.clone()))
+        Ok(Lent {
+            kind: token.kind,
+            token: token.token.0.clone(),
+            account: slot.credential.as_ref().and_then(|c| c.account.clone()),
+        })
     }
 
     fn record(&self, r: RequestRecord) {
@@ -284,8 +295,8 @@ impl GatewayContext for AgentGateway {
         }
     }
 
-    fn upstream(&self) -> &Upstream {
-        &self.upstream
+    fn upstream(&self, provider: &dyn GatewayProvider) -> Option<&Upstream> {
+        self.upstreams.get(provider)
     }
 }
 
@@ -318,7 +329,7 @@ impl Agent {
             self.may_read(&credential, peer, conn).await?;
             let gw = self.gateway()?;
             gw.open().await;
-            let issued = gw.grant(spec);
+            let issued = gw.grant(spec, self.provider_of(&credential));
             if issued.is_err() {
                 let mut file = gw.file();
                 gw.close_if_unused(&mut file);
@@ -344,6 +355,18 @@ impl Agent {
             Err(e) => self.record("grant", Some(&credential), "refused", Some(&e.code), peer),
         }
         result
+    }
+
+    /// The provider whose API the credential's current token is for (Anthropic's when it
+    /// has none yet: the gateway's default).
+    fn provider_of(&self, credential: &str) -> &'static dyn GatewayProvider {
+        let state = self.read_state();
+        state
+            .slots
+            .get(credential)
+            .and_then(|s| s.token.as_ref())
+            .and_then(|t| crate::provider::for_kind(t.kind))
+            .unwrap_or_else(crate::provider::default_provider)
     }
 
     /// Every live grant with its usage.

@@ -12,9 +12,11 @@ use crate::store::{Backend, ItemId};
 
 mod error;
 mod gateway;
+mod providers;
 use error::plain_types;
 pub use error::{ConfigError, Excerpt, NamedBy};
 pub use gateway::GatewayConfig;
+pub use providers::ProviderConfig;
 
 #[derive(Debug, Clone, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -295,6 +297,9 @@ pub struct Config {
     /// `[gateway]`: where sandboxes reach the API through the agent.
     #[serde(default)]
     pub gateway: GatewayConfig,
+    /// `[providers.ID]`: each API provider's upstream.
+    #[serde(default, deserialize_with = "providers::tables")]
+    pub providers: BTreeMap<String, ProviderConfig>,
     #[serde(skip)]
     pub path: PathBuf,
 }

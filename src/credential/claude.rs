@@ -56,6 +56,7 @@ pub(super) fn parse(doc: &Value, origin: &str) -> Result<Credential, CredentialE
         )?
         .map(str::to_owned),
         scopes,
+        account: None,
     }
     .into())
 }

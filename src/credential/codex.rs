@@ -65,6 +65,11 @@ pub(super) fn parse(doc: &Value, origin: &str) -> Result<Credential, CredentialE
         plan,
         rate_limit_tier: None,
         scopes,
+        // The workspace Codex names in `ChatGPT-Account-ID` (`TokenData.account_id`).
+        account: tokens
+            .and_then(|t| t.get("account_id")?.as_str())
+            .filter(|a| !a.is_empty())
+            .map(str::to_owned),
     }
     .into())
 }
@@ -106,6 +111,7 @@ mod tests {
         assert_eq!(c.expires_at.unwrap().unix_timestamp(), 1_790_000_000);
         assert_eq!(c.plan.as_deref(), Some("pro"));
         assert!(c.refresh_token.is_some());
+        assert_eq!(c.account.as_deref(), Some("a"));
     }
 
     #[test]

@@ -19,6 +19,7 @@ pub(super) fn parse(doc: &Value, origin: &str) -> Result<Credential, CredentialE
         plan: None,
         rate_limit_tier: None,
         scopes,
+        account: None,
     }
     .into())
 }

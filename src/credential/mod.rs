@@ -144,6 +144,9 @@ pub struct Credential {
     pub plan: Option<String>,
     pub rate_limit_tier: Option<String>,
     pub scopes: Vec<String>,
+    /// The account the token acts for, where its API wants it named (Codex's
+    /// `tokens.account_id`, sent as `ChatGPT-Account-ID`). Not a secret.
+    pub account: Option<String>,
     /// The original JSON document, unknown fields kept, for snapshots.
     pub document: Option<Secret>,
 }
@@ -157,6 +160,7 @@ pub(crate) struct Parts<'a> {
     pub plan: Option<String>,
     pub rate_limit_tier: Option<String>,
     pub scopes: Vec<String>,
+    pub account: Option<String>,
 }
 
 impl From<Parts<'_>> for Credential {
@@ -177,6 +181,7 @@ impl From<Parts<'_>> for Credential {
             plan: p.plan,
             rate_limit_tier: p.rate_limit_tier,
             scopes: p.scopes,
+            account: p.account,
             document: None,
         }
     }
@@ -193,6 +198,7 @@ impl Credential {
             plan: None,
             rate_limit_tier: None,
             scopes: Vec::new(),
+            account: None,
             document: None,
         }
     }

@@ -5,6 +5,8 @@ use std::path::Path;
 use std::time::Duration;
 
 pub use crate::config::GatewayConfig;
+use crate::config::ProviderConfig;
+use crate::provider::{self, GatewayProvider};
 
 use super::listen::{self, ListenError, ListenSpec};
 use super::Limits;
@@ -52,6 +54,47 @@ impl GatewayConfig {
     pub fn upstream(&self) -> Result<Upstream, HttpError> {
         Upstream::new(&self.upstream, self.extra_ca_file.as_deref())
     }
+
+    /// Every provider's upstream: its `[providers.ID] upstream`, else (Anthropic) this
+    /// section's `upstream`, else the provider's own; the CA file likewise.
+    ///
+    /// # Errors
+    /// A URL breaks the loopback rule or a CA file is unusable, naming the provider.
+    pub fn upstreams(
+        &self,
+        tables: &std::collections::BTreeMap<String, ProviderConfig>,
+    ) -> Result<Upstreams, HttpError> {
+        let default = ProviderConfig::default();
+        let mut by_id = Vec::new();
+        for p in provider::ALL {
+            let table = tables.get(p.id()).unwrap_or(&default);
+            let anthropic = p.id() == provider::anthropic::ANTHROPIC.id();
+            let url = match &table.upstream {
+                Some(u) => u.as_str(),
+                None if anthropic => self.upstream.as_str(),
+                None => p.default_upstream(),
+            };
+            let ca = table
+                .extra_ca_file
+                .as_deref()
+                .or(self.extra_ca_file.as_deref());
+            by_id.push((p.id(), Upstream::new(url, ca)?));
+        }
+        Ok(Upstreams(by_id))
+    }
+}
+
+/// Where each provider's requests go.
+pub struct Upstreams(Vec<(&'static str, Upstream)>);
+
+impl Upstreams {
+    #[must_use]
+    pub fn get(&self, provider: &dyn GatewayProvider) -> Option<&Upstream> {
+        self.0
+            .iter()
+            .find(|(id, _)| *id == provider.id())
+            .map(|(_, u)| u)
+    }
 }
 
 #[cfg(test)]
@@ -73,6 +116,21 @@ mod tests {
         );
         assert_eq!(c.limits().idle_timeout, Duration::from_secs(5));
         assert!(toml::from_str::<GatewayConfig>("listn = []").is_err());
+        let ups = c.upstreams(&Default::default()).unwrap();
+        let at = |id: &str| ups.get(provider::by_id(id).unwrap()).unwrap().base.to_string();
+        assert_eq!(at("anthropic"), "http://127.0.0.1:9/");
+        assert_eq!(at("openai"), "https://chatgpt.com/");
+        assert_eq!(at("google"), "https://cloudcode-pa.googleapis.com/");
+        let tables = toml::from_str::<crate::config::Config>(
+            "[providers.openai]\nupstream = \"http://127.0.0.1:10/x\"\n",
+        )
+        .unwrap()
+        .providers;
+        let ups = c.upstreams(&tables).unwrap();
+        assert_eq!(
+            ups.get(&provider::openai::OPENAI).unwrap().base.to_string(),
+            "http://127.0.0.1:10/x"
+        );
         let bad: GatewayConfig = toml::from_str("upstream = \"http://example.com\"").unwrap();
         assert!(matches!(
             bad.upstream().unwrap_err(),

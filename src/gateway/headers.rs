@@ -3,9 +3,7 @@
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
-use crate::credential::Kind;
-use crate::provider::GatewayProvider;
-use crate::secret::Secret;
+use crate::provider::{GatewayProvider, Lent};
 
 const HOP_BY_HOP: [&str; 9] = [
     "connection",
@@ -74,8 +72,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
 pub fn outbound(
     mut headers: HeaderMap,
     provider: &dyn GatewayProvider,
-    kind: Kind,
-    token: &Secret,
+    lent: &Lent,
 ) -> Result<HeaderMap, header::InvalidHeaderValue> {
     strip_hop_by_hop(&mut headers);
     for name in CREDENTIALS {
@@ -86,14 +83,16 @@ pub fn outbound(
         header::ACCEPT_ENCODING,
         HeaderValue::from_static("identity"),
     );
-    provider.authorize(&mut headers, kind, token)?;
+    provider.authorize(&mut headers, lent)?;
     Ok(headers)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::credential::Kind;
     use crate::provider::anthropic::ANTHROPIC;
+    use crate::secret::Secret;
 
     use crate::provider::header_map as map;
 
@@ -125,8 +124,8 @@ mod tests {
             ("x-claude-code-session-id", "abc"),
             ("accept-encoding", "gzip, br"),
         ]);
-        let token = Secret::new("sk-ant-oat01-REAL".into());
-        let out = outbound(h.clone(), &ANTHROPIC, Kind::ClaudeOauth, &token).unwrap();
+        let token = Lent::new(Kind::ClaudeOauth, Secret::new("sk-ant-oat01-REAL".into()));
+        let out = outbound(h.clone(), &ANTHROPIC, &token).unwrap();
         assert_eq!(out["authorization"], "Bearer sk-ant-oat01-REAL");
         assert!(out["authorization"].is_sensitive());
         for gone in [
@@ -151,8 +150,7 @@ mod tests {
         let key = outbound(
             h,
             &ANTHROPIC,
-            Kind::ApiKey,
-            &Secret::new("sk-ant-api03-K".into()),
+            &Lent::new(Kind::ApiKey, Secret::new("sk-ant-api03-K".into())),
         )
         .unwrap();
         assert_eq!(key["x-api-key"], "sk-ant-api03-K");

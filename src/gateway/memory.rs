@@ -10,6 +10,7 @@ use super::grants::{Denial, GrantError, Grants, NewGrant};
 use super::{GatewayContext, GrantView, RefusedSummary, RequestRecord, TokenError};
 use crate::credential::Kind;
 use crate::http::Upstream;
+use crate::provider::{GatewayProvider, Lent};
 use crate::secret::Secret;
 
 /// Records kept: enough for any test, bounded for a long benchmark.
@@ -18,7 +19,7 @@ pub const KEPT_RECORDS: usize = 1024;
 /// Grants, tokens and records behind locks.
 pub struct MemoryContext {
     grants: Mutex<Grants>,
-    tokens: Mutex<HashMap<String, (Kind, Secret)>>,
+    tokens: Mutex<HashMap<String, Lent>>,
     records: Mutex<VecDeque<RequestRecord>>,
     refused: Mutex<VecDeque<RefusedSummary>>,
     upstream: Upstream,
@@ -42,7 +43,12 @@ impl MemoryContext {
 
     /// Sets (or swaps: a refresh, a reroll) a credential's token.
     pub fn set_token(&self, credential: &str, kind: Kind, token: Secret) {
-        lock(&self.tokens).insert(credential.to_owned(), (kind, token));
+        self.set_login(credential, Lent::new(kind, token));
+    }
+
+    /// Sets a credential's token with the account it acts for (a Codex login).
+    pub fn set_login(&self, credential: &str, lent: Lent) {
+        lock(&self.tokens).insert(credential.to_owned(), lent);
     }
 
     /// Creates a grant and returns its placeholder.
@@ -91,10 +97,14 @@ impl GatewayContext for MemoryContext {
         })
     }
 
-    fn token(&self, credential: &str) -> Result<(Kind, Secret), TokenError> {
+    fn token(&self, credential: &str) -> Result<Lent, TokenError> {
         lock(&self.tokens)
             .get(credential)
-            .cloned()
+            .map(|l| Lent {
+                kind: l.kind,
+                token: l.token.clone(),
+                account: l.account.clone(),
+            })
             .ok_or_else(|| TokenError::UnknownCredential(credential.to_owned()))
     }
 
@@ -117,7 +127,8 @@ impl GatewayContext for MemoryContext {
         kept.push_back(summary);
     }
 
-    fn upstream(&self) -> &Upstream {
-        &self.upstream
+    /// One upstream serves every provider here (a test's fake API).
+    fn upstream(&self, _provider: &dyn GatewayProvider) -> Option<&Upstream> {
+        Some(&self.upstream)
     }
 }

@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::credential::Kind;
-use crate::secret::Secret;
+pub use crate::provider::Lent;
+use crate::provider::GatewayProvider;
 
 pub mod body;
 pub mod config;
@@ -31,7 +31,7 @@ pub mod server;
 pub mod usage;
 
 pub use crate::http::{HttpError, Upstream};
-pub use config::GatewayConfig;
+pub use config::{GatewayConfig, Upstreams};
 pub use grants::{Denial, Grant, GrantError, Grants, NewGrant};
 pub use grants_file::{GrantsFile, GrantsFileError};
 pub use listen::{ListenError, ListenSpec, Listener};
@@ -95,7 +95,7 @@ pub trait GatewayContext: Send + Sync + 'static {
     ///
     /// # Errors
     /// The credential is unknown or has no token (answered with a 502, naming it).
-    fn token(&self, credential: &str) -> Result<(Kind, Secret), TokenError>;
+    fn token(&self, credential: &str) -> Result<Lent, TokenError>;
 
     /// A request finished, or was refused after its placeholder opened a grant: meter it
     /// and audit it.
@@ -105,8 +105,8 @@ pub trait GatewayContext: Send + Sync + 'static {
     /// one entry (see [`refusals`]).
     fn refused(&self, summary: RefusedSummary);
 
-    /// Where requests go.
-    fn upstream(&self) -> &Upstream;
+    /// Where requests of `provider`'s API go (`None`: it has no upstream configured).
+    fn upstream(&self, provider: &dyn GatewayProvider) -> Option<&Upstream>;
 }
 
 /// Resource bounds of one gateway.

@@ -17,10 +17,8 @@ use super::reserve::{self, Reservations};
 use super::route::{is_preconnect, loggable_method, loggable_path};
 use super::usage::{Meter, Usage};
 use super::{Denial, GatewayContext, GrantView, Limits, RequestRecord};
-use crate::credential::Kind;
-use crate::http::{describe, OutBody};
-use crate::provider::{self, GatewayProvider};
-use crate::secret::Secret;
+use crate::http::{describe, OutBody, Upstream};
+use crate::provider::{self, GatewayProvider, Lent};
 
 /// State every request of one gateway shares.
 pub struct Shared {
@@ -166,8 +164,7 @@ fn bad_gateway(m: String) -> Refusal {
 /// What a verified request draws on.
 struct Opened {
     grant: GrantView,
-    kind: Kind,
-    token: Secret,
+    lent: Lent,
     provider: &'static dyn GatewayProvider,
 }
 
@@ -190,9 +187,10 @@ fn open(
         denial(&d)
     })?;
     record.grant = Some(grant.name.clone());
-    let (kind, token) = ctx
+    let lent = ctx
         .token(&grant.credential)
         .map_err(|e| bad_gateway(e.to_string()))?;
+    let kind = lent.kind;
     let provider = provider::for_kind(kind).ok_or_else(|| {
         bad_gateway(format!(
             "credential {:?} is a {} credential, which no gateway provider serves yet",
@@ -221,8 +219,7 @@ fn open(
         })?;
     Ok(Opened {
         grant,
-        kind,
-        token,
+        lent,
         provider,
     })
 }
@@ -240,11 +237,17 @@ async fn forward(
     }
     let Opened {
         grant,
-        kind,
-        token,
+        lent,
         provider: p,
     } = open(ctx.as_ref(), &req, record)?;
     *provider = p;
+    let upstream = ctx.upstream(p).ok_or_else(|| {
+        bad_gateway(format!(
+            "no upstream for {} (set [providers.{}] upstream)",
+            p.name(),
+            p.id()
+        ))
+    })?;
     let declared = req
         .headers()
         .get(header::CONTENT_LENGTH)
@@ -264,28 +267,27 @@ async fn forward(
         .retry_after(1)
     })?;
     let (parts, body) = req.into_parts();
-    let (body, reservation) = admit(shared, &grant, body).await?;
+    let (body, reservation) = admit(shared, p, &grant, body).await?;
     let guard: Option<Box<dyn Send>> = match (slot, reservation) {
         (None, None) => None,
         (s, r) => Some(Box::new((s, r))),
     };
     let path_and_query = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-    let uri = ctx
-        .upstream()
+    let uri = upstream
         .join(path_and_query)
         .map_err(|e| bad_gateway(format!("upstream URI: {e}")))?;
-    let out_headers = headers::outbound(parts.headers, p, kind, &token).map_err(|_| {
+    let out_headers = headers::outbound(parts.headers, p, &lent).map_err(|_| {
         bad_gateway(format!(
             "the token of credential {:?} cannot go in a header",
             grant.credential
         ))
     })?;
-    drop(token);
+    drop(lent);
     let mut out = Request::new(body);
     *out.method_mut() = parts.method;
     *out.uri_mut() = uri;
     *out.headers_mut() = out_headers;
-    let (mut parts, body) = send(shared, out).await?.into_parts();
+    let (mut parts, body) = send(shared.limits, upstream, out).await?.into_parts();
     headers::strip_hop_by_hop(&mut parts.headers);
     record.status = parts.status.as_u16();
     let content_type = parts
@@ -303,13 +305,12 @@ async fn forward(
 }
 
 /// Upstream's answer head, within the idle timeout.
-async fn send(shared: &Shared, out: Request<ReqBody>) -> Result<Response<Incoming>, Refusal> {
-    let limits = shared.limits;
-    let answer = tokio::time::timeout(
-        limits.idle_timeout,
-        shared.ctx.upstream().client.request(out),
-    )
-    .await;
+async fn send(
+    limits: Limits,
+    upstream: &Upstream,
+    out: Request<ReqBody>,
+) -> Result<Response<Incoming>, Refusal> {
+    let answer = tokio::time::timeout(limits.idle_timeout, upstream.client.request(out)).await;
     match answer {
         Err(_) => Err(Refusal::new(
             StatusCode::GATEWAY_TIMEOUT,
@@ -332,6 +333,7 @@ type ReqBody = http_body_util::combinators::UnsyncBoxBody<bytes::Bytes, crate::h
 /// `max_tokens`; otherwise it streams through untouched.
 async fn admit(
     shared: &Shared,
+    provider: &dyn GatewayProvider,
     grant: &GrantView,
     body: Incoming,
 ) -> Result<(ReqBody, Option<reserve::Reservation>), Refusal> {
@@ -351,7 +353,7 @@ async fn admit(
             ))
         }
     };
-    let estimate = reserve::estimate(&bytes);
+    let estimate = reserve::estimate(provider, &bytes);
     let Some(r) = shared.reservations.reserve(&grant.name, left, estimate) else {
         return Err(denial(&Denial::OverBudget {
             name: grant.name.clone(),

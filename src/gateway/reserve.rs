@@ -15,6 +15,8 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
+use crate::provider::GatewayProvider;
+
 /// The tokens reserved by the requests in flight, per grant.
 #[derive(Default)]
 pub struct Reservations {
@@ -65,15 +67,11 @@ impl Drop for Reservation {
     }
 }
 
-/// The estimated cost of a request body: its `max_tokens` plus body bytes / 4.
+/// The estimated cost of a request body: the most it may generate (the provider reads its
+/// field: `max_tokens`, `max_output_tokens`, …) plus body bytes / 4.
 #[must_use]
-pub fn estimate(body: &[u8]) -> u64 {
-    #[derive(serde::Deserialize)]
-    struct Head {
-        #[serde(default)]
-        max_tokens: u64,
-    }
-    let max = serde_json::from_slice::<Head>(body).map_or(0, |h| h.max_tokens);
+pub fn estimate(provider: &dyn GatewayProvider, body: &[u8]) -> u64 {
+    let max = provider.max_output_tokens(body).unwrap_or(0);
     max.saturating_add(body.len() as u64 / 4)
 }
 
@@ -83,9 +81,12 @@ mod tests {
 
     #[test]
     fn estimate_is_max_tokens_plus_a_quarter_of_the_body() {
+        use crate::provider::{anthropic::ANTHROPIC, openai::OPENAI};
         let body = br#"{"model":"m","max_tokens":100,"messages":[]}"#;
-        assert_eq!(estimate(body), 100 + body.len() as u64 / 4);
-        assert_eq!(estimate(b"not json"), 2);
+        assert_eq!(estimate(&ANTHROPIC, body), 100 + body.len() as u64 / 4);
+        assert_eq!(estimate(&ANTHROPIC, b"not json"), 2);
+        let codex = br#"{"model":"m","max_output_tokens":50,"input":[]}"#;
+        assert_eq!(estimate(&OPENAI, codex), 50 + codex.len() as u64 / 4);
     }
 
     #[test]

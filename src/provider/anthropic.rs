@@ -7,9 +7,8 @@ use http::header::{self, HeaderMap, HeaderValue, InvalidHeaderValue};
 use http::Method;
 use serde::{Deserialize, Serialize};
 
-use super::{ErrorKind, GatewayProvider, NotAdmitted, Usage};
+use super::{ErrorKind, GatewayProvider, Lent, NotAdmitted, SandboxValue, Usage};
 use crate::credential::Kind;
-use crate::secret::Secret;
 
 /// The beta flag an OAuth (subscription) token needs upstream.
 pub const OAUTH_BETA: &str = "oauth-2025-04-20";
@@ -173,6 +172,25 @@ impl GatewayProvider for Anthropic {
         "Anthropic"
     }
 
+    fn id(&self) -> &'static str {
+        "anthropic"
+    }
+
+    fn default_upstream(&self) -> &'static str {
+        "https://api.anthropic.com"
+    }
+
+    fn sandbox_env(&self, base_url: &str) -> Vec<(&'static str, SandboxValue)> {
+        vec![
+            ("ANTHROPIC_BASE_URL", SandboxValue::Text(base_url.to_owned())),
+            ("ANTHROPIC_AUTH_TOKEN", SandboxValue::Placeholder),
+        ]
+    }
+
+    fn max_output_tokens(&self, body: &[u8]) -> Option<u64> {
+        super::json_u64(body, &["max_tokens"])
+    }
+
     fn route(&self, method: &Method, path: &str) -> Result<(), &'static str> {
         match (method, path) {
             (&Method::POST, "/v1/messages" | "/v1/messages/count_tokens")
@@ -194,18 +212,12 @@ impl GatewayProvider for Anthropic {
         Ok(())
     }
 
-    fn authorize(
-        &self,
-        headers: &mut HeaderMap,
-        kind: Kind,
-        token: &Secret,
-    ) -> Result<(), InvalidHeaderValue> {
+    fn authorize(&self, headers: &mut HeaderMap, lent: &Lent) -> Result<(), InvalidHeaderValue> {
+        let token = &lent.token;
         // Kinds of other providers never reach here (`for_kind`); a bearer is the safe guess.
-        match Scheme::for_kind(kind).unwrap_or(Scheme::Bearer { oauth: false }) {
+        match Scheme::for_kind(lent.kind).unwrap_or(Scheme::Bearer { oauth: false }) {
             Scheme::Bearer { oauth } => {
-                let mut v = HeaderValue::try_from(format!("Bearer {}", token.expose()))?;
-                v.set_sensitive(true);
-                headers.insert(header::AUTHORIZATION, v);
+                headers.insert(header::AUTHORIZATION, super::bearer(token)?);
                 if oauth {
                     append_beta(headers, OAUTH_BETA);
                 }
@@ -255,6 +267,11 @@ mod tests {
     use super::*;
 
     use crate::provider::header_map as map;
+    use crate::secret::Secret;
+
+    fn lent(kind: Kind, token: &str) -> Lent {
+        Lent::new(kind, Secret::new(token.into()))
+    }
 
     #[test]
     fn only_claude_codes_paths_are_routed() {
@@ -282,9 +299,8 @@ mod tests {
     #[test]
     fn the_real_credential_goes_on_by_kind() {
         let mut h = map(&[("anthropic-beta", "claude-code-20250219,fine-grained")]);
-        let token = Secret::new("sk-ant-oat01-REAL".into());
         ANTHROPIC
-            .authorize(&mut h, Kind::ClaudeOauth, &token)
+            .authorize(&mut h, &lent(Kind::ClaudeOauth, "sk-ant-oat01-REAL"))
             .unwrap();
         assert_eq!(h["authorization"], "Bearer sk-ant-oat01-REAL");
         assert!(h["authorization"].is_sensitive());
@@ -293,8 +309,9 @@ mod tests {
             "claude-code-20250219,fine-grained,oauth-2025-04-20"
         );
         let mut k = map(&[("anthropic-beta", "claude-code-20250219")]);
-        let key = Secret::new("sk-ant-api03-K".into());
-        ANTHROPIC.authorize(&mut k, Kind::ApiKey, &key).unwrap();
+        ANTHROPIC
+            .authorize(&mut k, &lent(Kind::ApiKey, "sk-ant-api03-K"))
+            .unwrap();
         assert_eq!(k["x-api-key"], "sk-ant-api03-K");
         assert!(!k.contains_key("authorization"));
         assert_eq!(k["anthropic-beta"], "claude-code-20250219");

@@ -16,6 +16,57 @@ use crate::credential::Kind;
 use crate::secret::Secret;
 
 pub mod anthropic;
+pub mod google;
+pub mod openai;
+
+/// Every provider, in the order `status` and the docs list them.
+pub static ALL: [&'static dyn GatewayProvider; 3] =
+    [&anthropic::ANTHROPIC, &openai::OPENAI, &google::GOOGLE];
+
+/// The provider whose `[providers.ID]` table and grants say `id`.
+#[must_use]
+pub fn by_id(id: &str) -> Option<&'static dyn GatewayProvider> {
+    ALL.iter().copied().find(|p| p.id() == id)
+}
+
+/// `anthropic, openai, google`, for messages.
+#[must_use]
+pub fn ids() -> String {
+    ALL.iter().map(|p| p.id()).collect::<Vec<_>>().join(", ")
+}
+
+/// The credential one request draws on, lent by the agent for that request only.
+pub struct Lent {
+    pub kind: Kind,
+    pub token: Secret,
+    /// The account the token acts for, where the API wants it named (Codex's
+    /// `ChatGPT-Account-ID`): not a secret, but the host's, never the sandbox's.
+    pub account: Option<String>,
+}
+
+impl Lent {
+    #[must_use]
+    pub fn new(kind: Kind, token: Secret) -> Self {
+        Self {
+            kind,
+            token,
+            account: None,
+        }
+    }
+}
+
+/// The first line of every file a grant writes into a sandbox's home: what marks it as
+/// Keyferry's to replace (see `sandbox_home`).
+pub const SANDBOX_MARK: &str = "# Written by `keyferry grant`";
+
+/// One value a sandbox is given for a grant.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SandboxValue {
+    /// Printed as is (a URL, a flag, a path).
+    Text(String),
+    /// The grant's placeholder (kept out of this type so it never sits in a plain string).
+    Placeholder,
+}
 
 /// Tokens one answer used (or a grant has used), in the provider's own counts.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -69,6 +120,43 @@ pub trait GatewayProvider: Send + Sync + 'static {
     /// Its name in logs and messages ("Anthropic").
     fn name(&self) -> &'static str;
 
+    /// Its key in `[providers.ID]` and in a grant's reply ("anthropic").
+    fn id(&self) -> &'static str;
+
+    /// Where its CLI's API calls go when `[providers.ID] upstream` is not set.
+    fn default_upstream(&self) -> &'static str;
+
+    /// What a sandbox's CLI is given to reach the gateway at `base_url` with a grant:
+    /// environment variables, in the order printed.
+    fn sandbox_env(&self, base_url: &str) -> Vec<(&'static str, SandboxValue)>;
+
+    /// Files its CLI reads from a home folder the grant is written into (Codex's
+    /// `config.toml`), as `(file name, contents)`; none for most. Never a secret in them.
+    fn sandbox_files(&self, base_url: &str) -> Vec<(&'static str, String)> {
+        let _ = base_url;
+        Vec::new()
+    }
+
+    /// The variable that names that home folder to the CLI (`CODEX_HOME`).
+    fn sandbox_home_var(&self) -> Option<&'static str> {
+        None
+    }
+
+    /// The file whose presence makes a folder a real login's home (Codex's `auth.json`):
+    /// grant files are never written there.
+    fn sandbox_home_login(&self) -> Option<&'static str> {
+        None
+    }
+
+    /// Host variables passed on to the sandbox when set (none secret: a project id).
+    fn sandbox_passthrough(&self) -> &'static [&'static str] {
+        &[]
+    }
+
+    /// The most a request body may generate, for a daily budget's reservation (the field
+    /// differs per API). `None` when the body does not say.
+    fn max_output_tokens(&self, body: &[u8]) -> Option<u64>;
+
     /// Whether METHOD PATH is one its CLI calls and the gateway forwards. `Err` names what
     /// is forwarded, for the refusal. Paths are compared exactly: no normalisation to trick.
     ///
@@ -87,12 +175,7 @@ pub trait GatewayProvider: Send + Sync + 'static {
     ///
     /// # Errors
     /// The token holds bytes a header cannot carry.
-    fn authorize(
-        &self,
-        headers: &mut HeaderMap,
-        kind: Kind,
-        token: &Secret,
-    ) -> Result<(), InvalidHeaderValue>;
+    fn authorize(&self, headers: &mut HeaderMap, lent: &Lent) -> Result<(), InvalidHeaderValue>;
 
     /// The body of a refusal its CLI shows as an error.
     fn error_body(&self, kind: ErrorKind, message: &str) -> Vec<u8>;
@@ -115,8 +198,29 @@ pub fn for_kind(kind: Kind) -> Option<&'static dyn GatewayProvider> {
         Kind::ClaudeOauth | Kind::SetupToken | Kind::ApiKey | Kind::Opaque => {
             Some(&anthropic::ANTHROPIC)
         }
-        Kind::Codex | Kind::Gemini => None,
+        Kind::Codex => Some(&openai::OPENAI),
+        Kind::Gemini => Some(&google::GOOGLE),
     }
+}
+
+/// A bearer header value that is never printed by `Debug` (hyper's sensitive flag).
+///
+/// # Errors
+/// The token holds bytes a header cannot carry.
+pub fn bearer(token: &Secret) -> Result<http::HeaderValue, InvalidHeaderValue> {
+    let mut v = http::HeaderValue::try_from(format!("Bearer {}", token.expose()))?;
+    v.set_sensitive(true);
+    Ok(v)
+}
+
+/// A JSON field of a request body, read without parsing the rest into values: what
+/// `max_output_tokens` implementations share.
+pub(crate) fn json_u64(body: &[u8], path: &[&str]) -> Option<u64> {
+    let mut v: serde_json::Value = serde_json::from_slice(body).ok()?;
+    for key in path {
+        v = v.get_mut(*key)?.take();
+    }
+    v.as_u64()
 }
 
 /// A header map from `(name, value)` pairs, for tests of header handling.
@@ -153,8 +257,14 @@ mod tests {
         ] {
             assert_eq!(for_kind(kind).map(|p| p.name()), Some("Anthropic"));
         }
-        assert!(for_kind(Kind::Codex).is_none());
-        assert!(for_kind(Kind::Gemini).is_none());
+        assert_eq!(for_kind(Kind::Codex).map(|p| p.id()), Some("openai"));
+        assert_eq!(for_kind(Kind::Gemini).map(|p| p.id()), Some("google"));
+        for p in ALL {
+            assert_eq!(by_id(p.id()).map(|q| q.name()), Some(p.name()));
+            assert!(crate::http::parse_upstream(p.default_upstream()).is_ok());
+        }
+        assert!(by_id("Anthropic").is_none());
+        assert_eq!(ids(), "anthropic, openai, google");
     }
 
     #[test]

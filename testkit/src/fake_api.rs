@@ -1,4 +1,5 @@
-//! A loopback stand-in for the Anthropic API that the test owns: plain http or TLS (a
+//! A loopback stand-in for the Anthropic API (and the Codex and Gemini calls the gateway
+//! forwards, answered by path) that the test owns: plain http or TLS (a
 //! test CA made with rcgen, h2 and http/1.1 by ALPN), scripted answers, and a record of
 //! every request it received. [`Upstream`] for async tests (the gateway's); [`FakeApi`],
 //! the same server on a runtime of its own, for tests that drive the real binaries.
@@ -252,6 +253,9 @@ async fn handle(st: State, req: Request<Incoming>) -> Result<Response<Body>, Inf
         headers: parts.headers,
         body,
     });
+    if let Some(answer) = other_provider(parts.uri.path()) {
+        return Ok(answer);
+    }
     if parts.uri.path() != "/v1/messages" {
         return Ok(full(200, "application/json", r#"{"input_tokens":5}"#));
     }
@@ -293,6 +297,58 @@ async fn handle(st: State, req: Request<Incoming>) -> Result<Response<Body>, Inf
             st.finished.store(true, Ordering::SeqCst);
             full(200, "application/json", "{}")
         }
+    })
+}
+
+/// Usage of the Codex answer: 11 in (3 of them cached), 5 out.
+pub const CODEX_USAGE: (u64, u64, u64) = (11, 3, 5);
+/// Usage of the Gemini answer: 9 prompt (4 cached), 6 candidates + 2 thoughts.
+pub const GEMINI_USAGE: (u64, u64, u64, u64) = (9, 4, 6, 2);
+
+/// The Responses API stream Codex reads (`codex-api/src/sse/responses.rs`): the text in an
+/// `output_item.done`, usage in `response.completed`.
+#[must_use]
+pub fn codex_events() -> Vec<String> {
+    let (input, cached, output) = CODEX_USAGE;
+    let ev = |name: &str, data: serde_json::Value| format!("event: {name}\ndata: {data}\n\n");
+    vec![
+        ev(
+            "response.created",
+            serde_json::json!({"type":"response.created","response":{"id":"resp_1"}}),
+        ),
+        ev(
+            "response.output_item.done",
+            serde_json::json!({"type":"response.output_item.done","item":{"type":"message","role":"assistant","id":"msg_1","content":[{"type":"output_text","text":REPLY}]}}),
+        ),
+        ev(
+            "response.completed",
+            serde_json::json!({"type":"response.completed","response":{"id":"resp_1","usage":{"input_tokens":input,"input_tokens_details":{"cached_tokens":cached},"output_tokens":output,"output_tokens_details":{"reasoning_tokens":0},"total_tokens":input + output}}}),
+        ),
+    ]
+}
+
+/// Code Assist's stream Gemini CLI reads (`code_assist/server.ts`): data lines only, the
+/// answer inside `response`, a finish reason so the CLI accepts it.
+#[must_use]
+pub fn gemini_events() -> Vec<String> {
+    let (prompt, cached, candidates, thoughts) = GEMINI_USAGE;
+    let chunk = serde_json::json!({"traceId":"trace-1","response":{"candidates":[{"content":{"role":"model","parts":[{"text":REPLY}]},"finishReason":"STOP","index":0}],"usageMetadata":{"promptTokenCount":prompt,"cachedContentTokenCount":cached,"candidatesTokenCount":candidates,"thoughtsTokenCount":thoughts,"totalTokenCount":prompt + candidates + thoughts},"modelVersion":"gemini-test"}});
+    vec![format!("data: {chunk}\r\n\r\n")]
+}
+
+/// The answers of the Codex and Gemini APIs, by path; `None` for Anthropic's.
+fn other_provider(path: &str) -> Option<Response<Body>> {
+    let sse = |events: Vec<String>| full(200, "text/event-stream", events.concat());
+    Some(match path {
+        "/backend-api/codex/responses" => sse(codex_events()),
+        "/v1internal:streamGenerateContent" => sse(gemini_events()),
+        "/v1internal:loadCodeAssist" => full(
+            200,
+            "application/json",
+            r#"{"currentTier":{"id":"standard-tier","name":"Standard"},"allowedTiers":[{"id":"standard-tier","name":"Standard","isDefault":true}],"cloudaicompanionProject":"fake-project"}"#,
+        ),
+        p if p.starts_with("/v1internal") => full(200, "application/json", "{}"),
+        _ => return None,
     })
 }
 
@@ -396,9 +452,15 @@ impl FakeApi {
     /// Bearer tokens of the `/v1/messages` calls so far.
     #[must_use]
     pub fn bearers(&self) -> Vec<String> {
+        self.bearers_at("/v1/messages")
+    }
+
+    /// Bearer tokens of the calls whose path starts with `prefix`.
+    #[must_use]
+    pub fn bearers_at(&self, prefix: &str) -> Vec<String> {
         self.seen()
             .iter()
-            .filter(|s| s.uri.starts_with("/v1/messages"))
+            .filter(|s| s.uri.starts_with(prefix))
             .filter_map(|s| {
                 s.headers
                     .get("authorization")?

@@ -9,7 +9,7 @@ use keyferry::domain::GrantInfo;
 use keyferry::error::exit;
 use keyferry::escape::escape;
 use keyferry::gateway::NewGrant;
-use keyferry::protocol::GrantIssued;
+use keyferry::sandbox_home;
 
 use crate::tokens::api;
 use crate::Cli;
@@ -41,9 +41,13 @@ pub struct GrantArgs {
     /// no budget).
     #[arg(long, value_name = "N", value_parser = at_least_one::<u64>)]
     pub daily_token_budget: Option<u64>,
-    /// How to print the two variables.
+    /// How to print the variables.
     #[arg(long, value_enum, default_value = "env")]
     pub format: Format,
+    /// For a Codex login: write the sandbox's CODEX_HOME here (its config.toml, pointing
+    /// Codex at the gateway; no login in it) and print CODEX_HOME too.
+    #[arg(long, value_name = "DIR")]
+    pub codex_home: Option<std::path::PathBuf>,
 }
 
 /// A cap of 0 would refuse every request: a typo, not a setting. Leaving the flag out is
@@ -82,25 +86,31 @@ impl GrantArgs {
     }
 }
 
-/// The two variables a sandbox gets.
-pub fn variables(g: &GrantIssued) -> [(&'static str, &str); 2] {
-    [
-        ("ANTHROPIC_BASE_URL", g.base_url.as_str()),
-        ("ANTHROPIC_AUTH_TOKEN", g.placeholder.0.expose()),
-    ]
-}
-
 pub fn grant(cli: &Cli, config: &Config, args: &GrantArgs) -> anyhow::Result<i32> {
     let issued = api(cli, config)?.grant(&args.spec())?;
+    let provider = sandbox_home::provider_of(&issued);
+    if let Some(dir) = &args.codex_home {
+        for path in sandbox_home::write(dir, provider, &issued.base_url)? {
+            eprintln!("keyferry: wrote {}", keyferry::paths::display(&path));
+        }
+    } else if provider.sandbox_home_var().is_some() {
+        eprintln!(
+            "keyferry: {} needs its config too: add --codex-home DIR (a folder for the sandbox, mounted as its CODEX_HOME)",
+            provider.name()
+        );
+    }
+    let vars = sandbox_home::variables(&issued, args.codex_home.as_deref(), |k| {
+        std::env::var(k).ok()
+    });
     let mut out = std::io::stdout().lock();
     match args.format {
         Format::Env => {
-            for (k, v) in variables(&issued) {
-                writeln!(out, "{k}={v}")?;
+            for (k, v) in &vars {
+                writeln!(out, "{k}={}", v.as_str())?;
             }
         }
         Format::Export => {
-            for (k, v) in variables(&issued) {
+            for (k, v) in &vars {
                 writeln!(out, "export {k}='{}'", v.replace('\'', r"'\''"))?;
             }
         }
@@ -123,7 +133,7 @@ pub fn grant(cli: &Cli, config: &Config, args: &GrantArgs) -> anyhow::Result<i32
         keyferry::credential::human_duration(i64::try_from(args.ttl.as_secs()).unwrap_or(i64::MAX)),
         issued.grant.name
     );
-    if let Some(sock) = &issued.unix_socket {
+    if let (Some(sock), "anthropic") = (&issued.unix_socket, provider.id()) {
         eprintln!("keyferry: without a network, mount {sock} and set ANTHROPIC_UNIX_SOCKET to it");
     }
     Ok(exit::OK)

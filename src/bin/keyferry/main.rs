@@ -121,8 +121,9 @@ pub enum Cmd {
     },
     /// Serve tokens again after `lock`.
     Unlock,
-    /// Create (or replace) a gateway grant: prints ANTHROPIC_BASE_URL and a placeholder
-    /// ANTHROPIC_AUTH_TOKEN for a sandbox; the token stays on the host.
+    /// Create (or replace) a gateway grant: prints what the credential's CLI needs in a
+    /// sandbox (ANTHROPIC_BASE_URL and ANTHROPIC_AUTH_TOKEN for Claude Code; Codex and Gemini
+    /// get theirs), a placeholder in place of the token, which stays on the host.
     Grant(gateway_cmd::GrantArgs),
     /// Refresh Claude Code's login now, through the agent's single refresher.
     Refresh {
