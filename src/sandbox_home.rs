@@ -184,7 +184,11 @@ mod tests {
             ]
         );
         assert_eq!(
-            names(variables(&issued("openai"), Some(Path::new("/b/codex")), none)),
+            names(variables(
+                &issued("openai"),
+                Some(Path::new("/b/codex")),
+                none
+            )),
             ["KEYFERRY_CODEX_TOKEN=kfg_00", "CODEX_HOME=/b/codex"]
         );
         let project = |k: &str| (k == "GOOGLE_CLOUD_PROJECT").then(|| "p-1".to_owned());

@@ -90,21 +90,27 @@ struct Setup {
 /// A Docker engine, a fake API, and an agent whose gateway listens on loopback and on the
 /// test bridge's host address, which does not exist yet.
 fn setup() -> Setup {
+    setup_with("")
+}
+
+/// [`setup`] with `more` appended to the config file.
+fn setup_with(more: &str) -> Setup {
     let docker = Docker::start();
     let bridge = format!(", \"{}:{PORT}\"", docker.host_address());
-    setup_on(Engine::Docker(docker), &bridge)
+    setup_on(Engine::Docker(docker), &bridge, more)
 }
 
 /// [`setup`] on `engine`, the gateway also on `extra_listen`.
-fn setup_on(docker: Engine, extra_listen: &str) -> Setup {
+fn setup_on(docker: Engine, extra_listen: &str, more: &str) -> Setup {
     let api = FakeApi::start();
     let h = Home::new();
     h.write(
         ".config/keyferry/config.toml",
         &format!(
             "[gateway]\nlisten = [\"127.0.0.1:0\"{extra_listen}]\nunix_socket = true\n\
-             listen_retry_ms = 200\nupstream = \"{}\"\n",
-            api.url
+             listen_retry_ms = 200\nupstream = \"{}\"\n{}",
+            api.url,
+            more.replace("{api}", &api.url)
         ),
         0o600,
     );
@@ -463,7 +469,7 @@ fn readme_compose() -> String {
 /// (`host.containers.internal`).
 #[test]
 fn podman_no_network_recipe_holds_only_a_placeholder() {
-    let s = setup_on(Engine::Podman(Podman::start()), "");
+    let s = setup_on(Engine::Podman(Podman::start()), "", "");
     let placeholder = grant(&s.h, "pod");
     let extra = no_network_recipe(&s.h);
     let script = format!("{CLAUDE} -p ping; {attacks}", attacks = attacks(&s));
@@ -474,7 +480,7 @@ fn podman_no_network_recipe_holds_only_a_placeholder() {
 /// (`/run/.containerenv` in its root).
 #[test]
 fn a_podman_container_given_the_agent_socket_is_refused_as_podman() {
-    let s = setup_on(Engine::Podman(Podman::start()), "");
+    let s = setup_on(Engine::Podman(Podman::start()), "", "");
     let extra = agent_socket_mounted(&s.h);
     let out = run_in(
         &s,
@@ -483,4 +489,108 @@ fn a_podman_container_given_the_agent_socket_is_refused_as_podman() {
         "/opt/kf/keyferry --require-agent get; echo \"exit=$?\"",
     );
     assert_refused_as(&out, "Podman");
+}
+
+const CODEX_SIG: &str = "REALcodexDOCKERsignatureNOTleak-7171";
+const CODEX_REFRESH: &str = "rt_REALcodexDOCKERrefreshNOTleak-7272";
+const GEMINI: &str = "ya29.REALgeminiDOCKERaccessNOTleak-7373";
+
+/// Codex and Gemini CLI side by side in one container on the bridge (Multicooker's
+/// layout): each holds a placeholder only, both answer through the gateway, and the
+/// upstream sees the host's logins.
+#[test]
+fn codex_and_gemini_in_a_bridge_container_hold_only_placeholders() {
+    let mut s = setup_with(
+        "[providers.openai]\nupstream = \"{api}\"\n[providers.google]\nupstream = \"{api}\"\n",
+    );
+    let (auth, access) = testkit::logins::codex_auth("acct-docker-1", CODEX_SIG, CODEX_REFRESH);
+    s.h.write(".codex/auth.json", &auth, 0o600);
+    s.h.write(
+        ".gemini/oauth_creds.json",
+        &testkit::logins::gemini_creds(GEMINI, CODEX_REFRESH),
+        0o600,
+    );
+    let url = format!("http://host.docker.internal:{PORT}");
+    let codex_home = s.h._dir.path().join("codex-home");
+    let grant_env = |args: &[&str]| {
+        let mut all = vec!["grant", "--ttl", "1h", "--base-url", &url];
+        all.extend_from_slice(args);
+        ok(&s.h.run(&all, None, &[])).0
+    };
+    let codex_env = grant_env(&[
+        "cx",
+        "--cred",
+        "codex",
+        "--codex-home",
+        codex_home.to_str().unwrap(),
+    ]);
+    let gemini_env = grant_env(&["gm", "--cred", "gemini"]);
+    // The listeners open with the first grant; the bridge is bound once it exists.
+    let net = s.docker.docker().bridge();
+    let want = format!("http://{}:{PORT}", s.docker.as_docker().host_address());
+    wait_until(Duration::from_secs(15), "the late bridge bound", || {
+        ok(&s.h.run(&["status"], None, &[])).0.contains(&want)
+    });
+    let env_file = s.h._dir.path().join("box.env");
+    // CODEX_HOME is where the folder is mounted in the container, not the host's path.
+    let lines: String = format!("{codex_env}{gemini_env}")
+        .lines()
+        .filter(|l| !l.starts_with("CODEX_HOME="))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(&env_file, format!("{lines}CODEX_HOME=/box/codex\n")).unwrap();
+    let extra: Vec<String> = [
+        "--network",
+        &net,
+        "--add-host",
+        "host.docker.internal:host-gateway",
+        "--env-file",
+        env_file.to_str().unwrap(),
+        "-v",
+        &format!("{}:/box/codex", codex_home.display()),
+        "-e",
+        "HOME=/box",
+        "-e",
+        "GEMINI_CLI_TRUST_WORKSPACE=true",
+        "-e",
+        "NO_BROWSER=true",
+    ]
+    .map(str::to_owned)
+    .to_vec();
+    let script = "cd /box && timeout 60 /opt/npm/node_modules/.bin/codex exec --skip-git-repo-check 'say hi'; echo codex=$?; \
+                  timeout 60 /opt/npm/node_modules/.bin/gemini -p 'say hi' -m gemini-2.5-flash; echo gemini=$?; \
+                  echo --env--; env";
+    let out = run_in(&s, &extra, &[], script);
+    let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{all}\ndockerd: {}",
+        s.docker.log_text()
+    );
+    assert!(all.contains("codex=0") && all.contains("gemini=0"), "{all}");
+    assert_eq!(all.matches(REPLY).count() >= 2, true, "{all}");
+    for secret in [CODEX_SIG, CODEX_REFRESH, GEMINI] {
+        assert!(
+            !all.contains(secret),
+            "{secret} reached the container: {all}"
+        );
+        assert_eq!(
+            kf::files_containing(&codex_home, secret),
+            Vec::<PathBuf>::new()
+        );
+        assert_eq!(
+            kf::files_containing(s.docker.dir(), secret),
+            Vec::<PathBuf>::new()
+        );
+    }
+    let env = all.split("--env--").nth(1).unwrap();
+    assert!(
+        env.contains("KEYFERRY_CODEX_TOKEN=kfg_") && env.contains("GOOGLE_CLOUD_ACCESS_TOKEN=kfg_"),
+        "{env}"
+    );
+    let bearers = |prefix: &str| s.api.bearers_at(prefix);
+    assert!(!bearers("/backend-api/codex/responses").is_empty());
+    assert!(bearers("/backend-api/").iter().all(|b| *b == access));
+    assert!(!bearers("/v1internal:streamGenerateContent").is_empty());
+    assert!(bearers("/v1internal").iter().all(|b| b == GEMINI));
 }

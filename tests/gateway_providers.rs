@@ -15,9 +15,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use base64::Engine as _;
 use kf::fake_api::{FakeApi, REPLY};
 use kf::{assert_no_secret, ok, text, Home};
+use testkit::logins;
 
 const RUN: Duration = Duration::from_secs(120);
 const SB: &str = "/home/sandbox";
@@ -26,24 +26,6 @@ const CODEX_REFRESH: &str = "rt_REALcodexREFRESHmustNOTleak-8888";
 const ACCOUNT: &str = "acct-host-1234";
 const GEMINI: &str = "ya29.REALgeminiACCESSmustNOTleak-5555";
 const GEMINI_REFRESH: &str = "1//REALgeminiREFRESHmustNOTleak-6666";
-
-/// A ChatGPT login as Codex writes it: JWTs (unsigned here) and the workspace id.
-fn codex_auth() -> (String, String) {
-    let b = |v: serde_json::Value| {
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string())
-    };
-    let head = b(serde_json::json!({"alg":"RS256","typ":"JWT"}));
-    let access = format!(
-        "{head}.{}.{CODEX_SIG}",
-        b(serde_json::json!({"exp": 4_102_444_800_i64, "scp": ["openid"]}))
-    );
-    let id = format!(
-        "{head}.{}.{CODEX_SIG}",
-        b(serde_json::json!({"email":"u@example.com","https://api.openai.com/auth":{"chatgpt_plan_type":"pro","chatgpt_account_id":ACCOUNT}}))
-    );
-    let doc = serde_json::json!({"OPENAI_API_KEY": null, "tokens": {"id_token": id, "access_token": access, "refresh_token": CODEX_REFRESH, "account_id": ACCOUNT}, "last_refresh": "2026-12-01T00:00:00Z"});
-    (doc.to_string(), access)
-}
 
 /// A home whose agent reads the CLIs' own logins and sends both providers to `api`.
 fn home(api: &FakeApi) -> (Home, String) {
@@ -57,11 +39,11 @@ fn home(api: &FakeApi) -> (Home, String) {
         ),
         0o600,
     );
-    let (auth, access) = codex_auth();
+    let (auth, access) = logins::codex_auth(ACCOUNT, CODEX_SIG, CODEX_REFRESH);
     h.write(".codex/auth.json", &auth, 0o600);
     h.write(
         ".gemini/oauth_creds.json",
-        &serde_json::json!({"access_token": GEMINI, "refresh_token": GEMINI_REFRESH, "scope": "https://www.googleapis.com/auth/cloud-platform", "token_type": "Bearer", "expiry_date": 4_102_444_800_000_i64}).to_string(),
+        &logins::gemini_creds(GEMINI, GEMINI_REFRESH),
         0o600,
     );
     (h, access)
@@ -225,14 +207,23 @@ fn codex_in_bubblewrap_holds_a_placeholder_and_upstream_gets_the_hosts_login() {
     // Requests count the three refusals too (each opened the grant).
     let n = calls.len() as u64;
     assert_eq!(
-        (g.requests, g.input_tokens, g.cache_read_input_tokens, g.output_tokens),
+        (
+            g.requests,
+            g.input_tokens,
+            g.cache_read_input_tokens,
+            g.output_tokens
+        ),
         (n + 3, 8 * n, 3 * n, 5 * n),
         "{g:?}"
     );
     // Revoked: the same placeholder is refused, upstream not called.
     // (Another grant keeps the listener open: with none left it closes, and a revoked
     // sandbox meets a refused connection instead.)
-    ok(&h.run(&["grant", "keep", "--cred", "codex", "--ttl", "1h"], None, &[]));
+    ok(&h.run(
+        &["grant", "keep", "--cred", "codex", "--ttl", "1h"],
+        None,
+        &[],
+    ));
     ok(&h.run(&["revoke", "cbox"], None, &[]));
     assert_eq!(
         ask(&addr, "POST", "/backend-api/codex/responses", &placeholder),
@@ -279,7 +270,10 @@ fn gemini_in_bubblewrap_holds_a_placeholder_and_upstream_gets_the_hosts_token() 
     let out = sandbox(&boxdir, &sandbox_env, &script);
     let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
     assert!(out.status.success(), "gemini: {stdout}\n{stderr}");
-    assert!(stdout.contains(REPLY), "gemini's answer: {stdout}\n{stderr}");
+    assert!(
+        stdout.contains(REPLY),
+        "gemini's answer: {stdout}\n{stderr}"
+    );
 
     let calls: Vec<_> = api
         .seen()
@@ -287,7 +281,9 @@ fn gemini_in_bubblewrap_holds_a_placeholder_and_upstream_gets_the_hosts_token() 
         .filter(|s| s.uri.starts_with("/v1internal"))
         .collect();
     assert!(
-        calls.iter().any(|s| s.uri.starts_with("/v1internal:streamGenerateContent")),
+        calls
+            .iter()
+            .any(|s| s.uri.starts_with("/v1internal:streamGenerateContent")),
         "{calls:?}"
     );
     for s in &calls {
@@ -330,10 +326,19 @@ fn gemini_in_bubblewrap_holds_a_placeholder_and_upstream_gets_the_hosts_token() 
     );
     // (Another grant keeps the listener open: with none left it closes, and a revoked
     // sandbox meets a refused connection instead.)
-    ok(&h.run(&["grant", "keep", "--cred", "gemini", "--ttl", "1h"], None, &[]));
+    ok(&h.run(
+        &["grant", "keep", "--cred", "gemini", "--ttl", "1h"],
+        None,
+        &[],
+    ));
     ok(&h.run(&["revoke", "gbox"], None, &[]));
     assert_eq!(
-        ask(&addr, "POST", "/v1internal:streamGenerateContent", &placeholder),
+        ask(
+            &addr,
+            "POST",
+            "/v1internal:streamGenerateContent",
+            &placeholder
+        ),
         401
     );
     assert_eq!(api.seen().len(), before);
@@ -346,7 +351,14 @@ fn codex_home_never_takes_over_a_real_login() {
     let _agent = h.start_agent();
     // The host's own ~/.codex holds a login: refused, nothing written there.
     let out = h.run(
-        &["grant", "x", "--cred", "codex", "--codex-home", h.path(".codex").to_str().unwrap()],
+        &[
+            "grant",
+            "x",
+            "--cred",
+            "codex",
+            "--codex-home",
+            h.path(".codex").to_str().unwrap(),
+        ],
         None,
         &[],
     );

@@ -14,8 +14,8 @@ use crate::gateway::{
     Denial, GatewayContext, GrantView, GrantsFile, Lent, Listeners, NewGrant, RefusedSummary,
     RequestRecord, TokenError, Upstream, Upstreams,
 };
-use crate::provider::GatewayProvider;
 use crate::protocol::{GrantIssued, WireSecret};
+use crate::provider::GatewayProvider;
 
 /// How often metered usage is written to the grants file (one write per request would be
 /// a disk write on the hot path).
@@ -316,7 +316,7 @@ impl Agent {
     /// # Errors
     /// Refused, an unknown credential, a gateway that is not listening.
     pub async fn grant(
-        &self,
+        self: &Arc<Self>,
         spec: NewGrant,
         peer: &Peer,
         conn: Option<super::approval::ConnId>,
@@ -327,9 +327,10 @@ impl Agent {
                 return Err(self.unknown(&credential));
             }
             self.may_read(&credential, peer, conn).await?;
+            let provider = self.provider_of(&credential).await?;
             let gw = self.gateway()?;
             gw.open().await;
-            let issued = gw.grant(spec, self.provider_of(&credential));
+            let issued = gw.grant(spec, provider);
             if issued.is_err() {
                 let mut file = gw.file();
                 gw.close_if_unused(&mut file);
@@ -357,16 +358,37 @@ impl Agent {
         result
     }
 
-    /// The provider whose API the credential's current token is for (Anthropic's when it
-    /// has none yet: the gateway's default).
-    fn provider_of(&self, credential: &str) -> &'static dyn GatewayProvider {
-        let state = self.read_state();
-        state
-            .slots
-            .get(credential)
-            .and_then(|s| s.token.as_ref())
-            .and_then(|t| crate::provider::for_kind(t.kind))
-            .unwrap_or_else(crate::provider::default_provider)
+    /// The provider whose API the credential's current token is for. A credential with no
+    /// token yet (a login written a moment ago, not seen by the watcher) is read once more;
+    /// still none, and the grant is refused: its CLI, and so what the sandbox gets, is not
+    /// known, and every request would fail.
+    async fn provider_of(
+        self: &Arc<Self>,
+        credential: &str,
+    ) -> Result<&'static dyn GatewayProvider, ErrorBody> {
+        let kind = |agent: &Self| {
+            let state = agent.read_state();
+            let slot = state.slots.get(credential);
+            match slot.and_then(|s| s.token.as_ref()) {
+                Some(t) => Ok(t.kind),
+                None => Err(slot.and_then(|s| s.status.error.clone())),
+            }
+        };
+        if kind(self).is_err() {
+            let (agent, owned) = (Arc::clone(self), credential.to_owned());
+            let _ = tokio::task::spawn_blocking(move || {
+                agent.refresh_blocking(std::slice::from_ref(&owned));
+            })
+            .await;
+        }
+        let kind = kind(self).map_err(|why| {
+            let reason = why.map_or_else(|| "no token found".to_owned(), |e| e.message);
+            err(
+                ErrorCode::NotFound,
+                format!("credential {credential:?} has no token right now ({reason}); a grant needs one, to know which CLI it serves"),
+            )
+        })?;
+        Ok(crate::provider::for_kind(kind).unwrap_or_else(crate::provider::default_provider))
     }
 
     /// Every live grant with its usage.

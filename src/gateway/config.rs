@@ -117,7 +117,12 @@ mod tests {
         assert_eq!(c.limits().idle_timeout, Duration::from_secs(5));
         assert!(toml::from_str::<GatewayConfig>("listn = []").is_err());
         let ups = c.upstreams(&Default::default()).unwrap();
-        let at = |id: &str| ups.get(provider::by_id(id).unwrap()).unwrap().base.to_string();
+        let at = |id: &str| {
+            ups.get(provider::by_id(id).unwrap())
+                .unwrap()
+                .base
+                .to_string()
+        };
         assert_eq!(at("anthropic"), "http://127.0.0.1:9/");
         assert_eq!(at("openai"), "https://chatgpt.com/");
         assert_eq!(at("google"), "https://cloudcode-pa.googleapis.com/");

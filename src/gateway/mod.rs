@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-pub use crate::provider::Lent;
 use crate::provider::GatewayProvider;
+pub use crate::provider::Lent;
 
 pub mod body;
 pub mod config;

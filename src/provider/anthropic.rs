@@ -182,7 +182,10 @@ impl GatewayProvider for Anthropic {
 
     fn sandbox_env(&self, base_url: &str) -> Vec<(&'static str, SandboxValue)> {
         vec![
-            ("ANTHROPIC_BASE_URL", SandboxValue::Text(base_url.to_owned())),
+            (
+                "ANTHROPIC_BASE_URL",
+                SandboxValue::Text(base_url.to_owned()),
+            ),
             ("ANTHROPIC_AUTH_TOKEN", SandboxValue::Placeholder),
         ]
     }

@@ -131,7 +131,10 @@ impl GatewayProvider for Google {
         vec![
             ("GOOGLE_GENAI_USE_GCA", SandboxValue::Text("true".into())),
             ("GOOGLE_CLOUD_ACCESS_TOKEN", SandboxValue::Placeholder),
-            ("CODE_ASSIST_ENDPOINT", SandboxValue::Text(base_url.to_owned())),
+            (
+                "CODE_ASSIST_ENDPOINT",
+                SandboxValue::Text(base_url.to_owned()),
+            ),
         ]
     }
 
@@ -234,9 +237,7 @@ mod tests {
         GOOGLE.authorize(&mut h, &lent).unwrap();
         assert_eq!(h["authorization"], "Bearer ya29.REAL");
         assert!(h["authorization"].is_sensitive());
-        assert!(GOOGLE
-            .admit(Kind::Codex, &HeaderMap::new(), "box")
-            .is_err());
+        assert!(GOOGLE.admit(Kind::Codex, &HeaderMap::new(), "box").is_err());
         assert!(GOOGLE.admit(Kind::Gemini, &HeaderMap::new(), "box").is_ok());
     }
 

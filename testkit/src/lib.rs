@@ -30,6 +30,7 @@ pub mod env;
 pub mod fake_api;
 pub mod fake_oauth;
 pub mod keyring;
+pub mod logins;
 #[cfg(target_os = "linux")]
 pub mod notifications;
 #[cfg(target_os = "linux")]

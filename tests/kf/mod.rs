@@ -307,7 +307,9 @@ pub fn claude_bin() -> PathBuf {
 /// A CLI of the npm packages `scripts/test.sh` installs into `target/npm` (`codex` from
 /// `@openai/codex@0.171`, `gemini` from `@google/gemini-cli@0.61`).
 pub fn npm_bin(name: &str, package: &str) -> PathBuf {
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/npm/node_modules/.bin").join(name);
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("target/npm/node_modules/.bin")
+        .join(name);
     assert!(
         p.exists(),
         "the real {name} CLI is missing at {}: run `bash scripts/test.sh` (it installs it) or \

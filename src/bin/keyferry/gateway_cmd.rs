@@ -48,6 +48,25 @@ pub struct GrantArgs {
     /// Codex at the gateway; no login in it) and print CODEX_HOME too.
     #[arg(long, value_name = "DIR")]
     pub codex_home: Option<std::path::PathBuf>,
+    /// Where the sandbox reaches the gateway, when not at its first listener's address (a
+    /// container on a bridge: http://host.docker.internal:7778).
+    #[arg(long, value_name = "URL", value_parser = parse_base_url)]
+    pub base_url: Option<String>,
+}
+
+/// `http(s)://host[:port]`, nothing after it: the CLIs append their own paths.
+fn parse_base_url(s: &str) -> Result<String, String> {
+    let uri: http::Uri = s.parse().map_err(|e| format!("{s:?} is not a URL: {e}"))?;
+    let plain = matches!(uri.scheme_str(), Some("http" | "https"))
+        && uri.authority().is_some_and(|a| !a.as_str().contains('@'))
+        && uri.path() == "/"
+        && uri.query().is_none();
+    if !plain {
+        return Err(format!(
+            "{s:?}: give scheme, host and port only, as http://host.docker.internal:7778"
+        ));
+    }
+    Ok(s.trim_end_matches('/').to_owned())
 }
 
 /// A cap of 0 would refuse every request: a typo, not a setting. Leaving the flag out is
@@ -87,7 +106,10 @@ impl GrantArgs {
 }
 
 pub fn grant(cli: &Cli, config: &Config, args: &GrantArgs) -> anyhow::Result<i32> {
-    let issued = api(cli, config)?.grant(&args.spec())?;
+    let mut issued = api(cli, config)?.grant(&args.spec())?;
+    if let Some(url) = &args.base_url {
+        issued.base_url.clone_from(url);
+    }
     let provider = sandbox_home::provider_of(&issued);
     if let Some(dir) = &args.codex_home {
         for path in sandbox_home::write(dir, provider, &issued.base_url)? {
@@ -175,5 +197,29 @@ pub fn revoke(cli: &Cli, config: &Config, name: &str) -> anyhow::Result<i32> {
     } else {
         eprintln!("keyferry: no grant named {name}");
         Ok(exit::ERROR)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_base_url;
+
+    #[test]
+    fn a_base_url_is_scheme_host_and_port_only() {
+        assert_eq!(
+            parse_base_url("http://host.docker.internal:7778/").unwrap(),
+            "http://host.docker.internal:7778"
+        );
+        assert!(parse_base_url("https://gw.example").is_ok());
+        for bad in [
+            "host:7778",
+            "ftp://h:1",
+            "http://h:1/v1",
+            "http://u:p@h:1",
+            "http://h:1?x=1",
+        ] {
+            let e = parse_base_url(bad).unwrap_err();
+            assert!(e.contains(bad), "{e}");
+        }
     }
 }
