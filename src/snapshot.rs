@@ -4,11 +4,17 @@
 
 use serde_json::{json, Map, Value};
 
-use crate::credential::{Credential, Kind};
+use crate::credential::{Credential, Inspection, Kind};
 use crate::secret::Secret;
+
+/// 2100-01-01 in ms: a placeholder login's `expiresAt`. The grant, not the file, decides
+/// how long it lives; Claude Code must never think it due for a refresh it cannot make.
+const FAR_EXPIRES_AT_MS: i64 = 4_102_444_800_000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SnapshotError {
+    #[error("{name} is a {kind} credential; a Claude credentials file of placeholders is for a Claude login (an OAuth login or a setup-token)")]
+    NotClaude { name: String, kind: Kind },
     #[error("{name}: a {kind} cannot be written as a credentials file; pass it as {var} (keyferry exec) instead")]
     Unsupported {
         name: String,
@@ -51,6 +57,39 @@ pub fn holds_refresh_token(text: &str) -> bool {
     present(doc.pointer("/claudeAiOauth/refreshToken"))
         || present(doc.pointer("/tokens/refresh_token"))
         || present(doc.get("refresh_token"))
+}
+
+/// A Claude Code `.credentials.json` that logs a sandbox's Claude Code in with a grant's
+/// `placeholder` in place of the token: the login's real plan, rate-limit tier and scopes,
+/// so it keeps its models (with only `CLAUDE_CODE_OAUTH_TOKEN` it loses its plan:
+/// anthropics/claude-code #93070); a far-future `expiresAt`; no refresh token, so it never
+/// refreshes (and never races the host's). `name` and `login` describe the credential.
+///
+/// # Errors
+/// The credential is not a Claude login.
+pub fn placeholder_login(
+    name: &str,
+    login: &Inspection,
+    placeholder: &Secret,
+) -> Result<Secret, SnapshotError> {
+    if !matches!(login.kind, Kind::ClaudeOauth | Kind::SetupToken) {
+        return Err(SnapshotError::NotClaude {
+            name: name.to_owned(),
+            kind: login.kind,
+        });
+    }
+    let mut o = Map::new();
+    o.insert(
+        "accessToken".into(),
+        Value::String(placeholder.expose().to_owned()),
+    );
+    o.insert("expiresAt".into(), json!(FAR_EXPIRES_AT_MS));
+    o.insert("scopes".into(), json!(login.scopes));
+    o.insert("subscriptionType".into(), json!(login.plan));
+    o.insert("rateLimitTier".into(), json!(login.rate_limit_tier));
+    let mut text = serde_json::to_string_pretty(&json!({ "claudeAiOauth": o })).unwrap_or_default();
+    text.push('\n');
+    Ok(Secret::new(text))
 }
 
 /// The file contents for `credential`. Unknown fields of the original document are kept.
@@ -161,6 +200,31 @@ mod tests {
         ] {
             assert!(!may_replace(kind, other), "{kind:?} over {other}");
         }
+    }
+
+    #[test]
+    fn a_placeholder_login_keeps_the_plan_and_holds_no_token() {
+        let c = cred(
+            r#"{"claudeAiOauth":{"accessToken":"sk-ant-oat01-REALaccess","refreshToken":"sk-ant-ort01-REALrefresh","expiresAt":1790000000000,"scopes":["user:inference","user:profile"],"subscriptionType":"max","rateLimitTier":"default_claude_max_20x"}}"#,
+        );
+        let now = time::OffsetDateTime::now_utc();
+        let out =
+            placeholder_login("claude", &c.inspect(now), &Secret::new("kfg_00".into())).unwrap();
+        assert!(!out.expose().contains("REAL"), "{}", out.expose());
+        let v: Value = serde_json::from_str(out.expose()).unwrap();
+        let o = &v["claudeAiOauth"];
+        assert_eq!(o["accessToken"], "kfg_00");
+        assert_eq!(o["subscriptionType"], "max");
+        assert_eq!(o["rateLimitTier"], "default_claude_max_20x");
+        assert_eq!(o["scopes"], json!(["user:inference", "user:profile"]));
+        assert_eq!(o["expiresAt"], FAR_EXPIRES_AT_MS);
+        assert!(o.get("refreshToken").is_none());
+        assert!(!holds_refresh_token(out.expose()));
+        let codex = cred(r#"{"OPENAI_API_KEY":"sk-proj-1"}"#);
+        assert!(matches!(
+            placeholder_login("codex", &codex.inspect(now), &Secret::new("kfg_00".into())),
+            Err(SnapshotError::NotClaude { .. })
+        ));
     }
 
     #[test]

@@ -371,3 +371,109 @@ fn codex_home_never_takes_over_a_real_login() {
     let (_, err) = ok(&h.run(&["grant", "y", "--cred", "codex"], None, &[]));
     assert!(err.contains("--codex-home DIR"), "{err}");
 }
+
+const CLAUDE_ACCESS: &str = "sk-ant-oat01-REALclaudeACCESSmustNOTleak-9191";
+const CLAUDE_REFRESH: &str = "sk-ant-ort01-REALclaudeREFRESHmustNOTleak-9292";
+
+/// `grant --format claude-credentials`: the sandbox's Claude Code is logged in with a
+/// credentials file of placeholders (its plan and scopes kept, no token, no refresh token)
+/// and answers through the gateway, which sends the host's login upstream.
+#[test]
+fn claude_with_a_credentials_file_of_placeholders_answers_through_the_gateway() {
+    let api = FakeApi::start();
+    let h = Home::new();
+    h.write(
+        ".config/keyferry/config.toml",
+        &format!(
+            "[gateway]\nlisten = [\"127.0.0.1:0\"]\nunix_socket = false\nupstream = \"{}\"\n",
+            api.url
+        ),
+        0o600,
+    );
+    h.write(
+        ".claude/.credentials.json",
+        &serde_json::json!({"claudeAiOauth": {"accessToken": CLAUDE_ACCESS, "refreshToken": CLAUDE_REFRESH, "expiresAt": logins::FAR_EXP * 1000, "scopes": ["user:inference", "user:profile"], "subscriptionType": "max", "rateLimitTier": "default_claude_max_20x"}}).to_string(),
+        0o600,
+    );
+    let (auth, _) = logins::codex_auth(ACCOUNT, CODEX_SIG, CODEX_REFRESH);
+    h.write(".codex/auth.json", &auth, 0o600);
+    let _agent = h.start_agent();
+    let (doc, err) = ok(&h.run(
+        &[
+            "grant",
+            "cc",
+            "--ttl",
+            "1h",
+            "--format",
+            "claude-credentials",
+        ],
+        None,
+        &[],
+    ));
+    let v: serde_json::Value = serde_json::from_str(&doc).unwrap();
+    let o = &v["claudeAiOauth"];
+    let placeholder = o["accessToken"].as_str().unwrap().to_owned();
+    assert!(placeholder.starts_with("kfg_"), "{doc}");
+    assert_eq!(o["subscriptionType"], "max");
+    assert_eq!(o["rateLimitTier"], "default_claude_max_20x");
+    assert!(o.get("refreshToken").is_none(), "{doc}");
+    let base = err
+        .split("ANTHROPIC_BASE_URL=")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .unwrap_or_else(|| panic!("{err}"))
+        .to_owned();
+    let boxdir = h._dir.path().join("ccbox");
+    std::fs::create_dir_all(boxdir.join(".claude")).unwrap();
+    std::fs::write(boxdir.join(".claude/.credentials.json"), &doc).unwrap();
+
+    let claude = kf::claude_bin();
+    let script = format!("env > {SB}/env.txt; exec {} -p ping", claude.display());
+    let out = sandbox(
+        &boxdir,
+        &[
+            ("ANTHROPIC_BASE_URL", base.as_str()),
+            ("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "1"),
+            ("DISABLE_AUTOUPDATER", "1"),
+        ],
+        &script,
+    );
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert!(out.status.success(), "claude: {stdout}\n{stderr}");
+    assert!(
+        stdout.contains(REPLY),
+        "claude's answer: {stdout}\n{stderr}"
+    );
+    let bearers = api.bearers();
+    assert!(!bearers.is_empty());
+    assert!(bearers.iter().all(|b| b == CLAUDE_ACCESS), "{bearers:?}");
+    let secrets = [CLAUDE_ACCESS, CLAUDE_REFRESH];
+    let env_dump = std::fs::read_to_string(boxdir.join("env.txt")).unwrap();
+    assert_no_secret(&env_dump, &secrets);
+    assert_no_secret(&format!("{stdout}{stderr}"), &secrets);
+    assert_eq!(files_containing(&boxdir, &secrets), Vec::<PathBuf>::new());
+    // A Codex credential is refused before any grant is made.
+    let out = h.run(
+        &[
+            "grant",
+            "cc",
+            "--cred",
+            "codex",
+            "--format",
+            "claude-credentials",
+        ],
+        None,
+        &[],
+    );
+    assert_ne!(out.status.code(), Some(0));
+    assert!(
+        text(&out.stderr).contains("is a codex credential"),
+        "{}",
+        text(&out.stderr)
+    );
+    // The refusal did not replace the live grant of that name.
+    let grants = ok(&h.run(&["grants", "--json"], None, &[])).0;
+    let g: Vec<keyferry::domain::GrantInfo> = serde_json::from_str(&grants).unwrap();
+    assert_eq!(g.len(), 1, "{grants}");
+    assert_eq!((g[0].name.as_str(), g[0].credential.as_str()), ("cc", "claude"));
+}

@@ -22,6 +22,9 @@ pub enum Format {
     Export,
     /// One JSON document.
     Json,
+    /// A Claude Code `.credentials.json` logged in with the placeholder: the login's plan
+    /// and scopes, no token, no refresh token (a Claude login only; set ANTHROPIC_BASE_URL).
+    ClaudeCredentials,
 }
 
 #[derive(Args)]
@@ -87,6 +90,29 @@ where
     Ok(n)
 }
 
+/// The credential's inspection, when it is a Claude login (for a credentials file).
+fn claude_login(
+    api: &keyferry::api::Api,
+    name: &str,
+) -> anyhow::Result<keyferry::credential::Inspection> {
+    let status = api.status()?;
+    let row = status.credentials.into_iter().find(|c| c.name == name);
+    let Some(inspection) = row.and_then(|c| c.inspection) else {
+        anyhow::bail!("credential {name:?} has no token right now; a Claude credentials file needs its login (see `keyferry status`)");
+    };
+    if !matches!(
+        inspection.kind,
+        keyferry::credential::Kind::ClaudeOauth | keyferry::credential::Kind::SetupToken
+    ) {
+        return Err(keyferry::snapshot::SnapshotError::NotClaude {
+            name: name.to_owned(),
+            kind: inspection.kind,
+        }
+        .into());
+    }
+    Ok(inspection)
+}
+
 /// Parses `30m`, `1h30m`, `7d` into a grant's lifetime, within the gateway's limits.
 pub fn parse_ttl(s: &str) -> Result<std::time::Duration, keyferry::expiry::DurationError> {
     use keyferry::expiry::{parse_lifetime, GRANT_TTL_MAX, GRANT_TTL_MIN};
@@ -106,7 +132,13 @@ impl GrantArgs {
 }
 
 pub fn grant(cli: &Cli, config: &Config, args: &GrantArgs) -> anyhow::Result<i32> {
-    let mut issued = api(cli, config)?.grant(&args.spec())?;
+    let api = api(cli, config)?;
+    // Checked before the grant exists: a refusal must not replace a live grant of the name.
+    let login = match args.format {
+        Format::ClaudeCredentials => Some(claude_login(&api, &args.cred)?),
+        _ => None,
+    };
+    let mut issued = api.grant(&args.spec())?;
     if let Some(url) = &args.base_url {
         issued.base_url.clone_from(url);
     }
@@ -139,6 +171,16 @@ pub fn grant(cli: &Cli, config: &Config, args: &GrantArgs) -> anyhow::Result<i32
         Format::Json => {
             let doc = zeroize::Zeroizing::new(serde_json::to_string(&issued)?);
             writeln!(out, "{}", doc.as_str())?;
+        }
+        Format::ClaudeCredentials => {
+            let login = login.as_ref().expect("looked up above");
+            let doc =
+                keyferry::snapshot::placeholder_login(&args.cred, login, &issued.placeholder.0)?;
+            write!(out, "{}", doc.expose())?;
+            eprintln!(
+                "keyferry: a credentials file for the sandbox's ~/.claude/.credentials.json (write it with umask 077); point its Claude Code at ANTHROPIC_BASE_URL={}",
+                issued.base_url
+            );
         }
     }
     if issued.replaced {
