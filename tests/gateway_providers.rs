@@ -475,5 +475,8 @@ fn claude_with_a_credentials_file_of_placeholders_answers_through_the_gateway() 
     let grants = ok(&h.run(&["grants", "--json"], None, &[])).0;
     let g: Vec<keyferry::domain::GrantInfo> = serde_json::from_str(&grants).unwrap();
     assert_eq!(g.len(), 1, "{grants}");
-    assert_eq!((g[0].name.as_str(), g[0].credential.as_str()), ("cc", "claude"));
+    assert_eq!(
+        (g[0].name.as_str(), g[0].credential.as_str()),
+        ("cc", "claude")
+    );
 }

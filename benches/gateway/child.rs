@@ -4,7 +4,8 @@
 use std::sync::Arc;
 
 /// The child role: a Keyferry gateway in front of `KF_BENCH_UPSTREAM`, one grant, on
-/// 127.0.0.1:0. Prints `READY addr placeholder`, serves until stdin closes.
+/// 127.0.0.1:0. Prints `READY addr placeholder codex-placeholder gemini-placeholder` (a
+/// grant on a Claude, a Codex and a Gemini login), serves until stdin closes.
 pub fn gateway_role() {
     use keyferry::credential::Kind;
     use keyferry::gateway::{self, Limits, Listener, MemoryContext, NewGrant};
@@ -23,24 +24,35 @@ pub fn gateway_role() {
         let ctx = Arc::new(MemoryContext::new(
             keyferry::http::Upstream::new(&url, None).unwrap(),
         ));
-        ctx.set_token(
-            "claude",
-            Kind::ClaudeOauth,
-            keyferry::Secret::new(super::TOKEN.into()),
-        );
-        let p = ctx
-            .grant(NewGrant {
-                name: "bench".into(),
-                credential: "claude".into(),
-                ttl: std::time::Duration::from_secs(3600),
-                max_concurrent: None,
-                daily_token_budget: None,
-            })
-            .unwrap();
+        let mut placeholders = Vec::new();
+        for (cred, kind) in [
+            ("claude", Kind::ClaudeOauth),
+            ("codex", Kind::Codex),
+            ("gemini", Kind::Gemini),
+        ] {
+            ctx.set_login(
+                cred,
+                gateway::Lent {
+                    kind,
+                    token: keyferry::Secret::new(super::TOKEN.into()),
+                    account: (kind == Kind::Codex).then(|| "acct-bench".to_owned()),
+                },
+            );
+            let p = ctx
+                .grant(NewGrant {
+                    name: format!("bench-{cred}"),
+                    credential: cred.into(),
+                    ttl: std::time::Duration::from_secs(3600),
+                    max_concurrent: None,
+                    daily_token_budget: None,
+                })
+                .unwrap();
+            placeholders.push(p.expose().to_owned());
+        }
         let l = Listener::bind(&"127.0.0.1:0".parse().unwrap(), false)
             .await
             .unwrap();
-        println!("READY {} {}", l.base_url(), p.expose());
+        println!("READY {} {}", l.base_url(), placeholders.join(" "));
         let ctx: Arc<dyn gateway::GatewayContext> = ctx;
         let stop = async {
             let _ = tokio::task::spawn_blocking(|| {

@@ -37,7 +37,25 @@ const DEADLINE: Duration = Duration::from_secs(60);
 struct Target {
     name: &'static str,
     url: String,
-    placeholder: String,
+    /// The Claude, Codex and Gemini grants' placeholders (unused by direct and nginx).
+    placeholders: [String; 3],
+}
+
+/// What a request of `kind` is: its path and which placeholder it carries.
+fn route(kind: &str) -> (&'static str, usize) {
+    match kind {
+        "sse-codex" => ("/backend-api/codex/responses", 1),
+        "sse-gemini" => ("/v1internal:streamGenerateContent?alt=sse", 2),
+        _ => ("/v1/messages?beta=true", 0),
+    }
+}
+
+/// `/proc/loadavg`'s one-minute figure: a noisy machine shows in the report.
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|l| l.split_whitespace().next().map(str::to_owned))
+        .unwrap_or_else(|| "?".into())
 }
 
 fn env_usize(name: &str, default: usize) -> usize {
@@ -66,7 +84,7 @@ impl Drop for GatewayChild {
     }
 }
 
-fn start_gateway(upstream: &str, runtime: &str) -> (GatewayChild, String, String) {
+fn start_gateway(upstream: &str, runtime: &str) -> (GatewayChild, String, [String; 3]) {
     let mut cmd = Command::new(std::env::current_exe().unwrap());
     cmd.env("KF_BENCH_ROLE", "gateway")
         .env("KF_BENCH_GATEWAY_RT", runtime)
@@ -80,11 +98,9 @@ fn start_gateway(upstream: &str, runtime: &str) -> (GatewayChild, String, String
     BufReader::new(child.stdout.take().unwrap())
         .read_line(&mut line)
         .unwrap();
-    let mut parts = line.split_whitespace().skip(1);
-    let (url, p) = (
-        parts.next().unwrap().to_owned(),
-        parts.next().unwrap().to_owned(),
-    );
+    let mut parts = line.split_whitespace().skip(1).map(str::to_owned);
+    let url = parts.next().unwrap();
+    let p = [(); 3].map(|()| parts.next().unwrap());
     (GatewayChild(child), url, p)
 }
 
@@ -102,9 +118,10 @@ async fn connect(url: &str) -> SendRequest<Full<Bytes>> {
 
 fn request(t: &Target, kind: &str) -> Request<Full<Bytes>> {
     let authority = t.url.trim_start_matches("http://").to_owned();
-    Request::post("/v1/messages?beta=true")
+    let (path, which) = route(kind);
+    Request::post(path)
         .header("host", authority)
-        .header("authorization", format!("Bearer {}", t.placeholder))
+        .header("authorization", format!("Bearer {}", t.placeholders[which]))
         .header("user-agent", "claude-cli/bench")
         .header("anthropic-version", "2023-06-01")
         .header("content-type", "application/json")
@@ -178,26 +195,28 @@ async fn run() {
     let streams = env_usize("KF_BENCH_STREAMS", 1000);
     let up = testkit::bench_upstream::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let (gw_child, gw_url, placeholder) = start_gateway(&format!("http://{up}"), "multi");
-    let (_gw1_child, gw1_url, placeholder1) = start_gateway(&format!("http://{up}"), "current");
+    let load_before = load_average();
+    let (gw_child, gw_url, placeholders) = start_gateway(&format!("http://{up}"), "multi");
+    let (_gw1_child, gw1_url, placeholders1) = start_gateway(&format!("http://{up}"), "current");
+    let none = || [(); 3].map(|()| "none".to_owned());
     let ng = nginx::Nginx::start(dir.path(), up, TOKEN);
     let mut targets = vec![
         Target {
             name: "direct",
             url: format!("http://{up}"),
-            placeholder: "none".into(),
+            placeholders: none(),
         },
         Target {
             name: "keyferry",
             url: gw_url,
-            placeholder,
+            placeholders,
         },
     ];
     if let Some(n) = &ng {
         targets.push(Target {
             name: "nginx",
             url: n.url.clone(),
-            placeholder: "none".into(),
+            placeholders: none(),
         });
     } else {
         eprintln!("nginx not found (apt-get install nginx-light): its column is left out");
@@ -205,7 +224,7 @@ async fn run() {
     targets.push(Target {
         name: "keyferry (1 thread)",
         url: gw1_url,
-        placeholder: placeholder1,
+        placeholders: placeholders1,
     });
     let mut conns = Vec::new();
     for t in &targets {
@@ -219,6 +238,9 @@ async fn run() {
     }
     let mut short = vec![Vec::new(); targets.len()];
     let mut ttfb = vec![Vec::new(); targets.len()];
+    // The same short stream shaped as Codex's and Gemini's: their providers' metering.
+    let mut ttfb_codex = vec![Vec::new(); targets.len()];
+    let mut ttfb_gemini = vec![Vec::new(); targets.len()];
     // Added p50 per round (target's p50 minus direct's in the same round): the machine's
     // background load drifts between rounds, much less within one.
     let mut added_rounds = vec![Vec::new(); targets.len()];
@@ -233,6 +255,8 @@ async fn run() {
             short[i].extend(these);
             for _ in 0..50 {
                 ttfb[i].push(timed(s, t, "sse").await.0);
+                ttfb_codex[i].push(timed(s, t, "sse-codex").await.0);
+                ttfb_gemini[i].push(timed(s, t, "sse-gemini").await.0);
             }
         }
         for (i, p) in round_p50.iter().enumerate() {
@@ -263,11 +287,15 @@ async fn run() {
     };
 
     let p99_direct = pct(&mut short[0], 0.99);
-    let mut table = String::from("| target | short p50 (ms) | short p99 (ms) | added p50 (ms, median of rounds) | added p99 (ms) | first SSE event p50 (ms) | SSE MB/s (median of 3) |\n|---|---|---|---|---|---|---|\n");
+    let load_after = load_average();
+    let mut table =
+        format!("load average (1 min): {load_before} at the start, {load_after} at the end\n\n");
+    table.push_str("| target | short p50 (ms) | short p99 (ms) | added p50 (ms, median of rounds) | added p99 (ms) | first SSE event p50 (ms) | Codex SSE first event p50 (ms) | Gemini SSE first event p50 (ms) | SSE MB/s (median of 3) |\n|---|---|---|---|---|---|---|---|---|\n");
     let mut json = serde_json::Map::new();
     for (i, t) in targets.iter().enumerate() {
         let (p50, p99) = (pct(&mut short[i], 0.5), pct(&mut short[i], 0.99));
         let tf = pct(&mut ttfb[i], 0.5);
+        let (tc, tg) = (pct(&mut ttfb_codex[i], 0.5), pct(&mut ttfb_gemini[i], 0.5));
         mbps[i].sort_by(f64::total_cmp);
         let m = mbps[i][1];
         added_rounds[i].sort_by(f64::total_cmp);
@@ -275,10 +303,10 @@ async fn run() {
         let a99 = p99 - p99_direct;
         let _ = writeln!(
             table,
-            "| {} | {p50:.3} | {p99:.3} | {a50:.3} | {a99:.3} | {tf:.3} | {m:.0} |",
+            "| {} | {p50:.3} | {p99:.3} | {a50:.3} | {a99:.3} | {tf:.3} | {tc:.3} | {tg:.3} | {m:.0} |",
             t.name
         );
-        json.insert(t.name.into(), serde_json::json!({"p50_ms": p50, "p99_ms": p99, "added_p50_ms": a50, "added_p99_ms": a99, "ttfb_p50_ms": tf, "sse_mb_s": m}));
+        json.insert(t.name.into(), serde_json::json!({"p50_ms": p50, "p99_ms": p99, "added_p50_ms": a50, "added_p99_ms": a99, "ttfb_p50_ms": tf, "codex_ttfb_p50_ms": tc, "gemini_ttfb_p50_ms": tg, "sse_mb_s": m}));
     }
     let _ = writeln!(
         table,
@@ -293,6 +321,8 @@ async fn run() {
             kb as f64 / 1024.0
         );
     }
+    json.insert("load_before".into(), load_before.into());
+    json.insert("load_after".into(), load_after.into());
     json.insert(
         "gateway_rss_mb_idle".into(),
         (rss_before as f64 / 1024.0).into(),

@@ -1,7 +1,9 @@
 //! The gateway benchmark's upstream: the fastest loopback stand-in for the Anthropic API
 //! that every measured target (direct, Keyferry's gateway, nginx) stands in front of. No
 //! recording, no scripts beyond what `x-bench` asks for: `short` (JSON, the default),
-//! `sse` (a short stream), `bulk` (256 MiB of SSE), `hold` (the first event, then nothing).
+//! `sse` (a short stream), `sse-codex` and `sse-gemini` (the same, shaped as the Responses
+//! API's and Code Assist's streams), `bulk` (256 MiB of SSE), `hold` (the first event,
+//! then nothing).
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -45,6 +47,22 @@ async fn handle(req: Request<Incoming>, bulk: Arc<Bytes>) -> Result<Response<Bod
         "sse" => {
             let tail = Bytes::from_static(b"event: message_delta\ndata: {\"type\":\"message_delta\",\"usage\":{\"output_tokens\":5}}\n\nevent: message_stop\ndata: {\"type\":\"message_stop\"}\n\n");
             let frames = [sse_start(), tail].map(|b| Ok::<_, Infallible>(Frame::data(b)));
+            sse(StreamBody::new(futures_util::stream::iter(frames)).boxed())
+        }
+        "sse-codex" => {
+            let frames = [
+                Bytes::from_static(b"event: response.created\ndata: {\"type\":\"response.created\",\"response\":{\"id\":\"r\"}}\n\n"),
+                Bytes::from_static(b"event: response.completed\ndata: {\"type\":\"response.completed\",\"response\":{\"id\":\"r\",\"usage\":{\"input_tokens\":3,\"output_tokens\":5,\"total_tokens\":8}}}\n\n"),
+            ]
+            .map(|b| Ok::<_, Infallible>(Frame::data(b)));
+            sse(StreamBody::new(futures_util::stream::iter(frames)).boxed())
+        }
+        "sse-gemini" => {
+            let frames = [
+                Bytes::from_static(b"data: {\"response\":{\"candidates\":[{\"content\":{\"parts\":[{\"text\":\"o\"}]}}]}}\r\n\r\n"),
+                Bytes::from_static(b"data: {\"response\":{\"candidates\":[{\"content\":{\"parts\":[{\"text\":\"k\"}]},\"finishReason\":\"STOP\"}],\"usageMetadata\":{\"promptTokenCount\":3,\"candidatesTokenCount\":5}}}\r\n\r\n"),
+            ]
+            .map(|b| Ok::<_, Infallible>(Frame::data(b)));
             sse(StreamBody::new(futures_util::stream::iter(frames)).boxed())
         }
         "bulk" => {
