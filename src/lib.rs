@@ -33,6 +33,7 @@ pub mod protocol;
 pub mod provider;
 pub mod provision;
 pub mod random;
+pub mod recipe;
 pub mod remote;
 pub mod report;
 pub mod reroll;

@@ -172,6 +172,10 @@ impl GatewayProvider for Anthropic {
         "Anthropic"
     }
 
+    fn cli(&self) -> &'static str {
+        "claude"
+    }
+
     fn id(&self) -> &'static str {
         "anthropic"
     }

@@ -119,6 +119,10 @@ impl GatewayProvider for Google {
         "Google"
     }
 
+    fn cli(&self) -> &'static str {
+        "gemini"
+    }
+
     fn id(&self) -> &'static str {
         "google"
     }

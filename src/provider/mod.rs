@@ -123,6 +123,9 @@ pub trait GatewayProvider: Send + Sync + 'static {
     /// Its key in `[providers.ID]` and in a grant's reply ("anthropic").
     fn id(&self) -> &'static str;
 
+    /// The CLI a sandbox runs against it, as a recipe starts it (`claude`).
+    fn cli(&self) -> &'static str;
+
     /// Where its CLI's API calls go when `[providers.ID] upstream` is not set.
     fn default_upstream(&self) -> &'static str;
 

@@ -105,6 +105,10 @@ impl GatewayProvider for OpenAi {
         "OpenAI"
     }
 
+    fn cli(&self) -> &'static str {
+        "codex"
+    }
+
     fn id(&self) -> &'static str {
         "openai"
     }

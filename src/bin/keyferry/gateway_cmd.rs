@@ -9,6 +9,7 @@ use keyferry::domain::GrantInfo;
 use keyferry::error::exit;
 use keyferry::escape::escape;
 use keyferry::gateway::NewGrant;
+use keyferry::recipe::{self, Recipe};
 use keyferry::sandbox_home;
 
 use crate::tokens::api;
@@ -55,6 +56,10 @@ pub struct GrantArgs {
     /// container on a bridge: http://host.docker.internal:7778).
     #[arg(long, value_name = "URL", value_parser = parse_base_url)]
     pub base_url: Option<String>,
+    /// Print a ready-to-paste recipe for the grant instead of the variables (docker and
+    /// compose reach the gateway at host.docker.internal unless --base-url says otherwise).
+    #[arg(long, value_enum, value_name = "WHERE", conflicts_with = "format")]
+    pub recipe: Option<Recipe>,
 }
 
 /// `http(s)://host[:port]`, nothing after it: the CLIs append their own paths.
@@ -141,6 +146,9 @@ pub fn grant(cli: &Cli, config: &Config, args: &GrantArgs) -> anyhow::Result<i32
     let mut issued = api.grant(&args.spec())?;
     if let Some(url) = &args.base_url {
         issued.base_url.clone_from(url);
+    } else if matches!(args.recipe, Some(Recipe::Docker | Recipe::Compose)) {
+        let listeners = api.status().map(|s| s.listeners).unwrap_or_default();
+        issued.base_url = recipe::bridge_url(&issued, &listeners);
     }
     let provider = sandbox_home::provider_of(&issued);
     if let Some(dir) = &args.codex_home {
@@ -157,6 +165,11 @@ pub fn grant(cli: &Cli, config: &Config, args: &GrantArgs) -> anyhow::Result<i32
         std::env::var(k).ok()
     });
     let mut out = std::io::stdout().lock();
+    if let Some(r) = args.recipe {
+        let text = recipe::render(r, &issued, &vars, args.codex_home.as_deref());
+        write!(out, "{}", text.as_str())?;
+        return finish(&issued, args, provider);
+    }
     match args.format {
         Format::Env => {
             for (k, v) in &vars {
@@ -183,6 +196,16 @@ pub fn grant(cli: &Cli, config: &Config, args: &GrantArgs) -> anyhow::Result<i32
             );
         }
     }
+    finish(&issued, args, provider)
+}
+
+/// What `grant` says on stderr after the variables or recipe: a replaced grant, the
+/// grant's lifetime, the socket for sandboxes without a network.
+fn finish(
+    issued: &keyferry::protocol::GrantIssued,
+    args: &GrantArgs,
+    provider: &dyn keyferry::provider::GatewayProvider,
+) -> anyhow::Result<i32> {
     if issued.replaced {
         eprintln!(
             "keyferry: replaced grant {}: its old placeholder is refused now (401 \"replaced by a newer grant\")",
