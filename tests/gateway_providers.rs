@@ -79,25 +79,12 @@ fn sandbox(boxdir: &Path, env: &[(&str, &str)], script: &str) -> std::process::O
         .unwrap_or_else(|e| panic!("bwrap (Debian package bubblewrap): {e}"))
 }
 
-/// Every file under `dir` whose bytes contain any of `needles`.
+/// Every file under `dir` holding any of `needles`.
 fn files_containing(dir: &Path, needles: &[&str]) -> Vec<PathBuf> {
-    let mut hits = Vec::new();
-    let mut stack = vec![dir.to_owned()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).unwrap().flatten() {
-            let ft = e.file_type().unwrap();
-            if ft.is_dir() {
-                stack.push(e.path());
-            } else if ft.is_file() {
-                let b = String::from_utf8_lossy(&std::fs::read(e.path()).unwrap_or_default())
-                    .into_owned();
-                if needles.iter().any(|n| b.contains(n)) {
-                    hits.push(e.path());
-                }
-            }
-        }
-    }
-    hits
+    needles
+        .iter()
+        .flat_map(|n| kf::files_containing(dir, n))
+        .collect()
 }
 
 /// What a refused path answers, asked with the placeholder from inside nothing (the test).
