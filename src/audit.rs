@@ -12,7 +12,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use crate::domain::Access;
+use crate::domain::{Access, AuditOutcome, Op};
 use crate::paths;
 
 const ROTATE_AT: u64 = 8 << 20;
@@ -37,11 +37,11 @@ pub fn junk_path(path: &Path) -> PathBuf {
 #[must_use]
 pub fn is_junk(a: &Access) -> bool {
     use crate::domain::ErrorCode as E;
-    if a.outcome == "allowed" {
+    if a.outcome == AuditOutcome::Allowed {
         return false;
     }
     // The gateway names the grant of every authenticated request; none means none matched.
-    (a.op == "gateway" && a.credential.is_none())
+    (a.op == Op::Gateway && a.credential.is_none())
         || a.peer.uid != crate::sys::euid()
         || matches!(
             a.code,
@@ -188,7 +188,7 @@ impl Audit {
 pub fn line(a: &Access) -> String {
     let outcome = match &a.code {
         Some(code) => format!("{} ({code})", a.outcome),
-        None => a.outcome.clone(),
+        None => a.outcome.to_string(),
     };
     let line = format!(
         "{}  {:<7} {:<8} {:<24} {}",

@@ -135,26 +135,27 @@ pub enum Request {
 
 impl Request {
     #[must_use]
-    pub fn op(&self) -> &'static str {
+    pub fn op(&self) -> crate::domain::Op {
+        use crate::domain::Op;
         match self {
-            Self::Hello { .. } => "hello",
-            Self::Status { .. } => "status",
-            Self::Get { .. } => "get",
-            Self::Watch {} => "watch",
-            Self::Store { .. } => "store",
-            Self::Clear { .. } => "clear",
-            Self::Lock { .. } => "lock",
-            Self::Unlock { .. } => "unlock",
-            Self::Snapshot { .. } => "snapshot",
-            Self::Forget { .. } => "forget",
-            Self::Settings { .. } => "settings",
-            Self::Approvals {} => "approvals",
-            Self::Approve { .. } => "approve",
-            Self::Grant { .. } => "grant",
-            Self::Grants {} => "grants",
-            Self::Revoke { .. } => "revoke",
-            Self::Refresh { .. } => "refresh",
-            Self::Usage { .. } => "usage",
+            Self::Hello { .. } => Op::Hello,
+            Self::Status { .. } => Op::Status,
+            Self::Get { .. } => Op::Get,
+            Self::Watch {} => Op::Watch,
+            Self::Store { .. } => Op::Store,
+            Self::Clear { .. } => Op::Clear,
+            Self::Lock { .. } => Op::Lock,
+            Self::Unlock { .. } => Op::Unlock,
+            Self::Snapshot { .. } => Op::Snapshot,
+            Self::Forget { .. } => Op::Forget,
+            Self::Settings { .. } => Op::Settings,
+            Self::Approvals {} => Op::Approvals,
+            Self::Approve { .. } => Op::Approve,
+            Self::Grant { .. } => Op::Grant,
+            Self::Grants {} => Op::Grants,
+            Self::Revoke { .. } => Op::Revoke,
+            Self::Refresh { .. } => Op::Refresh,
+            Self::Usage { .. } => Op::Usage,
         }
     }
 }

@@ -13,7 +13,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
-use keyferry::domain::Access;
+use keyferry::domain::{Access, Op};
 use kf::fake_api::FakeApi;
 use kf::{ok, Home};
 use testkit::wait_some;
@@ -49,9 +49,9 @@ fn records(path: &std::path::Path) -> Vec<Access> {
 /// `refused N from PEER in S s: …` → N, for the loopback peer's entries.
 fn refused_from_loopback(recs: &[Access]) -> Vec<u64> {
     recs.iter()
-        .filter(|a| a.op == "gateway")
+        .filter(|a| a.op == Op::Gateway)
         .filter_map(|a| {
-            let rest = a.outcome.strip_prefix("refused ")?;
+            let rest = a.outcome.as_str().strip_prefix("refused ")?;
             let (n, rest) = rest.split_once(' ')?;
             rest.starts_with("from 127.0.0.1 in ")
                 .then(|| n.parse().unwrap())
@@ -105,19 +105,27 @@ fn junk_is_audited_once_per_peer_per_window_and_the_counts_add_up() {
     // Aggregated: a handful of entries (one per window that saw refusals), not 70.
     assert!(counts.len() <= 8, "{counts:?}");
     let all = records(&state.join("audit-refused.jsonl"));
-    assert!(all.iter().any(|a| a.outcome.contains("× 401")), "{all:?}");
     assert!(
-        all.iter()
-            .any(|a| a.outcome.contains("silent past the first-byte deadline")),
+        all.iter().any(|a| a.outcome.as_str().contains("× 401")),
+        "{all:?}"
+    );
+    assert!(
+        all.iter().any(|a| a
+            .outcome
+            .as_str()
+            .contains("silent past the first-byte deadline")),
         "{all:?}"
     );
     // The user's own log: the request that opened the grant, on its own; no junk.
     let own = records(&state.join("audit.jsonl"));
-    let gateway: Vec<&Access> = own.iter().filter(|a| a.op == "gateway").collect();
+    let gateway: Vec<&Access> = own.iter().filter(|a| a.op == Op::Gateway).collect();
     assert_eq!(gateway.len(), 1, "{gateway:?}");
     assert_eq!(gateway[0].credential.as_deref(), Some("box"));
     assert!(
-        gateway[0].outcome.starts_with("200 POST /v1/messages"),
+        gateway[0]
+            .outcome
+            .as_str()
+            .starts_with("200 POST /v1/messages"),
         "{gateway:?}"
     );
     // And `keyferry log` shows the summaries with the user's entries.

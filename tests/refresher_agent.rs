@@ -229,7 +229,11 @@ fn usage_figures_come_from_the_endpoint_and_a_setup_token_says_why_there_are_non
     let (log, _) = ok(&h.run(&["log", "--json", "-n", "200"], None, &[]));
     assert!(log.contains(r#""op":"usage""#), "{log}");
     let last = agent.client().status().unwrap().last_access;
-    assert!(last.as_ref().map_or(true, |a| a.op != "usage"), "{last:?}");
+    assert!(
+        last.as_ref()
+            .map_or(true, |a| a.op != keyferry::domain::Op::Usage),
+        "{last:?}"
+    );
     // Polled at most every 5 minutes: four asks, one call.
     assert_eq!(fake.seen.lock().unwrap().usage_auth.len(), 1);
     // A setup-token (no user:profile scope) shadows the login: no call, and why.

@@ -21,6 +21,7 @@ use tokio_util::codec::{FramedRead, LinesCodec, LinesCodecError};
 use super::approval::ConnId;
 use super::dispatch::{dispatch, may_wait, Line};
 use super::{Agent, Scope};
+use crate::domain::{AuditOutcome, Op};
 use crate::domain::{ErrorBody, ErrorCode};
 use crate::protocol::{
     err_line, ok_line, Envelope, Event, EventLine, Request, Streaming, MAX_LINE, VERSION,
@@ -66,9 +67,9 @@ pub async fn handle(
     let (read, mut out) = stream.into_split();
     if peer.uid != agent.uid {
         agent.record(
-            "connect",
+            Op::Connect,
             None,
-            "refused",
+            AuditOutcome::Refused,
             Some(&ErrorCode::ForbiddenUser),
             &peer,
         );
@@ -184,8 +185,8 @@ pub async fn handle(
             Ok(Envelope { id, request }) => match super::dispatch::sandbox_refusal(&agent, &request, &peer) {
                 Some(e) if hello => {
                     let (op, cred) = (request.op(), super::dispatch::subject(&request));
-                    tracing::warn!(%peer, op, "refused a sandboxed peer");
-                    agent.record(op, cred, "refused", Some(&e.code), &peer);
+                    tracing::warn!(%peer, op = op.as_str(), "refused a sandboxed peer");
+                    agent.record(op, cred, AuditOutcome::Refused, Some(&e.code), &peer);
                     err_line(id, &e).into()
                 }
                 _ => match request {
@@ -210,7 +211,7 @@ pub async fn handle(
                 Request::Watch {} => {
                     watching = true;
                     events.get_or_insert_with(|| agent.subscribe());
-                    agent.record("watch", None, "ok", None, &peer);
+                    agent.record(Op::Watch, None, AuditOutcome::done("ok"), None, &peer);
                     ok_line(id, &Streaming::Watching).into()
                 }
                 Request::Approvals {} => match agent.may_approve(&peer) {
@@ -218,11 +219,11 @@ pub async fn handle(
                         approving = true;
                         events.get_or_insert_with(|| agent.subscribe());
                         approver_guard.get_or_insert_with(|| agent.approvals.register());
-                        agent.record("approvals", None, "registered", None, &peer);
+                        agent.record(Op::Approvals, None, AuditOutcome::done("registered"), None, &peer);
                         ok_line(id, &Streaming::Approving).into()
                     }
                     Err(e) => {
-                        agent.record("approvals", None, "refused", Some(&e.code), &peer);
+                        agent.record(Op::Approvals, None, AuditOutcome::Refused, Some(&e.code), &peer);
                         err_line(id, &e).into()
                     }
                 },
@@ -271,14 +272,14 @@ async fn restricted(
     let Scope::Restricted { allowed } = scope else {
         unreachable!("only called for the restricted socket")
     };
-    let op = format!("remote-{}", request.op());
+    let op = request.op().remote();
     match request {
         Request::Status { .. } => {
             let mut st = agent.status();
             st.credentials.retain(|c| allowed.contains(&c.name));
             st.sinks.clear();
             st.last_access = None;
-            agent.record(&op, None, "served", None, peer);
+            agent.record(op, None, AuditOutcome::done("served"), None, peer);
             ok_line(id, &st).into()
         }
         Request::Get { name } if allowed.contains(&name) => {
@@ -290,7 +291,7 @@ async fn restricted(
                 conn,
             )
             .await;
-            agent.record(&op, Some(&name), "answered", None, peer);
+            agent.record(op, Some(&name), AuditOutcome::done("answered"), None, peer);
             reply
         }
         other => {
@@ -304,7 +305,7 @@ async fn restricted(
                 ),
             };
             let e = error(ErrorCode::ForbiddenOp, what);
-            agent.record(&op, None, "refused", Some(&e.code), peer);
+            agent.record(op, None, AuditOutcome::Refused, Some(&e.code), peer);
             err_line(id, &e).into()
         }
     }

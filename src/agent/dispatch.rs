@@ -8,6 +8,7 @@ use zeroize::Zeroizing;
 
 use super::approval::ConnId;
 use super::Agent;
+use crate::domain::{AuditOutcome, Op};
 use crate::domain::{ErrorBody, ErrorCode, Peer};
 use crate::protocol::{
     err_line, ok_line, Cleared, Delivered, Forgotten, LockState, Request, Written,
@@ -152,7 +153,7 @@ pub(super) async fn dispatch(
         Request::Approve { request, decision } => {
             let delivered = agent.approve_from(request, decision, conn);
             let outcome = if delivered { "answered" } else { "expired" };
-            agent.record("approve", None, outcome, None, &peer);
+            agent.record(Op::Approve, None, AuditOutcome::done(outcome), None, &peer);
             let result = if delivered {
                 Ok(Delivered { delivered })
             } else {

@@ -182,7 +182,7 @@ pub(super) fn notify_access(agent: &Agent, access: &crate::domain::Access) {
         .clone()
         .unwrap_or_else(|| "a process".into());
     let cred = access.credential.clone().unwrap_or_default();
-    if access.outcome == "refused" {
+    if access.outcome == crate::domain::AuditOutcome::Refused {
         let why = access
             .code
             .as_ref()

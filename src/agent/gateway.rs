@@ -9,6 +9,7 @@ use time::OffsetDateTime;
 
 use super::Agent;
 use crate::credential::rfc3339;
+use crate::domain::{AuditOutcome, Op};
 use crate::domain::{ErrorBody, ErrorCode, GrantInfo, Peer};
 use crate::gateway::{
     Denial, GatewayContext, GrantView, GrantsFile, Lent, Listeners, NewGrant, RefusedSummary,
@@ -279,9 +280,9 @@ impl GatewayContext for AgentGateway {
                     .unwrap_or_default()
             );
             agent.record(
-                "gateway",
+                Op::Gateway,
                 r.grant.as_deref(),
-                &outcome,
+                AuditOutcome::Done(outcome),
                 None,
                 &gateway_peer(),
             );
@@ -291,7 +292,13 @@ impl GatewayContext for AgentGateway {
     fn refused(&self, summary: RefusedSummary) {
         if let Some(agent) = self.agent.upgrade() {
             // No credential: it goes to the refused peers' own file (audit::is_junk).
-            agent.record("gateway", None, &summary.to_string(), None, &gateway_peer());
+            agent.record(
+                Op::Gateway,
+                None,
+                AuditOutcome::Done(summary.to_string()),
+                None,
+                &gateway_peer(),
+            );
         }
     }
 
@@ -340,20 +347,26 @@ impl Agent {
         .await;
         match &result {
             Ok(issued) => self.record(
-                "grant",
+                Op::Grant,
                 Some(&credential),
-                &format!(
+                AuditOutcome::Done(format!(
                     "{} {name}",
                     if issued.replaced {
                         "replaced"
                     } else {
                         "created"
                     }
-                ),
+                )),
                 None,
                 peer,
             ),
-            Err(e) => self.record("grant", Some(&credential), "refused", Some(&e.code), peer),
+            Err(e) => self.record(
+                Op::Grant,
+                Some(&credential),
+                AuditOutcome::Refused,
+                Some(&e.code),
+                peer,
+            ),
         }
         result
     }
@@ -404,7 +417,13 @@ impl Agent {
     pub fn revoke_grant(&self, name: &str, peer: &Peer) -> Result<bool, ErrorBody> {
         let revoked = self.gateway()?.revoke(name)?;
         let outcome = if revoked { "revoked" } else { "unknown" };
-        self.record("revoke", None, &format!("{outcome} {name}"), None, peer);
+        self.record(
+            Op::Revoke,
+            None,
+            AuditOutcome::Done(format!("{outcome} {name}")),
+            None,
+            peer,
+        );
         Ok(revoked)
     }
 

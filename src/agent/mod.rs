@@ -34,6 +34,7 @@ use crate::broker::Broker;
 use crate::config::{AgentConfig, Config};
 use crate::credential::rfc3339;
 use crate::domain::{Access, CredentialStatus, ErrorCode, Peer, SinkStatus};
+use crate::domain::{AuditOutcome, Op};
 use crate::expiry::Thresholds;
 use crate::policy::Policy;
 use crate::protocol::Event;
@@ -220,7 +221,7 @@ impl Agent {
             .unwrap_or_else(std::sync::PoisonError::into_inner) = thresholds;
         self.notifications.store(s.notifications, Relaxed);
         self.notify_on_access.store(s.notify_on_access, Relaxed);
-        self.record("settings", None, "saved", None, peer);
+        self.record(Op::Settings, None, AuditOutcome::done("saved"), None, peer);
         self.changed.notify_one();
         Ok(())
     }
@@ -249,14 +250,15 @@ impl Agent {
     /// Audits a request and publishes it as an access event.
     fn record(
         &self,
-        op: &str,
+        op: Op,
         credential: Option<&str>,
-        outcome: &str,
+        outcome: AuditOutcome,
         code: Option<&ErrorCode>,
         peer: &Peer,
     ) {
+        let refused = outcome == AuditOutcome::Refused;
         let access = self.audit_only(op, credential, outcome, code, peer);
-        if op == "get" && (outcome == "refused" || self.notify_on_access.load(Relaxed)) {
+        if op == Op::Get && (refused || self.notify_on_access.load(Relaxed)) {
             expiry::notify_access(self, &access);
         }
         if credential.is_some() {
@@ -269,17 +271,17 @@ impl Agent {
     /// lookups such as usage figures, which hand out no token).
     fn audit_only(
         &self,
-        op: &str,
+        op: Op,
         credential: Option<&str>,
-        outcome: &str,
+        outcome: AuditOutcome,
         code: Option<&ErrorCode>,
         peer: &Peer,
     ) -> Access {
         let access = Access {
             ts: rfc3339(OffsetDateTime::now_utc()).unwrap_or_default(),
-            op: op.to_owned(),
+            op,
             credential: credential.map(str::to_owned),
-            outcome: outcome.to_owned(),
+            outcome,
             code: code.cloned(),
             peer: peer.clone(),
         };

@@ -13,6 +13,7 @@ use crate::credential::{fingerprint, human_duration, rfc3339};
 use crate::domain::{
     ApprovalRequest, CredentialStatus, Decision, ErrorBody, ErrorCode, Health, Peer, StoreOutcome,
 };
+use crate::domain::{AuditOutcome, Op};
 use crate::policy::Verdict;
 use crate::protocol::{Event, Token};
 use crate::secret::Secret;
@@ -41,8 +42,14 @@ impl Agent {
     ) -> Result<Token, ErrorBody> {
         let result = self.get_inner(name, peer, conn).await;
         match &result {
-            Ok(_) => self.record("get", Some(name), "allowed", None, peer),
-            Err(e) => self.record("get", Some(name), "refused", Some(&e.code), peer),
+            Ok(_) => self.record(Op::Get, Some(name), AuditOutcome::Allowed, None, peer),
+            Err(e) => self.record(
+                Op::Get,
+                Some(name),
+                AuditOutcome::Refused,
+                Some(&e.code),
+                peer,
+            ),
         }
         result
     }
@@ -216,7 +223,13 @@ impl Agent {
         .map_err(|_| err(ErrorCode::Internal, "the store task failed"))?;
         match result {
             Ok(stored) => {
-                self.record("store", Some(name), "stored", None, peer);
+                self.record(
+                    Op::Store,
+                    Some(name),
+                    AuditOutcome::done("stored"),
+                    None,
+                    peer,
+                );
                 self.emit(Event::Rerolled {
                     name: name.to_owned(),
                     fingerprint: fingerprint(stored.credential.token.expose()),
@@ -241,7 +254,13 @@ impl Agent {
                 })
             }
             Err(e) => {
-                self.record("store", Some(name), "failed", Some(&e.code()), peer);
+                self.record(
+                    Op::Store,
+                    Some(name),
+                    AuditOutcome::Failed,
+                    Some(&e.code()),
+                    peer,
+                );
                 Err(e.body())
             }
         }
@@ -261,7 +280,13 @@ impl Agent {
         match result {
             Ok(item) => {
                 let outcome = if item.is_some() { "cleared" } else { "nothing" };
-                self.record("clear", Some(name), outcome, None, peer);
+                self.record(
+                    Op::Clear,
+                    Some(name),
+                    AuditOutcome::done(outcome),
+                    None,
+                    peer,
+                );
                 if item.is_some() {
                     self.emit(Event::Cleared {
                         name: name.to_owned(),
@@ -270,7 +295,13 @@ impl Agent {
                 Ok(item.is_some())
             }
             Err(e) => {
-                self.record("clear", Some(name), "failed", Some(&e.code()), peer);
+                self.record(
+                    Op::Clear,
+                    Some(name),
+                    AuditOutcome::Failed,
+                    Some(&e.code()),
+                    peer,
+                );
                 Err(e.body())
             }
         }
@@ -288,7 +319,7 @@ impl Agent {
                 state.lock = Some(lock);
             }
         }
-        self.record("lock", None, "locked", None, peer);
+        self.record(Op::Lock, None, AuditOutcome::done("locked"), None, peer);
         self.emit(Event::Locked);
     }
 
@@ -331,9 +362,9 @@ impl Agent {
         if candidate == Some(false) {
             let wait = throttle.failed();
             self.record(
-                "unlock",
+                Op::Unlock,
                 None,
-                "refused",
+                AuditOutcome::Refused,
                 Some(&ErrorCode::BadPassphrase),
                 peer,
             );
@@ -348,7 +379,7 @@ impl Agent {
         }
         throttle.reset();
         let was_locked = self.write_state().lock.take().is_some();
-        self.record("unlock", None, "unlocked", None, peer);
+        self.record(Op::Unlock, None, AuditOutcome::done("unlocked"), None, peer);
         if was_locked {
             self.emit(Event::Unlocked);
         }

@@ -10,6 +10,7 @@ use super::Agent;
 use crate::config::{Config, RefreshMode};
 use crate::credential::rfc3339;
 use crate::credential::Credential;
+use crate::domain::{AuditOutcome, Op};
 use crate::domain::{ErrorBody, ErrorCode, Peer};
 use crate::oauth::journal::fingerprint;
 use crate::oauth::writeback::{CredentialsFile, KeychainLogin, LoginSource};
@@ -108,7 +109,13 @@ impl Agent {
                 self.refresh(vec![name.clone()]).await;
                 let followed_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
                 tracing::info!(credential = %name, followed_us, "refreshed; every sink rewritten");
-                self.record("refresh", Some(&name), "refreshed", None, &peer);
+                self.record(
+                    Op::Refresh,
+                    Some(&name),
+                    AuditOutcome::done("refreshed"),
+                    None,
+                    &peer,
+                );
                 self.emit(Event::Refreshed {
                     name,
                     expires_at: rfc3339(expires_at).unwrap_or_default(),
@@ -117,13 +124,19 @@ impl Agent {
             }
             RefreshEvent::Adopted { name } => {
                 self.refresh(vec![name.clone()]).await;
-                self.record("refresh", Some(&name), "adopted", None, &peer);
+                self.record(
+                    Op::Refresh,
+                    Some(&name),
+                    AuditOutcome::done("adopted"),
+                    None,
+                    &peer,
+                );
             }
             RefreshEvent::NeedsLogin { name, message } => {
                 self.record(
-                    "refresh",
+                    Op::Refresh,
                     Some(&name),
-                    "needs_login",
+                    AuditOutcome::done("needs_login"),
                     Some(&ErrorCode::NeedsLogin),
                     &peer,
                 );
@@ -141,7 +154,13 @@ impl Agent {
                 ..
             } => {
                 tracing::warn!(credential = %name, code = code.as_str(), %message, "refresh failed; will retry");
-                self.record("refresh", Some(&name), "failed", Some(&code), &peer);
+                self.record(
+                    Op::Refresh,
+                    Some(&name),
+                    AuditOutcome::Failed,
+                    Some(&code),
+                    &peer,
+                );
                 // The source still holds the access token the refresh revoked: serve the
                 // journaled login meanwhile (every sink follows), and subscribers (the tray)
                 // see why until the write-back lands.
@@ -216,12 +235,12 @@ impl Agent {
         } else {
             let result = refresher.refresh_now(name).await;
             self.record(
-                "refresh",
+                Op::Refresh,
                 Some(name),
                 if result.is_ok() {
-                    "requested"
+                    AuditOutcome::done("requested")
                 } else {
-                    "failed"
+                    AuditOutcome::Failed
                 },
                 None,
                 peer,

@@ -10,6 +10,7 @@ use time::OffsetDateTime;
 use super::approval::ConnId;
 use super::Agent;
 use crate::credential::{rfc3339, Credential};
+use crate::domain::{AuditOutcome, Op};
 use crate::domain::{ErrorBody, ErrorCode, Peer, SinkStatus};
 use crate::protocol::Event;
 use crate::sink::{Registry, Sink, Target};
@@ -95,7 +96,13 @@ impl Agent {
             }
             Err(e) => {
                 tracing::warn!(credential = %name, %path, error = %e.message, "sink not written");
-                self.record("sink", Some(name), "refused", Some(&e.code), &agent_peer());
+                self.record(
+                    Op::Sink,
+                    Some(name),
+                    AuditOutcome::Refused,
+                    Some(&e.code),
+                    &agent_peer(),
+                );
                 self.emit(Event::SinkFailed {
                     name: name.to_owned(),
                     path,
@@ -148,7 +155,13 @@ impl Agent {
         conn: Option<ConnId>,
     ) -> Result<(), ErrorBody> {
         if let Err(e) = self.may_read(name, peer, conn).await {
-            self.record("snapshot", Some(name), "refused", Some(&e.code), peer);
+            self.record(
+                Op::Snapshot,
+                Some(name),
+                AuditOutcome::Refused,
+                Some(&e.code),
+                peer,
+            );
             return Err(e);
         }
         if !path.is_absolute() {
@@ -176,7 +189,15 @@ impl Agent {
         };
         let env_var = credential.kind.env_var();
         self.write_one(name, &credential, env_var, &target.sink)
-            .inspect_err(|e| self.record("snapshot", Some(name), "failed", Some(&e.code), peer))?;
+            .inspect_err(|e| {
+                self.record(
+                    Op::Snapshot,
+                    Some(name),
+                    AuditOutcome::Failed,
+                    Some(&e.code),
+                    peer,
+                )
+            })?;
         Registry::add(target.clone())
             .map_err(|e| ErrorBody::new(ErrorCode::WriteFailed, e.to_string()))?;
         let mut reg = self
@@ -186,7 +207,13 @@ impl Agent {
         reg.retain(|t| t.sink.path() != path);
         reg.push(target);
         drop(reg);
-        self.record("snapshot", Some(name), "registered", None, peer);
+        self.record(
+            Op::Snapshot,
+            Some(name),
+            AuditOutcome::done("registered"),
+            None,
+            peer,
+        );
         Ok(())
     }
 
@@ -203,7 +230,7 @@ impl Agent {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .remove(path);
         let outcome = if removed { "forgotten" } else { "unknown" };
-        self.record("forget", None, outcome, None, peer);
+        self.record(Op::Forget, None, AuditOutcome::done(outcome), None, peer);
         Ok(removed)
     }
 }

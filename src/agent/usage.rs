@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use super::Agent;
 use crate::credential::Kind;
+use crate::domain::{AuditOutcome, Op};
 use crate::domain::{CredentialUsage, ErrorBody, ErrorCode, Peer, UsageState};
 use crate::oauth::usage::{check_scope, Usage};
 use crate::policy::Verdict;
@@ -35,7 +36,13 @@ impl Agent {
             (c.token.clone(), c.scopes.clone())
         };
         let usage = self.fetch_usage(name, token, scopes).await?;
-        let _ = self.audit_only("usage", Some(name), "served", None, peer);
+        let _ = self.audit_only(
+            Op::Usage,
+            Some(name),
+            AuditOutcome::done("served"),
+            None,
+            peer,
+        );
         Ok(usage)
     }
 
@@ -75,7 +82,13 @@ impl Agent {
             if let (Ok(_), Some(peer)) = (&ready, peer) {
                 // Audited, but not "the last access": the tray asks every 5 minutes, and
                 // that line is for who got a token.
-                let _ = self.audit_only("usage", Some(&name), "served", None, peer);
+                let _ = self.audit_only(
+                    Op::Usage,
+                    Some(&name),
+                    AuditOutcome::done("served"),
+                    None,
+                    peer,
+                );
             }
             // Spawned so an answer that comes after the deadline still fills the cache.
             let task = ready.map(|refresher| {

@@ -6,7 +6,9 @@ use std::fmt;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+mod access;
 mod credential;
+pub use access::{Access, AuditOutcome, Op};
 pub use credential::{rfc3339, Expiry, Inspection, Kind};
 
 macro_rules! error_codes {
@@ -323,19 +325,6 @@ impl SandboxKind {
     pub fn parse(text: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|k| k.as_str() == text)
     }
-}
-
-/// One served or refused request, as the audit log and the tray show it.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct Access {
-    pub ts: String,
-    pub op: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub credential: Option<String>,
-    pub outcome: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub code: Option<ErrorCode>,
-    pub peer: Peer,
 }
 
 /// The settings a client may change at run time.

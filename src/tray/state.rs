@@ -159,7 +159,7 @@ impl TrayState {
             Event::Locked => self.locked = true,
             Event::Unlocked => self.locked = false,
             Event::Access { access } => {
-                if access.op == "get" {
+                if access.op == crate::domain::Op::Get {
                     // The waiting request was decided (by us, another approver, or timeout).
                     self.approvals.retain(|p| {
                         !(p.request.credential.as_str()

@@ -186,11 +186,13 @@ pub fn access_line(a: &Access, now: OffsetDateTime, precision: Precision) -> Str
         .as_ref()
         .map(|c| format!(" ({c})"))
         .unwrap_or_default();
-    match (a.op.as_str(), a.outcome.as_str()) {
-        ("get", "allowed") => format!("{who} read {what} {ago}"),
-        ("get", _) => format!("{who} was refused {what}{code} {ago}"),
-        ("store", "stored") => format!("{who} stored {what} {ago}"),
-        ("clear", "cleared") => format!("{who} cleared {what} {ago}"),
+    use crate::domain::{AuditOutcome as O, Op};
+    match (a.op, &a.outcome) {
+        (Op::Get, O::Allowed) => format!("{who} read {what} {ago}"),
+        (Op::Get, _) => format!("{who} was refused {what}{code} {ago}"),
+        // What was done, in the words the audit keeps for it.
+        (Op::Store, O::Done(w)) if w == "stored" => format!("{who} stored {what} {ago}"),
+        (Op::Clear, O::Done(w)) if w == "cleared" => format!("{who} cleared {what} {ago}"),
         (op, outcome) => format!("{who} {op} {what}: {outcome}{code} {ago}"),
     }
 }

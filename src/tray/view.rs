@@ -53,12 +53,12 @@ impl TrayState {
                 .map(|a| AccessRow {
                     ts: a.ts.clone(),
                     line: access_line(a, now, p),
-                    op: a.op.clone(),
+                    op: a.op.to_string(),
                     credential: a.credential.clone(),
-                    outcome: a.outcome.clone(),
+                    outcome: a.outcome.to_string(),
                     code: a.code.as_ref().map(ToString::to_string),
                     peer: a.peer.to_string(),
-                    refused: a.outcome == "refused",
+                    refused: a.outcome == crate::domain::AuditOutcome::Refused,
                 })
                 .collect(),
             notice: self.notice.clone(),

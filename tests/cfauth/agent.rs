@@ -1,7 +1,7 @@
 //! With an agent running, cfauth goes through it: its lock refuses cf's lookup, and the
 //! audit log records every access by the `keyferry` executable behind the link.
 
-use keyferry::domain::Access;
+use keyferry::domain::{Access, AuditOutcome, Op};
 
 use crate::kf::{ok, Home};
 use crate::{expect, keychain_item, Cfauth, TOKEN};
@@ -19,9 +19,9 @@ fn audit(h: &Home) -> Vec<Access> {
 fn count(log: &[Access], op: &str, outcome: &str) -> usize {
     log.iter()
         .filter(|a| {
-            a.op == op
+            a.op == Op::from(op)
                 && a.credential.as_deref() == Some("claude")
-                && a.outcome == outcome
+                && a.outcome == AuditOutcome::from(outcome)
                 && a.peer.exe.as_deref() == Some(env!("CARGO_BIN_EXE_keyferry"))
         })
         .count()
@@ -63,7 +63,7 @@ fn through_a_running_agent_cfauth_is_audited_and_the_lock_refuses_it() {
     }
     let refused: usize = audit(&h)
         .iter()
-        .filter(|a| a.op == "get" && a.outcome != "allowed")
+        .filter(|a| a.op == Op::Get && a.outcome != AuditOutcome::Allowed)
         .count();
     assert_eq!(refused, 4);
     ok(&h.run(&["unlock"], None, &[]));
@@ -111,7 +111,7 @@ fn through_the_agent_a_644_token_file_still_gets_the_seed_warning() {
     let log = audit(&h);
     let misses = log
         .iter()
-        .filter(|a| a.op == "get" && a.outcome != "allowed")
+        .filter(|a| a.op == Op::Get && a.outcome != AuditOutcome::Allowed)
         .count();
     assert_eq!(misses, 2, "{log:#?}");
 }
