@@ -22,7 +22,7 @@ use super::approval::ConnId;
 use super::dispatch::{dispatch, may_wait, Line};
 use super::{Agent, Scope};
 use crate::domain::{AuditOutcome, Op};
-use crate::domain::{ErrorBody, ErrorCode};
+use crate::domain::{ErrorBody, ErrorCode, Peer};
 use crate::protocol::{
     err_line, ok_line, Envelope, Event, EventLine, Request, Streaming, MAX_LINE, VERSION,
 };
@@ -50,7 +50,9 @@ async fn send(out: &mut OwnedWriteHalf, mut line: Line) -> bool {
     out.write_all(line.as_bytes()).await.is_ok()
 }
 
-/// Serves one connection until the client leaves, misbehaves, idles out, or shutdown.
+/// Serves one connection until the client leaves, misbehaves, idles out, or shutdown: the
+/// peer check, then the I/O loop (lines in, replies and events out, the idle clock), each
+/// request handed to [`Session::step`].
 pub async fn handle(
     agent: Arc<Agent>,
     stream: UnixStream,
@@ -81,23 +83,29 @@ pub async fn handle(
         let _ = send(&mut out, err_line(None, &refusal).into()).await;
         return;
     }
-    let conn = ConnId(agent.connections.fetch_add(1, Relaxed) + 1);
+    let mut session = Session {
+        agent: &agent,
+        scope: &scope,
+        conn: ConnId(agent.connections.fetch_add(1, Relaxed) + 1),
+        peer,
+        hello: false,
+        events: None,
+        watching: false,
+        approving: false,
+        approver_guard: None,
+    };
     let mut lines = FramedRead::new(read, LinesCodec::new_with_max_length(MAX_LINE));
     // Bounded: a huge configured value must not overflow the deadline arithmetic.
     let idle = Duration::from_secs(agent.cfg.idle_timeout_secs.clamp(1, 7 * 86_400));
     // One timer per connection, pushed back after every request and reply.
     let deadline = tokio::time::sleep(idle);
     tokio::pin!(deadline);
-    let mut hello = false;
-    let mut events: Option<broadcast::Receiver<Event>> = None;
-    let (mut watching, mut approving) = (false, false);
-    let mut approver_guard = None;
     let mut pending: FuturesUnordered<Pending> = FuturesUnordered::new();
     loop {
         // Streaming connections are idle by design, and so is one waiting on an approver.
-        let idle_counts = !(watching || approving) && pending.is_empty();
+        let idle_counts = !(session.watching || session.approving) && pending.is_empty();
         let next_event = async {
-            match events.as_mut() {
+            match session.events.as_mut() {
                 Some(rx) => rx.recv().await,
                 None => std::future::pending().await,
             }
@@ -122,7 +130,11 @@ pub async fn handle(
                     Err(broadcast::error::RecvError::Lagged(missed)) => Event::Lagged { missed },
                     Err(broadcast::error::RecvError::Closed) => break,
                 };
-                let wanted = if matches!(event, Event::Approval { .. }) { approving } else { watching };
+                let wanted = if matches!(event, Event::Approval { .. }) {
+                    session.approving
+                } else {
+                    session.watching
+                };
                 if wanted {
                     let line = serde_json::to_string(&EventLine { event }).unwrap_or_default();
                     if !send(&mut out, line.into()).await {
@@ -137,17 +149,7 @@ pub async fn handle(
             // The client finished sending: answer what it is still waiting for, then close
             // (a half-closed socket, as `socat` or `printf | nc -U` leave it, still reads).
             None => {
-                loop {
-                    tokio::select! {
-                        _ = shutdown.recv() => break,
-                        reply = pending.next() => {
-                            let Some(reply) = reply else { break };
-                            if !send(&mut out, reply).await {
-                                break;
-                            }
-                        }
-                    }
-                }
+                drain(&mut out, &mut pending, &mut shutdown).await;
                 break;
             }
             Some(Err(LinesCodecError::Io(_))) => break,
@@ -167,87 +169,12 @@ pub async fn handle(
             continue;
         }
         deadline.as_mut().reset(Instant::now() + idle);
-        let reply: Line = match serde_json::from_str::<Envelope>(&line) {
-            // Position only: the line may hold a token. The id, if readable, is echoed.
-            Err(e) => err_line(
-                serde_json::from_str::<IdOnly>(&line)
-                    .ok()
-                    .and_then(|v| v.id),
-                &error(
-                    ErrorCode::BadRequest,
-                    format!(
-                        "not a valid request (line 1, column {}); see docs/protocol.md",
-                        e.column()
-                    ),
-                ),
-            )
-            .into(),
-            Ok(Envelope { id, request }) => match super::dispatch::sandbox_refusal(&agent, &request, &peer) {
-                Some(e) if hello => {
-                    let (op, cred) = (request.op(), super::dispatch::subject(&request));
-                    tracing::warn!(%peer, op = op.as_str(), "refused a sandboxed peer");
-                    agent.record(op, cred, AuditOutcome::Refused, Some(&e.code), &peer);
-                    err_line(id, &e).into()
-                }
-                _ => match request {
-                Request::Hello { version, .. } if version != VERSION => {
-                    err_line(id, &version_mismatch(version)).into()
-                }
-                Request::Hello { .. } => {
-                    hello = true;
-                    ok_line(id, &agent.hello()).into()
-                }
-                _ if !hello => err_line(
-                    id,
-                    &error(
-                        ErrorCode::HandshakeRequired,
-                        format!("send {{\"op\":\"hello\",\"version\":{VERSION}}} first"),
-                    ),
-                )
-                .into(),
-                other if *scope != Scope::Full => {
-                    restricted(&agent, &scope, other, id, &peer, conn).await
-                }
-                Request::Watch {} => {
-                    watching = true;
-                    events.get_or_insert_with(|| agent.subscribe());
-                    agent.record(Op::Watch, None, AuditOutcome::done("ok"), None, &peer);
-                    ok_line(id, &Streaming::Watching).into()
-                }
-                Request::Approvals {} => match agent.may_approve(&peer) {
-                    Ok(()) => {
-                        approving = true;
-                        events.get_or_insert_with(|| agent.subscribe());
-                        approver_guard.get_or_insert_with(|| agent.approvals.register());
-                        agent.record(Op::Approvals, None, AuditOutcome::done("registered"), None, &peer);
-                        ok_line(id, &Streaming::Approving).into()
-                    }
-                    Err(e) => {
-                        agent.record(Op::Approvals, None, AuditOutcome::Refused, Some(&e.code), &peer);
-                        err_line(id, &e).into()
-                    }
-                },
-                Request::Approve { .. } if approver_guard.is_none() => err_line(
-                    id,
-                    &error(
-                        ErrorCode::NotAnApprover,
-                        "send {\"op\":\"approvals\"} on this connection before answering requests",
-                    ),
-                )
-                .into(),
-                other if may_wait(&other) => {
-                    pending.push(Box::pin(dispatch(
-                        Arc::clone(&agent),
-                        other,
-                        id,
-                        peer.clone(),
-                        conn,
-                    )));
-                    continue;
-                }
-                other => dispatch(Arc::clone(&agent), other, id, peer.clone(), conn).await,
-            },
-            },
+        let reply = match session.step(&line).await {
+            Step::Reply(reply) => reply,
+            Step::Later(waiting) => {
+                pending.push(waiting);
+                continue;
+            }
         };
         drop(line);
         if !send(&mut out, reply).await {
@@ -256,7 +183,148 @@ pub async fn handle(
         // The idle clock starts after the reply.
         deadline.as_mut().reset(Instant::now() + idle);
     }
-    drop(approver_guard);
+}
+
+/// Sends the replies still owed after the client stopped sending, until they are all out
+/// or shutdown.
+async fn drain(
+    out: &mut OwnedWriteHalf,
+    pending: &mut FuturesUnordered<Pending>,
+    shutdown: &mut broadcast::Receiver<()>,
+) {
+    loop {
+        tokio::select! {
+            _ = shutdown.recv() => return,
+            reply = pending.next() => {
+                let Some(reply) = reply else { return };
+                if !send(out, reply).await {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// What one request line comes to.
+enum Step {
+    /// Answer now.
+    Reply(Line),
+    /// A request that may wait (an approval): answered when it ends, alongside others.
+    Later(Pending),
+}
+
+/// One connection's state between requests: who it is, whether it said hello, and what it
+/// asked to stream.
+struct Session<'a> {
+    agent: &'a Arc<Agent>,
+    scope: &'a Scope,
+    peer: Peer,
+    conn: ConnId,
+    hello: bool,
+    events: Option<broadcast::Receiver<Event>>,
+    watching: bool,
+    approving: bool,
+    approver_guard: Option<super::approval::ApproverGuard<'a>>,
+}
+
+impl<'a> Session<'a> {
+    /// One request line: parsed, checked (sandboxed peers, the handshake, the restricted
+    /// scope) and answered, or handed back to run alongside the connection's others.
+    async fn step(&mut self, line: &str) -> Step {
+        let agent = self.agent;
+        let Envelope { id, request } = match serde_json::from_str::<Envelope>(line) {
+            Ok(e) => e,
+            // Position only: the line may hold a token. The id, if readable, is echoed.
+            Err(e) => {
+                let id = serde_json::from_str::<IdOnly>(line).ok().and_then(|v| v.id);
+                let msg = format!(
+                    "not a valid request (line 1, column {}); see docs/protocol.md",
+                    e.column()
+                );
+                return Step::Reply(err_line(id, &error(ErrorCode::BadRequest, msg)).into());
+            }
+        };
+        if self.hello {
+            if let Some(e) = super::dispatch::sandbox_refusal(agent, &request, &self.peer) {
+                let (op, cred) = (request.op(), super::dispatch::subject(&request));
+                tracing::warn!(peer = %self.peer, op = op.as_str(), "refused a sandboxed peer");
+                agent.record(op, cred, AuditOutcome::Refused, Some(&e.code), &self.peer);
+                return Step::Reply(err_line(id, &e).into());
+            }
+        }
+        let peer = &self.peer;
+        let reply: Line = match request {
+            Request::Hello { version, .. } if version != VERSION => {
+                err_line(id, &version_mismatch(version)).into()
+            }
+            Request::Hello { .. } => {
+                self.hello = true;
+                ok_line(id, &agent.hello()).into()
+            }
+            _ if !self.hello => err_line(
+                id,
+                &error(
+                    ErrorCode::HandshakeRequired,
+                    format!("send {{\"op\":\"hello\",\"version\":{VERSION}}} first"),
+                ),
+            )
+            .into(),
+            other if *self.scope != Scope::Full => {
+                restricted(agent, self.scope, other, id, peer, self.conn).await
+            }
+            Request::Watch {} => {
+                self.watching = true;
+                self.events.get_or_insert_with(|| agent.subscribe());
+                agent.record(Op::Watch, None, AuditOutcome::done("ok"), None, peer);
+                ok_line(id, &Streaming::Watching).into()
+            }
+            Request::Approvals {} => match agent.may_approve(peer) {
+                Ok(()) => {
+                    self.approving = true;
+                    self.events.get_or_insert_with(|| agent.subscribe());
+                    self.approver_guard
+                        .get_or_insert_with(|| agent.approvals.register());
+                    agent.record(
+                        Op::Approvals,
+                        None,
+                        AuditOutcome::done("registered"),
+                        None,
+                        peer,
+                    );
+                    ok_line(id, &Streaming::Approving).into()
+                }
+                Err(e) => {
+                    agent.record(
+                        Op::Approvals,
+                        None,
+                        AuditOutcome::Refused,
+                        Some(&e.code),
+                        peer,
+                    );
+                    err_line(id, &e).into()
+                }
+            },
+            Request::Approve { .. } if self.approver_guard.is_none() => err_line(
+                id,
+                &error(
+                    ErrorCode::NotAnApprover,
+                    "send {\"op\":\"approvals\"} on this connection before answering requests",
+                ),
+            )
+            .into(),
+            other if may_wait(&other) => {
+                return Step::Later(Box::pin(dispatch(
+                    Arc::clone(agent),
+                    other,
+                    id,
+                    peer.clone(),
+                    self.conn,
+                )));
+            }
+            other => dispatch(Arc::clone(agent), other, id, peer.clone(), self.conn).await,
+        };
+        Step::Reply(reply)
+    }
 }
 
 /// A request on the restricted socket: `status` and `get` of the allowed credentials,
