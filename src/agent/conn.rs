@@ -68,20 +68,7 @@ pub async fn handle(
     };
     let (read, mut out) = stream.into_split();
     if peer.uid != agent.uid {
-        agent.record(
-            Op::Connect,
-            None,
-            AuditOutcome::Refused,
-            Some(&ErrorCode::ForbiddenUser),
-            &peer,
-        );
-        tracing::warn!(%peer, "refused a connection from another user");
-        let refusal = error(
-            ErrorCode::ForbiddenUser,
-            format!("this agent serves uid {} only", agent.uid),
-        );
-        let _ = send(&mut out, err_line(None, &refusal).into()).await;
-        return;
+        return refuse_other_user(&agent, &peer, &mut out).await;
     }
     let mut session = Session {
         agent: &agent,
@@ -152,16 +139,7 @@ pub async fn handle(
                 drain(&mut out, &mut pending, &mut shutdown).await;
                 break;
             }
-            Some(Err(LinesCodecError::Io(_))) => break,
-            Some(Err(LinesCodecError::MaxLineLengthExceeded)) => {
-                let msg = format!("request lines are limited to {MAX_LINE} bytes; closing");
-                let _ = send(
-                    &mut out,
-                    err_line(None, &error(ErrorCode::LineTooLong, msg)).into(),
-                )
-                .await;
-                break;
-            }
+            Some(Err(e)) => return refuse_line(&mut out, &e).await,
             Some(Ok(line)) => Line::new(line),
         };
         // Blank lines are not requests: they neither count nor keep the connection alive.
@@ -182,6 +160,35 @@ pub async fn handle(
         }
         // The idle clock starts after the reply.
         deadline.as_mut().reset(Instant::now() + idle);
+    }
+}
+
+/// Another user's connection: audited (in the refused peers' file), answered once, closed.
+async fn refuse_other_user(agent: &Agent, peer: &Peer, out: &mut OwnedWriteHalf) {
+    agent.record(
+        Op::Connect,
+        None,
+        AuditOutcome::Refused,
+        Some(&ErrorCode::ForbiddenUser),
+        peer,
+    );
+    tracing::warn!(%peer, "refused a connection from another user");
+    let refusal = error(
+        ErrorCode::ForbiddenUser,
+        format!("this agent serves uid {} only", agent.uid),
+    );
+    let _ = send(out, err_line(None, &refusal).into()).await;
+}
+
+/// A line that could not be read ends the connection; one too long is told so first.
+async fn refuse_line(out: &mut OwnedWriteHalf, e: &LinesCodecError) {
+    if matches!(e, LinesCodecError::MaxLineLengthExceeded) {
+        let msg = format!("request lines are limited to {MAX_LINE} bytes; closing");
+        let _ = send(
+            out,
+            err_line(None, &error(ErrorCode::LineTooLong, msg)).into(),
+        )
+        .await;
     }
 }
 
