@@ -84,6 +84,7 @@ pub(super) async fn run(r: &Refresher, entry: &Entry, mode: Mode) -> Result<Outc
         st.backoff.reset();
         st.retry_at = None;
         st.expires_at = Some(expires_at);
+        st.lifetime = Some((expires_at - now).unsigned_abs());
     }
     r.emit(Event::Refreshed {
         name: entry.name.clone(),
@@ -106,7 +107,7 @@ fn decide(r: &Refresher, entry: &Entry, mode: Mode, cred: &Credential) -> Option
             st.expires_at,
             st.has_refresh,
             now,
-            entry.refresh_ahead,
+            entry.ahead(&st),
             st.cli_from,
         ) == Due::Now;
         let access = fingerprint(&cred.token);
@@ -174,11 +175,12 @@ pub(super) async fn dry_run(r: &Refresher, entry: &Entry, force: bool) -> Result
         return Ok(Would::NothingToRefresh);
     };
     let now = OffsetDateTime::now_utc();
+    let due = due(entry, &cred, now);
     let st = lock(&entry.state);
     if st.dead.as_deref() == Some(fingerprint(rt).as_str()) {
         return Ok(Would::NeedsLogin);
     }
-    Ok(match due(entry, &cred, now) {
+    Ok(match due {
         Due::Never => Would::NothingToRefresh,
         Due::LeaveToCli => Would::LeaveToCli,
         Due::At(_) if force => Would::Refresh,
@@ -376,11 +378,12 @@ async fn read(entry: &Entry) -> Result<(Secret, Credential), Error> {
 
 /// The schedule of the login as it is in the source now.
 fn due(entry: &Entry, cred: &Credential, now: OffsetDateTime) -> Due {
+    let ahead = entry.ahead(&lock(&entry.state));
     plan::plan(
         cred.expires_at,
         true,
         now,
-        entry.refresh_ahead,
+        ahead,
         entry.provider.cli_refreshes_from(cred),
     )
 }

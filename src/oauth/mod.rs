@@ -202,6 +202,8 @@ struct State {
     has_refresh: bool,
     /// When the CLI starts refreshing the login by itself (the provider's rule).
     cli_from: Option<OffsetDateTime>,
+    /// How long the last login Keyferry obtained lasted, once one was obtained.
+    lifetime: Option<Duration>,
     known_access: Option<String>,
     pending: bool,
     last_error: Option<String>,
@@ -215,6 +217,16 @@ struct Entry {
     source: Arc<dyn LoginSource>,
     flight: tokio::sync::Mutex<()>,
     state: Mutex<State>,
+}
+
+impl Entry {
+    /// `refresh_ahead`, but at most half the lifetime of the logins the endpoint hands out:
+    /// Google's last an hour, so the default 60 minutes ahead would make every new login
+    /// due at once and refresh it on every trigger.
+    fn ahead(&self, st: &State) -> Duration {
+        st.lifetime
+            .map_or(self.refresh_ahead, |l| self.refresh_ahead.min(l / 2))
+    }
 }
 
 /// The refresher for all logins the agent manages.
@@ -390,7 +402,7 @@ impl Refresher {
             st.expires_at,
             st.has_refresh,
             OffsetDateTime::now_utc(),
-            entry.refresh_ahead,
+            entry.ahead(&st),
             st.cli_from,
         );
         let at = match due {
