@@ -36,67 +36,12 @@ async fn a_login_20_minutes_from_expiry_is_refreshed_once_keeping_mode_and_unkno
             panic!("{cli:?}: {out:?}")
         };
         assert_eq!(fake.refresh_tokens(), vec![cli.old_refresh().to_owned()]);
-        let (body, content_type, scripts) = {
-            let seen = fake.seen.lock().unwrap();
-            (
-                seen.token_bodies[0].clone(),
-                seen.content_types[0].clone().unwrap_or_default(),
-                seen.scripts.clone(),
-            )
-        };
-        assert_eq!(body["grant_type"], "refresh_token", "{cli:?}");
         let v = l.json();
         let c = served(&l);
+        let elapsed = expires_at - before;
         match cli {
-            Cli::Codex => {
-                assert_eq!(scripts, [Script::Codex]);
-                assert_eq!(content_type, "application/json");
-                assert_eq!(body["client_id"], "app_EMoamEEZ73f0CkXaXp7hrann");
-                assert!(body.get("scope").is_none(), "Codex sends no scope: {body}");
-                let access = v["tokens"]["access_token"].as_str().unwrap();
-                assert!(access.ends_with(&format!("{CODEX_SIG_PREFIX}1")), "{v}");
-                assert_eq!(
-                    v["tokens"]["refresh_token"],
-                    format!("{CODEX_REFRESH_PREFIX}1")
-                );
-                assert!(v["tokens"]["id_token"]
-                    .as_str()
-                    .unwrap()
-                    .ends_with(&format!("{CODEX_SIG_PREFIX}1")));
-                assert_eq!(v["tokens"]["account_id"], "acct-old");
-                assert_eq!(v["tokens"]["keepMeToo"], 1);
-                let last = time::OffsetDateTime::parse(
-                    v["last_refresh"].as_str().unwrap(),
-                    &time::format_description::well_known::Rfc3339,
-                )
-                .unwrap();
-                assert!(last >= before - time::Duration::seconds(1), "{last}");
-                let days = (expires_at - before).whole_days();
-                assert_eq!(days, 9, "the new access JWT's exp, 10 days ahead");
-            }
-            Cli::Gemini => {
-                assert_eq!(scripts, [Script::Gemini]);
-                assert_eq!(content_type, "application/x-www-form-urlencoded");
-                assert_eq!(
-                    body["client_id"],
-                    "681255809395-oo8ft2oprdrnp9e3aqf6av3hmdib135j.apps.googleusercontent.com"
-                );
-                assert_eq!(body["client_secret"], "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");
-                assert_eq!(v["access_token"], format!("{GEMINI_ACCESS_PREFIX}1"));
-                assert_eq!(
-                    v["refresh_token"],
-                    harness::GEMINI_OLD_REFRESH,
-                    "not rotated"
-                );
-                assert_eq!(v["id_token"], "fake.gemini.id-1");
-                let ms = v["expiry_date"].as_i64().unwrap();
-                assert_eq!(ms / 1000, expires_at.unix_timestamp());
-                let mins = (expires_at - before).whole_minutes();
-                assert!(
-                    (58..=60).contains(&mins),
-                    "expires_in 3599 s, not {mins} min"
-                );
-            }
+            Cli::Codex => assert_codex_call_and_file(&fake, &v, before, elapsed),
+            Cli::Gemini => assert_gemini_call_and_file(&fake, &v, expires_at, elapsed),
             Cli::Claude => unreachable!(),
         }
         assert_eq!(c.expires_at, Some(expires_at), "{cli:?}");
@@ -119,6 +64,89 @@ async fn a_login_20_minutes_from_expiry_is_refreshed_once_keeping_mode_and_unkno
         assert_eq!(fake.token_calls(), 1, "{cli:?}");
         l.assert_no_secret_logged();
     }
+}
+
+/// The one token call's body, content type and script.
+fn the_call(fake: &FakeOauth) -> (serde_json::Value, String, Vec<Script>) {
+    let seen = fake.seen.lock().unwrap();
+    (
+        seen.token_bodies[0].clone(),
+        seen.content_types[0].clone().unwrap_or_default(),
+        seen.scripts.clone(),
+    )
+}
+
+/// Codex's `RefreshRequest` went out, and auth.json holds every returned token, a new
+/// `last_refresh` and everything else as it was.
+fn assert_codex_call_and_file(
+    fake: &FakeOauth,
+    v: &serde_json::Value,
+    before: time::OffsetDateTime,
+    lifetime: time::Duration,
+) {
+    let (body, content_type, scripts) = the_call(fake);
+    assert_eq!(scripts, [Script::Codex]);
+    assert_eq!(content_type, "application/json");
+    assert_eq!(body["grant_type"], "refresh_token");
+    assert_eq!(body["client_id"], "app_EMoamEEZ73f0CkXaXp7hrann");
+    assert!(body.get("scope").is_none(), "Codex sends no scope: {body}");
+    let access = v["tokens"]["access_token"].as_str().unwrap();
+    assert!(access.ends_with(&format!("{CODEX_SIG_PREFIX}1")), "{v}");
+    assert_eq!(
+        v["tokens"]["refresh_token"],
+        format!("{CODEX_REFRESH_PREFIX}1")
+    );
+    assert!(v["tokens"]["id_token"]
+        .as_str()
+        .unwrap()
+        .ends_with(&format!("{CODEX_SIG_PREFIX}1")));
+    assert_eq!(v["tokens"]["account_id"], "acct-old");
+    assert_eq!(v["tokens"]["keepMeToo"], 1);
+    assert!(v["OPENAI_API_KEY"].is_null());
+    let last = time::OffsetDateTime::parse(
+        v["last_refresh"].as_str().unwrap(),
+        &time::format_description::well_known::Rfc3339,
+    )
+    .unwrap();
+    assert!(last >= before - time::Duration::seconds(1), "{last}");
+    assert_eq!(
+        lifetime.whole_days(),
+        9,
+        "the new access JWT's exp, 10 days ahead"
+    );
+}
+
+/// Google's form went out with the CLI's client, and oauth_creds.json holds the new access
+/// token and expiry, the refresh token it had, and everything else as it was.
+fn assert_gemini_call_and_file(
+    fake: &FakeOauth,
+    v: &serde_json::Value,
+    expires_at: time::OffsetDateTime,
+    lifetime: time::Duration,
+) {
+    let (body, content_type, scripts) = the_call(fake);
+    assert_eq!(scripts, [Script::Gemini]);
+    assert_eq!(content_type, "application/x-www-form-urlencoded");
+    assert_eq!(body["grant_type"], "refresh_token");
+    assert_eq!(
+        body["client_id"],
+        "681255809395-oo8ft2oprdrnp9e3aqf6av3hmdib135j.apps.googleusercontent.com"
+    );
+    assert_eq!(body["client_secret"], "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");
+    assert_eq!(v["access_token"], format!("{GEMINI_ACCESS_PREFIX}1"));
+    assert_eq!(
+        v["refresh_token"],
+        harness::GEMINI_OLD_REFRESH,
+        "not rotated"
+    );
+    assert_eq!(v["id_token"], "fake.gemini.id-1");
+    let ms = v["expiry_date"].as_i64().unwrap();
+    assert_eq!(ms / 1000, expires_at.unix_timestamp());
+    let mins = lifetime.whole_minutes();
+    assert!(
+        (58..=60).contains(&mins),
+        "expires_in 3599 s, not {mins} min"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -121,6 +121,39 @@ fn oauth_config(config: &Config) -> OauthConfig {
     oc
 }
 
+/// What `refresh --dry-run` says; `cli` and `hint` are the login's provider's.
+fn would_text(would: Would, cli: &str, hint: &str) -> String {
+    match would {
+        Would::Refresh => "would refresh now".to_owned(),
+        Would::FinishPendingWriteback => "would finish an interrupted write-back".to_owned(),
+        Would::Wait { until } => format!(
+            "not due; would refresh at {}",
+            rfc3339(until).unwrap_or_default()
+        ),
+        Would::LeaveToCli => format!("inside {cli}'s own refresh window; left to the CLI"),
+        Would::NothingToRefresh => "nothing to refresh (no refresh token)".to_owned(),
+        Would::NeedsLogin => format!("the login is dead; {hint}"),
+    }
+}
+
+/// What `refresh` says it did.
+fn outcome_text(outcome: Outcome, cli: &str, hint: &str) -> String {
+    match outcome {
+        Outcome::Refreshed { expires_at } => format!(
+            "refreshed; expires {}",
+            rfc3339(expires_at).unwrap_or_default()
+        ),
+        Outcome::Adopted { .. } => "the store already held a newer login; adopted it".to_owned(),
+        Outcome::NotDue { .. } => "not due".to_owned(),
+        Outcome::LeftToCli => format!("left to {cli} (inside its own refresh window)"),
+        Outcome::NeedsLogin => format!("the login is dead; {hint}"),
+        Outcome::BackingOff { until } => format!(
+            "a recent failure; retrying at {}",
+            rfc3339(until).unwrap_or_default()
+        ),
+    }
+}
+
 fn the_refresher_peer() -> Peer {
     Peer {
         uid: crate::paths::current_uid(),
@@ -253,19 +286,7 @@ impl Agent {
             ErrorBody::new(code, e.to_string())
         };
         let outcome = if dry_run {
-            match refresher.dry_run(name, true).await.map_err(err)? {
-                Would::Refresh => "would refresh now".to_owned(),
-                Would::FinishPendingWriteback => {
-                    "would finish an interrupted write-back".to_owned()
-                }
-                Would::Wait { until } => format!(
-                    "not due; would refresh at {}",
-                    rfc3339(until).unwrap_or_default()
-                ),
-                Would::LeaveToCli => format!("inside {cli}'s own refresh window; left to the CLI"),
-                Would::NothingToRefresh => "nothing to refresh (no refresh token)".to_owned(),
-                Would::NeedsLogin => format!("the login is dead; {hint}"),
-            }
+            would_text(refresher.dry_run(name, true).await.map_err(err)?, cli, hint)
         } else {
             let result = refresher.refresh_now(name).await;
             self.record(
@@ -279,22 +300,7 @@ impl Agent {
                 None,
                 peer,
             );
-            match result.map_err(err)? {
-                Outcome::Refreshed { expires_at } => format!(
-                    "refreshed; expires {}",
-                    rfc3339(expires_at).unwrap_or_default()
-                ),
-                Outcome::Adopted { .. } => {
-                    "the store already held a newer login; adopted it".to_owned()
-                }
-                Outcome::NotDue { .. } => "not due".to_owned(),
-                Outcome::LeftToCli => format!("left to {cli} (inside its own refresh window)"),
-                Outcome::NeedsLogin => format!("the login is dead; {hint}"),
-                Outcome::BackingOff { until } => format!(
-                    "a recent failure; retrying at {}",
-                    rfc3339(until).unwrap_or_default()
-                ),
-            }
+            outcome_text(result.map_err(err)?, cli, hint)
         };
         Ok(RefreshReport {
             name: name.to_owned(),
