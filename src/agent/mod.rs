@@ -330,8 +330,9 @@ impl Agent {
                         s.error = Some(crate::domain::ErrorBody::new(
                             ErrorCode::NeedsLogin,
                             format!(
-                                "the refresh token was refused{}; run `claude /login`",
-                                r.last_error.map(|e| format!(" ({e})")).unwrap_or_default()
+                                "the refresh token was refused{}; {}",
+                                r.last_error.map(|e| format!(" ({e})")).unwrap_or_default(),
+                                r.relogin_hint
                             ),
                         ));
                     }

@@ -1,8 +1,10 @@
-//! The agent as the one refresher of Claude Code's own login: every credential whose chain
-//! reads `claude-login` (and does not say `refresh = "off"`) is handed to the
+//! The agent as the one refresher of the host CLIs' own logins: every credential whose chain
+//! reads `claude-login`, or a CLI's login file (Codex's `auth.json`, Gemini CLI's
+//! `oauth_creds.json`), and does not say `refresh = "off"`, is handed to the
 //! [`crate::oauth::Refresher`]; what it writes back is re-resolved at once, so every sink,
 //! the gateway and `watch` subscribers follow in the same instant.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -13,27 +15,53 @@ use crate::credential::Credential;
 use crate::domain::{AuditOutcome, Op};
 use crate::domain::{ErrorBody, ErrorCode, Peer};
 use crate::oauth::journal::fingerprint;
+use crate::oauth::login::{self, LoginProvider};
 use crate::oauth::writeback::{CredentialsFile, KeychainLogin, LoginSource};
 use crate::oauth::{Event as RefreshEvent, OauthConfig, Outcome, Refresher, Would};
 use crate::protocol::{Event, RefreshReport};
 use crate::source::chain::{claude_login, LoginLocation, Resolved};
 use crate::source::Source;
 
-/// The refresher for `config`'s Claude Code logins; `None` when there is none to refresh.
+/// Which login a credential's chain reads, and where.
+enum Managed {
+    /// `claude-login`: a file or a keychain item, as the platform keeps it.
+    ClaudeLogin,
+    /// A CLI's own login file (`file:~/.codex/auth.json`, `file:~/.gemini/oauth_creds.json`).
+    File(&'static dyn LoginProvider, PathBuf),
+}
+
+/// The login `chain` reads, if Keyferry can refresh it. Codex's keyring store has no file,
+/// so no source names it and it stays the host CLI's to refresh.
+fn managed(chain: &[Source]) -> Option<Managed> {
+    if chain.iter().any(|s| matches!(s, Source::ClaudeLogin)) {
+        return Some(Managed::ClaudeLogin);
+    }
+    chain.iter().find_map(|s| match s {
+        Source::File { path } => {
+            let path = crate::paths::expand(path);
+            login::by_login_file(&path).map(|p| Managed::File(p, path))
+        }
+        _ => None,
+    })
+}
+
+/// The refresher for `config`'s CLI logins; `None` when there is none to refresh.
 ///
 /// # Errors
 /// The keychain for the journal cannot be opened, or the endpoints are unusable.
 pub(super) fn build(config: &Config) -> Result<Option<Refresher>, String> {
     let env = |k: &str| std::env::var(k).ok();
-    let logins: Vec<(String, Option<u64>)> = config
+    let logins: Vec<(String, Managed, Option<u64>)> = config
         .names()
         .into_iter()
         .filter_map(|name| {
             let spec = config.spec(&name).ok()?;
             let user = config.credentials.get(&name);
-            let off = user.is_some_and(|c| c.refresh == RefreshMode::Off);
-            let reads_login = spec.chain.iter().any(|s| matches!(s, Source::ClaudeLogin));
-            (reads_login && !off).then(|| (name, user.and_then(|c| c.refresh_ahead_mins)))
+            if user.is_some_and(|c| c.refresh == RefreshMode::Off) {
+                return None;
+            }
+            let managed = managed(&spec.chain)?;
+            Some((name, managed, user.and_then(|c| c.refresh_ahead_mins)))
         })
         .collect();
     if logins.is_empty() {
@@ -42,6 +70,37 @@ pub(super) fn build(config: &Config) -> Result<Option<Refresher>, String> {
     let store: Arc<dyn crate::store::Store> = Arc::from(
         crate::store::open_with(&config.keychain.store_options()).map_err(|e| e.to_string())?,
     );
+    let refresher =
+        Refresher::new(oauth_config(config), Arc::clone(&store)).map_err(|e| e.to_string())?;
+    let location = claude_login(&env, cfg!(target_os = "macos"));
+    for (name, managed, ahead) in logins {
+        let ahead = ahead.map(|m| Duration::from_secs(m * 60));
+        let (provider, source): (&'static dyn LoginProvider, Arc<dyn LoginSource>) = match managed {
+            Managed::File(provider, path) => (provider, Arc::new(CredentialsFile { path })),
+            Managed::ClaudeLogin => (
+                &login::claude::CLAUDE,
+                match &location {
+                    LoginLocation::File(path) => Arc::new(CredentialsFile { path: path.clone() }),
+                    LoginLocation::Keychain(id) => Arc::new(KeychainLogin {
+                        store: Arc::clone(&store),
+                        id: id.clone(),
+                        lock_dir: Some(
+                            env("CLAUDE_CONFIG_DIR")
+                                .map_or_else(|| crate::paths::home().join(".claude"), Into::into),
+                        ),
+                    }),
+                },
+            ),
+        };
+        refresher.add_login(&name, provider, source, ahead);
+    }
+    Ok(Some(refresher))
+}
+
+/// `[oauth]` plus each `[providers.ID] token_url`; a provider whose CLI reads a variable
+/// for its endpoint (`CODEX_REFRESH_TOKEN_URL_OVERRIDE`) gets that when the config is silent,
+/// so Keyferry refreshes where the CLI would.
+fn oauth_config(config: &Config) -> OauthConfig {
     let mut oc = OauthConfig::default();
     if let Some(u) = &config.oauth.token_url {
         oc.token_url.clone_from(u);
@@ -50,26 +109,50 @@ pub(super) fn build(config: &Config) -> Result<Option<Refresher>, String> {
         oc.usage_url.clone_from(u);
     }
     oc.extra_ca_file.clone_from(&config.oauth.extra_ca_file);
-    let refresher = Refresher::new(oc, Arc::clone(&store)).map_err(|e| e.to_string())?;
-    let location = claude_login(&env, cfg!(target_os = "macos"));
-    for (name, ahead) in logins {
-        let source: Arc<dyn LoginSource> = match &location {
-            LoginLocation::File(path) => Arc::new(CredentialsFile { path: path.clone() }),
-            LoginLocation::Keychain(id) => Arc::new(KeychainLogin {
-                store: Arc::clone(&store),
-                id: id.clone(),
-                lock_dir: Some(
-                    env("CLAUDE_CONFIG_DIR")
-                        .map_or_else(|| crate::paths::home().join(".claude"), Into::into),
-                ),
-            }),
-        };
-        match ahead {
-            Some(m) => refresher.add_with(&name, source, Duration::from_secs(m * 60)),
-            None => refresher.add(&name, source),
+    for p in login::ALL {
+        let url = config
+            .providers
+            .get(p.provider_id())
+            .and_then(|c| c.token_url.clone())
+            .or_else(|| p.token_url_env().and_then(|v| std::env::var(v).ok()));
+        if let Some(url) = url {
+            oc.token_urls.insert(p.provider_id().to_owned(), url);
         }
     }
-    Ok(Some(refresher))
+    oc
+}
+
+/// What `refresh --dry-run` says; `cli` and `hint` are the login's provider's.
+fn would_text(would: Would, cli: &str, hint: &str) -> String {
+    match would {
+        Would::Refresh => "would refresh now".to_owned(),
+        Would::FinishPendingWriteback => "would finish an interrupted write-back".to_owned(),
+        Would::Wait { until } => format!(
+            "not due; would refresh at {}",
+            rfc3339(until).unwrap_or_default()
+        ),
+        Would::LeaveToCli => format!("inside {cli}'s own refresh window; left to the CLI"),
+        Would::NothingToRefresh => "nothing to refresh (no refresh token)".to_owned(),
+        Would::NeedsLogin => format!("the login is dead; {hint}"),
+    }
+}
+
+/// What `refresh` says it did.
+fn outcome_text(outcome: Outcome, cli: &str, hint: &str) -> String {
+    match outcome {
+        Outcome::Refreshed { expires_at } => format!(
+            "refreshed; expires {}",
+            rfc3339(expires_at).unwrap_or_default()
+        ),
+        Outcome::Adopted { .. } => "the store already held a newer login; adopted it".to_owned(),
+        Outcome::NotDue { .. } => "not due".to_owned(),
+        Outcome::LeftToCli => format!("left to {cli} (inside its own refresh window)"),
+        Outcome::NeedsLogin => format!("the login is dead; {hint}"),
+        Outcome::BackingOff { until } => format!(
+            "a recent failure; retrying at {}",
+            rfc3339(until).unwrap_or_default()
+        ),
+    }
 }
 
 fn the_refresher_peer() -> Peer {
@@ -143,7 +226,9 @@ impl Agent {
                 super::expiry::notify_now(
                     self,
                     format!("{name}: log in again"),
-                    format!("{message}. Run `claude /login` on this machine; Keyferry picks the new login up by itself."),
+                    format!(
+                        "{message} on this machine; Keyferry picks the new login up by itself."
+                    ),
                 );
                 self.emit(Event::NeedsLogin { name, message });
             }
@@ -205,9 +290,12 @@ impl Agent {
         let refresher = self.refresher.get().ok_or_else(|| {
             ErrorBody::new(
                 ErrorCode::Unsupported,
-                format!("{name:?} is not refreshed by Keyferry: only credentials whose chain reads claude-login are, and not with refresh = \"off\""),
+                format!("{name:?} is not refreshed by Keyferry: only credentials whose chain reads claude-login, a Codex auth.json or a Gemini oauth_creds.json are, and not with refresh = \"off\""),
             )
         })?;
+        let (cli, hint) = refresher
+            .provider(name)
+            .map_or(("the CLI", "log in again"), |p| (p.cli(), p.relogin_hint()));
         let err = |e: crate::oauth::Error| {
             let code = if e.is_permanent() {
                 ErrorCode::NeedsLogin
@@ -217,21 +305,7 @@ impl Agent {
             ErrorBody::new(code, e.to_string())
         };
         let outcome = if dry_run {
-            match refresher.dry_run(name, true).await.map_err(err)? {
-                Would::Refresh => "would refresh now".to_owned(),
-                Would::FinishPendingWriteback => {
-                    "would finish an interrupted write-back".to_owned()
-                }
-                Would::Wait { until } => format!(
-                    "not due; would refresh at {}",
-                    rfc3339(until).unwrap_or_default()
-                ),
-                Would::LeaveToCli => {
-                    "inside Claude Code's own refresh window; left to the CLI".to_owned()
-                }
-                Would::NothingToRefresh => "nothing to refresh (no refresh token)".to_owned(),
-                Would::NeedsLogin => "the login is dead; run `claude /login`".to_owned(),
-            }
+            would_text(refresher.dry_run(name, true).await.map_err(err)?, cli, hint)
         } else {
             let result = refresher.refresh_now(name).await;
             self.record(
@@ -245,24 +319,7 @@ impl Agent {
                 None,
                 peer,
             );
-            match result.map_err(err)? {
-                Outcome::Refreshed { expires_at } => format!(
-                    "refreshed; expires {}",
-                    rfc3339(expires_at).unwrap_or_default()
-                ),
-                Outcome::Adopted { .. } => {
-                    "the store already held a newer login; adopted it".to_owned()
-                }
-                Outcome::NotDue { .. } => "not due".to_owned(),
-                Outcome::LeftToCli => {
-                    "left to Claude Code (inside its own refresh window)".to_owned()
-                }
-                Outcome::NeedsLogin => "the login is dead; run `claude /login`".to_owned(),
-                Outcome::BackingOff { until } => format!(
-                    "a recent failure; retrying at {}",
-                    rfc3339(until).unwrap_or_default()
-                ),
-            }
+            outcome_text(result.map_err(err)?, cli, hint)
         };
         Ok(RefreshReport {
             name: name.to_owned(),
@@ -305,7 +362,9 @@ impl Agent {
     /// pending login is what is served; once the source holds anything else (the write-back
     /// landed, or a new `/login`), the source wins again.
     pub(super) fn use_pending_login(&self, name: &str, resolved: &mut Resolved) {
-        if resolved.source != Source::ClaudeLogin {
+        // Only a login the refresher reads (never an env var or keychain token that merely
+        // shares the name) is replaced; the refresh-token check below makes it exact.
+        if !matches!(resolved.source, Source::ClaudeLogin | Source::File { .. }) {
             return;
         }
         let mut pending = lock(&self.pending_logins);

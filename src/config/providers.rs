@@ -16,6 +16,10 @@ pub struct ProviderConfig {
     pub upstream: Option<String>,
     /// A PEM file of extra trusted CAs for that upstream (else `[gateway] extra_ca_file`).
     pub extra_ca_file: Option<PathBuf>,
+    /// Where the refresher trades this provider's refresh tokens (`openai`, `google`; for
+    /// `anthropic` it is `[oauth] token_url`). Same URL rule as `upstream`; the endpoint is
+    /// trusted with the webpki roots plus `[oauth] extra_ca_file`.
+    pub token_url: Option<String>,
 }
 
 /// The tables, each id checked against the providers Keyferry has.
@@ -29,5 +33,40 @@ pub(super) fn tables<'de, D: Deserializer<'de>>(
             crate::provider::ids()
         )));
     }
+    // Anthropic's refresher endpoint has lived in `[oauth]` since before providers had
+    // tables; two places for one URL would leave one of them silently ignored.
+    if map.get("anthropic").is_some_and(|p| p.token_url.is_some()) {
+        return Err(serde::de::Error::custom(
+            "[providers.anthropic] has no token_url: Anthropic's is `[oauth] token_url`",
+        ));
+    }
     Ok(map)
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::Config;
+
+    #[test]
+    fn token_urls_per_provider_and_none_for_anthropic() {
+        let c = Config::parse(
+            "[providers.openai]\ntoken_url = \"http://127.0.0.1:9/oauth/token\"\n[providers.google]\ntoken_url = \"https://g.example/token\"\n",
+            std::path::Path::new("c.toml"),
+        )
+        .unwrap();
+        assert_eq!(
+            c.providers["openai"].token_url.as_deref(),
+            Some("http://127.0.0.1:9/oauth/token")
+        );
+        assert_eq!(
+            c.providers["google"].token_url.as_deref(),
+            Some("https://g.example/token")
+        );
+        let err = Config::parse(
+            "[providers.anthropic]\ntoken_url = \"https://x/token\"\n",
+            std::path::Path::new("c.toml"),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("[oauth] token_url"), "{err}");
+    }
 }

@@ -8,9 +8,9 @@ use time::OffsetDateTime;
 use super::cli_lock::CliLock;
 use super::journal::{self, fingerprint, Pending};
 use super::plan::{self, Due};
-use super::writeback::{self, WritebackError};
+use super::writeback::WritebackError;
 use super::{lock, token, Entry, Error, Event, Mode, Outcome, Refresher, Would};
-use crate::credential::{Credential, Kind};
+use crate::credential::Credential;
 use crate::secret::Secret;
 
 pub(super) async fn run(r: &Refresher, entry: &Entry, mode: Mode) -> Result<Outcome, Error> {
@@ -39,23 +39,23 @@ pub(super) async fn run(r: &Refresher, entry: &Entry, mode: Mode) -> Result<Outc
     };
     let rt_fp = fingerprint(&rt);
     tracing::info!(credential = %entry.name, "refreshing the login");
-    let answer = token::refresh(
-        &r.client,
-        &r.config.token_url,
-        &rt,
-        &writeback::grant_of(&doc),
-    )
-    .await;
+    let answer = token::refresh(&r.client, entry.provider, &entry.token_url, &rt, &doc).await;
     let new = match answer {
         Ok(new) => new,
         Err(source) => return Err(failed(r, entry, &rt_fp, source)),
     };
     let location = entry.source.location();
-    let (new_doc, expires_at) = writeback::merge(&doc, &new, OffsetDateTime::now_utc(), &location)
+    let now = OffsetDateTime::now_utc();
+    let new_doc = entry
+        .provider
+        .merge(&doc, &new, now, &location)
         .map_err(|e| Error::Read {
             name: entry.name.clone(),
             source: Arc::new(e),
         })?;
+    // The expiry as the CLI will read it (Codex's is inside the new access JWT).
+    let merged = Credential::parse(&new_doc, &location).ok();
+    let expires_at = merged.as_ref().and_then(|c| c.expires_at).unwrap_or(now);
     let pending = Pending {
         replaces: rt_fp,
         document: new_doc,
@@ -76,12 +76,15 @@ pub(super) async fn run(r: &Refresher, entry: &Entry, mode: Mode) -> Result<Outc
         }
     };
     write_back(r, entry, &pending.document, journaled).await?;
+    if let Some(c) = &merged {
+        remember(entry, c);
+    }
     {
         let mut st = lock(&entry.state);
         st.backoff.reset();
         st.retry_at = None;
         st.expires_at = Some(expires_at);
-        st.known_access = Some(fingerprint(&new.access_token));
+        st.lifetime = Some((expires_at - now).unsigned_abs());
     }
     r.emit(Event::Refreshed {
         name: entry.name.clone(),
@@ -100,8 +103,13 @@ fn decide(r: &Refresher, entry: &Entry, mode: Mode, cred: &Credential) -> Option
     let rt_fp = fingerprint(rt);
     let (was_due, changed) = {
         let mut st = lock(&entry.state);
-        let was_due =
-            plan::plan(st.expires_at, st.has_refresh, now, entry.refresh_ahead) == Due::Now;
+        let was_due = plan::plan(
+            st.expires_at,
+            st.has_refresh,
+            now,
+            entry.ahead(&st),
+            st.cli_from,
+        ) == Due::Now;
         let access = fingerprint(&cred.token);
         let changed = st.known_access.as_ref().is_some_and(|k| *k != access);
         match &st.dead {
@@ -117,7 +125,7 @@ fn decide(r: &Refresher, entry: &Entry, mode: Mode, cred: &Credential) -> Option
         (was_due, changed)
     };
     remember(entry, cred);
-    match plan::plan(cred.expires_at, true, now, entry.refresh_ahead) {
+    match due(entry, cred, now) {
         Due::Never => return Some(Outcome::NotDue { at: None }),
         Due::LeaveToCli => return Some(Outcome::LeftToCli),
         Due::At(_) if mode == Mode::IfDue && (was_due || changed) => {
@@ -167,22 +175,21 @@ pub(super) async fn dry_run(r: &Refresher, entry: &Entry, force: bool) -> Result
         return Ok(Would::NothingToRefresh);
     };
     let now = OffsetDateTime::now_utc();
+    let due = due(entry, &cred, now);
     let st = lock(&entry.state);
     if st.dead.as_deref() == Some(fingerprint(rt).as_str()) {
         return Ok(Would::NeedsLogin);
     }
-    Ok(
-        match plan::plan(cred.expires_at, true, now, entry.refresh_ahead) {
-            Due::Never => Would::NothingToRefresh,
-            Due::LeaveToCli => Would::LeaveToCli,
-            Due::At(_) if force => Would::Refresh,
-            Due::At(until) => Would::Wait { until },
-            Due::Now => match st.retry_at.filter(|t| *t > now && !force) {
-                Some(until) => Would::Wait { until },
-                None => Would::Refresh,
-            },
+    Ok(match due {
+        Due::Never => Would::NothingToRefresh,
+        Due::LeaveToCli => Would::LeaveToCli,
+        Due::At(_) if force => Would::Refresh,
+        Due::At(until) => Would::Wait { until },
+        Due::Now => match st.retry_at.filter(|t| *t > now && !force) {
+            Some(until) => Would::Wait { until },
+            None => Would::Refresh,
         },
-    )
+    })
 }
 
 /// Writes a journaled login back only when the source still holds exactly the login it
@@ -320,7 +327,12 @@ fn failed(r: &Refresher, entry: &Entry, rt_fp: &str, source: token::RefreshError
 }
 
 async fn take_cli_lock(entry: &Entry) -> Result<Option<CliLock>, Error> {
-    let Some(dir) = entry.source.cli_lock_dir() else {
+    let dir = entry
+        .provider
+        .takes_cli_lock()
+        .then(|| entry.source.cli_lock_dir())
+        .flatten();
+    let Some(dir) = dir else {
         return Ok(None);
     };
     CliLock::acquire(&dir)
@@ -348,14 +360,15 @@ async fn read(entry: &Entry) -> Result<(Secret, Credential), Error> {
                 path: location.clone(),
             }),
         })?;
-    let not_claude = |reason: String| Error::NotClaude {
+    let not_a_login = |reason: String| Error::NotALogin {
         name: entry.name.clone(),
         location: location.clone(),
+        cli: entry.provider.cli(),
         reason,
     };
-    let cred = Credential::parse(&doc, &location).map_err(|e| not_claude(e.to_string()))?;
-    if cred.kind != Kind::ClaudeOauth {
-        return Err(not_claude(format!(
+    let cred = Credential::parse(&doc, &location).map_err(|e| not_a_login(e.to_string()))?;
+    if cred.kind != entry.provider.kind() {
+        return Err(not_a_login(format!(
             "it is a {} credential",
             cred.kind.as_str()
         )));
@@ -363,8 +376,22 @@ async fn read(entry: &Entry) -> Result<(Secret, Credential), Error> {
     Ok((doc, cred))
 }
 
+/// The schedule of the login as it is in the source now.
+fn due(entry: &Entry, cred: &Credential, now: OffsetDateTime) -> Due {
+    let ahead = entry.ahead(&lock(&entry.state));
+    plan::plan(
+        cred.expires_at,
+        true,
+        now,
+        ahead,
+        entry.provider.cli_refreshes_from(cred),
+    )
+}
+
 fn remember(entry: &Entry, cred: &Credential) {
+    let cli_from = entry.provider.cli_refreshes_from(cred);
     let mut st = lock(&entry.state);
+    st.cli_from = cli_from;
     st.expires_at = cred.expires_at;
     st.has_refresh = cred.refresh_token.is_some();
     st.known_access = Some(fingerprint(&cred.token));

@@ -1,20 +1,23 @@
-//! The single refresher: Keyferry keeps a Claude Code login alive ahead of expiry, one refresh
-//! in flight per credential, and writes the new login back where the host CLI reads it.
+//! The single refresher: Keyferry keeps a CLI's login (Claude Code, Codex, Gemini CLI) alive
+//! ahead of expiry, one refresh in flight per credential, and writes the new login back where
+//! the host CLI reads it.
 //!
-//! Independent of the agent: a login is a [`writeback::LoginSource`] (file or keychain item),
-//! the journal is any [`Store`], and results leave as [`Outcome`]s and [`Event`]s (no secrets).
-//! See `docs/refresher.md` for the facts this relies on and their sources.
+//! Independent of the agent: a login is a [`writeback::LoginSource`] (file or keychain item)
+//! read and written the way its [`login::LoginProvider`] says, the journal is any [`Store`],
+//! and results leave as [`Outcome`]s and [`Event`]s (no secrets). See `docs/refresher.md`
+//! for the facts this relies on and their sources.
 
 pub mod cli_lock;
 mod flight;
 pub mod journal;
+pub mod login;
 pub mod plan;
 pub mod token;
 pub mod transport;
 pub mod usage;
 pub mod writeback;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -25,6 +28,7 @@ use tokio::sync::broadcast;
 use crate::domain::ErrorCode;
 use crate::store::{Store, StoreError};
 use cli_lock::LockError;
+use login::LoginProvider;
 use token::RefreshError;
 use transport::{HttpClient, TransportConfig, TransportError};
 use writeback::{LoginSource, WritebackError};
@@ -32,7 +36,11 @@ use writeback::{LoginSource, WritebackError};
 /// `[oauth]` settings plus the per-credential refresh-ahead time.
 #[derive(Debug, Clone)]
 pub struct OauthConfig {
+    /// Anthropic's token endpoint (`[oauth] token_url`).
     pub token_url: String,
+    /// Other providers' token endpoints by provider id (`[providers.ID] token_url`); a
+    /// provider not named here uses its default.
+    pub token_urls: BTreeMap<String, String>,
     pub usage_url: String,
     pub extra_ca_file: Option<PathBuf>,
     /// Default for logins added without their own `refresh_ahead_mins`.
@@ -44,6 +52,7 @@ impl Default for OauthConfig {
     fn default() -> Self {
         Self {
             token_url: token::DEFAULT_TOKEN_URL.to_owned(),
+            token_urls: BTreeMap::new(),
             usage_url: usage::DEFAULT_USAGE_URL.to_owned(),
             extra_ca_file: None,
             refresh_ahead: plan::DEFAULT_REFRESH_AHEAD,
@@ -61,7 +70,8 @@ pub enum Outcome {
     Adopted { expires_at: Option<OffsetDateTime> },
     /// Not due yet (`at`), or nothing to refresh (`None`: no refresh token or no expiry).
     NotDue { at: Option<OffsetDateTime> },
-    /// Within 10 minutes of expiry: Claude Code refreshes it on its next use.
+    /// Too close to the CLI's own refresh (Claude Code: the last 10 minutes): the host CLI
+    /// refreshes it on its next use.
     LeftToCli,
     /// The refresh token was rejected; waits for a new login in the source.
     NeedsLogin,
@@ -97,10 +107,11 @@ pub enum Error {
         #[source]
         source: Arc<WritebackError>,
     },
-    #[error("{name}: {location} holds no Claude login ({reason})")]
-    NotClaude {
+    #[error("{name}: {location} holds no {cli} login ({reason})")]
+    NotALogin {
         name: String,
         location: String,
+        cli: &'static str,
         reason: String,
     },
     #[error("{name}: the new login could not be written back{}: {source}", if *.kept { " (kept in the keychain, retried on the next trigger)" } else { " and could not be kept in the keychain either" })]
@@ -131,7 +142,7 @@ impl Error {
         match self {
             Self::Unknown(_) => ErrorCode::UnknownCredential,
             Self::Refresh { source, .. } => source.code(),
-            Self::Read { .. } | Self::NotClaude { .. } => ErrorCode::LoginUnreadable,
+            Self::Read { .. } | Self::NotALogin { .. } => ErrorCode::LoginUnreadable,
             Self::Writeback { .. } => ErrorCode::WritebackFailed,
             Self::Lock { .. } => ErrorCode::CliRefreshing,
             Self::Journal { .. } => ErrorCode::JournalFailed,
@@ -175,6 +186,8 @@ pub struct Status {
     pub retry_at: Option<OffsetDateTime>,
     pub expires_at: Option<OffsetDateTime>,
     pub last_error: Option<String>,
+    /// What to run when `needs_login` ("run `codex login`").
+    pub relogin_hint: &'static str,
 }
 
 #[derive(Default)]
@@ -187,6 +200,10 @@ struct State {
     retry_at: Option<OffsetDateTime>,
     expires_at: Option<OffsetDateTime>,
     has_refresh: bool,
+    /// When the CLI starts refreshing the login by itself (the provider's rule).
+    cli_from: Option<OffsetDateTime>,
+    /// How long the last login Keyferry obtained lasted, once one was obtained.
+    lifetime: Option<Duration>,
     known_access: Option<String>,
     pending: bool,
     last_error: Option<String>,
@@ -194,10 +211,22 @@ struct State {
 
 struct Entry {
     name: String,
+    provider: &'static dyn LoginProvider,
+    token_url: String,
     refresh_ahead: Duration,
     source: Arc<dyn LoginSource>,
     flight: tokio::sync::Mutex<()>,
     state: Mutex<State>,
+}
+
+impl Entry {
+    /// `refresh_ahead`, but at most half the lifetime of the logins the endpoint hands out:
+    /// Google's last an hour, so the default 60 minutes ahead would make every new login
+    /// due at once and refresh it on every trigger.
+    fn ahead(&self, st: &State) -> Duration {
+        st.lifetime
+            .map_or(self.refresh_ahead, |l| self.refresh_ahead.min(l / 2))
+    }
 }
 
 /// The refresher for all logins the agent manages.
@@ -221,10 +250,18 @@ impl Refresher {
     /// # Errors
     /// The extra CA file is unusable; `token_url` or `usage_url` breaks the URL rule (https,
     /// or plain http to loopback; no query, fragment or credentials).
-    pub fn new(config: OauthConfig, journal: Arc<dyn Store>) -> Result<Self, TransportError> {
+    pub fn new(mut config: OauthConfig, journal: Arc<dyn Store>) -> Result<Self, TransportError> {
+        // `[oauth] token_url` is Anthropic's: one lookup by provider id serves all of them.
+        config.token_urls.insert(
+            login::claude::CLAUDE.provider_id().to_owned(),
+            config.token_url.clone(),
+        );
         // A URL breaking the rules fails the start, not every refresh after it.
         crate::http::parse_upstream(&config.token_url)?;
         crate::http::parse_upstream(&config.usage_url)?;
+        for url in config.token_urls.values() {
+            crate::http::parse_upstream(url)?;
+        }
         let client = HttpClient::new(&TransportConfig {
             extra_ca_file: config.extra_ca_file.clone(),
             timeout: config.timeout,
@@ -240,17 +277,32 @@ impl Refresher {
         })
     }
 
-    /// Registers (or replaces) a login with `refresh = "auto"` and the default refresh-ahead.
+    /// Registers (or replaces) a Claude Code login with `refresh = "auto"` and the default
+    /// refresh-ahead.
     pub fn add(&self, name: &str, source: Arc<dyn LoginSource>) {
         self.add_with(name, source, self.config.refresh_ahead);
     }
 
-    /// Registers (or replaces) a login refreshed `refresh_ahead` before expiry
+    /// Registers (or replaces) a Claude Code login refreshed `refresh_ahead` before expiry
     /// (`refresh_ahead_mins` of the credential).
     pub fn add_with(&self, name: &str, source: Arc<dyn LoginSource>, refresh_ahead: Duration) {
+        self.add_login(name, &login::claude::CLAUDE, source, Some(refresh_ahead));
+    }
+
+    /// Registers (or replaces) `provider`'s login kept in `source`, refreshed `refresh_ahead`
+    /// (default: the config's) before expiry.
+    pub fn add_login(
+        &self,
+        name: &str,
+        provider: &'static dyn LoginProvider,
+        source: Arc<dyn LoginSource>,
+        refresh_ahead: Option<Duration>,
+    ) {
         let entry = Arc::new(Entry {
             name: name.to_owned(),
-            refresh_ahead,
+            provider,
+            token_url: self.token_url(provider),
+            refresh_ahead: refresh_ahead.unwrap_or(self.config.refresh_ahead),
             source,
             flight: tokio::sync::Mutex::new(()),
             state: Mutex::new(State::default()),
@@ -265,6 +317,20 @@ impl Refresher {
     #[must_use]
     pub fn names(&self) -> Vec<String> {
         lock(&self.logins).keys().cloned().collect()
+    }
+
+    /// Whose login `name` is.
+    #[must_use]
+    pub fn provider(&self, name: &str) -> Option<&'static dyn LoginProvider> {
+        self.entry(name).ok().map(|e| e.provider)
+    }
+
+    fn token_url(&self, provider: &dyn LoginProvider) -> String {
+        self.config
+            .token_urls
+            .get(provider.provider_id())
+            .cloned()
+            .unwrap_or_else(|| provider.default_token_url().to_owned())
     }
 
     #[must_use]
@@ -336,7 +402,8 @@ impl Refresher {
             st.expires_at,
             st.has_refresh,
             OffsetDateTime::now_utc(),
-            entry.refresh_ahead,
+            entry.ahead(&st),
+            st.cli_from,
         );
         let at = match due {
             plan::Due::Now => OffsetDateTime::now_utc(),
@@ -390,6 +457,7 @@ impl Refresher {
             retry_at: st.retry_at,
             expires_at: st.expires_at,
             last_error: st.last_error.clone(),
+            relogin_hint: entry.provider.relogin_hint(),
         })
     }
 

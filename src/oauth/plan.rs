@@ -1,18 +1,21 @@
-//! When to refresh (pure): ahead of expiry, never inside Claude Code's own window, and how
-//! long to back off after a transient failure.
+//! When to refresh (pure): `refresh_ahead` before expiry, never from a margin before the
+//! moment the CLI starts refreshing by itself (each provider says when that is:
+//! `LoginProvider::cli_refreshes_from`), and how long to back off after a transient failure.
 //!
-//! Claude Code refreshes only when `now + 5 min >= expiresAt` (`Ute()` in the 2.1.197 bundle;
-//! ccbroker docs/design/v0.4-token-lifecycle.md CC1). Keyferry refreshes `refresh_ahead`
-//! (default 60 min) before expiry and stops trying 10 minutes before it, so the two never race:
-//! the last 10 minutes belong to the CLI.
+//! For Claude Code the CLI's moment is 5 minutes before `expiresAt` (`Ute()` in the 2.1.197
+//! bundle; ccbroker docs/design/v0.4-token-lifecycle.md CC1), so with the 5-minute margin the
+//! last 10 minutes belong to the CLI, as before the refresher had more than one provider.
 
 use std::time::Duration;
 
 use time::OffsetDateTime;
 
 pub const DEFAULT_REFRESH_AHEAD: Duration = Duration::from_secs(60 * 60);
-/// Claude Code's own 5-minute window plus 5 minutes of margin for clock skew and a slow call.
-pub const LEAVE_TO_CLI: Duration = Duration::from_secs(10 * 60);
+/// Kept between Keyferry's last try and the CLI's first, for clock skew and a slow call.
+pub const MARGIN: Duration = Duration::from_secs(5 * 60);
+/// The last chance is this long before the hand-over, so a due login is refreshed at least
+/// once even with a `refresh_ahead` shorter than the CLI's window.
+const LAST_CHANCE: Duration = Duration::from_secs(60);
 
 /// What the refresher should do with a login.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -21,33 +24,38 @@ pub enum Due {
     Now,
     /// Not yet; check again at this time.
     At(OffsetDateTime),
-    /// Too close to expiry (or past it): the host CLI refreshes on its next use.
+    /// Too close to the CLI's own refresh (or past it): the host CLI refreshes on its next use.
     LeaveToCli,
-    /// No refresh token, or no known expiry: nothing to refresh (Claude Code does the same).
+    /// No refresh token, or no known expiry: nothing to refresh (the CLIs do the same).
     Never,
 }
 
-/// The refresh schedule for one login.
+/// The refresh schedule for one login. `cli_from`: when the CLI starts refreshing it by
+/// itself (`None`: racing the CLI is harmless, so there is nothing to leave to it).
 #[must_use]
 pub fn plan(
     expires_at: Option<OffsetDateTime>,
     has_refresh_token: bool,
     now: OffsetDateTime,
     refresh_ahead: Duration,
+    cli_from: Option<OffsetDateTime>,
 ) -> Due {
     let Some(expires_at) = expires_at.filter(|_| has_refresh_token) else {
         return Due::Never;
     };
-    let left = expires_at - now;
-    if left <= LEAVE_TO_CLI {
-        return Due::LeaveToCli;
+    let mut due = expires_at - refresh_ahead;
+    if let Some(cli_from) = cli_from {
+        let stop = cli_from - MARGIN;
+        if now >= stop {
+            return Due::LeaveToCli;
+        }
+        // A refresh_ahead shorter than the CLI window would never be due; clamp it just outside.
+        due = due.min(stop - LAST_CHANCE);
     }
-    // A refresh_ahead shorter than the CLI window would never be due; clamp it just outside.
-    let ahead = refresh_ahead.max(LEAVE_TO_CLI + Duration::from_secs(60));
-    if left <= ahead {
+    if now >= due {
         Due::Now
     } else {
-        Due::At(expires_at - ahead)
+        Due::At(due)
     }
 }
 
@@ -93,6 +101,31 @@ mod tests {
 
     fn at(mins: i64) -> Option<OffsetDateTime> {
         Some(NOW + time::Duration::minutes(mins))
+    }
+
+    /// Claude Code's schedule: the CLI starts 5 minutes before expiry.
+    fn plan(
+        expires_at: Option<OffsetDateTime>,
+        has_refresh_token: bool,
+        now: OffsetDateTime,
+        ahead: Duration,
+    ) -> Due {
+        let cli = expires_at.map(|e| e - Duration::from_secs(300));
+        super::plan(expires_at, has_refresh_token, now, ahead, cli)
+    }
+
+    #[test]
+    fn without_a_cli_window_an_expired_login_is_due_now() {
+        let ahead = DEFAULT_REFRESH_AHEAD;
+        assert_eq!(super::plan(at(-30), true, NOW, ahead, None), Due::Now);
+        assert_eq!(super::plan(at(9), true, NOW, ahead, None), Due::Now);
+        assert_eq!(
+            super::plan(at(90), true, NOW, ahead, None),
+            Due::At(NOW + time::Duration::minutes(30))
+        );
+        // Codex: the CLI takes over at exp; Keyferry's last try is 6 minutes before.
+        assert_eq!(super::plan(at(7), true, NOW, ahead, at(7)), Due::Now);
+        assert_eq!(super::plan(at(5), true, NOW, ahead, at(5)), Due::LeaveToCli);
     }
 
     #[test]

@@ -1,6 +1,7 @@
-//! Where a Claude login lives and how the refreshed one is written back there: the
-//! `.credentials.json` file (atomic, mode kept, never through a link) or a keychain item
-//! (macOS `Claude Code-credentials`) through the store trait, with every unknown field kept.
+//! Where a login lives and how the refreshed one is written back there: the CLI's login
+//! file (`.credentials.json`, Codex's `auth.json`, Gemini's `oauth_creds.json`: atomic, mode
+//! kept, never through a link) or a keychain item (macOS `Claude Code-credentials`) through
+//! the store trait. What goes into the document is the provider's `merge`.
 
 use std::fs::File;
 use std::io::Read;
@@ -8,10 +9,6 @@ use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use serde_json::Value;
-use time::OffsetDateTime;
-
-use super::token::{Grant, Refreshed};
 use crate::secret::Secret;
 use crate::store::{ItemId, Store, StoreError};
 
@@ -31,9 +28,10 @@ pub enum WritebackError {
     ReadOnly { path: String, mode: u32 },
     #[error("{path}: {reason}")]
     Io { path: String, reason: String },
-    #[error("{location}: not a Claude login document ({reason})")]
+    #[error("{location}: not a {cli} login document ({reason})")]
     BadDocument {
         location: String,
+        cli: &'static str,
         reason: &'static str,
     },
     #[error(transparent)]
@@ -54,11 +52,13 @@ pub trait LoginSource: Send + Sync {
     /// # Errors
     /// Vanished, read-only or unsafe file, failing keychain.
     fn write(&self, document: &Secret) -> Result<(), WritebackError>;
-    /// Claude Code's credentials directory, whose refresh lock must be held (`None`: no lock).
+    /// Claude Code's credentials directory, whose refresh lock must be held (`None`: no
+    /// lock). Asked only when the provider has one (`LoginProvider::takes_cli_lock`).
     fn cli_lock_dir(&self) -> Option<PathBuf>;
 }
 
-/// `~/.claude/.credentials.json` (or under `$CLAUDE_CONFIG_DIR`).
+/// A CLI's login file: `~/.claude/.credentials.json` (or under `$CLAUDE_CONFIG_DIR`),
+/// `~/.codex/auth.json`, `~/.gemini/oauth_creds.json`.
 pub struct CredentialsFile {
     pub path: PathBuf,
 }
@@ -191,97 +191,12 @@ impl LoginSource for KeychainLogin {
     }
 }
 
-/// The `clientId` and scopes a refresh of this document asks for (as Claude Code does).
-#[must_use]
-pub fn grant_of(document: &Secret) -> Grant {
-    let doc: Value = serde_json::from_str(document.expose()).unwrap_or_default();
-    let oauth = &doc["claudeAiOauth"];
-    Grant {
-        client_id: oauth["clientId"].as_str().map(str::to_owned),
-        scopes: oauth["scopes"]
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .filter_map(|s| s.as_str().map(str::to_owned))
-                    .collect()
-            })
-            .unwrap_or_default(),
-    }
-}
-
-/// The document with the refreshed login in `claudeAiOauth`; every other field is kept, in order.
-///
-/// # Errors
-/// The document is not JSON or has no `claudeAiOauth` object.
-pub fn merge(
-    document: &Secret,
-    new: &Refreshed,
-    now: OffsetDateTime,
-    location: &str,
-) -> Result<(Secret, OffsetDateTime), WritebackError> {
-    let bad = |reason| WritebackError::BadDocument {
-        location: location.to_owned(),
-        reason,
-    };
-    let mut doc: Value = serde_json::from_str(document.expose()).map_err(|_| bad("not JSON"))?;
-    let oauth = doc
-        .get_mut("claudeAiOauth")
-        .and_then(Value::as_object_mut)
-        .ok_or_else(|| bad("no claudeAiOauth object"))?;
-    let expires_at = now + new.expires_in;
-    let expires_ms = i64::try_from(expires_at.unix_timestamp_nanos() / 1_000_000)
-        .map_err(|_| bad("expiry out of range"))?;
-    oauth.insert(
-        "accessToken".into(),
-        Value::String(new.access_token.expose().to_owned()),
-    );
-    if let Some(rt) = &new.refresh_token {
-        oauth.insert("refreshToken".into(), Value::String(rt.expose().to_owned()));
-    }
-    oauth.insert("expiresAt".into(), Value::from(expires_ms));
-    if let Some(scopes) = &new.scopes {
-        oauth.insert("scopes".into(), Value::from(scopes.clone()));
-    }
-    let text = serde_json::to_string(&doc).map_err(|_| bad("not serialisable"))?;
-    Ok((Secret::new(text), expires_at))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;
-    use std::time::Duration;
 
     const DOC: &str = r#"{"claudeAiOauth":{"accessToken":"sk-ant-oat01-OLD","refreshToken":"sk-ant-ort01-OLD","expiresAt":1,"scopes":["user:inference","user:profile"],"subscriptionType":"max","clientId":"cid","futureField":{"x":1}},"mcpOAuth":{"srv":"keep"}}"#;
-
-    fn refreshed(rt: Option<&str>) -> Refreshed {
-        Refreshed {
-            access_token: Secret::new("sk-ant-oat01-NEW".into()),
-            refresh_token: rt.map(|r| Secret::new(r.into())),
-            expires_in: Duration::from_secs(3600),
-            scopes: None,
-        }
-    }
-
-    #[test]
-    fn merge_keeps_unknown_fields_and_old_refresh_token_when_omitted() {
-        let now = OffsetDateTime::from_unix_timestamp(1_800_000_000).unwrap();
-        let (out, exp) = merge(&Secret::new(DOC.into()), &refreshed(None), now, "f").unwrap();
-        let v: Value = serde_json::from_str(out.expose()).unwrap();
-        let o = &v["claudeAiOauth"];
-        assert_eq!(o["accessToken"], "sk-ant-oat01-NEW");
-        assert_eq!(o["refreshToken"], "sk-ant-ort01-OLD");
-        assert_eq!(o["expiresAt"], 1_800_003_600_000_i64);
-        assert_eq!(exp.unix_timestamp(), 1_800_003_600);
-        assert_eq!(o["futureField"]["x"], 1);
-        assert_eq!(o["scopes"][1], "user:profile");
-        assert_eq!(v["mcpOAuth"]["srv"], "keep");
-        let (out, _) = merge(&Secret::new(DOC.into()), &refreshed(Some("R2")), now, "f").unwrap();
-        assert!(out.expose().contains(r#""refreshToken":"R2""#));
-        let g = grant_of(&Secret::new(DOC.into()));
-        assert_eq!(g.client_id.as_deref(), Some("cid"));
-        assert_eq!(g.scopes, ["user:inference", "user:profile"]);
-    }
 
     #[test]
     fn file_through_a_symlink_is_refused_and_left_alone() {

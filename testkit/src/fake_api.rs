@@ -404,6 +404,8 @@ fn tokio_stream_from(
 /// on drop.
 pub struct FakeApi {
     pub url: String,
+    /// PEM of the CA that signed a TLS fake's certificate ([`FakeApi::start_tls`]).
+    pub ca_pem: Option<String>,
     seen: Arc<Mutex<Vec<Seen>>>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -414,6 +416,20 @@ impl FakeApi {
     /// The runtime or the listener cannot start.
     #[must_use]
     pub fn start() -> Self {
+        Self::start_with(false)
+    }
+
+    /// The same over TLS on `https://localhost:PORT`, its certificate signed by a fresh CA
+    /// ([`Self::ca_pem`]): for clients that insist on https (Codex's ChatGPT login).
+    ///
+    /// # Panics
+    /// The runtime or the listener cannot start.
+    #[must_use]
+    pub fn start_tls() -> Self {
+        Self::start_with(true)
+    }
+
+    fn start_with(tls: bool) -> Self {
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let thread = std::thread::spawn(move || {
@@ -423,17 +439,18 @@ impl FakeApi {
                 .build()
                 .expect("a runtime for the fake API");
             rt.block_on(async move {
-                let up = Upstream::http(Script::Auto).await;
-                let _ = ready_tx.send((up.url.clone(), Arc::clone(&up.seen)));
+                let up = Upstream::start(Script::Auto, tls).await;
+                let _ = ready_tx.send((up.url.clone(), up.ca_pem.clone(), Arc::clone(&up.seen)));
                 let _ = stopped.await;
                 drop(up);
             });
         });
-        let (url, seen) = ready_rx
+        let (url, ca_pem, seen) = ready_rx
             .recv_timeout(crate::STARTUP_TIMEOUT)
             .expect("the fake API started");
         Self {
             url,
+            ca_pem,
             seen,
             stop: Some(stop),
             thread: Some(thread),

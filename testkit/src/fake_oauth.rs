@@ -1,6 +1,9 @@
-//! A loopback stand-in for Anthropic's OAuth token and usage endpoints, over plain http or TLS
-//! with a test CA (rcgen). Counts token calls, records every refresh token it is sent, and
-//! answers as the test sets: rotating tokens, an OAuth error, or a broken answer.
+//! A loopback stand-in for the OAuth token endpoints of Anthropic (`POST /v1/oauth/token`,
+//! JSON), OpenAI's ChatGPT login (`POST /oauth/token`, JSON, Codex's answer shape) and
+//! Google (`POST /token`, a form), plus Anthropic's usage endpoint, over plain http or TLS
+//! with a test CA (rcgen). Each path answers with its provider's [`Script`]. Counts token
+//! calls, records every refresh token it is sent, and answers as the test sets: rotating
+//! tokens, an OAuth error, or a broken answer.
 
 use std::io::{Read, Write};
 use std::net::TcpListener;
@@ -23,10 +26,39 @@ pub enum Answer {
     Slow(Duration),
 }
 
+/// Whose token endpoint a call reached, by its path; it decides the request's format and
+/// the answer's shape.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Script {
+    /// `/v1/oauth/token`: JSON in, `{access_token, refresh_token, expires_in, scope}` out.
+    Claude,
+    /// `/oauth/token`: JSON in, `{id_token, access_token, refresh_token}` out, the tokens
+    /// JWTs (the access token's `exp` 10 days ahead, as ChatGPT's are).
+    Codex,
+    /// `/token`: a form in, `{access_token, expires_in, scope, token_type, id_token}` out;
+    /// the refresh token does not rotate, so it is never returned.
+    Gemini,
+}
+
+impl Script {
+    fn of(request_line: &str) -> Option<Self> {
+        let path = request_line.strip_prefix("POST ")?.split(' ').next()?;
+        match path {
+            "/v1/oauth/token" => Some(Self::Claude),
+            "/oauth/token" => Some(Self::Codex),
+            "/token" => Some(Self::Gemini),
+            _ => None,
+        }
+    }
+}
+
 #[derive(Default)]
 pub struct Seen {
     pub refresh_tokens: Vec<String>,
+    /// Each token call's body as JSON (a form's pairs as an object of strings).
     pub token_bodies: Vec<serde_json::Value>,
+    pub content_types: Vec<Option<String>>,
+    pub scripts: Vec<Script>,
     pub usage_auth: Vec<(Option<String>, Option<String>)>,
 }
 
@@ -41,10 +73,26 @@ pub struct FakeOauth {
 
 pub const ACCESS_PREFIX: &str = "sk-ant-oat01-FAKEnewACCESS-";
 pub const REFRESH_PREFIX: &str = "sk-ant-ort01-FAKEnewREFRESH-";
+/// The signature part of every JWT the Codex script hands out, numbered by call.
+pub const CODEX_SIG_PREFIX: &str = "FAKEnewCODEXsig-";
+pub const CODEX_REFRESH_PREFIX: &str = "rt_FAKEnewCODEXrefresh-";
+/// ChatGPT access tokens live about 10 days.
+pub const CODEX_LIFETIME_SECS: i64 = 10 * 24 * 3600;
+pub const GEMINI_ACCESS_PREFIX: &str = "ya29.FAKEnewGEMINIaccess-";
 
 impl FakeOauth {
     pub fn token_url(&self) -> String {
         format!("{}/v1/oauth/token", self.base)
+    }
+
+    /// Where Codex posts (`REFRESH_TOKEN_URL`'s path).
+    pub fn codex_token_url(&self) -> String {
+        format!("{}/oauth/token", self.base)
+    }
+
+    /// Where google-auth-library posts (`https://oauth2.googleapis.com/token`'s path).
+    pub fn gemini_token_url(&self) -> String {
+        format!("{}/token", self.base)
     }
 
     pub fn usage_url(&self) -> String {
@@ -187,40 +235,30 @@ fn serve<S: Read + Write>(
     if s.read_exact(&mut body).is_err() {
         return;
     }
-    let (status, reply) = if request.starts_with("POST /v1/oauth/token") {
-        let req: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+    let (status, reply) = if let Some(script) = Script::of(&request) {
+        let req = request_body(&body, header("content-type").as_deref());
         let n = {
             let mut seen = seen.lock().unwrap();
             seen.refresh_tokens
                 .push(req["refresh_token"].as_str().unwrap_or("").to_owned());
             seen.token_bodies.push(req);
+            seen.content_types.push(header("content-type"));
+            seen.scripts.push(script);
             seen.refresh_tokens.len()
         };
         std::thread::sleep(*delay.lock().unwrap());
         let answer = answer.lock().unwrap().clone();
+        if let Answer::Slow(d) = &answer {
+            std::thread::sleep(*d);
+        }
         match answer {
-            Answer::Rotate => (
-                200,
-                format!(
-                    r#"{{"access_token":"{ACCESS_PREFIX}{n}","refresh_token":"{REFRESH_PREFIX}{n}","expires_in":28800,"scope":"user:inference user:profile","token_type":"Bearer"}}"#
-                ),
-            ),
-            Answer::AccessOnly => (
-                200,
-                format!(r#"{{"access_token":"{ACCESS_PREFIX}{n}","expires_in":28800}}"#),
-            ),
+            Answer::Rotate => (200, rotated(script, n, true)),
+            Answer::AccessOnly | Answer::Slow(_) => (200, rotated(script, n, false)),
             Answer::Raw(status, body) => (status, body),
             Answer::Huge => (
                 200,
                 format!(r#"{{"access_token":"{}"}}"#, "x".repeat(200 * 1024)),
             ),
-            Answer::Slow(d) => {
-                std::thread::sleep(d);
-                (
-                    200,
-                    format!(r#"{{"access_token":"{ACCESS_PREFIX}{n}","expires_in":28800}}"#),
-                )
-            }
         }
     } else if request.starts_with("GET /api/oauth/usage") {
         seen.lock()
@@ -237,4 +275,67 @@ fn serve<S: Read + Write>(
         reply.len()
     );
     let _ = s.flush();
+}
+
+/// A token call's body as JSON: JSON as is, a form as an object of its (decoded) pairs.
+fn request_body(body: &[u8], content_type: Option<&str>) -> serde_json::Value {
+    if content_type.is_some_and(|c| c.starts_with("application/x-www-form-urlencoded")) {
+        let text = String::from_utf8_lossy(body);
+        let pairs = text
+            .split('&')
+            .filter_map(|p| p.split_once('='))
+            .map(|(k, v)| (unform(k), serde_json::Value::String(unform(v))))
+            .collect();
+        return serde_json::Value::Object(pairs);
+    }
+    serde_json::from_slice(body).unwrap_or_default()
+}
+
+/// Decodes one `x-www-form-urlencoded` component (`+` is a space, `%XX` a byte).
+fn unform(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| u8::from_str_radix(std::str::from_utf8(h).ok()?, 16).ok());
+        match (bytes[i], hex) {
+            (b'+', _) => out.push(b' '),
+            (b'%', Some(b)) => {
+                out.push(b);
+                i += 2;
+            }
+            (b, _) => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Call `n`'s new login in `script`'s shape; `rotate`: with a new refresh token (never for
+/// Google, whose refresh tokens do not rotate).
+fn rotated(script: Script, n: usize, rotate: bool) -> String {
+    match script {
+        Script::Claude if rotate => format!(
+            r#"{{"access_token":"{ACCESS_PREFIX}{n}","refresh_token":"{REFRESH_PREFIX}{n}","expires_in":28800,"scope":"user:inference user:profile","token_type":"Bearer"}}"#
+        ),
+        Script::Claude => format!(r#"{{"access_token":"{ACCESS_PREFIX}{n}","expires_in":28800}}"#),
+        Script::Codex => {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(0));
+            let sig = format!("{CODEX_SIG_PREFIX}{n}");
+            let access = crate::logins::codex_access_jwt(now + CODEX_LIFETIME_SECS, &sig);
+            let id = crate::logins::codex_id_jwt("acct-fake", &sig);
+            let mut v = serde_json::json!({"id_token": id, "access_token": access});
+            if rotate {
+                v["refresh_token"] = format!("{CODEX_REFRESH_PREFIX}{n}").into();
+            }
+            v.to_string()
+        }
+        Script::Gemini => format!(
+            r#"{{"access_token":"{GEMINI_ACCESS_PREFIX}{n}","expires_in":3599,"scope":"https://www.googleapis.com/auth/cloud-platform openid","token_type":"Bearer","id_token":"fake.gemini.id-{n}"}}"#
+        ),
+    }
 }

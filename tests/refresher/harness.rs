@@ -1,5 +1,6 @@
-//! A Claude login in a temporary HOME wired to a refresher over the fake endpoints, a memory
-//! journal, a source that can fail its write-back on demand, and a log capture at trace level.
+//! A CLI login (Claude Code's, or Codex's / Gemini CLI's with [`Login::of`]) in a temporary
+//! HOME wired to a refresher over the fake endpoints, a memory journal, a source that can
+//! fail its write-back on demand, and a log capture at trace level.
 
 #![allow(dead_code)]
 
@@ -10,15 +11,107 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
+use keyferry::oauth::login::{codex::CODEX, gemini::GEMINI, LoginProvider};
 use keyferry::oauth::writeback::{CredentialsFile, LoginSource, WritebackError};
 use keyferry::oauth::{OauthConfig, Refresher};
 use keyferry::secret::Secret;
 use keyferry::store::{MemoryStore, Store};
 
-use testkit::fake_oauth::{FakeOauth, ACCESS_PREFIX, REFRESH_PREFIX};
+use testkit::fake_oauth::{
+    FakeOauth, ACCESS_PREFIX, CODEX_REFRESH_PREFIX, CODEX_SIG_PREFIX, GEMINI_ACCESS_PREFIX,
+    REFRESH_PREFIX,
+};
 
 pub const OLD_ACCESS: &str = "sk-ant-oat01-OLDaccessAAAAbbbbCCCC-0000";
 pub const OLD_REFRESH: &str = "sk-ant-ort01-OLDrefreshDDDDeeeeFFFF-0000";
+/// The old Codex login's JWT signature part and refresh token.
+pub const CODEX_OLD_SIG: &str = "OLDcodexSIGhhhhIIII-0000";
+pub const CODEX_OLD_REFRESH: &str = "rt_OLDcodexREFRESHjjjj-0000";
+pub const GEMINI_OLD_ACCESS: &str = "ya29.OLDgeminiACCESSkkkk-0000";
+pub const GEMINI_OLD_REFRESH: &str = "1//OLDgeminiREFRESHllll-0000";
+
+/// The CLI whose login a [`Login`] holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Cli {
+    Claude,
+    Codex,
+    Gemini,
+}
+
+impl Cli {
+    /// The login file under HOME, as the CLI keeps it.
+    pub fn file(self) -> &'static str {
+        match self {
+            Self::Claude => ".claude/.credentials.json",
+            Self::Codex => ".codex/auth.json",
+            Self::Gemini => ".gemini/oauth_creds.json",
+        }
+    }
+
+    /// The credential name the built-in config gives it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Claude => "claude",
+            Self::Codex => "codex",
+            Self::Gemini => "gemini",
+        }
+    }
+
+    pub fn old_refresh(self) -> &'static str {
+        match self {
+            Self::Claude => OLD_REFRESH,
+            Self::Codex => CODEX_OLD_REFRESH,
+            Self::Gemini => GEMINI_OLD_REFRESH,
+        }
+    }
+
+    /// A login expiring `mins` from now, with fields Keyferry does not know (`keepMe`).
+    pub fn doc(self, mins: i64) -> String {
+        let at = time::OffsetDateTime::now_utc() + time::Duration::minutes(mins);
+        let text = match self {
+            Self::Claude => return doc(OLD_ACCESS, OLD_REFRESH, mins),
+            Self::Codex => {
+                testkit::logins::codex_auth_at(
+                    "acct-old",
+                    CODEX_OLD_SIG,
+                    CODEX_OLD_REFRESH,
+                    at.unix_timestamp(),
+                    &(time::OffsetDateTime::now_utc() - time::Duration::days(1))
+                        .format(&time::format_description::well_known::Rfc3339)
+                        .unwrap(),
+                )
+                .0
+            }
+            Self::Gemini => testkit::logins::gemini_creds_at(
+                GEMINI_OLD_ACCESS,
+                GEMINI_OLD_REFRESH,
+                at.unix_timestamp() * 1000,
+            ),
+        };
+        let mut v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        v["keepMe"] = serde_json::json!({"nested": true});
+        if let Some(t) = v.get_mut("tokens") {
+            t["keepMeToo"] = 1.into();
+        }
+        v.to_string()
+    }
+
+    pub fn provider(self) -> &'static dyn LoginProvider {
+        match self {
+            Self::Claude => &keyferry::oauth::login::claude::CLAUDE,
+            Self::Codex => &CODEX,
+            Self::Gemini => &GEMINI,
+        }
+    }
+
+    pub fn token_url(self, fake: &FakeOauth) -> String {
+        match self {
+            Self::Claude => fake.token_url(),
+            Self::Codex => fake.codex_token_url(),
+            Self::Gemini => fake.gemini_token_url(),
+        }
+    }
+}
 
 /// A login document expiring `mins` from now, with fields Keyferry does not know.
 pub fn doc(access: &str, refresh: &str, mins: i64) -> String {
@@ -61,6 +154,7 @@ impl LoginSource for Faulty {
 }
 
 pub struct Login {
+    pub cli: Cli,
     pub dir: tempfile::TempDir,
     pub path: PathBuf,
     pub source: Arc<Faulty>,
@@ -76,12 +170,21 @@ impl Login {
     }
 
     pub fn with_ca(fake: &FakeOauth, mins: i64, mode: u32, ca: Option<PathBuf>) -> Self {
+        Self::build_for(Cli::Claude, fake, mins, mode, ca)
+    }
+
+    /// `cli`'s login expiring in `mins`, in its file with `mode`, registered as `cli.name()`.
+    pub fn of(cli: Cli, fake: &FakeOauth, mins: i64, mode: u32) -> Self {
+        Self::build_for(cli, fake, mins, mode, None)
+    }
+
+    fn build_for(cli: Cli, fake: &FakeOauth, mins: i64, mode: u32, ca: Option<PathBuf>) -> Self {
         let logs = capture_logs();
         let log_start = logs.lock().unwrap().len();
         let dir = tempfile::tempdir().unwrap();
-        std::fs::create_dir(dir.path().join(".claude")).unwrap();
-        let path = dir.path().join(".claude/.credentials.json");
-        std::fs::write(&path, doc(OLD_ACCESS, OLD_REFRESH, mins)).unwrap();
+        let path = dir.path().join(cli.file());
+        std::fs::create_dir(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, cli.doc(mins)).unwrap();
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
         let source = Arc::new(Faulty {
             file: CredentialsFile { path: path.clone() },
@@ -89,8 +192,9 @@ impl Login {
             vanish_before_write: AtomicBool::new(false),
         });
         let journal: Arc<dyn Store> = Arc::new(MemoryStore::default());
-        let refresher = build(fake, &journal, &source, ca);
+        let refresher = build(cli, fake, &journal, &source, ca);
         Self {
+            cli,
             dir,
             path,
             source,
@@ -103,7 +207,7 @@ impl Login {
 
     /// A second refresher over the same file and journal, as after an agent restart.
     pub fn restart(&self, fake: &FakeOauth) -> Refresher {
-        build(fake, &self.journal, &self.source, None)
+        build(self.cli, fake, &self.journal, &self.source, None)
     }
 
     pub fn text(&self) -> String {
@@ -138,6 +242,14 @@ impl Login {
             REFRESH_PREFIX,
             "sk-ant-ort01",
             "sk-ant-oat01",
+            CODEX_OLD_SIG,
+            CODEX_OLD_REFRESH,
+            CODEX_SIG_PREFIX,
+            CODEX_REFRESH_PREFIX,
+            GEMINI_OLD_ACCESS,
+            GEMINI_OLD_REFRESH,
+            GEMINI_ACCESS_PREFIX,
+            "ya29.",
         ] {
             assert!(!text.contains(secret), "{secret} logged:\n{text}");
         }
@@ -145,14 +257,19 @@ impl Login {
 }
 
 fn build(
+    cli: Cli,
     fake: &FakeOauth,
     journal: &Arc<dyn Store>,
     source: &Arc<Faulty>,
     ca: Option<PathBuf>,
 ) -> Refresher {
+    let token_urls = [Cli::Codex, Cli::Gemini]
+        .map(|c| (c.provider().provider_id().to_owned(), c.token_url(fake)))
+        .into();
     let refresher = Refresher::new(
         OauthConfig {
             token_url: fake.token_url(),
+            token_urls,
             usage_url: fake.usage_url(),
             extra_ca_file: ca,
             timeout: Duration::from_secs(1),
@@ -161,7 +278,11 @@ fn build(
         Arc::clone(journal),
     )
     .unwrap();
-    refresher.add("claude", Arc::clone(source) as Arc<dyn LoginSource>);
+    let source = Arc::clone(source) as Arc<dyn LoginSource>;
+    match cli {
+        Cli::Claude => refresher.add("claude", source),
+        _ => refresher.add_login(cli.name(), cli.provider(), source, None),
+    }
     refresher
 }
 

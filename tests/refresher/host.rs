@@ -141,7 +141,7 @@ async fn errors_events_and_debug_never_hold_a_token() {
         assert!(!text.contains("sk-ant-"), "{text}");
     }
     let doc = Secret::new(l.text());
-    let grant = keyferry::oauth::writeback::grant_of(&doc);
+    let grant = keyferry::oauth::login::claude::grant_of(&doc);
     assert!(!format!("{grant:?}").contains("sk-ant-"));
     l.assert_no_secret_logged();
 }
