@@ -211,3 +211,57 @@ fn a_grant_left_behind_by_a_killed_session_ends_with_its_ttl() {
     assert!(!file.contains("ssh-killed"), "{file}");
     assert!(api.bearers().is_empty());
 }
+
+/// A grant's use per hour: `grants --json` carries the hour's exact counts, they survive
+/// an agent restart (kept in the 0600 grants file), and `grants` draws the last 24 hours.
+#[test]
+fn a_grants_hourly_use_is_kept_across_restarts_and_drawn() {
+    let api = FakeApi::start();
+    let h = home(&api);
+    let mut agent = h.start_agent();
+    let (env, _) = ok(&h.run(&["grant", "hist", "--ttl", "1h"], None, &[]));
+    let var = |k: &str| {
+        env.lines()
+            .find_map(|l| l.strip_prefix(k))
+            .unwrap()
+            .to_owned()
+    };
+    let (base, placeholder) = (var("ANTHROPIC_BASE_URL="), var("ANTHROPIC_AUTH_TOKEN="));
+    for _ in 0..2 {
+        let answer = raw_post(&base, &placeholder);
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    }
+    // The fake's JSON answer: 11 in, 22 out, 3 cache writes, 4 cache reads.
+    let hour = |list: &[GrantInfo]| {
+        let g = list.iter().find(|g| g.name == "hist").unwrap();
+        assert_eq!(g.history.len(), 1, "{g:?}");
+        let b = &g.history[0];
+        (
+            b.requests,
+            b.input_tokens,
+            b.output_tokens,
+            b.cache_creation_input_tokens,
+            b.cache_read_input_tokens,
+        )
+    };
+    let wait = common::wait_for("both requests metered", Duration::from_secs(10), || {
+        let list = grants(&h);
+        let done = list.iter().any(|g| g.name == "hist" && g.requests == 2);
+        if done {
+            Ok(list)
+        } else {
+            Err(format!("{list:?}"))
+        }
+    })
+    .unwrap();
+    assert_eq!(hour(&wait), (2, 22, 44, 6, 8));
+    let mode = std::fs::metadata(h.path(".local/state/keyferry/grants.json"))
+        .map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o777);
+    assert_eq!(mode.ok(), Some(0o600));
+    agent.stop(libc::SIGTERM);
+    let _again = h.start_agent();
+    assert_eq!(hour(&grants(&h)), (2, 22, 44, 6, 8));
+    let (text, _) = ok(&h.run(&["grants"], None, &[]));
+    assert!(text.contains("24 h ["), "{text}");
+    assert!(text.trim_end().ends_with("█]"), "{text}");
+}

@@ -188,6 +188,19 @@ fn info(g: &crate::gateway::Grant) -> GrantInfo {
         last_use: g.last_use.and_then(rfc3339),
         max_concurrent: g.max_concurrent,
         daily_token_budget: g.daily_token_budget,
+        history: g
+            .history
+            .hours()
+            .iter()
+            .map(|h| crate::domain::HourUse {
+                hour: h.start().and_then(rfc3339).unwrap_or_default(),
+                requests: h.requests,
+                input_tokens: h.tokens.input_tokens,
+                output_tokens: h.tokens.output_tokens,
+                cache_creation_input_tokens: h.tokens.cache_creation_input_tokens,
+                cache_read_input_tokens: h.tokens.cache_read_input_tokens,
+            })
+            .collect(),
     }
 }
 

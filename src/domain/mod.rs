@@ -419,6 +419,21 @@ pub struct GrantInfo {
     pub max_concurrent: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub daily_token_budget: Option<u64>,
+    /// Use per UTC hour over the last 7 days, oldest first (hours without use left out).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub history: Vec<HourUse>,
+}
+
+/// One hour of a grant's use.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct HourUse {
+    /// The hour's start, RFC 3339.
+    pub hour: String,
+    pub requests: u64,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    pub cache_creation_input_tokens: u64,
+    pub cache_read_input_tokens: u64,
 }
 
 /// One subscription rate-limit window (`/api/oauth/usage`).

@@ -7,6 +7,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
+use super::history::History;
 use super::placeholder::{self, Hash, RandomError};
 use super::usage::Usage;
 use crate::secret::Secret;
@@ -37,6 +38,9 @@ pub struct Grant {
     pub budget_day: Option<time::Date>,
     #[serde(default)]
     pub day_tokens: u64,
+    /// Use per hour over the last 7 days.
+    #[serde(default)]
+    pub history: History,
 }
 
 /// A placeholder the table no longer honours, remembered until its expiry so the answer
@@ -129,6 +133,7 @@ impl Grants {
             daily_token_budget: spec.daily_token_budget,
             budget_day: None,
             day_tokens: 0,
+            history: History::default(),
         };
         self.grants.push(grant.clone());
         Ok((grant, secret))
@@ -229,6 +234,7 @@ impl Grants {
             g.day_tokens = 0;
         }
         g.day_tokens = g.day_tokens.saturating_add(usage.total());
+        g.history.record(usage, now);
     }
 
     /// Drops expired grants and expired revocation notes.

@@ -17,6 +17,7 @@ pub mod config;
 pub mod grants;
 pub mod grants_file;
 pub mod headers;
+pub mod history;
 pub mod listen;
 pub mod manager;
 pub mod memory;

@@ -227,8 +227,10 @@ fn finish(
 }
 
 fn line(g: &GrantInfo) -> String {
+    let spark =
+        keyferry::gateway::history::sparkline_of(&g.history, 24, time::OffsetDateTime::now_utc());
     format!(
-        "{}  {}  expires {}  {} requests  in {} / out {} / cache {}+{} tokens  last use {}",
+        "{}  {}  expires {}  {} requests  in {} / out {} / cache {}+{} tokens  last use {}  24 h [{spark}]",
         g.name,
         g.credential,
         g.expires,

@@ -17,6 +17,7 @@ fn a_grant_row_says_what_it_spent_and_when_it_ends() {
         last_use: None,
         max_concurrent: None,
         daily_token_budget: None,
+        history: Vec::new(),
     };
     let row = crate::tray::GrantRow::of(&g, now());
     assert_eq!(row.name, "vm-1");
