@@ -64,12 +64,15 @@ fn var<'a>(vars: &'a [(String, String)], key: &str) -> &'a str {
         .unwrap_or_else(|| panic!("no {key} in {vars:?}"))
 }
 
-/// Runs `script` in bubblewrap: the host's `/tmp` (the agent's home and sockets) and
-/// `/home` hidden, `boxdir` as the sandbox's HOME, exactly `env` set.
+/// Runs `script` in bubblewrap: the test's folder (the agent's home, its keyring, bus and
+/// sockets; `boxdir` sits in it) and `/home` hidden, `boxdir` as the sandbox's HOME,
+/// exactly `env` set. (Not all of `/tmp`: the CLIs may be installed under it, as in a CI
+/// checkout there.)
 fn sandbox(boxdir: &Path, env: &[(&str, &str)], script: &str) -> std::process::Output {
     let mut cmd = Command::new("bwrap");
     cmd.args(["--die-with-parent", "--dev-bind", "/", "/"])
-        .args(["--tmpfs", "/tmp", "--tmpfs", "/home"])
+        .args(["--tmpfs", boxdir.parent().unwrap().to_str().unwrap()])
+        .args(["--tmpfs", "/home"])
         .args(["--bind", boxdir.to_str().unwrap(), SB])
         .args(["--setenv", "HOME", SB, "--chdir", SB, "bash", "-c", script])
         .env_clear()

@@ -235,3 +235,66 @@ fn refresh_off_leaves_the_login_to_its_cli() {
     );
     assert_eq!(fake.token_calls(), 0);
 }
+
+/// Codex's subscription figures (`/wham/usage`, where `codex /status` gets them): `status
+/// --json` and `keyferry usage codex` show both windows, asked with the host's ChatGPT
+/// login and workspace; a Gemini login says it has none, with no call made.
+#[test]
+fn codex_usage_comes_from_wham_usage_and_gemini_has_none() {
+    let fake = FakeOauth::plain();
+    let extra = format!(
+        "[providers.openai]\nusage_url = \"{}\"\n",
+        fake.codex_usage_url()
+    );
+    // `home` writes `[providers.openai] token_url`: the usage_url joins that table.
+    let h = home(&fake, Cli::Codex, 24 * 60, "");
+    let cfg = std::fs::read_to_string(h.path(".config/keyferry/config.toml")).unwrap();
+    let cfg = cfg.replacen("[providers.openai]\n", &extra, 1);
+    h.write(".config/keyferry/config.toml", &cfg, 0o600);
+    let (_, creds) = login(&h, Cli::Codex);
+    h.write(
+        Cli::Gemini.file(),
+        &testkit::logins::gemini_creds(GEMINI_ACCESS, GEMINI_REFRESH),
+        0o600,
+    );
+    let _agent = h.start_agent();
+    let (json, _) = ok(&h.run(&["status", "--json"], None, &[]));
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let row = v
+        .as_array()
+        .unwrap_or_else(|| panic!("{json}"))
+        .iter()
+        .find(|c| c["name"] == "codex")
+        .unwrap_or_else(|| panic!("{json}"))
+        .clone();
+    let known = &row["usage"]["known"];
+    assert_eq!(known["five_hour"]["utilization"], 23.5, "{row}");
+    assert_eq!(known["seven_day"]["utilization"], 4.0, "{row}");
+    assert_eq!(
+        known["five_hour"]["resets_at"], "2026-12-01T11:00:00Z",
+        "{row}"
+    );
+    let seen = fake.seen.lock().unwrap().codex_usage.clone();
+    assert_eq!(
+        seen,
+        vec![(
+            Some(format!("Bearer {}", creds.token.expose())),
+            Some("acct-agent".to_owned())
+        )]
+    );
+    let (text_out, _) = ok(&h.run(&["usage", "codex"], None, &[]));
+    assert!(
+        text_out.contains("5-hour: 24% used, resets 2026-12-01T11:00:00Z")
+            && text_out.contains("7-day: 4% used"),
+        "{text_out}"
+    );
+    // Asked again within 5 minutes: the cached answer.
+    assert_eq!(fake.seen.lock().unwrap().codex_usage.len(), 1);
+    let out = h.run(&["usage", "gemini"], None, &[]);
+    assert_ne!(out.status.code(), Some(0));
+    assert!(
+        text(&out.stderr).contains("no usage figures"),
+        "{}",
+        text(&out.stderr)
+    );
+}

@@ -118,6 +118,13 @@ fn oauth_config(config: &Config) -> OauthConfig {
         if let Some(url) = url {
             oc.token_urls.insert(p.provider_id().to_owned(), url);
         }
+        if let Some(url) = config
+            .providers
+            .get(p.provider_id())
+            .and_then(|c| c.usage_url.clone())
+        {
+            oc.usage_urls.insert(p.provider_id().to_owned(), url);
+        }
     }
     oc
 }

@@ -6,10 +6,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::Agent;
-use crate::credential::Kind;
 use crate::domain::{AuditOutcome, Op};
 use crate::domain::{CredentialUsage, ErrorBody, ErrorCode, Peer, UsageState};
-use crate::oauth::usage::{check_scope, Usage};
+use crate::oauth::login::{self, LoginProvider};
+use crate::oauth::usage::{Usage, UsageAsk, UsageError};
 use crate::policy::Verdict;
 use crate::protocol::Status;
 use crate::secret::Secret;
@@ -27,15 +27,23 @@ impl Agent {
     /// No such credential or token; no scope; the endpoint failed.
     pub async fn usage(&self, name: &str, peer: &Peer) -> Result<Usage, ErrorBody> {
         self.may_read(name, peer, None).await?;
-        let (token, scopes) = {
+        let login = {
             let state = self.read_state();
             let slot = state.slots.get(name).ok_or_else(|| self.unknown(name))?;
             let c = slot.credential.as_ref().ok_or_else(|| {
                 ErrorBody::new(ErrorCode::NotFound, format!("no token found for {name:?}"))
             })?;
-            (c.token.clone(), c.scopes.clone())
+            Login::of(c).ok_or_else(|| {
+                ErrorBody::new(
+                    ErrorCode::Unsupported,
+                    format!(
+                        "{name:?} is a {} credential, which has no usage figures",
+                        c.kind.as_str()
+                    ),
+                )
+            })?
         };
-        let usage = self.fetch_usage(name, token, scopes).await?;
+        let usage = self.fetch_usage(name, login).await?;
         let _ = self.audit_only(
             Op::Usage,
             Some(name),
@@ -55,28 +63,26 @@ impl Agent {
     pub async fn status_with_usage(&self, peer: Option<&Peer>, only: Option<&str>) -> Status {
         let mut status = self.status();
         let locked = status.locked;
-        let claude: Vec<(String, Secret, Vec<String>)> = {
+        let logins: Vec<(String, Login)> = {
             let state = self.read_state();
             state
                 .slots
                 .iter()
                 .filter(|(name, _)| only.map_or(true, |o| o == name.as_str()))
                 .filter_map(|(name, slot)| {
-                    let c = slot.credential.as_ref()?;
-                    matches!(c.kind, Kind::ClaudeOauth | Kind::SetupToken)
-                        .then(|| (name.clone(), c.token.clone(), c.scopes.clone()))
+                    Some((name.clone(), Login::of(slot.credential.as_ref()?)?))
                 })
                 .collect()
         };
         let deadline = tokio::time::Instant::now() + STATUS_WAIT;
         let mut pending = Vec::new();
-        for (name, token, scopes) in claude {
+        for (name, login) in logins {
             let ready = if locked {
                 let why = "serving is locked; unlock to see usage figures";
                 Err(ErrorBody::new(ErrorCode::AgentLocked, why))
             } else {
                 self.may_use_quietly(&name, peer)
-                    .and_then(|()| check_scope(&scopes).map_err(|e| e.body()))
+                    .and_then(|()| login.ready().map_err(|e| e.body()))
                     .and_then(|()| self.usage_refresher(&name))
             };
             if let (Ok(_), Some(peer)) = (&ready, peer) {
@@ -95,7 +101,7 @@ impl Agent {
                 let who = name.clone();
                 tokio::spawn(async move {
                     refresher
-                        .usage(&who, &token, &scopes)
+                        .usage(&who, login.provider, &login.ask())
                         .await
                         .map_err(|e| e.body())
                 })
@@ -123,15 +129,10 @@ impl Agent {
         status
     }
 
-    async fn fetch_usage(
-        &self,
-        name: &str,
-        token: Secret,
-        scopes: Vec<String>,
-    ) -> Result<Usage, ErrorBody> {
-        check_scope(&scopes).map_err(|e| e.body())?;
+    async fn fetch_usage(&self, name: &str, login: Login) -> Result<Usage, ErrorBody> {
+        login.ready().map_err(|e| e.body())?;
         self.usage_refresher(name)?
-            .usage(name, &token, &scopes)
+            .usage(name, login.provider, &login.ask())
             .await
             .map_err(|e| e.body())
     }
@@ -158,8 +159,40 @@ impl Agent {
         self.refresher.get().cloned().ok_or_else(|| {
             ErrorBody::new(
                 ErrorCode::Unsupported,
-                format!("{name:?} is not a Claude Code login the agent manages"),
+                format!("{name:?} is not a login the agent manages"),
             )
         })
+    }
+}
+
+/// What a usage lookup of one credential needs, copied out of its slot.
+struct Login {
+    provider: &'static dyn LoginProvider,
+    token: Secret,
+    scopes: Vec<String>,
+    account: Option<String>,
+}
+
+impl Login {
+    /// `None` for kinds with no usage figures (Gemini, API keys, opaque tokens).
+    fn of(c: &crate::credential::Credential) -> Option<Self> {
+        Some(Self {
+            provider: login::for_usage(c.kind)?,
+            token: c.token.clone(),
+            scopes: c.scopes.clone(),
+            account: c.account.clone(),
+        })
+    }
+
+    fn ask(&self) -> UsageAsk<'_> {
+        UsageAsk {
+            access: &self.token,
+            scopes: &self.scopes,
+            account: self.account.as_deref(),
+        }
+    }
+
+    fn ready(&self) -> Result<(), UsageError> {
+        self.provider.usage_ready(&self.ask())
     }
 }

@@ -20,6 +20,9 @@ pub struct ProviderConfig {
     /// `anthropic` it is `[oauth] token_url`). Same URL rule as `upstream`; the endpoint is
     /// trusted with the webpki roots plus `[oauth] extra_ca_file`.
     pub token_url: Option<String>,
+    /// Where a login's subscription figures are asked (`openai`: Codex's `/wham/usage`; for
+    /// `anthropic` it is `[oauth] usage_url`; Gemini CLI logins have none).
+    pub usage_url: Option<String>,
 }
 
 /// The tables, each id checked against the providers Keyferry has.
@@ -38,6 +41,16 @@ pub(super) fn tables<'de, D: Deserializer<'de>>(
     if map.get("anthropic").is_some_and(|p| p.token_url.is_some()) {
         return Err(serde::de::Error::custom(
             "[providers.anthropic] has no token_url: Anthropic's is `[oauth] token_url`",
+        ));
+    }
+    if map.get("anthropic").is_some_and(|p| p.usage_url.is_some()) {
+        return Err(serde::de::Error::custom(
+            "[providers.anthropic] has no usage_url: Anthropic's is `[oauth] usage_url`",
+        ));
+    }
+    if map.get("google").is_some_and(|p| p.usage_url.is_some()) {
+        return Err(serde::de::Error::custom(
+            "[providers.google] has no usage_url: Gemini CLI logins have no usage figures",
         ));
     }
     Ok(map)
@@ -68,5 +81,19 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.to_string().contains("[oauth] token_url"), "{err}");
+        let c = Config::parse(
+            "[providers.openai]\nusage_url = \"http://127.0.0.1:9/backend-api/wham/usage\"\n",
+            std::path::Path::new("c.toml"),
+        )
+        .unwrap();
+        assert!(c.providers["openai"].usage_url.is_some());
+        for bad in ["anthropic", "google"] {
+            let err = Config::parse(
+                &format!("[providers.{bad}]\nusage_url = \"https://x/u\"\n"),
+                std::path::Path::new("c.toml"),
+            )
+            .unwrap_err();
+            assert!(err.to_string().contains("usage_url"), "{err}");
+        }
     }
 }

@@ -41,7 +41,10 @@ pub struct OauthConfig {
     /// Other providers' token endpoints by provider id (`[providers.ID] token_url`); a
     /// provider not named here uses its default.
     pub token_urls: BTreeMap<String, String>,
+    /// Anthropic's usage endpoint (`[oauth] usage_url`).
     pub usage_url: String,
+    /// Other providers' usage endpoints by provider id (`[providers.ID] usage_url`).
+    pub usage_urls: BTreeMap<String, String>,
     pub extra_ca_file: Option<PathBuf>,
     /// Default for logins added without their own `refresh_ahead_mins`.
     pub refresh_ahead: Duration,
@@ -54,6 +57,7 @@ impl Default for OauthConfig {
             token_url: token::DEFAULT_TOKEN_URL.to_owned(),
             token_urls: BTreeMap::new(),
             usage_url: usage::DEFAULT_USAGE_URL.to_owned(),
+            usage_urls: BTreeMap::new(),
             extra_ca_file: None,
             refresh_ahead: plan::DEFAULT_REFRESH_AHEAD,
             timeout: transport::DEFAULT_TIMEOUT,
@@ -259,7 +263,7 @@ impl Refresher {
         // A URL breaking the rules fails the start, not every refresh after it.
         crate::http::parse_upstream(&config.token_url)?;
         crate::http::parse_upstream(&config.usage_url)?;
-        for url in config.token_urls.values() {
+        for url in config.token_urls.values().chain(config.usage_urls.values()) {
             crate::http::parse_upstream(url)?;
         }
         let client = HttpClient::new(&TransportConfig {
@@ -413,26 +417,30 @@ impl Refresher {
         Some(st.retry_at.map_or(at, |r| r.max(at)))
     }
 
-    /// Subscription usage of login `name` (its current access token and scopes), fetched at
-    /// most every 5 minutes; a login without `user:profile` says why there is no figure.
+    /// Subscription usage of login `name` on `provider`'s endpoint (its current access
+    /// token, scopes and account in `ask`), fetched at most every 5 minutes; a login that
+    /// can have none (a setup-token, an API key) says why.
     ///
     /// # Errors
     /// See [`usage::UsageError`].
     pub async fn usage(
         &self,
         name: &str,
-        access_token: &crate::secret::Secret,
-        scopes: &[String],
+        provider: &'static dyn LoginProvider,
+        ask: &usage::UsageAsk<'_>,
     ) -> Result<usage::Usage, usage::UsageError> {
-        self.usage
-            .get(
-                &self.client,
-                &self.config.usage_url,
-                name,
-                access_token,
-                scopes,
-            )
-            .await
+        let Some(default) = provider.default_usage_url() else {
+            return Err(usage::UsageError::NotASubscription);
+        };
+        let url = if provider.provider_id() == login::claude::CLAUDE.provider_id() {
+            self.config.usage_url.as_str()
+        } else {
+            self.config
+                .usage_urls
+                .get(provider.provider_id())
+                .map_or(default, String::as_str)
+        };
+        self.usage.get(&self.client, url, name, provider, ask).await
     }
 
     /// The login obtained but not yet written back to its source (journaled), if any: the

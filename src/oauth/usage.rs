@@ -1,26 +1,26 @@
-//! Subscription usage: the 5-hour and 7-day utilisation of a Claude login, without spending quota.
-//!
-//! `GET https://api.anthropic.com/api/oauth/usage` with `Authorization: Bearer <access token>`
-//! and `anthropic-beta: oauth-2025-04-20`; answers `five_hour` / `seven_day` objects with
-//! `utilization` (percent) and `resets_at` (RFC 3339). It needs the `user:profile` scope, which
-//! setup-tokens (`user:inference` only) lack. Sources: DESIGN.md "More domain facts"; Claude
-//! Code 2.1.197 (`Ade()` in its bundle: `GET /api/oauth/usage`, skipped unless the login has
-//! `user:profile`, and `{utilization, resets_at}` per window).
+//! Subscription usage: the short (5-hour) and weekly utilisation of a login, without
+//! spending quota. Each provider's endpoint, headers and answer live with its login
+//! (`login::claude`, `login::codex`); this file asks, caches and names the failures.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use hyper::Method;
-use serde::Deserialize;
-use time::OffsetDateTime;
 
 use super::transport::{HttpClient, TransportError};
 use crate::domain::{ErrorBody, ErrorCode};
 use crate::secret::Secret;
 
-pub const DEFAULT_USAGE_URL: &str = "https://api.anthropic.com/api/oauth/usage";
-pub const PROFILE_SCOPE: &str = "user:profile";
-const BETA: &str = "oauth-2025-04-20";
+pub use super::login::claude::{DEFAULT_USAGE_URL, PROFILE_SCOPE};
+use super::login::LoginProvider;
+
+/// What a usage request is made from: the login's current access token, its scopes and
+/// the account it acts for (Codex's workspace).
+pub struct UsageAsk<'a> {
+    pub access: &'a Secret,
+    pub scopes: &'a [String],
+    pub account: Option<&'a str>,
+}
 
 pub use crate::domain::{SubscriptionUsage as Usage, UsageWindow as Window};
 
@@ -29,6 +29,9 @@ pub enum UsageError {
     /// Not an error to retry: this login can never show figures.
     #[error("the token lacks the user:profile scope (setup-tokens do)")]
     NoProfileScope,
+    /// Also never to retry: an API key, or a login with no subscription behind it.
+    #[error("this login has no subscription figures (an API key, or no ChatGPT workspace)")]
+    NotASubscription,
     #[error("usage endpoint refused the access token (HTTP {0}); it may have just been refreshed")]
     Unauthorized(u16),
     #[error("usage endpoint answered HTTP {0}")]
@@ -43,7 +46,7 @@ impl UsageError {
     #[must_use]
     pub fn code(&self) -> ErrorCode {
         match self {
-            Self::NoProfileScope => ErrorCode::NoUsageScope,
+            Self::NoProfileScope | Self::NotASubscription => ErrorCode::NoUsageScope,
             Self::Unauthorized(_) | Self::Status(_) | Self::Transport(_) | Self::Malformed => {
                 ErrorCode::UsageUnavailable
             }
@@ -69,32 +72,24 @@ pub fn check_scope(scopes: &[String]) -> Result<(), UsageError> {
     }
 }
 
-/// Fetches usage once. The scope is checked first, so a setup-token never causes a call.
+/// Fetches usage once. The login is checked first, so a setup-token or an API key never
+/// causes a call.
 ///
 /// # Errors
-/// Missing scope, refused token, other HTTP status, malformed body, transport failure.
+/// A login without figures, refused token, other HTTP status, malformed body, transport
+/// failure.
 pub async fn usage(
     client: &HttpClient,
     usage_url: &str,
-    access_token: &Secret,
-    scopes: &[String],
+    provider: &dyn LoginProvider,
+    ask: &UsageAsk<'_>,
 ) -> Result<Usage, UsageError> {
-    check_scope(scopes)?;
-    let auth = zeroize::Zeroizing::new(format!("Bearer {}", access_token.expose()));
-    let resp = client
-        .send(
-            Method::GET,
-            usage_url,
-            &[
-                ("authorization", auth.as_str()),
-                ("anthropic-beta", BETA),
-                ("accept", "application/json"),
-            ],
-            None,
-        )
-        .await?;
+    provider.usage_ready(ask)?;
+    let headers = provider.usage_headers(ask);
+    let pairs: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let resp = client.send(Method::GET, usage_url, &pairs, None).await?;
     match resp.status {
-        200 => parse(&resp.body),
+        200 => provider.parse_usage(&resp.body),
         401 | 403 => Err(UsageError::Unauthorized(resp.status)),
         s => Err(UsageError::Status(s)),
     }
@@ -128,10 +123,10 @@ impl UsageCache {
         client: &HttpClient,
         usage_url: &str,
         name: &str,
-        access_token: &Secret,
-        scopes: &[String],
+        provider: &dyn LoginProvider,
+        ask: &UsageAsk<'_>,
     ) -> Result<Usage, UsageError> {
-        let access = super::journal::fingerprint(access_token);
+        let access = super::journal::fingerprint(ask.access);
         let slot = Arc::clone(
             self.entries
                 .lock()
@@ -145,7 +140,7 @@ impl UsageCache {
                 return c.result.clone();
             }
         }
-        let result = usage(client, usage_url, access_token, scopes).await;
+        let result = usage(client, usage_url, provider, ask).await;
         *cached = Some(Cached {
             at: std::time::Instant::now(),
             access,
@@ -155,61 +150,9 @@ impl UsageCache {
     }
 }
 
-fn parse(body: &[u8]) -> Result<Usage, UsageError> {
-    #[derive(Deserialize)]
-    struct Raw {
-        five_hour: Option<RawWindow>,
-        seven_day: Option<RawWindow>,
-    }
-    #[derive(Deserialize)]
-    struct RawWindow {
-        utilization: Option<f64>,
-        resets_at: Option<String>,
-    }
-    let raw: Raw = serde_json::from_slice(body).map_err(|_| UsageError::Malformed)?;
-    let window = |w: Option<RawWindow>| -> Result<Option<Window>, UsageError> {
-        let Some(w) = w else { return Ok(None) };
-        let Some(utilization) = w.utilization else {
-            return Ok(None);
-        };
-        let resets_at = w
-            .resets_at
-            .map(|r| {
-                OffsetDateTime::parse(&r, &time::format_description::well_known::Rfc3339)
-                    .map_err(|_| UsageError::Malformed)
-            })
-            .transpose()?;
-        Ok(Some(Window {
-            utilization,
-            resets_at,
-        }))
-    };
-    Ok(Usage {
-        five_hour: window(raw.five_hour)?,
-        seven_day: window(raw.seven_day)?,
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn parses_both_windows_and_tolerates_nulls() {
-        let u = parse(br#"{"five_hour":{"utilization":12.5,"resets_at":"2026-12-01T10:00:00+00:00"},"seven_day":{"utilization":40,"resets_at":null},"seven_day_opus":null}"#).unwrap();
-        let five = u.five_hour.unwrap();
-        assert!((five.utilization - 12.5).abs() < f64::EPSILON);
-        assert_eq!(five.resets_at.unwrap().unix_timestamp(), 1_796_119_200);
-        assert_eq!(u.seven_day.unwrap().resets_at, None);
-        let u = parse(br#"{"five_hour":null}"#).unwrap();
-        assert_eq!(u.five_hour, None);
-        assert_eq!(u.seven_day, None);
-        assert!(matches!(parse(b"[1]"), Err(UsageError::Malformed)));
-        assert!(matches!(
-            parse(br#"{"five_hour":{"utilization":1,"resets_at":"soon"}}"#),
-            Err(UsageError::Malformed)
-        ));
-    }
 
     #[test]
     fn setup_token_scopes_say_why() {

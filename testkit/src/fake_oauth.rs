@@ -60,6 +60,8 @@ pub struct Seen {
     pub content_types: Vec<Option<String>>,
     pub scripts: Vec<Script>,
     pub usage_auth: Vec<(Option<String>, Option<String>)>,
+    /// Codex's `/wham/usage` calls: `authorization` and `chatgpt-account-id`.
+    pub codex_usage: Vec<(Option<String>, Option<String>)>,
 }
 
 pub struct FakeOauth {
@@ -78,6 +80,9 @@ pub const CODEX_SIG_PREFIX: &str = "FAKEnewCODEXsig-";
 pub const CODEX_REFRESH_PREFIX: &str = "rt_FAKEnewCODEXrefresh-";
 /// ChatGPT access tokens live about 10 days.
 pub const CODEX_LIFETIME_SECS: i64 = 10 * 24 * 3600;
+/// When the fake's Codex windows reset (2026-12-01T11:00Z, 2026-12-05T08:00Z).
+pub const CODEX_RESET_5H: i64 = 1_796_122_800;
+pub const CODEX_RESET_WEEK: i64 = 1_796_457_600;
 pub const GEMINI_ACCESS_PREFIX: &str = "ya29.FAKEnewGEMINIaccess-";
 
 impl FakeOauth {
@@ -97,6 +102,11 @@ impl FakeOauth {
 
     pub fn usage_url(&self) -> String {
         format!("{}/api/oauth/usage", self.base)
+    }
+
+    /// Codex's subscription figures (`https://chatgpt.com/backend-api/wham/usage`'s path).
+    pub fn codex_usage_url(&self) -> String {
+        format!("{}/backend-api/wham/usage", self.base)
     }
 
     pub fn token_calls(&self) -> usize {
@@ -266,6 +276,17 @@ fn serve<S: Read + Write>(
             .usage_auth
             .push((header("authorization"), header("anthropic-beta")));
         (200, r#"{"five_hour":{"utilization":37.0,"resets_at":"2026-12-01T11:00:00.000000+00:00"},"seven_day":{"utilization":12.5,"resets_at":"2026-12-05T08:00:00+00:00"},"seven_day_opus":null}"#.to_owned())
+    } else if request.starts_with("GET /backend-api/wham/usage") {
+        seen.lock()
+            .unwrap()
+            .codex_usage
+            .push((header("authorization"), header("chatgpt-account-id")));
+        (
+            200,
+            format!(
+                r#"{{"plan_type":"pro","rate_limit":{{"allowed":true,"limit_reached":false,"primary_window":{{"used_percent":23.5,"limit_window_seconds":18000,"reset_after_seconds":600,"reset_at":{CODEX_RESET_5H}}},"secondary_window":{{"used_percent":4.0,"limit_window_seconds":604800,"reset_after_seconds":9000,"reset_at":{CODEX_RESET_WEEK}}}}},"credits":null}}"#
+            ),
+        )
     } else {
         (404, "{}".to_owned())
     };

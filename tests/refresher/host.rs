@@ -6,6 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use keyferry::credential::Credential;
+use keyferry::oauth::login::claude::CLAUDE;
+use keyferry::oauth::usage::UsageAsk;
 use keyferry::oauth::{usage, Outcome};
 use keyferry::secret::Secret;
 use time::macros::datetime;
@@ -21,11 +23,17 @@ async fn usage_figures_come_from_the_fake_and_a_setup_token_says_why_not() {
     let fake = FakeOauth::plain();
     let l = Login::new(&fake, 8 * 60, 0o600);
     let scopes = ["user:inference".to_owned(), "user:profile".to_owned()];
+    let old = Secret::new(OLD_ACCESS.into());
+    let ask = |access, scopes| UsageAsk {
+        access,
+        scopes,
+        account: None,
+    };
     let u = usage::usage(
         l.refresher.client(),
         &fake.usage_url(),
-        &Secret::new(OLD_ACCESS.into()),
-        &scopes,
+        &CLAUDE,
+        &ask(&old, &scopes),
     )
     .await
     .unwrap();
@@ -45,20 +53,31 @@ async fn usage_figures_come_from_the_fake_and_a_setup_token_says_why_not() {
 
     // Through the refresher: asked twice, fetched once; a new access token asks again.
     let access = Secret::new(OLD_ACCESS.into());
-    let first = l.refresher.usage("claude", &access, &scopes).await.unwrap();
-    let again = l.refresher.usage("claude", &access, &scopes).await.unwrap();
+    let first = l
+        .refresher
+        .usage("claude", &CLAUDE, &ask(&access, &scopes))
+        .await
+        .unwrap();
+    let again = l
+        .refresher
+        .usage("claude", &CLAUDE, &ask(&access, &scopes))
+        .await
+        .unwrap();
     assert_eq!(first, again);
     assert_eq!(fake.seen.lock().unwrap().usage_auth.len(), 2);
     let newer = Secret::new(format!("{ACCESS_PREFIX}9"));
-    l.refresher.usage("claude", &newer, &scopes).await.unwrap();
+    l.refresher
+        .usage("claude", &CLAUDE, &ask(&newer, &scopes))
+        .await
+        .unwrap();
     assert_eq!(fake.seen.lock().unwrap().usage_auth.len(), 3);
 
     let setup = Credential::parse(&Secret::new(SETUP_TOKEN.into()), "env").unwrap();
     let err = usage::usage(
         l.refresher.client(),
         &fake.usage_url(),
-        &setup.token,
-        &setup.scopes,
+        &CLAUDE,
+        &ask(&setup.token, &setup.scopes),
     )
     .await
     .unwrap_err();
@@ -75,8 +94,8 @@ async fn usage_figures_come_from_the_fake_and_a_setup_token_says_why_not() {
     let err = usage::usage(
         l.refresher.client(),
         "http://example.com/api/oauth/usage",
-        &setup.token,
-        &scopes,
+        &CLAUDE,
+        &ask(&setup.token, &scopes),
     )
     .await
     .unwrap_err();

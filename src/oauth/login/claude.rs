@@ -28,10 +28,21 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use time::OffsetDateTime;
 
+use zeroize::Zeroizing;
+
 use super::{epoch_ms, oauth_error_code, LoginProvider, Refreshed, Refusal, TokenRequest};
 use crate::credential::{Credential, Kind};
+use crate::oauth::usage::{check_scope, Usage, UsageAsk, UsageError, Window};
 use crate::oauth::writeback::WritebackError;
 use crate::secret::Secret;
+
+/// `GET /api/oauth/usage` with `Authorization: Bearer` and the OAuth beta; it needs the
+/// `user:profile` scope, which setup-tokens (`user:inference` only) lack. Sources:
+/// DESIGN.md "More domain facts"; Claude Code 2.1.197 (`Ade()` in its bundle: skipped unless
+/// the login has `user:profile`, `{utilization, resets_at}` per window).
+pub const DEFAULT_USAGE_URL: &str = "https://api.anthropic.com/api/oauth/usage";
+pub const PROFILE_SCOPE: &str = "user:profile";
+const USAGE_BETA: &str = "oauth-2025-04-20";
 
 pub const CLAUDE_CLIENT_ID: &str = "9d1c250a-e61b-44d9-88ed-5944d1962f5e";
 pub const TOKEN_URL: &str = "https://platform.claude.com/v1/oauth/token";
@@ -78,6 +89,29 @@ struct Answer {
 impl LoginProvider for Claude {
     fn cli(&self) -> &'static str {
         "Claude Code"
+    }
+
+    fn default_usage_url(&self) -> Option<&'static str> {
+        Some(DEFAULT_USAGE_URL)
+    }
+
+    fn usage_ready(&self, ask: &UsageAsk<'_>) -> Result<(), UsageError> {
+        check_scope(ask.scopes)
+    }
+
+    fn usage_headers(&self, ask: &UsageAsk<'_>) -> Vec<(&'static str, Zeroizing<String>)> {
+        vec![
+            (
+                "authorization",
+                Zeroizing::new(format!("Bearer {}", ask.access.expose())),
+            ),
+            ("anthropic-beta", Zeroizing::new(USAGE_BETA.to_owned())),
+            ("accept", Zeroizing::new("application/json".to_owned())),
+        ]
+    }
+
+    fn parse_usage(&self, body: &[u8]) -> Result<Usage, UsageError> {
+        parse_usage(body)
     }
 
     fn provider_id(&self) -> &'static str {
@@ -221,9 +255,62 @@ pub fn merge(
     Ok(Secret::new(text))
 }
 
+/// `{five_hour, seven_day}`, each `{utilization (percent), resets_at (RFC 3339)}`.
+fn parse_usage(body: &[u8]) -> Result<Usage, UsageError> {
+    #[derive(Deserialize)]
+    struct Raw {
+        five_hour: Option<RawWindow>,
+        seven_day: Option<RawWindow>,
+    }
+    #[derive(Deserialize)]
+    struct RawWindow {
+        utilization: Option<f64>,
+        resets_at: Option<String>,
+    }
+    let raw: Raw = serde_json::from_slice(body).map_err(|_| UsageError::Malformed)?;
+    let window = |w: Option<RawWindow>| -> Result<Option<Window>, UsageError> {
+        let Some(w) = w else { return Ok(None) };
+        let Some(utilization) = w.utilization else {
+            return Ok(None);
+        };
+        let resets_at = w
+            .resets_at
+            .map(|r| {
+                OffsetDateTime::parse(&r, &time::format_description::well_known::Rfc3339)
+                    .map_err(|_| UsageError::Malformed)
+            })
+            .transpose()?;
+        Ok(Some(Window {
+            utilization,
+            resets_at,
+        }))
+    };
+    Ok(Usage {
+        five_hour: window(raw.five_hour)?,
+        seven_day: window(raw.seven_day)?,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn parses_both_windows_and_tolerates_nulls() {
+        let u = parse_usage(br#"{"five_hour":{"utilization":12.5,"resets_at":"2026-12-01T10:00:00+00:00"},"seven_day":{"utilization":40,"resets_at":null},"seven_day_opus":null}"#).unwrap();
+        let five = u.five_hour.unwrap();
+        assert!((five.utilization - 12.5).abs() < f64::EPSILON);
+        assert_eq!(five.resets_at.unwrap().unix_timestamp(), 1_796_119_200);
+        assert_eq!(u.seven_day.unwrap().resets_at, None);
+        let u = parse_usage(br#"{"five_hour":null}"#).unwrap();
+        assert_eq!(u.five_hour, None);
+        assert_eq!(u.seven_day, None);
+        assert!(matches!(parse_usage(b"[1]"), Err(UsageError::Malformed)));
+        assert!(matches!(
+            parse_usage(br#"{"five_hour":{"utilization":1,"resets_at":"soon"}}"#),
+            Err(UsageError::Malformed)
+        ));
+    }
 
     const DOC: &str = r#"{"claudeAiOauth":{"accessToken":"sk-ant-oat01-OLD","refreshToken":"sk-ant-ort01-OLD","expiresAt":1,"scopes":["user:inference","user:profile"],"subscriptionType":"max","clientId":"cid","futureField":{"x":1}},"mcpOAuth":{"srv":"keep"}}"#;
 

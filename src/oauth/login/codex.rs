@@ -33,8 +33,10 @@ use time::OffsetDateTime;
 
 use super::{oauth_error_code, plain_code, LoginProvider, Refreshed, Refusal, TokenRequest};
 use crate::credential::{Credential, Kind};
+use crate::oauth::usage::{Usage, UsageAsk, UsageError};
 use crate::oauth::writeback::WritebackError;
 use crate::secret::Secret;
+use zeroize::Zeroizing;
 
 pub const CLIENT_ID: &str = "app_EMoamEEZ73f0CkXaXp7hrann";
 pub const TOKEN_URL: &str = "https://auth.openai.com/oauth/token";
@@ -67,6 +69,22 @@ struct Answer {
 impl LoginProvider for Codex {
     fn cli(&self) -> &'static str {
         "Codex"
+    }
+
+    fn default_usage_url(&self) -> Option<&'static str> {
+        Some(super::codex_usage::DEFAULT_USAGE_URL)
+    }
+
+    fn usage_ready(&self, ask: &UsageAsk<'_>) -> Result<(), UsageError> {
+        super::codex_usage::ready(ask)
+    }
+
+    fn usage_headers(&self, ask: &UsageAsk<'_>) -> Vec<(&'static str, Zeroizing<String>)> {
+        super::codex_usage::headers(ask)
+    }
+
+    fn parse_usage(&self, body: &[u8]) -> Result<Usage, UsageError> {
+        super::codex_usage::parse(body)
     }
 
     fn provider_id(&self) -> &'static str {

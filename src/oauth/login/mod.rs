@@ -9,12 +9,16 @@ use std::time::Duration;
 
 use time::OffsetDateTime;
 
+use zeroize::Zeroizing;
+
+use super::usage::{Usage, UsageAsk, UsageError};
 use super::writeback::WritebackError;
 use crate::credential::{Credential, Kind};
 use crate::secret::Secret;
 
 pub mod claude;
 pub mod codex;
+mod codex_usage;
 pub mod gemini;
 
 /// Every login Keyferry can refresh, in the order the docs list them.
@@ -109,6 +113,45 @@ pub trait LoginProvider: Send + Sync + 'static {
     fn takes_cli_lock(&self) -> bool {
         false
     }
+    /// Where its subscription's usage figures are asked (`None`: it has none).
+    fn default_usage_url(&self) -> Option<&'static str> {
+        None
+    }
+    /// Whether this login can show figures at all; checked before any call.
+    ///
+    /// # Errors
+    /// Why it never can (a setup-token's scopes, an API key).
+    fn usage_ready(&self, ask: &UsageAsk<'_>) -> Result<(), UsageError> {
+        let _ = ask;
+        Err(UsageError::NotASubscription)
+    }
+    /// The usage request's headers, the access token among them.
+    fn usage_headers(&self, ask: &UsageAsk<'_>) -> Vec<(&'static str, Zeroizing<String>)> {
+        let _ = ask;
+        Vec::new()
+    }
+    /// A 200's body as figures.
+    ///
+    /// # Errors
+    /// Not the endpoint's answer.
+    fn parse_usage(&self, body: &[u8]) -> Result<Usage, UsageError> {
+        let _ = body;
+        Err(UsageError::Malformed)
+    }
+}
+
+/// The login whose endpoint has usage figures for a credential of `kind` (a setup-token is
+/// Claude's: it says why it has none).
+#[must_use]
+pub fn for_usage(kind: Kind) -> Option<&'static dyn LoginProvider> {
+    let kind = if kind == Kind::SetupToken {
+        Kind::ClaudeOauth
+    } else {
+        kind
+    };
+    ALL.iter()
+        .copied()
+        .find(|p| p.kind() == kind && p.default_usage_url().is_some())
 }
 
 /// The provider whose CLI keeps its login in a file named like `path`'s.
