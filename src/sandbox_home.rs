@@ -36,18 +36,15 @@ pub enum HomeError {
     File(#[from] FileError),
 }
 
-/// Writes `provider`'s files for a sandbox reaching the gateway at `base_url` into `dir`
-/// (made 0700 if missing); returns the paths written.
+/// Whether `provider`'s files may be written into `dir`: it writes some, `dir` is not a
+/// real login's home, and every file of that name is one a grant wrote. Called before the
+/// grant is made, so a refusal leaves a live grant of that name alone; [`write`] checks
+/// again.
 ///
 /// # Errors
-/// A folder on the way is a link or not the user's, the folder is a live home, a file is
-/// someone else's, or an I/O failure.
-pub fn write(
-    dir: &Path,
-    provider: &dyn GatewayProvider,
-    base_url: &str,
-) -> Result<Vec<PathBuf>, HomeError> {
-    let files = provider.sandbox_files(base_url);
+/// As [`write`], short of the write itself.
+pub fn check(dir: &Path, provider: &dyn GatewayProvider) -> Result<(), HomeError> {
+    let files = provider.sandbox_files("http://127.0.0.1");
     if files.is_empty() {
         return Err(HomeError::NoFiles {
             provider: provider.name(),
@@ -63,9 +60,9 @@ pub fn write(
             });
         }
     }
-    let mut written = Vec::new();
-    for (name, text) in files {
+    for (name, _) in files {
         let shown = dir.join(name);
+        // The held folder must outlive `at`: the path goes through its descriptor.
         let sink = SinkPath::resolve(&shown, true)?;
         let at = sink.path();
         if let Some(mut f) = safe_file::open(&at, Access::Read, safe_file::MAX_FILE_BYTES)
@@ -78,6 +75,28 @@ pub fn write(
                 });
             }
         }
+    }
+    Ok(())
+}
+
+/// Writes `provider`'s files for a sandbox reaching the gateway at `base_url` into `dir`
+/// (made 0700 if missing), after [`check`]; returns the paths written. Each is replaced
+/// atomically (0600) beneath its folder, reached without following a link.
+///
+/// # Errors
+/// A folder on the way is a link or not the user's, the folder is a live home, a file is
+/// someone else's, or an I/O failure.
+pub fn write(
+    dir: &Path,
+    provider: &dyn GatewayProvider,
+    base_url: &str,
+) -> Result<Vec<PathBuf>, HomeError> {
+    check(dir, provider)?;
+    let mut written = Vec::new();
+    for (name, text) in provider.sandbox_files(base_url) {
+        let shown = dir.join(name);
+        let sink = SinkPath::resolve(&shown, true)?;
+        let at = sink.path();
         atomic::write(&at, text.as_bytes(), 0o600).map_err(FileError::from)?;
         written.push(shown);
     }

@@ -339,6 +339,19 @@ fn codex_home_never_takes_over_a_real_login() {
     let api = FakeApi::start();
     let (h, _) = home(&api);
     let _agent = h.start_agent();
+    // A live grant of the name the refused command asks for.
+    let (first, _) = ok(&h.run(
+        &["grant", "x", "--cred", "codex", "--format", "json"],
+        None,
+        &[],
+    ));
+    let first: serde_json::Value = serde_json::from_str(&first).unwrap();
+    let addr = first["base_url"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("http://")
+        .to_owned();
+    let placeholder = first["placeholder"].as_str().unwrap().to_owned();
     // The host's own ~/.codex holds a login: refused, nothing written there.
     let out = h.run(
         &[
@@ -357,6 +370,34 @@ fn codex_home_never_takes_over_a_real_login() {
     assert!(err.contains("holds a login (auth.json)"), "{err}");
     assert!(err.contains("a folder of its own"), "{err}");
     assert!(!h.path(".codex/config.toml").exists());
+    // Refused before the grant was made: the live one is still the one first issued.
+    let grants = ok(&h.run(&["grants", "--json"], None, &[])).0;
+    let g: Vec<keyferry::domain::GrantInfo> = serde_json::from_str(&grants).unwrap();
+    assert_eq!(g.len(), 1, "{grants}");
+    // Its placeholder still opens it (a replaced one would get 401): off the routes, 404.
+    assert_eq!(
+        ask(
+            &addr,
+            "GET",
+            "/backend-api/wham/accounts/check",
+            &placeholder
+        ),
+        404
+    );
+    // A Claude credential has no CODEX_HOME: refused before any grant too.
+    let out = h.run(
+        &[
+            "grant",
+            "x",
+            "--cred",
+            "claude",
+            "--codex-home",
+            "/tmp/nowhere-kf",
+        ],
+        None,
+        &[],
+    );
+    assert_ne!(out.status.code(), Some(0));
     // Without the flag, the command says what Codex still needs.
     let (_, err) = ok(&h.run(&["grant", "y", "--cred", "codex"], None, &[]));
     assert!(err.contains("--codex-home DIR"), "{err}");

@@ -143,6 +143,20 @@ pub fn grant(cli: &Cli, config: &Config, args: &GrantArgs) -> anyhow::Result<i32
         Format::ClaudeCredentials => Some(claude_login(&api, &args.cred)?),
         _ => None,
     };
+    if let Some(dir) = &args.codex_home {
+        // The credential's current provider decides the files; a credential with no token
+        // is refused by the grant itself.
+        let kind = api
+            .status()?
+            .credentials
+            .into_iter()
+            .find(|c| c.name == args.cred)
+            .and_then(|c| c.inspection)
+            .map(|i| i.kind);
+        if let Some(p) = kind.and_then(keyferry::provider::for_kind) {
+            sandbox_home::check(dir, p)?;
+        }
+    }
     let mut issued = api.grant(&args.spec())?;
     if let Some(url) = &args.base_url {
         issued.base_url.clone_from(url);
