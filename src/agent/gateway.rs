@@ -417,6 +417,16 @@ impl Agent {
         Ok(crate::provider::for_kind(kind).unwrap_or_else(crate::provider::default_provider))
     }
 
+    /// Writes the grants file now (usage metered since the last flush), if there is a
+    /// gateway.
+    pub fn flush_grants(&self) {
+        if let Some(gw) = self.gateway.get() {
+            if let Err(e) = gw.file().flush() {
+                tracing::warn!(error = %e, "the grants file could not be written at shutdown");
+            }
+        }
+    }
+
     /// Every live grant with its usage.
     #[must_use]
     pub fn grants(&self) -> Vec<GrantInfo> {

@@ -200,6 +200,9 @@ impl Running {
         if let Some(served) = self.served.take() {
             let _ = tokio::time::timeout(Duration::from_secs(2), served).await;
         }
+        // Metering since the last periodic flush is kept even when the gateway's task was
+        // still closing connections at the deadline.
+        self.agent.flush_grants();
         let _ = std::fs::remove_file(&self.socket);
     }
 }
