@@ -47,119 +47,15 @@ pub(super) fn notify_now(agent: &Agent, summary: String, body: String) {
     });
 }
 
+/// What has fired: (credential, token fingerprint or login end, threshold).
+type Fired = HashSet<(String, String, String)>;
+
 /// Fires each due warning once per token, sleeping until the next threshold or a change.
 pub(super) async fn expiry(agent: Arc<Agent>) {
-    let mut fired: HashSet<(String, String, String)> = HashSet::new();
+    let mut fired = Fired::new();
     loop {
         let now = OffsetDateTime::now_utc();
-        let mut next: Option<OffsetDateTime> = None;
-        let thresholds = agent.thresholds();
-        let due: Vec<(String, String, Due, Option<OffsetDateTime>)> = {
-            let state = agent.read_state();
-            state
-                .slots
-                .iter()
-                .filter_map(|(name, slot)| {
-                    let (refreshes, at) = (
-                        slot.credential.as_ref()?.refresh_token.is_some(),
-                        slot.expires_at,
-                    );
-                    if let Some(t) = thresholds.next_change(refreshes, at, now) {
-                        next = Some(next.map_or(t, |n: OffsetDateTime| n.min(t)));
-                    }
-                    let fp = slot.status.inspection.as_ref()?.fingerprint.clone();
-                    thresholds
-                        .due(refreshes, at, now)
-                        .map(|d| (name.clone(), fp, d, at))
-                })
-                .collect()
-        };
-        // The refresh token's own expiry (a login that will end): only `claude /login` helps.
-        let logins: Vec<(String, String, Due, OffsetDateTime)> = {
-            let state = agent.read_state();
-            state
-                .slots
-                .iter()
-                .filter_map(|(name, slot)| {
-                    let c = slot.credential.as_ref()?;
-                    let at = c.refresh_expires_at()?;
-                    if let Some(t) = thresholds.next_change(false, Some(at), now) {
-                        next = Some(next.map_or(t, |n: OffsetDateTime| n.min(t)));
-                    }
-                    let fp = format!("login:{}", rfc3339(at).unwrap_or_default());
-                    thresholds
-                        .due(false, Some(at), now)
-                        .map(|d| (name.clone(), fp, d, at))
-                })
-                .collect()
-        };
-        for (name, fp, due, at) in logins {
-            if !fired.insert((name.clone(), fp, due.key().to_owned())) {
-                continue;
-            }
-            let at_text = rfc3339(at).unwrap_or_default();
-            let (summary, left, label) = match &due {
-                Due::Expiring { label, left } => (
-                    format!("{name} login ends in {left}"),
-                    left.clone(),
-                    format!("login {label}"),
-                ),
-                Due::Expired => (
-                    format!("{name} login has ended"),
-                    "0 s".to_owned(),
-                    "login expired".to_owned(),
-                ),
-            };
-            tracing::warn!(credential = %name, ends_at = %at_text, "the login's refresh token expires");
-            notify_now(&agent, summary, format!(
-                "Claude Code's login for {name} (its refresh token) ends at {at_text}. Run `claude /login` on this machine before then; Keyferry picks the new login up by itself."
-            ));
-            agent.emit(Event::Expiring {
-                name: name.clone(),
-                expires_at: at_text,
-                expires_in: left,
-                threshold: label,
-            });
-        }
-        for (name, fp, due, at) in due {
-            if !fired.insert((name.clone(), fp, due.key().to_owned())) {
-                continue;
-            }
-            let at_text = at.and_then(rfc3339).unwrap_or_default();
-            match &due {
-                Due::Expiring { label, left } => {
-                    tracing::warn!(credential = %name, expires_at = %at_text, left = %left, "token expires soon");
-                    notify_now(&agent, format!("{name} token expires in {left}"),
-                        format!("The {name} token expires at {at_text}. Reroll it: keyferry reroll {name}"));
-                    agent.emit(Event::Expiring {
-                        name: name.clone(),
-                        expires_at: at_text,
-                        expires_in: left.clone(),
-                        threshold: label.clone(),
-                    });
-                }
-                Due::Expired => {
-                    let ago = at
-                        .map(|a| human_duration((now - a).whole_seconds()))
-                        .unwrap_or_default();
-                    tracing::warn!(credential = %name, expires_at = %at_text, "token expired");
-                    notify_now(&agent, format!("{name} token expired {ago} ago"),
-                        format!("The {name} token expired at {at_text}. Sandboxes using it will fail. Reroll it: keyferry reroll {name}"));
-                    agent.emit(Event::Expired {
-                        name: name.clone(),
-                        expires_at: at_text,
-                    });
-                }
-            }
-            let status = agent
-                .read_state()
-                .slots
-                .get(&name)
-                .map(|s| s.status_at(now, &thresholds));
-            if let Some(status) = status {
-                agent.emit(Event::Changed { status });
-            }
-        }
+        let next = tick(&agent, now, &mut fired);
         let sleep = next
             .map(|t| Duration::from_secs_f64((t - now).as_seconds_f64().clamp(0.05, 3600.0)))
             .unwrap_or(Duration::from_secs(3600));
@@ -167,6 +63,138 @@ pub(super) async fn expiry(agent: Arc<Agent>) {
             () = tokio::time::sleep(sleep) => {}
             () = agent.changed.notified() => {}
         }
+    }
+}
+
+/// One look at every token and login at `now` (the clock is the caller's, so timing is
+/// tested without waiting): fires what is due and not yet fired, and says when to look
+/// again.
+fn tick(agent: &Agent, now: OffsetDateTime, fired: &mut Fired) -> Option<OffsetDateTime> {
+    let mut next: Option<OffsetDateTime> = None;
+    let mut wake = |t: OffsetDateTime| next = Some(next.map_or(t, |n: OffsetDateTime| n.min(t)));
+    let thresholds = agent.thresholds();
+    let (tokens, logins) = {
+        let state = agent.read_state();
+        let mut tokens = Vec::new();
+        let mut logins = Vec::new();
+        for (name, slot) in &state.slots {
+            let Some(c) = slot.credential.as_ref() else {
+                continue;
+            };
+            let (refreshes, at) = (c.refresh_token.is_some(), slot.expires_at);
+            if let Some(t) = thresholds.next_change(refreshes, at, now) {
+                wake(t);
+            }
+            if let (Some(fp), Some(d)) = (
+                slot.status
+                    .inspection
+                    .as_ref()
+                    .map(|i| i.fingerprint.clone()),
+                thresholds.due(refreshes, at, now),
+            ) {
+                tokens.push((name.clone(), fp, d, at));
+            }
+            // The refresh token's own expiry (a login that will end): only a new login helps.
+            if let Some(end) = c.refresh_expires_at() {
+                if let Some(t) = thresholds.next_change(false, Some(end), now) {
+                    wake(t);
+                }
+                if let Some(d) = thresholds.due(false, Some(end), now) {
+                    let fp = format!("login:{}", rfc3339(end).unwrap_or_default());
+                    logins.push((name.clone(), fp, d, end));
+                }
+            }
+        }
+        (tokens, logins)
+    };
+    for (name, fp, due, at) in logins {
+        if fired.insert((name.clone(), fp, due.key().to_owned())) {
+            login_ends(agent, &name, &due, at);
+        }
+    }
+    for (name, fp, due, at) in tokens {
+        if fired.insert((name.clone(), fp, due.key().to_owned())) {
+            token_expires(agent, &name, &due, at, now, &thresholds);
+        }
+    }
+    next
+}
+
+/// A login's refresh token ends at `at`: warned once per threshold.
+fn login_ends(agent: &Agent, name: &str, due: &Due, at: OffsetDateTime) {
+    let at_text = rfc3339(at).unwrap_or_default();
+    let (summary, left, label) = match due {
+        Due::Expiring { label, left } => (
+            format!("{name} login ends in {left}"),
+            left.clone(),
+            format!("login {label}"),
+        ),
+        Due::Expired => (
+            format!("{name} login has ended"),
+            "0 s".to_owned(),
+            "login expired".to_owned(),
+        ),
+    };
+    tracing::warn!(credential = %name, ends_at = %at_text, "the login's refresh token expires");
+    notify_now(agent, summary, format!(
+        "Claude Code's login for {name} (its refresh token) ends at {at_text}. Run `claude /login` on this machine before then; Keyferry picks the new login up by itself."
+    ));
+    agent.emit(Event::Expiring {
+        name: name.to_owned(),
+        expires_at: at_text,
+        expires_in: left,
+        threshold: label,
+    });
+}
+
+/// A token expires (or expired) at `at`: warned once per threshold, its status re-sent.
+fn token_expires(
+    agent: &Agent,
+    name: &str,
+    due: &Due,
+    at: Option<OffsetDateTime>,
+    now: OffsetDateTime,
+    thresholds: &crate::expiry::Thresholds,
+) {
+    let at_text = at.and_then(rfc3339).unwrap_or_default();
+    match due {
+        Due::Expiring { label, left } => {
+            tracing::warn!(credential = %name, expires_at = %at_text, left = %left, "token expires soon");
+            notify_now(
+                agent,
+                format!("{name} token expires in {left}"),
+                format!("The {name} token expires at {at_text}. Reroll it: keyferry reroll {name}"),
+            );
+            agent.emit(Event::Expiring {
+                name: name.to_owned(),
+                expires_at: at_text,
+                expires_in: left.clone(),
+                threshold: label.clone(),
+            });
+        }
+        Due::Expired => {
+            let ago = at
+                .map(|a| human_duration((now - a).whole_seconds()))
+                .unwrap_or_default();
+            tracing::warn!(credential = %name, expires_at = %at_text, "token expired");
+            notify_now(
+                agent,
+                format!("{name} token expired {ago} ago"),
+                format!("The {name} token expired at {at_text}. Sandboxes using it will fail. Reroll it: keyferry reroll {name}"),
+            );
+            agent.emit(Event::Expired {
+                name: name.to_owned(),
+                expires_at: at_text,
+            });
+        }
+    }
+    let status = agent
+        .read_state()
+        .slots
+        .get(name)
+        .map(|s| s.status_at(now, thresholds));
+    if let Some(status) = status {
+        agent.emit(Event::Changed { status });
     }
 }
 
@@ -195,5 +223,82 @@ pub(super) fn notify_access(agent: &Agent, access: &crate::domain::Access) {
         );
     } else {
         notify_now(agent, format!("{who} read {cred}"), access.peer.to_string());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::broker::Broker;
+    use crate::config::Config;
+    use crate::secret::Secret;
+    use crate::store::{ItemId, LazyStore, MemoryStore, Store};
+
+    /// An agent whose one credential, an OAuth login without a refresh token, expires at
+    /// `at`; notifications off (the events are what is checked).
+    fn agent_expiring_at(at: OffsetDateTime) -> Arc<Agent> {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = Config::parse(
+            "[agent]\nnotifications = false\n[credentials.work]\nsources = [\"keychain:work-token#me\"]\n",
+            &dir.path().join("config.toml"),
+        )
+        .unwrap();
+        let store = MemoryStore::default();
+        let doc = format!(
+            r#"{{"claudeAiOauth":{{"accessToken":"sk-ant-oat01-EXPIRYtickAAAAbbbb-0001","expiresAt":{},"scopes":["user:inference"]}}}}"#,
+            at.unix_timestamp() * 1000
+        );
+        store
+            .set(&ItemId::new("work-token", "me"), &Secret::new(doc))
+            .unwrap();
+        let broker = Broker::with_store(cfg, LazyStore::with(Box::new(store))).with_env(|_| None);
+        let agent = Agent::with_broker(broker, super::super::Role::Headless);
+        agent.refresh_blocking(&["work".to_owned()]);
+        agent
+    }
+
+    /// The warnings `tick` fired for `work` since the last call: (kind, threshold).
+    fn fired_events(rx: &mut tokio::sync::broadcast::Receiver<Event>) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        while let Ok(e) = rx.try_recv() {
+            match e {
+                Event::Expiring {
+                    name, threshold, ..
+                } if name == "work" => {
+                    out.push(("expiring".into(), threshold));
+                }
+                Event::Expired { name, .. } if name == "work" => {
+                    out.push(("expired".into(), String::new()));
+                }
+                _ => {}
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn each_threshold_fires_once_on_the_callers_clock() {
+        let at = OffsetDateTime::from_unix_timestamp(1_900_000_000).unwrap();
+        let agent = agent_expiring_at(at);
+        let mut rx = agent.subscribe();
+        let mut fired = Fired::new();
+        let hours = |h: i64| at - time::Duration::hours(h);
+        // Two days out: the 3-day warning, and the next look is when 1 day is left.
+        let next = tick(&agent, hours(48), &mut fired);
+        assert_eq!(next, Some(hours(24)));
+        assert_eq!(fired_events(&mut rx), [("expiring".into(), "3d".into())]);
+        // The same moment again, and later within the same threshold: nothing new.
+        tick(&agent, hours(48), &mut fired);
+        tick(&agent, hours(30), &mut fired);
+        assert_eq!(fired_events(&mut rx), Vec::<(String, String)>::new());
+        // Half an hour left: straight to the 1-hour warning; then the expiry itself.
+        let next = tick(&agent, at - time::Duration::minutes(30), &mut fired);
+        assert_eq!(next, Some(at));
+        assert_eq!(fired_events(&mut rx), [("expiring".into(), "1h".into())]);
+        let next = tick(&agent, at + time::Duration::seconds(1), &mut fired);
+        assert_eq!(next, None);
+        assert_eq!(fired_events(&mut rx), [("expired".into(), String::new())]);
+        tick(&agent, at + time::Duration::hours(5), &mut fired);
+        assert_eq!(fired_events(&mut rx), Vec::<(String, String)>::new());
     }
 }
