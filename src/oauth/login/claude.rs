@@ -224,12 +224,12 @@ pub fn merge(
     now: OffsetDateTime,
     location: &str,
 ) -> Result<Secret, WritebackError> {
-    let bad = |reason| WritebackError::BadDocument {
-        location: location.to_owned(),
+    let m = super::Merging {
+        location,
         cli: CLAUDE.cli(),
-        reason,
     };
-    let mut doc: Value = serde_json::from_str(document.expose()).map_err(|_| bad("not JSON"))?;
+    let bad = |reason| m.bad(reason);
+    let mut doc = m.parse(document)?;
     let oauth = doc
         .get_mut("claudeAiOauth")
         .and_then(Value::as_object_mut)
@@ -251,8 +251,7 @@ pub fn merge(
     if let Some(scopes) = &new.scopes {
         oauth.insert("scopes".into(), Value::from(scopes.clone()));
     }
-    let text = serde_json::to_string(&doc).map_err(|_| bad("not serialisable"))?;
-    Ok(Secret::new(text))
+    m.text(&doc, false)
 }
 
 /// `{five_hour, seven_day}`, each `{utilization (percent), resets_at (RFC 3339)}`.

@@ -160,13 +160,12 @@ impl LoginProvider for Codex {
         now: OffsetDateTime,
         location: &str,
     ) -> Result<Secret, WritebackError> {
-        let bad = |reason| WritebackError::BadDocument {
-            location: location.to_owned(),
+        let m = super::Merging {
+            location,
             cli: self.cli(),
-            reason,
         };
-        let mut doc: Value =
-            serde_json::from_str(document.expose()).map_err(|_| bad("not JSON"))?;
+        let bad = |reason| m.bad(reason);
+        let mut doc = m.parse(document)?;
         let root = doc
             .as_object_mut()
             .ok_or_else(|| bad("not a JSON object"))?;
@@ -186,8 +185,7 @@ impl LoginProvider for Codex {
         let stamp = now.format(&Rfc3339).map_err(|_| bad("time out of range"))?;
         root.insert("last_refresh".into(), Value::String(stamp));
         // Codex writes auth.json pretty-printed (`serde_json::to_string_pretty`).
-        let text = serde_json::to_string_pretty(&doc).map_err(|_| bad("not serialisable"))?;
-        Ok(Secret::new(text))
+        m.text(&doc, true)
     }
 
     fn cli_refreshes_from(&self, credential: &Credential) -> Option<OffsetDateTime> {

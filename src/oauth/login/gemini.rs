@@ -127,13 +127,12 @@ impl LoginProvider for Gemini {
         now: OffsetDateTime,
         location: &str,
     ) -> Result<Secret, WritebackError> {
-        let bad = |reason| WritebackError::BadDocument {
-            location: location.to_owned(),
+        let m = super::Merging {
+            location,
             cli: self.cli(),
-            reason,
         };
-        let mut doc: Value =
-            serde_json::from_str(document.expose()).map_err(|_| bad("not JSON"))?;
+        let bad = |reason| m.bad(reason);
+        let mut doc = m.parse(document)?;
         let root = doc
             .as_object_mut()
             .ok_or_else(|| bad("not a JSON object"))?;
@@ -161,8 +160,7 @@ impl LoginProvider for Gemini {
         }
         put("expiry_date", Value::from(expiry));
         // The CLI writes it with `JSON.stringify(credentials, null, 2)`.
-        let text = serde_json::to_string_pretty(&doc).map_err(|_| bad("not serialisable"))?;
-        Ok(Secret::new(text))
+        m.text(&doc, true)
     }
 
     fn cli_refreshes_from(&self, _credential: &Credential) -> Option<OffsetDateTime> {

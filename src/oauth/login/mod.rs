@@ -140,6 +140,45 @@ pub trait LoginProvider: Send + Sync + 'static {
     }
 }
 
+/// One stored login being merged with a new one: its document parsed once, and every
+/// failure named for where it lives and whose CLI wrote it. What the three `merge`s share.
+pub(crate) struct Merging<'a> {
+    pub location: &'a str,
+    pub cli: &'static str,
+}
+
+impl Merging<'_> {
+    pub fn bad(&self, reason: &'static str) -> WritebackError {
+        WritebackError::BadDocument {
+            location: self.location.to_owned(),
+            cli: self.cli,
+            reason,
+        }
+    }
+
+    /// The document as a JSON object.
+    pub fn parse(&self, document: &Secret) -> Result<serde_json::Value, WritebackError> {
+        let doc: serde_json::Value =
+            serde_json::from_str(document.expose()).map_err(|_| self.bad("not JSON"))?;
+        if doc.is_object() {
+            Ok(doc)
+        } else {
+            Err(self.bad("not a JSON object"))
+        }
+    }
+
+    /// The merged document as its CLI writes it (`pretty`: indented, as Codex and Gemini
+    /// CLI do).
+    pub fn text(&self, doc: &serde_json::Value, pretty: bool) -> Result<Secret, WritebackError> {
+        let text = if pretty {
+            serde_json::to_string_pretty(doc)
+        } else {
+            serde_json::to_string(doc)
+        };
+        Ok(Secret::new(text.map_err(|_| self.bad("not serialisable"))?))
+    }
+}
+
 /// The login whose endpoint has usage figures for a credential of `kind` (a setup-token is
 /// Claude's: it says why it has none).
 #[must_use]
