@@ -152,12 +152,18 @@ fn the_printed_docker_recipe_runs_as_printed() {
         testkit::docker::IMAGE
     );
     let script = recipe.replace("IMAGE claude", &filled);
+    // Pasted into a shell's stdin, as into a terminal: the `export` line must not put the
+    // placeholder in any argv (`sh -c SCRIPT` would).
     let mut sh = std::process::Command::new("sh");
-    sh.args(["-c", &script])
+    sh.arg("-s")
         .env_clear()
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())
         .env("DOCKER_HOST", s.docker.as_docker().host());
-    let out = testkit::run_with_timeout(&mut sh, None, testkit::docker::DOCKER_TIMEOUT);
+    let out = testkit::run_with_timeout(
+        &mut sh,
+        Some(script.as_bytes()),
+        testkit::docker::DOCKER_TIMEOUT,
+    );
     let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
     assert!(
         out.status.success(),

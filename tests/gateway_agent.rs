@@ -134,20 +134,13 @@ fn a_reroll_between_requests_changes_the_upstream_token_and_revoke_ends_it() {
 
 /// One `POST /v1/messages` to the gateway with `placeholder`, as plain HTTP/1.1.
 fn raw_post(base_url: &str, placeholder: &str) -> String {
-    use std::io::{Read, Write};
-    let addr = base_url.strip_prefix("http://").unwrap();
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let body = r#"{"model":"x","max_tokens":1,"messages":[]}"#;
-    write!(
-        s,
-        "POST /v1/messages?beta=true HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {placeholder}\r\nuser-agent: claude-cli/2 (external, cli)\r\nx-app: cli\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-        body.len()
+    kf::raw_http(
+        base_url.strip_prefix("http://").unwrap(),
+        "POST",
+        "/v1/messages?beta=true",
+        &format!("Authorization: Bearer {placeholder}\r\nuser-agent: claude-cli/2 (external, cli)\r\nx-app: cli\r\ncontent-type: application/json\r\n"),
+        r#"{"model":"x","max_tokens":1,"messages":[]}"#,
     )
-    .unwrap();
-    let mut out = String::new();
-    let _ = s.read_to_string(&mut out);
-    out
 }
 
 #[test]

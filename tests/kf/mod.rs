@@ -304,6 +304,25 @@ pub fn claude_bin() -> PathBuf {
     p
 }
 
+/// One HTTP/1.1 request over a plain socket, the answer as text (read until the server
+/// closes, bounded by 10 s). Credentials go in `headers`, never in any argv (curl's would
+/// show in `ps`).
+pub fn raw_http(addr: &str, method: &str, path: &str, headers: &str, body: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{headers}content-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out
+}
+
 /// A CLI of the npm packages `scripts/test.sh` installs into `target/npm` (`codex` from
 /// `@openai/codex@0.171`, `gemini` from `@google/gemini-cli@0.61`).
 pub fn npm_bin(name: &str, package: &str) -> PathBuf {
