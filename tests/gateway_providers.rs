@@ -384,7 +384,10 @@ fn codex_home_never_takes_over_a_real_login() {
         ),
         404
     );
-    // A Claude credential has no CODEX_HOME: refused before any grant too.
+    // A Claude credential has no CODEX_HOME: refused before any grant too, the live grant
+    // of that name left alone.
+    ok(&h.run(&["setup"], Some(CLAUDE_ACCESS), &[]));
+    let nowhere = h._dir.path().join("nowhere");
     let out = h.run(
         &[
             "grant",
@@ -392,12 +395,23 @@ fn codex_home_never_takes_over_a_real_login() {
             "--cred",
             "claude",
             "--codex-home",
-            "/tmp/nowhere-kf",
+            nowhere.to_str().unwrap(),
         ],
         None,
         &[],
     );
     assert_ne!(out.status.code(), Some(0));
+    let err = text(&out.stderr);
+    assert!(err.contains("writes no files"), "{err}");
+    assert_eq!(
+        ask(
+            &addr,
+            "GET",
+            "/backend-api/wham/accounts/check",
+            &placeholder
+        ),
+        404
+    );
     // Without the flag, the command says what Codex still needs.
     let (_, err) = ok(&h.run(&["grant", "y", "--cred", "codex"], None, &[]));
     assert!(err.contains("--codex-home DIR"), "{err}");
