@@ -22,8 +22,9 @@ test=(dbus gnome-keyring libsecret-tools keyutils socat passwd util-linux procps
 tray=(libwebkit2gtk-4.1-dev libayatana-appindicator3-dev librsvg2-dev libxdo-dev build-essential
       xvfb webkit2gtk-driver)
 # scripts/package-test.sh: its StatusNotifierWatcher is Python on GLib's Gio; src-tauri/measure.sh
-# closes the window with python3-xlib.
-tray+=(python3-gi python3-xlib)
+# closes the window with python3-xlib; the panel's end-to-end test reads what Copy put on the
+# clipboard with xclip.
+tray+=(python3-gi python3-xlib xclip)
 
 want=("${build[@]}")
 [ "${1:-build}" = test ] && want+=("${test[@]}" "${tray[@]}" "${lint[@]}")

@@ -15,6 +15,9 @@ const COMMANDS: &[&str] = &[
     "save_settings",
     "revoke_grant",
     "doctor",
+    "new_sandbox",
+    "copy_recipe",
+    "forget_recipes",
 ];
 
 fn main() {

@@ -15,7 +15,10 @@ use crate::protocol::GrantIssued;
 use crate::sandbox_home;
 
 /// Where a recipe's sandbox runs.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
 pub enum Recipe {
     /// `docker run` on the bridge (reaching the host as host.docker.internal).
     Docker,

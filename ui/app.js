@@ -35,7 +35,13 @@ function show(node, text) {
 // A failed action's message stays until the next action succeeds (the view's own notice
 // is redrawn every second and would hide it).
 function fail(e) {
-  show($("ui-error"), String(e));
+  show($("ui-error"), says(e));
+}
+
+// A command's error as one sentence: a string, or a typed error's message.
+function says(e) {
+  if (typeof e === "string") return e;
+  return e && e.message ? e.message : String(e);
 }
 
 function ok() {
@@ -64,17 +70,23 @@ function reconcile(container, items, key, create, update) {
 // ---- credentials ----------------------------------------------------------------------
 
 function credentialCard(c) {
-  const card = el("article", { class: "card", id: `cred-${c.name}`, dataset: { testid: "credential" } },
+  return el("article", { class: "card", id: `cred-${c.name}`, dataset: { testid: "credential" } },
     el("header", {},
       el("h3", { class: "name" }),
-      el("span", { class: "badge" })),
-    el("p", { class: "countdown" }),
-    el("dl", { class: "kv details" }),
+      el("span", { class: "badge" }),
+      el("span", { class: "countdown grow" }),
+      el("button", {
+        type: "button", class: "secondary small reroll", dataset: { reroll: c.name },
+        onclick: () => openReroll(c.name),
+      }, "Reroll…")),
+    el("p", { class: "source muted" }),
     el("div", { class: "usage", dataset: { testid: "usage" } }),
     el("p", { class: "usage-note muted" }),
     el("p", { class: "problem" }),
-    el("ul", { class: "warnings" }));
-  return card;
+    el("ul", { class: "warnings" }),
+    el("details", {},
+      el("summary", {}, "Details"),
+      el("dl", { class: "kv details" })));
 }
 
 function updateCredential(card, c) {
@@ -83,13 +95,12 @@ function updateCredential(card, c) {
   badge.textContent = c.state;
   badge.className = `badge ${c.state}`;
   card.querySelector(".countdown").textContent = c.source ? c.countdown : "";
+  card.querySelector(".reroll").hidden = !c.rerollable;
+  card.querySelector(".source").textContent = [c.source, c.kind, c.plan].filter(Boolean).join(" · ");
   const rows = [
-    ["source", c.source],
-    ["kind", c.kind],
     ["token", c.masked],
     ["fingerprint", c.fingerprint],
     ["expires", c.expires_at ? c.expires_at + (c.expiry_assumed ? " (assumed from when it was stored)" : "") : null],
-    ["plan", c.plan],
     ["scopes", c.scopes.length ? c.scopes.join(" ") : null],
   ].filter(([, v]) => v);
   const dl = card.querySelector(".details");
@@ -98,22 +109,79 @@ function updateCredential(card, c) {
     dl.replaceChildren(...rows.flatMap(([k, v]) => [el("dt", {}, k), el("dd", {}, v)]));
     dl.dataset.signature = signature;
   }
+  card.querySelector("details").hidden = rows.length === 0;
   const usage = card.querySelector(".usage");
   const usageSignature = JSON.stringify(c.usage);
   if (usage.dataset.signature !== usageSignature) {
-    usage.replaceChildren(...c.usage.map((u) => el("div", { class: "meter" },
-      el("span", { class: "label" }, `${u.label}`),
-      el("progress", { max: "100", value: String(Math.min(u.percent, 100)) }),
-      el("span", { class: "figure" }, `${u.percent}% used${u.resets ? `, ${u.resets}` : ""}`))));
+    usage.replaceChildren(...c.usage.map((u) => {
+      const fill = el("span", { class: `fill${u.percent >= 90 ? " hot" : u.percent >= 70 ? " warm" : ""}` });
+      fill.style.width = `${Math.min(u.percent, 100)}%`;
+      return el("div", { class: "meter", dataset: { window: u.label } },
+        el("span", { class: "label" }, u.label),
+        el("span", { class: "track", role: "meter", "aria-valuemin": "0", "aria-valuemax": "100",
+          "aria-valuenow": String(Math.min(u.percent, 100)), "aria-label": `${u.label} window` }, fill),
+        el("span", { class: "figure" }, `${u.percent}% used${u.resets ? `, ${u.resets}` : ""}`));
+    }));
     usage.dataset.signature = usageSignature;
   }
-  show(card.querySelector(".usage-note"), c.usage_note ? `No usage figures: ${c.usage_note}` : null);
+  show(card.querySelector(".usage-note"), c.usage_note);
   const problem = card.querySelector(".problem");
   problem.classList.toggle("error", c.state !== "missing");
   problem.classList.toggle("muted", c.state === "missing");
   show(problem, c.error);
   const warnings = card.querySelector(".warnings");
   warnings.replaceChildren(...c.warnings.map((w) => el("li", {}, w)));
+}
+
+// ---- sandboxes ------------------------------------------------------------------------
+
+// A bar chart from the library's bars (heights are already 0–100 of the tallest).
+function chart(bars, caption, testid) {
+  const first = bars.length ? bars[0].label : "";
+  const last = bars.length ? bars[bars.length - 1].label : "";
+  return el("figure", { class: "chart", dataset: { testid } },
+    el("figcaption", { class: "muted" }, caption),
+    el("div", { class: "bars", role: "img", "aria-label": `${caption}, ${first} to ${last}` },
+      ...bars.map((b) => {
+        const bar = el("span", { class: "bar", title: b.title, dataset: { tokens: String(b.tokens) } });
+        bar.style.height = `${b.height}%`;
+        return bar;
+      })),
+    el("div", { class: "axis muted" }, el("span", {}, first), el("span", {}, last)));
+}
+
+function grantCard(g) {
+  return el("li", { class: "grant card", dataset: { testid: "grant" } },
+    el("div", { class: "row" },
+      el("span", { class: "line grow" }),
+      el("button", {
+        type: "button", class: "danger small", dataset: { grant: g.name },
+        onclick: async () => {
+          try {
+            await invoke("revoke_grant", { name: g.name });
+            ok();
+          } catch (e) {
+            fail(e);
+          }
+          refresh();
+        },
+      }, "Revoke")),
+    el("p", { class: "limits muted small-text" }),
+    el("div", { class: "charts" }),
+    el("p", { class: "chart-note muted small-text" }));
+}
+
+function updateGrant(li, g) {
+  li.querySelector(".line").textContent = g.line;
+  show(li.querySelector(".limits"), g.limits);
+  li.querySelector(".chart-note").textContent = g.chart_note;
+  const charts = li.querySelector(".charts");
+  const signature = JSON.stringify([g.hours, g.days]);
+  if (charts.dataset.signature !== signature) {
+    charts.replaceChildren(chart(g.hours, "Tokens per hour, last 24 h", "chart-hours"),
+      chart(g.days, "Per day", "chart-days"));
+    charts.dataset.signature = signature;
+  }
 }
 
 // ---- approvals ------------------------------------------------------------------------
@@ -146,6 +214,35 @@ function updateApproval(row, a) {
 
 let current = null;
 
+// Fills a <select> with `values` (after its first "all"/placeholder options when `keep`),
+// keeping the selection; only when the list changed, so an open dropdown stays open.
+function fillSelect(select, values, keep = 0) {
+  const signature = values.join("\n");
+  if (select.dataset.values === signature) return;
+  const selected = select.value;
+  const fixed = [...select.options].slice(0, keep);
+  select.replaceChildren(...fixed, ...values.map((v) => el("option", { value: v }, v)));
+  if ([...select.options].some((o) => o.value === selected)) select.value = selected;
+  select.dataset.values = signature;
+}
+
+function renderActivity(v) {
+  fillSelect($("filter-cred"), [...new Set(v.recent.map((a) => a.credential).filter(Boolean))].sort(), 1);
+  fillSelect($("filter-peer"), [...new Set(v.recent.map((a) => a.peer))].sort(), 1);
+  const cred = $("filter-cred").value;
+  const peer = $("filter-peer").value;
+  const rows = v.recent.filter((a) => (!cred || a.credential === cred) && (!peer || a.peer === peer));
+  reconcile($("recent"), rows.slice(0, 50), (a) => `${a.ts} ${a.op} ${a.peer} ${a.outcome}`,
+    () => el("li", {}, el("span", { class: "line" }), el("span", { class: "muted ts" })),
+    (li, a) => {
+      li.className = a.refused ? "refused" : "";
+      li.querySelector(".line").textContent = a.line;
+      li.querySelector(".ts").textContent = a.ts;
+    });
+  show($("recent-empty"), rows.length ? null
+    : v.recent.length ? "Nothing matches the filter." : "No token served yet.");
+}
+
 function render(v) {
   current = v;
   $("agent-line").textContent = v.agent_line;
@@ -162,43 +259,20 @@ function render(v) {
 
   reconcile($("credentials"), v.credentials, (c) => c.name, credentialCard, updateCredential);
   show($("not-set-up"), v.not_set_up.length ? `Not set up: ${v.not_set_up.join(", ")}` : null);
+  $("grants-summary").textContent = v.grants_summary;
 
-  $("grants-section").hidden = v.grants.length === 0;
-  reconcile($("grants"), v.grants, (g) => g.name,
-    (g) => el("li", { class: "grant", dataset: { testid: "grant" } },
-      el("span", { class: "line" }),
-      el("span", { class: "buttons" },
-        el("button", {
-          type: "button", class: "danger", dataset: { grant: g.name },
-          onclick: async () => {
-            try {
-              await invoke("revoke_grant", { name: g.name });
-              ok();
-            } catch (e) {
-              fail(e);
-            }
-            refresh();
-          },
-        }, "Revoke"))),
-    (li, g) => { li.querySelector(".line").textContent = g.line; });
+  show($("gateway-line"), v.gateway_line);
+  reconcile($("grants"), v.grants, (g) => g.name, grantCard, updateGrant);
+  $("grants-empty").hidden = v.grants.length > 0;
+  $("tab-sandboxes").textContent = v.grants.length ? `Sandboxes (${v.grants.length})` : "Sandboxes";
 
-  reconcile($("recent"), v.recent.slice(0, 30), (a) => `${a.ts} ${a.op} ${a.peer} ${a.outcome}`,
-    () => el("li", {}, el("span", { class: "line" }), el("span", { class: "muted ts" })),
-    (li, a) => {
-      li.className = a.refused ? "refused" : "";
-      li.querySelector(".line").textContent = a.line;
-      li.querySelector(".ts").textContent = a.ts;
-    });
-  $("recent-empty").hidden = v.recent.length > 0;
+  renderActivity(v);
 
-  const target = $("target");
   const names = v.credentials.map((c) => c.name).concat(v.not_set_up);
-  if (target.dataset.names !== names.join(",")) {
-    const selected = target.value || (names.includes("claude") ? "claude" : names[0]);
-    target.replaceChildren(...names.map((n) => el("option", { value: n }, n)));
-    if (selected) target.value = selected;
-    target.dataset.names = names.join(",");
-  }
+  const fresh = !$("target").dataset.values;
+  fillSelect($("target"), names);
+  if (fresh && names.includes("claude")) $("target").value = "claude";
+  fillSelect($("sb-credential"), v.credentials.filter((c) => c.source).map((c) => c.name));
 
   $("autostart").checked = v.autostart;
   const s = v.settings;
@@ -211,6 +285,143 @@ function render(v) {
   $("settings").replaceChildren(
     el("dt", {}, "approval timeout"), el("dd", {}, `${s.approval_timeout_secs} s`));
   $("config-path").textContent = s.config_path || "config.toml";
+}
+
+// ---- tabs and dialogs -----------------------------------------------------------------
+
+const TABS = ["overview", "sandboxes", "activity", "doctor-tab", "settings-tab"];
+
+function selectTab(id, focus = false) {
+  for (const t of TABS) {
+    const on = t === id;
+    $(t).hidden = !on;
+    const button = document.querySelector(`[role=tab][data-tab="${t}"]`);
+    button.setAttribute("aria-selected", String(on));
+    button.tabIndex = on ? 0 : -1;
+    if (on && focus) button.focus();
+  }
+}
+
+function wireTabs() {
+  const buttons = [...document.querySelectorAll("[role=tab]")];
+  for (const b of buttons) {
+    b.addEventListener("click", () => selectTab(b.dataset.tab));
+    // Arrow keys move between tabs (the WAI-ARIA tabs pattern); Tab leaves the list.
+    b.addEventListener("keydown", (e) => {
+      const i = buttons.indexOf(b);
+      const to = e.key === "ArrowRight" ? i + 1 : e.key === "ArrowLeft" ? i - 1 : null;
+      if (to === null) return;
+      e.preventDefault();
+      selectTab(buttons[(to + buttons.length) % buttons.length].dataset.tab, true);
+    });
+  }
+  for (const b of document.querySelectorAll("[data-goto]")) {
+    b.addEventListener("click", () => selectTab(b.dataset.goto, true));
+  }
+  for (const b of document.querySelectorAll("[data-close]")) {
+    b.addEventListener("click", () => $(b.dataset.close).close());
+  }
+  selectTab("overview");
+}
+
+function openReroll(name) {
+  if (name) $("target").value = name;
+  const d = $("reroll-dialog");
+  if (!d.open) d.showModal();
+}
+
+// What the tray menu (and a second launch) asks the window to show.
+window.kfShow = (section) => {
+  if (section === "reroll") return openReroll(null);
+  if (section === "new-sandbox") {
+    selectTab("sandboxes");
+    return openSandbox();
+  }
+  if (section === "approvals") {
+    $("approvals-section").scrollIntoView({ block: "start" });
+    return;
+  }
+  if (section.startsWith("cred:")) {
+    selectTab("overview");
+    const card = $(`cred-${section.slice(5)}`);
+    if (card) card.scrollIntoView({ block: "start" });
+    return;
+  }
+  if (TABS.includes(section)) selectTab(section);
+};
+
+// ---- new sandbox ----------------------------------------------------------------------
+
+function openSandbox() {
+  const d = $("sandbox-dialog");
+  $("sandbox-form").hidden = false;
+  $("sb-result").hidden = true;
+  show($("sb-error"), null);
+  if (!d.open) d.showModal();
+  $("sb-name").focus();
+}
+
+function recipeCard(r) {
+  const note = el("span", { class: "muted small-text copied", role: "status" });
+  return el("article", { class: "recipe", dataset: { testid: `recipe-${r.recipe}` } },
+    el("header", { class: "row" },
+      el("h3", { class: "grow" }, r.label),
+      note,
+      el("button", {
+        type: "button", class: "secondary small", dataset: { copy: r.recipe },
+        onclick: async () => {
+          try {
+            await invoke("copy_recipe", { recipe: r.recipe });
+            note.textContent = "Copied.";
+            ok();
+          } catch (e) {
+            note.textContent = "";
+            fail(e);
+          }
+        },
+      }, "Copy")),
+    el("pre", {}, r.shown));
+}
+
+function wireSandbox() {
+  $("new-sandbox").addEventListener("click", openSandbox);
+  $("sandbox-dialog").addEventListener("close", () => {
+    // The full texts go (zeroized) with the dialog; the grant stays.
+    invoke("forget_recipes");
+    $("sb-recipes").replaceChildren();
+  });
+  $("sandbox-form").addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    for (const f of $("sandbox-form").querySelectorAll("[aria-invalid]")) f.removeAttribute("aria-invalid");
+    guarded($("sb-create"), $("sb-error"), async () => {
+      const form = {
+        credential: $("sb-credential").value,
+        name: $("sb-name").value,
+        lifetime: $("sb-lifetime").value,
+        daily_token_budget: $("sb-budget").value,
+        max_concurrent: $("sb-concurrent").value,
+      };
+      let made;
+      try {
+        made = await invoke("new_sandbox", { form });
+      } catch (e) {
+        const field = e && e.field ? $("sandbox-form").querySelector(`[name=${e.field}]`) : null;
+        if (field) {
+          field.setAttribute("aria-invalid", "true");
+          field.focus();
+        }
+        throw e;
+      }
+      $("sb-made").textContent = `${made.replaced ? "Replaced" : "Made"} sandbox ${made.name} on ${made.credential}, `
+        + `until ${made.expires}; its placeholder is ${made.masked}. Revoke it on the Sandboxes tab.`;
+      show($("sb-homes"), made.homes.length ? `Wrote its home folders: ${made.homes.join(", ")}` : null);
+      $("sb-recipes").replaceChildren(...made.recipes.map(recipeCard));
+      $("sandbox-form").hidden = true;
+      $("sb-result").hidden = false;
+      $("sandbox-form").reset();
+      refresh();
+    });
+  });
 }
 
 async function refresh() {
@@ -261,7 +472,7 @@ async function guarded(button, errorBox, action) {
   try {
     await action();
   } catch (e) {
-    show(errorBox, String(e));
+    show(errorBox, says(e));
   } finally {
     button.disabled = false;
   }
@@ -349,7 +560,9 @@ function wire() {
     }
     refresh();
   });
+  wireTabs();
   wireReroll();
+  wireSandbox();
 
   listen("kf://changed", refresh);
   listen("kf://reroll-output", (e) => {
@@ -357,12 +570,8 @@ function wire() {
     out.hidden = false;
     out.textContent += `${e.payload}\n`;
   });
-  listen("kf://show", (e) => {
-    const section = e.payload;
-    const target = section.startsWith("cred:") ? $(`cred-${section.slice(5)}`)
-      : section === "approvals" ? $("approvals-section") : $(section);
-    if (target) target.scrollIntoView({ behavior: "smooth", block: "start" });
-  });
+  listen("kf://show", (e) => window.kfShow(e.payload));
+  for (const f of ["filter-cred", "filter-peer"]) $(f).addEventListener("change", () => current && renderActivity(current));
 
   // Live countdowns: the view is recomputed by the library every second while visible.
   setInterval(() => {

@@ -119,16 +119,22 @@ impl Backend {
     /// minutes). Attached, on its own connection, so a slow usage endpoint never holds up
     /// the window's other calls on the shared one.
     pub async fn usage(&self) -> Result<Vec<keyferry::domain::CredentialUsage>, String> {
-        let api = match self {
-            Self::Embedded(e) => Api::Embedded(Arc::clone(&e.agent)),
-            Self::Attached(Api::Socket { path, .. }) => Api::socket(path.clone(), CLIENT_NAME),
-            _ => return Err("the agent is not running".into()),
-        };
+        let api = self.own_api()?;
         tauri::async_runtime::spawn_blocking(move || api.status_with_usage(None))
             .await
             .map_err(|e| e.to_string())?
             .map(|st| st.usage)
             .map_err(message)
+    }
+
+    /// An interface of its own for a call off the main thread: the embedded agent, or a
+    /// fresh connection to the attached one (so a slow call holds up no other).
+    pub fn own_api(&self) -> Result<Api, String> {
+        match self {
+            Self::Embedded(e) => Ok(Api::Embedded(Arc::clone(&e.agent))),
+            Self::Attached(Api::Socket { path, .. }) => Ok(Api::socket(path.clone(), CLIENT_NAME)),
+            _ => Err("the agent is not running".into()),
+        }
     }
 
     /// The gateway's grants (empty when the agent runs no gateway).
@@ -147,11 +153,7 @@ impl Backend {
     }
 
     pub async fn store(&self, name: &str, token: Secret) -> Result<CredentialStatus, String> {
-        let api = match self {
-            Self::Embedded(e) => Api::Embedded(Arc::clone(&e.agent)),
-            Self::Attached(Api::Socket { path, .. }) => Api::socket(path.clone(), CLIENT_NAME),
-            _ => return Err("the agent is not running".into()),
-        };
+        let api = self.own_api()?;
         let name = name.to_owned();
         tauri::async_runtime::spawn_blocking(move || api.store(&name, token))
             .await

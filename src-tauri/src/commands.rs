@@ -11,7 +11,10 @@ use tauri::{AppHandle, Emitter, Manager, State};
 use time::OffsetDateTime;
 
 use crate::Shared;
+use keyferry::recipe::Recipe;
+use keyferry::tray::sandbox::{self, FormError, SandboxForm, SandboxMade};
 use keyferry::tray::{self as tray_model, Candidate, RerollDone, WindowView};
+use tauri_plugin_clipboard_manager::ClipboardExt as _;
 
 #[tauri::command]
 pub fn view(shared: State<'_, Shared>) -> WindowView {
@@ -173,4 +176,67 @@ pub fn save_settings(
     }
     crate::redraw(&app);
     Ok(())
+}
+
+/// The New sandbox dialog: makes the grant and every recipe for it. The window gets them
+/// with the placeholder masked; the full texts stay in the app until copied.
+#[tauri::command]
+pub async fn new_sandbox(form: SandboxForm, app: AppHandle) -> Result<SandboxMade, FormError> {
+    let api = app
+        .state::<Shared>()
+        .backend
+        .own_api()
+        .map_err(|message| FormError {
+            field: "grant",
+            message,
+        })?;
+    let (made, copyable) = tauri::async_runtime::spawn_blocking(move || {
+        sandbox::make(&api, &form, &sandbox::homes_root(), |k| {
+            std::env::var(k).ok()
+        })
+    })
+    .await
+    .map_err(|e| FormError {
+        field: "grant",
+        message: e.to_string(),
+    })??;
+    *app.state::<Shared>()
+        .recipes
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(copyable);
+    crate::redraw(&app);
+    Ok(made)
+}
+
+/// A recipe's Copy button: the full text onto the clipboard, from here (the page never
+/// holds the placeholder).
+#[tauri::command]
+pub fn copy_recipe(
+    recipe: Recipe,
+    app: AppHandle,
+    shared: State<'_, Shared>,
+) -> Result<(), String> {
+    let held = shared
+        .recipes
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let text = held
+        .as_ref()
+        .and_then(|c| c.text(recipe))
+        .ok_or("that sandbox's recipes are gone (the dialog was closed); make the sandbox again")?;
+    app.clipboard().write_text(text.to_owned()).map_err(|e| {
+        format!(
+            "cannot reach the clipboard ({e}); use `keyferry grant NAME --recipe` in a terminal"
+        )
+    })
+}
+
+/// The dialog closed: the recipes' texts are dropped (zeroized).
+#[tauri::command]
+pub fn forget_recipes(shared: State<'_, Shared>) {
+    shared
+        .recipes
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .take();
 }

@@ -36,6 +36,8 @@ pub struct Shared {
     pub wake: tokio::sync::Notify,
     /// Asks for subscription usage now (the window was opened).
     pub usage_wake: tokio::sync::Notify,
+    /// The recipes of the sandbox the window just made, until copied and the dialog closes.
+    pub recipes: Mutex<Option<keyferry::tray::sandbox::Copyable>>,
 }
 
 impl Shared {
@@ -333,6 +335,7 @@ fn setup(app: &mut tauri::App) -> Result<(), Box<dyn std::error::Error>> {
         pending: Mutex::new(None),
         wake: tokio::sync::Notify::new(),
         usage_wake: tokio::sync::Notify::new(),
+        recipes: Mutex::new(None),
     });
     app.manage(TrayCell(Mutex::new(None)));
 
@@ -405,6 +408,8 @@ fn main() {
             show_window(app, None)
         }))
         .plugin(tauri_plugin_notification::init())
+        // Written from Rust only (`copy_recipe`): the page has no clipboard permission.
+        .plugin(tauri_plugin_clipboard_manager::init())
         .plugin(tauri_plugin_autostart::init(
             MacosLauncher::LaunchAgent,
             None,
@@ -423,6 +428,9 @@ fn main() {
             commands::set_autostart,
             commands::revoke_grant,
             commands::doctor,
+            commands::new_sandbox,
+            commands::copy_recipe,
+            commands::forget_recipes,
         ])
         // Closing the window destroys it (and WebKit's processes with it); the app lives in
         // the tray until Quit, see `ExitRequested` below.

@@ -4,7 +4,7 @@ use std::sync::Mutex;
 
 use tauri::image::Image;
 use tauri::menu::{CheckMenuItem, IsMenuItem, Menu, MenuItem, MenuItemKind, PredefinedMenuItem};
-use tauri::tray::{TrayIcon, TrayIconBuilder};
+use tauri::tray::{MouseButton, MouseButtonState, TrayIcon, TrayIconBuilder, TrayIconEvent};
 use tauri::{AppHandle, Wry};
 
 use keyferry::tray::{EntryKind, IconState, MenuModel};
@@ -31,6 +31,42 @@ fn icon(state: IconState) -> Image<'static> {
         IconState::Locked => tray_png!("locked"),
     };
     Image::from_bytes(bytes).expect("icons/tray PNGs are valid")
+}
+
+/// Where the icon was last clicked (logical points: its bottom centre), for the panel.
+static LAST_CLICK: Mutex<Option<(f64, f64)>> = Mutex::new(None);
+
+#[must_use]
+#[cfg(target_os = "macos")]
+pub fn last_click() -> Option<(f64, f64)> {
+    *LAST_CLICK
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn on_icon(tray: &TrayIcon, event: TrayIconEvent) {
+    let TrayIconEvent::Click {
+        rect,
+        button: MouseButton::Left,
+        button_state: MouseButtonState::Up,
+        ..
+    } = event
+    else {
+        return;
+    };
+    let app = tray.app_handle();
+    let scale = app
+        .primary_monitor()
+        .ok()
+        .flatten()
+        .map_or(1.0, |m| m.scale_factor());
+    let at = rect.position.to_logical::<f64>(scale);
+    let size = rect.size.to_logical::<f64>(scale);
+    *LAST_CLICK
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner) =
+        Some((at.x + size.width / 2.0, at.y + size.height));
+    crate::window::toggle(app);
 }
 
 pub struct Tray {
@@ -81,7 +117,10 @@ pub fn create(
         .icon_as_template(cfg!(target_os = "macos"))
         .tooltip(tooltip)
         .menu(&menu)
-        .show_menu_on_left_click(true)
+        // macOS: a left click opens the panel under the icon, the menu is a right click
+        // away; a Linux panel shows the menu itself on any click.
+        .show_menu_on_left_click(!cfg!(target_os = "macos"))
+        .on_tray_icon_event(on_icon)
         .on_menu_event(move |app, event| on_click(app, event.id().as_ref()))
         .build(app)?;
     Ok(Tray {

@@ -8,7 +8,7 @@ use tauri::{AppHandle, Emitter, Manager, WebviewUrl, WebviewWindow, WebviewWindo
 /// The window's label; `capabilities/main.json` grants its permissions by this name.
 pub const LABEL: &str = "main";
 
-/// Brings the window up (building it if it is not open) and scrolls to `section`.
+/// Brings the window up (building it if it is not open) and opens `section`.
 pub fn show(app: &AppHandle, section: Option<&str>) {
     if let Some(w) = app.get_webview_window(LABEL) {
         let _ = w.show();
@@ -38,17 +38,31 @@ pub fn show(app: &AppHandle, section: Option<&str>) {
     }
 }
 
+/// The panel's size: a menu-bar panel's width (CodexBar, Tailscale: 420–480 px).
+const WIDTH: f64 = 460.0;
+const HEIGHT: f64 = 640.0;
+
+/// The icon's left click (macOS): the panel opens, or closes if it is open.
+pub fn toggle(app: &AppHandle) {
+    match app.get_webview_window(LABEL) {
+        Some(w) => {
+            let _ = w.close();
+        }
+        None => show(app, None),
+    }
+}
+
 fn build(app: &AppHandle, section: Option<&str>) -> tauri::Result<WebviewWindow> {
     let mut builder = WebviewWindowBuilder::new(app, LABEL, WebviewUrl::default())
         .title("Keyferry")
-        .inner_size(820.0, 700.0)
-        .min_inner_size(560.0, 420.0)
-        .center()
+        .inner_size(WIDTH, HEIGHT)
+        .min_inner_size(400.0, 420.0)
         .visible(true);
+    builder = panel::place(app, builder);
     if let Some(section) = section {
-        // A fresh page has no `kf://show` listener yet when it loads; scroll from inside it
-        // once the section exists (cards appear after the first `view`), for at most 5 s.
-        let script = scroll_script(section);
+        // A fresh page has no `kf://show` listener yet when it loads; open the tab from
+        // inside it once the page runs (the cards appear after the first `view`).
+        let script = show_script(section);
         builder = builder.on_page_load(move |w, payload| {
             if matches!(payload.event(), tauri::webview::PageLoadEvent::Finished) {
                 let _ = w.eval(&script);
@@ -57,12 +71,57 @@ fn build(app: &AppHandle, section: Option<&str>) -> tauri::Result<WebviewWindow>
     }
     let w = builder.build()?;
     let handle = app.clone();
-    w.on_window_event(move |e| {
-        if matches!(e, tauri::WindowEvent::Destroyed) {
-            release_after_close(handle.clone());
-        }
+    w.on_window_event(move |e| match e {
+        tauri::WindowEvent::Destroyed => release_after_close(handle.clone()),
+        tauri::WindowEvent::Focused(false) => panel::lost_focus(&handle),
+        _ => {}
     });
     Ok(w)
+}
+
+/// Where the panel opens. macOS: under the menu-bar icon (where it was last clicked), as a
+/// borderless panel that goes away when it loses focus, like the menu it stands beside.
+/// Linux: the tray (an AppIndicator StatusNotifierItem) shows its menu itself and never
+/// tells the app where its icon is, so the window opens centred as a normal small window.
+mod panel {
+    use super::AppHandle;
+    use tauri::{WebviewWindowBuilder, Wry};
+
+    #[cfg(target_os = "macos")]
+    pub fn place<'a>(
+        _app: &AppHandle,
+        builder: WebviewWindowBuilder<'a, Wry, AppHandle>,
+    ) -> WebviewWindowBuilder<'a, Wry, AppHandle> {
+        let builder = builder
+            .decorations(false)
+            .always_on_top(true)
+            .skip_taskbar(true)
+            .resizable(false);
+        match crate::tray::last_click() {
+            Some((x, y)) => builder.position(x - super::WIDTH / 2.0, y),
+            None => builder.center(),
+        }
+    }
+
+    #[cfg(not(target_os = "macos"))]
+    pub fn place<'a>(
+        _app: &AppHandle,
+        builder: WebviewWindowBuilder<'a, Wry, AppHandle>,
+    ) -> WebviewWindowBuilder<'a, Wry, AppHandle> {
+        builder.center()
+    }
+
+    /// A macOS panel closes when the user clicks elsewhere (destroyed, as on close).
+    #[cfg(target_os = "macos")]
+    pub fn lost_focus(app: &AppHandle) {
+        use tauri::Manager as _;
+        if let Some(w) = app.get_webview_window(super::LABEL) {
+            let _ = w.close();
+        }
+    }
+
+    #[cfg(not(target_os = "macos"))]
+    pub fn lost_focus(_app: &AppHandle) {}
 }
 
 /// How long after closing the web process has surely exited (it goes within a second).
@@ -98,41 +157,30 @@ pub fn give_back(when: &str) {
     );
 }
 
-/// JavaScript that scrolls to `section` (the same names as `kf://show`) once it exists.
-fn scroll_script(section: &str) -> String {
-    let id = if let Some(name) = section.strip_prefix("cred:") {
-        format!("cred-{name}")
-    } else if section == "approvals" {
-        "approvals-section".to_owned()
-    } else {
-        section.to_owned()
-    };
-    // JSON string syntax is valid JavaScript: the id cannot break out of its literal.
-    let id = serde_json::to_string(&id).unwrap_or_else(|_| "\"\"".to_owned());
+/// JavaScript that opens `section` (the same names as `kf://show`: a tab, `reroll`,
+/// `cred:NAME`, `approvals`) once the page's `kfShow` exists.
+fn show_script(section: &str) -> String {
+    // JSON string syntax is valid JavaScript: the name cannot break out of its literal.
+    let name = serde_json::to_string(section).unwrap_or_else(|_| "\"\"".to_owned());
     format!(
-        "(function go(n) {{ const t = document.getElementById({id}); \
-         if (t) t.scrollIntoView({{ block: 'start' }}); \
+        "(function go(n) {{ if (window.kfShow) window.kfShow({name}); \
          else if (n > 0) setTimeout(() => go(n - 1), 100); }})(50);"
     )
 }
 
 #[cfg(test)]
 mod tests {
-    use super::scroll_script;
+    use super::show_script;
 
     #[test]
-    fn scroll_script_targets_the_ui_ids() {
-        assert!(scroll_script("cred:claude").contains("getElementById(\"cred-claude\")"));
-        assert!(scroll_script("approvals").contains("getElementById(\"approvals-section\")"));
-        assert!(scroll_script("reroll").contains("getElementById(\"reroll\")"));
+    fn show_script_names_the_section() {
+        assert!(show_script("cred:claude").contains("kfShow(\"cred:claude\")"));
+        assert!(show_script("reroll").contains("kfShow(\"reroll\")"));
     }
 
     #[test]
-    fn scroll_script_quotes_hostile_names() {
-        let s = scroll_script("cred:x\"); alert(1); (\"");
-        assert!(
-            s.contains(r#"getElementById("cred-x\"); alert(1); (\"")"#),
-            "{s}"
-        );
+    fn show_script_quotes_hostile_names() {
+        let s = show_script("x\"); alert(1); (\"");
+        assert!(s.contains(r#"kfShow("x\"); alert(1); (\"")"#), "{s}");
     }
 }

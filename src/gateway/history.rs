@@ -95,28 +95,59 @@ impl History {
     }
 }
 
+/// One bar of a listed grant's use: `width` seconds from `start` (unix seconds, UTC).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Bucket {
+    pub start: i64,
+    pub requests: u64,
+    pub tokens: u64,
+}
+
+/// A listed grant's use (`GrantInfo::history`) in the `n` buckets of `width` seconds that
+/// end with the one holding `now`, oldest first. Buckets align to the epoch, so a day's
+/// (86 400 s) is a UTC day.
+#[must_use]
+pub fn buckets(
+    history: &[crate::domain::HourUse],
+    width: i64,
+    n: usize,
+    now: OffsetDateTime,
+) -> Vec<Bucket> {
+    let end = now.unix_timestamp().div_euclid(width);
+    let mut out: Vec<Bucket> = (0..n)
+        .map(|i| Bucket {
+            start: (end - (n - 1 - i) as i64) * width,
+            ..Bucket::default()
+        })
+        .collect();
+    for h in history {
+        let Ok(at) = OffsetDateTime::parse(&h.hour, &time::format_description::well_known::Rfc3339)
+        else {
+            continue;
+        };
+        let back = end - at.unix_timestamp().div_euclid(width);
+        if let Some(b) = usize::try_from(back).ok().filter(|b| *b < n) {
+            let bucket = &mut out[n - 1 - b];
+            bucket.requests = bucket.requests.saturating_add(h.requests);
+            bucket.tokens = bucket
+                .tokens
+                .saturating_add(h.input_tokens)
+                .saturating_add(h.output_tokens)
+                .saturating_add(h.cache_creation_input_tokens)
+                .saturating_add(h.cache_read_input_tokens);
+        }
+    }
+    out
+}
+
 /// The last `n` hours of a listed grant's use (`GrantInfo::history`) as a sparkline of
 /// tokens per hour, the newest hour last.
 #[must_use]
 pub fn sparkline_of(history: &[crate::domain::HourUse], n: usize, now: OffsetDateTime) -> String {
-    let parsed = history.iter().filter_map(|h| {
-        let at =
-            OffsetDateTime::parse(&h.hour, &time::format_description::well_known::Rfc3339).ok()?;
-        let tokens = h
-            .input_tokens
-            .saturating_add(h.output_tokens)
-            .saturating_add(h.cache_creation_input_tokens)
-            .saturating_add(h.cache_read_input_tokens);
-        Some((hour_of(at), tokens))
-    });
-    let mut per_hour = vec![0u64; n];
-    let end = hour_of(now);
-    for (hour, tokens) in parsed {
-        let back = end - hour;
-        if let Some(i) = usize::try_from(back).ok().filter(|b| *b < n) {
-            per_hour[n - 1 - i] = per_hour[n - 1 - i].saturating_add(tokens);
-        }
-    }
+    let per_hour: Vec<u64> = buckets(history, 3600, n, now)
+        .iter()
+        .map(|b| b.tokens)
+        .collect();
     sparkline(&per_hour)
 }
 

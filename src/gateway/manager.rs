@@ -215,21 +215,26 @@ impl Listeners {
             let session = cancel.child_token();
             let served = serve(listener, session.clone());
             tokio::pin!(served);
-            let why = loop {
+            // (why it stopped, whether the accept loop already ended): a finished future
+            // must not be polled again, and at shutdown it may end in the same poll as
+            // `cancel` (select! picks either).
+            let (why, ended) = loop {
                 tokio::select! {
-                    () = &mut served => break None,
-                    () = cancel.cancelled() => break None,
+                    () = &mut served => break (None, true),
+                    () = cancel.cancelled() => break (None, false),
                     r = open.changed(), if tcp.is_some() => {
-                        if r.is_err() || !*open.borrow() { break None }
+                        if r.is_err() || !*open.borrow() { break (None, false) }
                     }
                     () = tokio::time::sleep(self.retry), if tcp.is_some() => {
-                        if let Some(reason) = tcp.and_then(gone) { break Some(reason) }
+                        if let Some(reason) = tcp.and_then(gone) { break (Some(reason), false) }
                     }
                 }
             };
             // Closing the session ends the accept loop and its open connections.
             session.cancel();
-            served.await;
+            if !ended {
+                served.await;
+            }
             if let Some(reason) = why {
                 self.set(i, ListenerState::Waiting { reason });
             }
@@ -281,5 +286,42 @@ fn classify(e: &ListenError) -> (ListenerState, bool) {
             },
             false,
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// An accept loop that ends by itself is served again, and never polled after it ended
+    /// (that panicked: "`async fn` resumed after completion", seen at the app's shutdown).
+    #[tokio::test]
+    async fn a_session_that_ends_by_itself_is_not_polled_again() {
+        let l = Listeners::new(
+            vec![ListenSpec::Tcp("127.0.0.1:0".parse().unwrap())],
+            false,
+            Duration::from_millis(20),
+            true,
+        );
+        let cancel = CancellationToken::new();
+        let served = Arc::new(AtomicUsize::new(0));
+        let (count, stop) = (Arc::clone(&served), cancel.clone());
+        let serve = move |_l: Listener, _s: CancellationToken| {
+            let n = count.fetch_add(1, Ordering::SeqCst);
+            let stop = stop.clone();
+            async move {
+                if n >= 2 {
+                    stop.cancel();
+                }
+            }
+        };
+        tokio::time::timeout(
+            Duration::from_secs(10),
+            Arc::clone(&l).one(0, cancel, serve),
+        )
+        .await
+        .expect("it ends once cancelled");
+        assert_eq!(served.load(Ordering::SeqCst), 3);
     }
 }

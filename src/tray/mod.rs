@@ -16,11 +16,14 @@ use crate::domain::{
 use crate::protocol::{Event, Status};
 use crate::secret::Secret;
 
+mod grants;
 mod menu;
+pub mod sandbox;
 mod state;
 mod text;
 mod view;
 
+pub use grants::*;
 pub use menu::*;
 pub use state::*;
 pub use text::*;

@@ -77,6 +77,8 @@ pub struct TrayState {
     pub grants: Vec<crate::domain::GrantInfo>,
     /// Each Claude credential's subscription usage (or why none), as last polled.
     pub usage: BTreeMap<String, UsageState>,
+    /// The gateway's listeners, as `status` last reported them.
+    pub listeners: Vec<crate::domain::ListenerInfo>,
 }
 
 impl TrayState {
@@ -95,6 +97,7 @@ impl TrayState {
             settings: Settings::default(),
             grants: Vec::new(),
             usage: BTreeMap::new(),
+            listeners: Vec::new(),
         }
     }
 
@@ -115,6 +118,7 @@ impl TrayState {
             .map(|c| (c.name.clone(), c.clone()))
             .collect();
         self.locked = status.locked;
+        self.listeners.clone_from(&status.listeners);
         if status.last_access.is_some() {
             self.last_access.clone_from(&status.last_access);
         }

@@ -18,6 +18,7 @@ impl TrayState {
     #[must_use]
     pub fn view(&self, now: OffsetDateTime) -> WindowView {
         let p = Precision::Seconds;
+        let grants: Vec<GrantRow> = self.grants.iter().map(|g| GrantRow::of(g, now)).collect();
         WindowView {
             agent: self.link.clone(),
             agent_line: self.link.line(),
@@ -65,7 +66,9 @@ impl TrayState {
             alert: self.alert.as_ref().map(|(_, t)| t.clone()),
             autostart: self.autostart,
             settings: self.settings.clone(),
-            grants: self.grants.iter().map(|g| GrantRow::of(g, now)).collect(),
+            grants_summary: summary(&grants),
+            gateway_line: gateway_line(&self.listeners),
+            grants,
         }
     }
 }
@@ -91,8 +94,10 @@ pub struct CredentialRow {
     pub warnings: Vec<String>,
     /// Subscription usage windows, when the agent has figures.
     pub usage: Vec<UsageRow>,
-    /// Why there are no usage figures (a setup-token lacks `user:profile`, …).
+    /// Why there are no usage figures (a setup-token lacks `user:profile`, …), one sentence.
     pub usage_note: Option<String>,
+    /// The reroll dialog can replace it (a setup-token or API key).
+    pub rerollable: bool,
 }
 
 /// One subscription window: `5-hour`, 37 (%), "resets in 1 h 2 min".
@@ -154,7 +159,9 @@ impl CredentialRow {
             error: c.error.as_ref().map(|e| e.message.clone()),
             warnings: c.warnings.clone(),
             usage,
-            usage_note,
+            usage_note: usage_note
+                .map(|why| format!("No usage figures: {}.", why.trim_end_matches('.'))),
+            rerollable: i.is_some_and(|i| matches!(i.kind, Kind::SetupToken | Kind::ApiKey)),
         }
     }
 }
@@ -197,36 +204,10 @@ pub struct WindowView {
     pub autostart: bool,
     pub settings: Settings,
     pub grants: Vec<GrantRow>,
-}
-
-/// One gateway grant in the window: its name, what it spends and what it has spent.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct GrantRow {
-    pub name: String,
-    pub line: String,
-}
-
-impl GrantRow {
-    #[must_use]
-    pub fn of(g: &crate::domain::GrantInfo, now: OffsetDateTime) -> Self {
-        let left =
-            time::OffsetDateTime::parse(&g.expires, &time::format_description::well_known::Rfc3339)
-                .map_or_else(
-                    |_| g.expires.clone(),
-                    |at| crate::credential::human_duration((at - now).whole_seconds()),
-                );
-        let tokens = g.input_tokens
-            + g.output_tokens
-            + g.cache_creation_input_tokens
-            + g.cache_read_input_tokens;
-        Self {
-            name: g.name.clone(),
-            line: format!(
-                "{} on {}: {} requests, {} tokens (in {} / out {}), expires in {}",
-                g.name, g.credential, g.requests, tokens, g.input_tokens, g.output_tokens, left
-            ),
-        }
-    }
+    /// The Overview's one line about the grants.
+    pub grants_summary: String,
+    /// Where sandboxes reach the gateway (`None`: no gateway listener).
+    pub gateway_line: Option<String>,
 }
 
 // ---- reroll -------------------------------------------------------------------------------

@@ -62,11 +62,22 @@ impl Driver {
     /// It is missing or does not come up (with its log).
     #[must_use]
     pub fn start(world: &World) -> Self {
+        Self::start_with(world, &[])
+    }
+
+    /// [`Driver::start`] with `env` added to the driver's environment, which the app it
+    /// launches inherits (`GTK_THEME=Adwaita:dark`).
+    ///
+    /// # Panics
+    /// As [`Driver::start`].
+    #[must_use]
+    pub fn start_with(world: &World, env: &[(&str, &str)]) -> Self {
         let program = tauri_driver();
         let mut last = String::new();
         for attempt in 0..3 {
             let (port, native) = (free_port(), free_port());
             let mut cmd = world.command(&program);
+            cmd.envs(env.iter().copied());
             cmd.arg("--port")
                 .arg(port.to_string())
                 .arg("--native-port")
@@ -228,6 +239,44 @@ impl Session<'_> {
     pub fn click(&self, e: &Element) -> Result<(), String> {
         self.call("POST", &format!("/element/{}/click", e.0), Some(&json!({})))
             .map(drop)
+    }
+
+    /// Types `text` into the field matching `css`, after clearing it. WebDriver's special
+    /// keys work too (`"\u{E00C}"` is Escape).
+    ///
+    /// # Errors
+    /// No such field, or the call fails.
+    pub fn type_into(&self, css: &str, text: &str, clear: bool) -> Result<(), String> {
+        let e = self.find(css)?;
+        if clear {
+            self.call("POST", &format!("/element/{}/clear", e.0), Some(&json!({})))?;
+        }
+        self.call(
+            "POST",
+            &format!("/element/{}/value", e.0),
+            Some(&json!({ "text": text })),
+        )
+        .map(drop)
+    }
+
+    /// Opens the panel's tab `name` (`overview`, `sandboxes`, `activity`, `doctor`,
+    /// `settings`) and waits until it shows.
+    pub fn tab(&self, name: &str) {
+        self.click_when_ready(&format!("#tab-{name}"));
+        wait_for(&format!("the {name} tab to show"), UI_TIMEOUT, || {
+            // That tab alone selected, its panel alone shown.
+            let v = self.script(&format!(
+                "return [[...document.querySelectorAll('[role=tab][aria-selected=true]')].map(t => t.id), \
+                 [...document.querySelectorAll('[role=tabpanel]')].filter(p => !p.hidden).map(p => p.getAttribute('aria-labelledby'))]"
+            ))?;
+            let want = serde_json::json!([[format!("tab-{name}")], [format!("tab-{name}")]]);
+            if v == want {
+                Ok(())
+            } else {
+                Err(format!("selected tabs and shown panels: {v}"))
+            }
+        })
+        .unwrap_or_else(|e| panic!("{e}"));
     }
 
     /// Clicks the first element matching `css` once it exists and is enabled (bounded).
