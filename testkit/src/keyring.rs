@@ -13,6 +13,9 @@ use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 use crate::bus::{parse_boolean, PrivateBus};
+
+/// Codex's keyring service (`KEYRING_SERVICE` in codex-rs/login's `storage.rs`).
+pub const CODEX_SERVICE: &str = "Codex Auth";
 use crate::process::{isolate, read_lossy, run_with_timeout, Proc};
 use crate::{require, wait_until, which, COMMAND_TIMEOUT, STARTUP_TIMEOUT};
 
@@ -392,6 +395,57 @@ impl SecretServiceFixture {
             .lines()
             .filter(|l| l.starts_with('['))
             .count()
+    }
+
+    /// Stores `doc` as Codex's keyring login for `account` (`cli|…`), with the attributes and
+    /// label the real `codex` 0.171 gives it (keyring crate 3.6.3's Secret Service backend, as
+    /// `codex login` with `cli_auth_credentials_store = "keyring"` was seen to write it).
+    ///
+    /// # Panics
+    /// `secret-tool store` fails.
+    pub fn store_codex_login(&self, account: &str, doc: &str) {
+        let label = format!("--label={account}@{CODEX_SERVICE}:default (keyring v3.6.3)");
+        let out = self.secret_tool(
+            &[
+                "store",
+                &label,
+                "service",
+                CODEX_SERVICE,
+                "username",
+                account,
+                "target",
+                "default",
+                "application",
+                "rust-keyring",
+            ],
+            Some(doc),
+        );
+        assert!(
+            out.status.success(),
+            "secret-tool store: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Codex's keyring login for `account`, looked up as its keyring crate does (service,
+    /// username, target); `None` when there is none.
+    #[must_use]
+    pub fn codex_login(&self, account: &str) -> Option<String> {
+        let out = self.secret_tool(
+            &[
+                "lookup",
+                "service",
+                CODEX_SERVICE,
+                "username",
+                account,
+                "target",
+                "default",
+            ],
+            None,
+        );
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
     /// The gnome-keyring-daemon log so far (stdout and stderr of every start).
