@@ -302,33 +302,6 @@ fn codex_usage_comes_from_wham_usage_and_gemini_has_none() {
     );
 }
 
-/// The agent's status row for `cli` once `done` holds for it (bounded).
-fn wait_row(
-    agent: &kf::AgentProc,
-    cli: Cli,
-    what: &str,
-    done: impl Fn(&keyferry::domain::CredentialStatus) -> bool,
-) -> keyferry::domain::CredentialStatus {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let st = agent.client().status().unwrap();
-        let row = st
-            .credentials
-            .into_iter()
-            .find(|c| c.name == cli.name())
-            .unwrap_or_else(|| panic!("{cli:?}: no status row"));
-        if done(&row) {
-            return row;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{cli:?}: {what}: {row:?}\n{}",
-            agent.log_text()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
 /// The Codex and Gemini side of refresher_agent's kill -9 test: the write-back is refused
 /// (a 0400 login file; the check is on the mode, so it holds as root too), which leaves the
 /// state a kill between the token answer and the write-back leaves — the new login only in
@@ -345,7 +318,7 @@ fn a_killed_agent_keeps_the_new_login_and_the_restart_writes_it_back() {
         std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o400)).unwrap();
         let before = std::fs::read_to_string(&file).unwrap();
         let mut agent = h.start_agent();
-        let row = wait_row(&agent, cli, "no write-back failure shown", |c| {
+        let row = agent.wait_status(cli.name(), "no write-back failure shown", |c| {
             c.error
                 .as_ref()
                 .is_some_and(|e| e.message.contains("written back"))

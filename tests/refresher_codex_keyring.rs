@@ -10,7 +10,7 @@
 mod common;
 mod kf;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use keyferry::credential::Credential;
 use keyferry::oauth::login::codex_store::keyring_account;
@@ -156,27 +156,11 @@ fn a_refused_keyring_login_is_needs_login_with_codex_login_after_one_call() {
     let (h, account) = home(&fake, "keyring", 20, "");
     let (before, _) = item(&h, &account);
     let agent = h.start_agent();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let row = loop {
-        let st = agent.client().status().unwrap();
-        let c = st
-            .credentials
-            .into_iter()
-            .find(|c| c.name == "codex")
-            .unwrap();
-        if c.error
+    let row = agent.wait_status("codex", "never needs_login", |c| {
+        c.error
             .as_ref()
             .is_some_and(|e| e.code == keyferry::domain::ErrorCode::NeedsLogin)
-        {
-            break c;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "never needs_login: {c:?}\n{}",
-            agent.log_text()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    });
     let message = row.error.unwrap().message;
     assert!(message.contains("run `codex login`"), "{message}");
     std::thread::sleep(Duration::from_secs(2));

@@ -405,21 +405,10 @@ impl SecretServiceFixture {
     /// `secret-tool store` fails.
     pub fn store_codex_login(&self, account: &str, doc: &str) {
         let label = format!("--label={account}@{CODEX_SERVICE}:default (keyring v3.6.3)");
-        let out = self.secret_tool(
-            &[
-                "store",
-                &label,
-                "service",
-                CODEX_SERVICE,
-                "username",
-                account,
-                "target",
-                "default",
-                "application",
-                "rust-keyring",
-            ],
-            Some(doc),
-        );
+        let mut args = vec!["store", label.as_str()];
+        args.extend(codex_item(account));
+        args.extend(["application", "rust-keyring"]);
+        let out = self.secret_tool(&args, Some(doc));
         assert!(
             out.status.success(),
             "secret-tool store: {}",
@@ -431,18 +420,9 @@ impl SecretServiceFixture {
     /// username, target); `None` when there is none.
     #[must_use]
     pub fn codex_login(&self, account: &str) -> Option<String> {
-        let out = self.secret_tool(
-            &[
-                "lookup",
-                "service",
-                CODEX_SERVICE,
-                "username",
-                account,
-                "target",
-                "default",
-            ],
-            None,
-        );
+        let mut args = vec!["lookup"];
+        args.extend(codex_item(account));
+        let out = self.secret_tool(&args, None);
         out.status
             .success()
             .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
@@ -462,6 +442,18 @@ impl Drop for SecretServiceFixture {
         }
         // `self.bus` drops next and stops the dbus-daemon.
     }
+}
+
+/// The attributes Codex's keyring crate finds its item by: service, username, target.
+fn codex_item(account: &str) -> [&str; 6] {
+    [
+        "service",
+        CODEX_SERVICE,
+        "username",
+        account,
+        "target",
+        "default",
+    ]
 }
 
 fn set_mode_0700(path: &Path) {
