@@ -387,7 +387,7 @@ async fn read_only_or_vanished_file_keeps_the_new_token_in_the_keychain() {
         .vanish_before_write
         .store(true, Ordering::SeqCst);
     let err = gone.refresher.trigger("claude").await.unwrap_err();
-    assert!(err.to_string().contains("the login file is gone"), "{err}");
+    assert!(err.to_string().contains("the login is gone"), "{err}");
     assert!(
         !gone.path.exists(),
         "a logged-out CLI is not logged back in behind its back"

@@ -2,13 +2,16 @@
 //! `codex` (`~/.codex/auth.json`) and `gemini` (`~/.gemini/oauth_creds.json`) credentials,
 //! 20 minutes from expiry, are refreshed once through the fake's Codex and Google scripts,
 //! written back, and served; a refused refresh token is `needs_login` with the CLI's hint
-//! after exactly one call; `refresh = "off"` leaves a login alone.
+//! after exactly one call; `refresh = "off"` leaves a login alone; a new login that could
+//! not be written back survives a kill -9 of the agent in its journal and the restarted
+//! agent writes it back.
 
 #![cfg(target_os = "linux")]
 
 mod common;
 mod kf;
 
+use std::os::unix::fs::PermissionsExt;
 use std::time::{Duration, Instant};
 
 use keyferry::credential::Credential;
@@ -297,4 +300,139 @@ fn codex_usage_comes_from_wham_usage_and_gemini_has_none() {
         "{}",
         text(&out.stderr)
     );
+}
+
+/// The Codex and Gemini side of refresher_agent's kill -9 test: the write-back is refused
+/// (a 0400 login file; the check is on the mode, so it holds as root too), which leaves the
+/// state a kill between the token answer and the write-back leaves — the new login only in
+/// the journal. The agent is then killed with SIGKILL; restarted with a writable file it
+/// writes the journaled login back (mode and unknown fields kept) without a token call, and
+/// the next refresh spends the new refresh token (Codex rotates it; Google's does not, so
+/// there the second call carries the same one and a new access token lands).
+#[test]
+fn a_killed_agent_keeps_the_new_login_and_the_restart_writes_it_back() {
+    for cli in [Cli::Codex, Cli::Gemini] {
+        let fake = FakeOauth::plain();
+        let h = home(&fake, cli, 20, "");
+        let file = h.path(cli.file());
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o400)).unwrap();
+        let before = std::fs::read_to_string(&file).unwrap();
+        let mut agent = h.start_agent();
+        let row = agent.wait_status(cli.name(), "no write-back failure shown", |c| {
+            c.error
+                .as_ref()
+                .is_some_and(|e| e.message.contains("written back"))
+        });
+        let message = row.error.unwrap().message;
+        assert!(
+            message.contains("kept in the keychain"),
+            "{cli:?}: {message}"
+        );
+        assert_eq!(fake.refresh_tokens(), vec![cli.old_refresh().to_owned()]);
+        let new_access = match cli {
+            Cli::Codex => format!("{CODEX_SIG_PREFIX}1"),
+            Cli::Gemini => format!("{GEMINI_ACCESS_PREFIX}1"),
+        };
+        // Meanwhile the journaled login is the one served.
+        common::wait_for(
+            "the journaled login served",
+            Duration::from_secs(15),
+            || {
+                let out = h.run(&["--require-agent", "get", cli.name()], None, &[]);
+                let got = text(&out.stdout).trim().to_owned();
+                if got.ends_with(&new_access) {
+                    Ok(())
+                } else {
+                    Err(format!("{got:?} {}", text(&out.stderr)))
+                }
+            },
+        )
+        .unwrap_or_else(|e| panic!("{cli:?}: {e}\n{}", agent.log_text()));
+        assert_eq!(std::fs::read_to_string(&file).unwrap(), before);
+        agent.stop(libc::SIGKILL);
+
+        // Nothing is lost: the journal item in the keychain holds the new login.
+        let journal = h.ss.secret_tool(
+            &[
+                "lookup",
+                "service",
+                keyferry::oauth::journal::PENDING_SERVICE,
+                "username",
+                cli.name(),
+            ],
+            None,
+        );
+        let journal: serde_json::Value = serde_json::from_slice(&journal.stdout)
+            .unwrap_or_else(|e| panic!("{cli:?}: the journal item: {e}"));
+        let pending = Credential::parse(
+            &Secret::new(journal["document"].as_str().unwrap().to_owned()),
+            "journal",
+        )
+        .unwrap();
+        assert!(pending.token.expose().ends_with(&new_access), "{cli:?}");
+        let new_refresh = match cli {
+            Cli::Codex => format!("{CODEX_REFRESH_PREFIX}1"),
+            Cli::Gemini => GEMINI_REFRESH.to_owned(),
+        };
+        assert_eq!(pending.refresh_token.unwrap().expose(), new_refresh);
+
+        // Writable again, and not 0600: a write-back that reset the mode would show.
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o700)).unwrap();
+        let agent = h.start_agent();
+        common::wait_until(Duration::from_secs(30), "the pending write-back", || {
+            login(&h, cli).1.token.expose().ends_with(&new_access)
+        });
+        let (v, c) = login(&h, cli);
+        assert_eq!(c.refresh_token.unwrap().expose(), new_refresh, "{cli:?}");
+        assert_eq!(v["keepMe"], 1, "{cli:?}: unknown fields kept");
+        match cli {
+            Cli::Codex => {
+                assert_eq!(v["tokens"]["account_id"], "acct-agent");
+                assert_ne!(v["last_refresh"], "2026-12-01T00:00:00Z");
+            }
+            Cli::Gemini => {
+                assert_eq!(v["token_type"], "Bearer");
+                let expiry = v["expiry_date"].as_i64().unwrap();
+                let now_ms = time::OffsetDateTime::now_utc().unix_timestamp() * 1000;
+                assert!(expiry > now_ms + 30 * 60 * 1000, "{cli:?}: new expiry {v}");
+            }
+        }
+        let mode = std::os::unix::fs::MetadataExt::mode(&std::fs::metadata(&file).unwrap()) & 0o777;
+        // The write-back's own file change triggers a flight too: give it time to (wrongly)
+        // call, as a restarted agent that forgot the login's lifetime did for Gemini.
+        std::thread::sleep(Duration::from_secs(1));
+        assert_eq!(mode, 0o700, "{cli:?}: the file's mode kept");
+        assert_eq!(
+            fake.token_calls(),
+            1,
+            "{cli:?}: the restart spent no refresh"
+        );
+
+        // The next refresh spends the new refresh token; a rotated-away one is never sent.
+        common::wait_for("a refresh of our own", Duration::from_secs(10), || {
+            ok(&h.run(&["refresh", cli.name()], None, &[]));
+            match fake.token_calls() {
+                2 => Ok(()),
+                n => Err(format!("{n} token calls")),
+            }
+        })
+        .unwrap_or_else(|e| panic!("{cli:?}: {e}\n{}", agent.log_text()));
+        assert_eq!(
+            fake.refresh_tokens(),
+            vec![cli.old_refresh().to_owned(), new_refresh.clone()],
+            "{cli:?}"
+        );
+        let second = match cli {
+            Cli::Codex => format!("{CODEX_SIG_PREFIX}2"),
+            Cli::Gemini => format!("{GEMINI_ACCESS_PREFIX}2"),
+        };
+        common::wait_until(Duration::from_secs(10), "the second write-back", || {
+            login(&h, cli).1.token.expose().ends_with(&second)
+        });
+        let (log, _) = ok(&h.run(&["log", "--json", "-n", "200"], None, &[]));
+        assert_no_secret(
+            &(log + &agent.log_text()),
+            &[cli.old_refresh(), &new_refresh, CODEX_SIG, GEMINI_ACCESS],
+        );
+    }
 }

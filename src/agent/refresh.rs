@@ -1,6 +1,6 @@
 //! The agent as the one refresher of the host CLIs' own logins: every credential whose chain
-//! reads `claude-login`, or a CLI's login file (Codex's `auth.json`, Gemini CLI's
-//! `oauth_creds.json`), and does not say `refresh = "off"`, is handed to the
+//! reads `claude-login`, a CLI's login file (Codex's `auth.json`, Gemini CLI's
+//! `oauth_creds.json`) or Codex's keyring item, and does not say `refresh = "off"`, is handed to the
 //! [`crate::oauth::Refresher`]; what it writes back is re-resolved at once, so every sink,
 //! the gateway and `watch` subscribers follow in the same instant.
 
@@ -15,12 +15,14 @@ use crate::credential::Credential;
 use crate::domain::{AuditOutcome, Op};
 use crate::domain::{ErrorBody, ErrorCode, Peer};
 use crate::oauth::journal::fingerprint;
+use crate::oauth::login::codex_store::{self, CodexLogin};
 use crate::oauth::login::{self, LoginProvider};
 use crate::oauth::writeback::{CredentialsFile, KeychainLogin, LoginSource};
 use crate::oauth::{Event as RefreshEvent, OauthConfig, Outcome, Refresher, Would};
 use crate::protocol::{Event, RefreshReport};
 use crate::source::chain::{claude_login, LoginLocation, Resolved};
 use crate::source::Source;
+use crate::store::ItemId;
 
 /// Which login a credential's chain reads, and where.
 enum Managed {
@@ -28,13 +30,32 @@ enum Managed {
     ClaudeLogin,
     /// A CLI's own login file (`file:~/.codex/auth.json`, `file:~/.gemini/oauth_creds.json`).
     File(&'static dyn LoginProvider, PathBuf),
+    /// Codex's keyring item (`keychain:Codex Auth#cli|…`), with the auth.json the same chain
+    /// reads after it (`cli_auth_credentials_store = "auto"`).
+    CodexKeyring(ItemId, Option<PathBuf>),
 }
 
-/// The login `chain` reads, if Keyferry can refresh it. Codex's keyring store has no file,
-/// so no source names it and it stays the host CLI's to refresh.
+/// The login `chain` reads, if Keyferry can refresh it.
 fn managed(chain: &[Source]) -> Option<Managed> {
     if chain.iter().any(|s| matches!(s, Source::ClaudeLogin)) {
         return Some(Managed::ClaudeLogin);
+    }
+    let codex_item = chain.iter().find_map(|s| match s {
+        Source::Keychain {
+            service,
+            account: Some(account),
+        } if service == codex_store::KEYRING_SERVICE => Some(ItemId::new(service, account)),
+        _ => None,
+    });
+    if let Some(item) = codex_item {
+        let file = chain.iter().find_map(|s| match s {
+            Source::File { path } => {
+                let path = crate::paths::expand(path);
+                (login::by_login_file(&path)?.kind() == login::codex::CODEX.kind()).then_some(path)
+            }
+            _ => None,
+        });
+        return Some(Managed::CodexKeyring(item, file));
     }
     chain.iter().find_map(|s| match s {
         Source::File { path } => {
@@ -77,6 +98,14 @@ pub(super) fn build(config: &Config) -> Result<Option<Refresher>, String> {
         let ahead = ahead.map(|m| Duration::from_secs(m * 60));
         let (provider, source): (&'static dyn LoginProvider, Arc<dyn LoginSource>) = match managed {
             Managed::File(provider, path) => (provider, Arc::new(CredentialsFile { path })),
+            Managed::CodexKeyring(item, file) => (
+                &login::codex::CODEX,
+                Arc::new(CodexLogin {
+                    store: Arc::clone(&store),
+                    item,
+                    file,
+                }),
+            ),
             Managed::ClaudeLogin => (
                 &login::claude::CLAUDE,
                 match &location {
@@ -297,7 +326,7 @@ impl Agent {
         let refresher = self.refresher.get().ok_or_else(|| {
             ErrorBody::new(
                 ErrorCode::Unsupported,
-                format!("{name:?} is not refreshed by Keyferry: only credentials whose chain reads claude-login, a Codex auth.json or a Gemini oauth_creds.json are, and not with refresh = \"off\""),
+                format!("{name:?} is not refreshed by Keyferry: only credentials whose chain reads claude-login, a Codex auth.json or keyring item (`Codex Auth`) or a Gemini oauth_creds.json are, and not with refresh = \"off\""),
             )
         })?;
         let (cli, hint) = refresher

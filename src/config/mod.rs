@@ -327,7 +327,8 @@ fn default_chain(name: &str) -> Option<Vec<Source>> {
             s("file:~/.config/cf/claude-token"),
             Source::ClaudeLogin,
         ],
-        "codex" => vec![s("file:~/.codex/auth.json")],
+        // Where Codex reads its login: auth.json, its keyring item, or both (`auto`).
+        "codex" => crate::oauth::login::codex_store::default_chain(&|k| std::env::var(k).ok()),
         "gemini" => vec![s("file:~/.gemini/oauth_creds.json")],
         _ => return None,
     })

@@ -56,9 +56,11 @@ pub(super) async fn run(r: &Refresher, entry: &Entry, mode: Mode) -> Result<Outc
     // The expiry as the CLI will read it (Codex's is inside the new access JWT).
     let merged = Credential::parse(&new_doc, &location).ok();
     let expires_at = merged.as_ref().and_then(|c| c.expires_at).unwrap_or(now);
+    let lifetime = (expires_at - now).unsigned_abs();
     let pending = Pending {
         replaces: rt_fp,
         document: new_doc,
+        lifetime: Some(lifetime),
     };
     let store = Arc::clone(&r.journal);
     let name = entry.name.clone();
@@ -84,7 +86,7 @@ pub(super) async fn run(r: &Refresher, entry: &Entry, mode: Mode) -> Result<Outc
         st.backoff.reset();
         st.retry_at = None;
         st.expires_at = Some(expires_at);
-        st.lifetime = Some((expires_at - now).unsigned_abs());
+        st.lifetime = Some(lifetime);
     }
     r.emit(Event::Refreshed {
         name: entry.name.clone(),
@@ -245,6 +247,11 @@ async fn finish_pending(r: &Refresher, entry: &Entry) -> Result<Option<Outcome>,
     let expires_at = new.as_ref().and_then(|c| c.expires_at);
     if let Some(c) = &new {
         remember(entry, c);
+    }
+    // The lifetime the endpoint gave, as the flight that got it would have learned it: the
+    // next trigger must not find the login due at once (Google's last an hour).
+    if let Some(lifetime) = pending.lifetime {
+        lock(&entry.state).lifetime = Some(lifetime);
     }
     let expires_at = expires_at.unwrap_or_else(OffsetDateTime::now_utc);
     r.emit(Event::Refreshed {

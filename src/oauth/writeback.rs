@@ -18,7 +18,8 @@ const MAX_FILE: u64 = 1 << 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum WritebackError {
-    #[error("{path}: the login file is gone; the new login is kept in the keychain until it can be written (run `keyferry refresh` after restoring it, or `claude /login`)")]
+    // Shared by every CLI's login (a Codex keyring item too), so it names none of them.
+    #[error("{path}: the login is gone; the new login is kept in the keychain until it can be written (run `keyferry refresh` after restoring it, or log in to the CLI again)")]
     Vanished { path: String },
     #[error("{path}: is {what}, refusing to read or replace it")]
     NotPlain { path: String, what: &'static str },

@@ -13,6 +13,9 @@ use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 use crate::bus::{parse_boolean, PrivateBus};
+
+/// Codex's keyring service (`KEYRING_SERVICE` in codex-rs/login's `storage.rs`).
+pub const CODEX_SERVICE: &str = "Codex Auth";
 use crate::process::{isolate, read_lossy, run_with_timeout, Proc};
 use crate::{require, wait_until, which, COMMAND_TIMEOUT, STARTUP_TIMEOUT};
 
@@ -394,6 +397,37 @@ impl SecretServiceFixture {
             .count()
     }
 
+    /// Stores `doc` as Codex's keyring login for `account` (`cli|…`), with the attributes and
+    /// label the real `codex` 0.171 gives it (keyring crate 3.6.3's Secret Service backend, as
+    /// `codex login` with `cli_auth_credentials_store = "keyring"` was seen to write it).
+    ///
+    /// # Panics
+    /// `secret-tool store` fails.
+    pub fn store_codex_login(&self, account: &str, doc: &str) {
+        let label = format!("--label={account}@{CODEX_SERVICE}:default (keyring v3.6.3)");
+        let mut args = vec!["store", label.as_str()];
+        args.extend(codex_item(account));
+        args.extend(["application", "rust-keyring"]);
+        let out = self.secret_tool(&args, Some(doc));
+        assert!(
+            out.status.success(),
+            "secret-tool store: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Codex's keyring login for `account`, looked up as its keyring crate does (service,
+    /// username, target); `None` when there is none.
+    #[must_use]
+    pub fn codex_login(&self, account: &str) -> Option<String> {
+        let mut args = vec!["lookup"];
+        args.extend(codex_item(account));
+        let out = self.secret_tool(&args, None);
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
     /// The gnome-keyring-daemon log so far (stdout and stderr of every start).
     #[must_use]
     pub fn keyring_log(&self) -> String {
@@ -408,6 +442,18 @@ impl Drop for SecretServiceFixture {
         }
         // `self.bus` drops next and stops the dbus-daemon.
     }
+}
+
+/// The attributes Codex's keyring crate finds its item by: service, username, target.
+fn codex_item(account: &str) -> [&str; 6] {
+    [
+        "service",
+        CODEX_SERVICE,
+        "username",
+        account,
+        "target",
+        "default",
+    ]
 }
 
 fn set_mode_0700(path: &Path) {

@@ -262,6 +262,36 @@ impl AgentProc {
         i32::try_from(self.child.id()).unwrap()
     }
 
+    /// The agent's status row for credential `name` once `done` holds for it; fails after
+    /// 30 s naming `what` and showing the row and the agent's log.
+    pub fn wait_status(
+        &self,
+        name: &str,
+        what: &str,
+        done: impl Fn(&keyferry::domain::CredentialStatus) -> bool,
+    ) -> keyferry::domain::CredentialStatus {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            let row = self
+                .client()
+                .status()
+                .unwrap()
+                .credentials
+                .into_iter()
+                .find(|c| c.name == name)
+                .unwrap_or_else(|| panic!("{name}: no status row"));
+            if done(&row) {
+                return row;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{name}: {what}: {row:?}\n{}",
+                self.log_text()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    }
+
     /// Sends `signal` and waits (bounded) for the exit status.
     pub fn stop(&mut self, signal: i32) -> Option<std::process::ExitStatus> {
         common::signal_pid(self.child.id(), signal);

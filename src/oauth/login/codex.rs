@@ -19,10 +19,9 @@
 //!   `last_refresh` is older than 8 days (`TOKEN_REFRESH_INTERVAL`), and after a 401 — each
 //!   time re-reading auth.json first, and with no file lock. So Keyferry refreshes
 //!   `refresh_ahead` before `exp` and stops a margin before the CLI's first moment.
-//! - Store: only `cli_auth_credentials_store = "file"` (the default) is refreshed here. The
-//!   keyring store (service `Codex Auth`, account `cli|<first 16 hex of sha256 of the
-//!   canonical CODEX_HOME>`) is not yet: such a login has no auth.json, so no refresher is
-//!   set up for it and the host CLI stays its only refresher.
+//! - Store: `cli_auth_credentials_store` = `file` (auth.json, the default), `keyring` (the
+//!   `Codex Auth` item) or `auto` (the item, else auth.json): see `codex_store.rs`, which
+//!   builds the `codex` chain and the refresher's source from it.
 
 use std::time::Duration;
 

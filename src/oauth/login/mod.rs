@@ -18,6 +18,7 @@ use crate::secret::Secret;
 
 pub mod claude;
 pub mod codex;
+pub mod codex_store;
 mod codex_usage;
 pub mod gemini;
 
