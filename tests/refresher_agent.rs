@@ -251,7 +251,7 @@ fn usage_figures_come_from_the_endpoint_and_a_setup_token_says_why_there_are_non
     );
     let (st, _) = ok(&h.run(&["status"], None, &[]));
     assert!(
-        st.contains("  usage: none (the token lacks the user:profile scope"),
+        st.contains("  usage: no figures: the token lacks the user:profile scope"),
         "{st}"
     );
     let (json, _) = ok(&h.run(&["status", "--json"], None, &[]));
@@ -416,7 +416,7 @@ fn status_never_prompts_for_usage_and_a_denied_peer_gets_no_figures() {
     let _agent = h.start_agent();
     let (st, _) = ok(&h.run(&["status"], None, &[]));
     assert!(
-        st.contains("  usage: none (\"claude\" needs approval; `keyferry usage claude` asks"),
+        st.contains("  usage: no figures: \"claude\" needs approval; `keyferry usage claude` asks"),
         "{st}"
     );
     assert_eq!(

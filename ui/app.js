@@ -80,6 +80,7 @@ function credentialCard(c) {
         onclick: () => openReroll(c.name),
       }, "Reroll…")),
     el("p", { class: "source muted" }),
+    el("p", { class: "token muted" }),
     el("div", { class: "usage", dataset: { testid: "usage" } }),
     el("p", { class: "usage-note muted" }),
     el("p", { class: "problem" }),
@@ -97,9 +98,8 @@ function updateCredential(card, c) {
   card.querySelector(".countdown").textContent = c.source ? c.countdown : "";
   card.querySelector(".reroll").hidden = !c.rerollable;
   card.querySelector(".source").textContent = [c.source, c.kind, c.plan].filter(Boolean).join(" · ");
+  show(card.querySelector(".token"), [c.masked, c.fingerprint].filter(Boolean).join(" · "));
   const rows = [
-    ["token", c.masked],
-    ["fingerprint", c.fingerprint],
     ["expires", c.expires_at ? c.expires_at + (c.expiry_assumed ? " (assumed from when it was stored)" : "") : null],
     ["scopes", c.scopes.length ? c.scopes.join(" ") : null],
   ].filter(([, v]) => v);

@@ -182,6 +182,7 @@ fn on_menu(app: &AppHandle, id: &str) {
         MenuAction::Credential(name) => show_window(app, Some(&format!("cred:{name}"))),
         MenuAction::Approvals => show_window(app, Some("approvals")),
         MenuAction::Reroll => show_window(app, Some("reroll")),
+        MenuAction::NewSandbox => show_window(app, Some("new-sandbox")),
         MenuAction::Alert => {
             let target = shared.state().alert_action();
             if let Some(target) = target {

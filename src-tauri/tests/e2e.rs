@@ -146,6 +146,8 @@ fn reroll_wizard_captures_setup_token_and_serves_it() {
     let driver = Driver::start(&world);
     let s = driver.session(&world, &tray_binary(), &["--show"]);
     wait_claude_card(&s, &mask(TOKEN));
+    // The dialog opens from the card's Reroll button.
+    s.click_when_ready("#cred-claude [data-reroll]");
 
     // Step 2: run `claude setup-token` and capture what it prints.
     s.click_when_ready("#run-setup");

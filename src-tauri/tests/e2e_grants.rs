@@ -39,13 +39,13 @@ fn grants_show_with_their_usage_and_revoke_from_the_window() {
         .lines()
         .find_map(|l| l.strip_prefix("ANTHROPIC_AUTH_TOKEN=").map(str::to_owned))
         .expect("a placeholder");
+    s.tab("sandboxes");
     let line = s.wait_text("#grants", UI_TIMEOUT, |t| t.contains("sandbox-7 on claude"));
     assert!(
         line.contains("0 requests") && line.contains("expires in"),
         "{line}"
     );
     s.assert_no_secret(&[&placeholder, TOKEN]);
-    s.scroll_to("#grants-section").unwrap();
     let shot = output_dir().join("tray-grants.png");
     s.screenshot(&shot);
     s.click_when_ready("button[data-grant='sandbox-7']");

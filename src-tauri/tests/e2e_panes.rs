@@ -19,8 +19,8 @@ use testkit::fake_oauth::{Answer, FakeOauth};
 const ACCESS: &str = "sk-ant-oat01-E2EpanesACCESSpanesACCESSp-0055";
 const REFRESH: &str = "sk-ant-ort01-E2EpanesREFRESHpanesREFRES-0056";
 
-fn shot(s: &Session<'_>, section: &str, name: &str) {
-    s.scroll_to(section).unwrap();
+fn shot(s: &Session<'_>, tab: &str, name: &str) {
+    s.tab(tab);
     s.settle();
     let path = output_dir().join(name);
     s.screenshot(&path);
@@ -88,10 +88,10 @@ fn usage_doctor_access_log_and_settings_panes() {
         .unwrap_or_else(|e| panic!("{e}"));
     drop(panel);
     drop(watcher);
-    shot(&s, "#credentials-section", "tray-usage.png");
+    shot(&s, "overview", "tray-usage.png");
 
     // Doctor: every check, each with its state.
-    s.scroll_to("#doctor-section").unwrap();
+    s.tab("doctor");
     s.click_when_ready("#run-doctor");
     let summary = s.wait_text("#doctor-summary", UI_TIMEOUT, |t| t.contains("found"));
     let rows = s
@@ -112,7 +112,7 @@ fn usage_doctor_access_log_and_settings_panes() {
         "{rows:?}"
     );
     assert!(summary.starts_with("1 problem(s) found"), "{summary}");
-    shot(&s, "#doctor-section", "tray-doctor.png");
+    shot(&s, "doctor", "tray-doctor.png");
 
     // The access log: a `keyferry get` through the app's agent appears.
     let out = world.cli(&["--require-agent", "get", "claude"], None);
@@ -122,9 +122,10 @@ fn usage_doctor_access_log_and_settings_panes() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), ACCESS);
+    s.tab("activity");
     s.wait_text("#recent", UI_TIMEOUT, |t| t.contains("claude"));
-    shot(&s, "#recent-section", "tray-recent.png");
-    shot(&s, "#settings-section", "tray-settings.png");
+    shot(&s, "activity", "tray-recent.png");
+    shot(&s, "settings", "tray-settings.png");
     s.assert_no_secret(&[ACCESS, REFRESH]);
 
     assert!(s.close(), "the app did not quit on SIGTERM");

@@ -61,6 +61,11 @@ impl TrayState {
         items.push(MenuEntry::separator("sep:actions"));
         items.push(MenuEntry::item(&MenuAction::Reroll.id(), "Reroll…", !down));
         items.push(MenuEntry::item(
+            &MenuAction::NewSandbox.id(),
+            "New sandbox…",
+            !down,
+        ));
+        items.push(MenuEntry::item(
             &MenuAction::ToggleLock.id(),
             if self.locked {
                 "Unlock serving"
@@ -129,6 +134,8 @@ pub enum MenuAction {
     /// The expiry warning line: opens the reroll wizard for that credential.
     Alert,
     Reroll,
+    /// Opens the panel's New sandbox dialog.
+    NewSandbox,
     ToggleLock,
     Open,
     ToggleAutostart,
@@ -143,6 +150,7 @@ impl MenuAction {
             Self::Approvals => "approvals".into(),
             Self::Alert => "alert".into(),
             Self::Reroll => "reroll".into(),
+            Self::NewSandbox => "new-sandbox".into(),
             Self::ToggleLock => "lock".into(),
             Self::Open => "open".into(),
             Self::ToggleAutostart => "autostart".into(),
@@ -156,6 +164,7 @@ impl MenuAction {
             "approvals" => Self::Approvals,
             "alert" => Self::Alert,
             "reroll" => Self::Reroll,
+            "new-sandbox" => Self::NewSandbox,
             "lock" => Self::ToggleLock,
             "open" => Self::Open,
             "autostart" => Self::ToggleAutostart,

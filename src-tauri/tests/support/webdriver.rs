@@ -265,10 +265,10 @@ impl Session<'_> {
         self.click_when_ready(&format!("#tab-{name}"));
         wait_for(&format!("the {name} tab to show"), UI_TIMEOUT, || {
             // That tab alone selected, its panel alone shown.
-            let v = self.script(&format!(
+            let v = self.script(
                 "return [[...document.querySelectorAll('[role=tab][aria-selected=true]')].map(t => t.id), \
-                 [...document.querySelectorAll('[role=tabpanel]')].filter(p => !p.hidden).map(p => p.getAttribute('aria-labelledby'))]"
-            ))?;
+                 [...document.querySelectorAll('[role=tabpanel]')].filter(p => !p.hidden).map(p => p.getAttribute('aria-labelledby'))]",
+            )?;
             let want = serde_json::json!([[format!("tab-{name}")], [format!("tab-{name}")]]);
             if v == want {
                 Ok(())

@@ -324,7 +324,7 @@ fn status(cli: &Cli, b: &Broker, only: Option<&str>, json: bool) -> anyhow::Resu
                     }
                 }
                 Some(UsageState::Unavailable(e)) => {
-                    println!("  usage: none ({})", escape(&e.message));
+                    println!("  usage: no figures: {}", escape(&e.message));
                 }
                 None => {}
             }

@@ -253,6 +253,7 @@ fn menu_has_every_line_in_order_with_enabled_states() {
             ("last-access", "cf read claude 2 min ago", false),
             ("sep:actions", "", false),
             ("reroll", "Reroll…", true),
+            ("new-sandbox", "New sandbox…", true),
             ("lock", "Lock serving", true),
             ("sep:app", "", false),
             ("open", "Open Keyferry", true),
