@@ -5,7 +5,6 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -73,7 +72,7 @@ pub async fn handle(
     let mut session = Session {
         agent: &agent,
         scope: &scope,
-        conn: ConnId(agent.connections.fetch_add(1, Relaxed) + 1),
+        conn: agent.counters.next_connection(),
         peer,
         hello: false,
         events: None,

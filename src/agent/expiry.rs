@@ -2,28 +2,89 @@
 //! every notification also reaches subscribers as a `notified` event (the tray's fallback).
 
 use std::collections::HashSet;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
 use time::OffsetDateTime;
 
-use super::Agent;
+use super::{Agent, Notifier};
+use crate::config::AgentConfig;
 use crate::credential::{human_duration, rfc3339};
-use crate::expiry::Due;
+use crate::domain::Settings;
+use crate::expiry::{Due, Thresholds};
 use crate::notification::{self, Delivery};
 use crate::protocol::Event;
 
+/// When the agent warns and how: the settings a client may change at run time (the
+/// `settings` request), and who shows a notification (the tray sets its own).
+pub(super) struct Alerts {
+    /// Expiry thresholds; replaced at run time by the `settings` request.
+    thresholds: RwLock<Thresholds>,
+    notifications: AtomicBool,
+    notify_on_access: AtomicBool,
+    /// Replaces the library's notification sender (the tray sets it).
+    notifier: RwLock<Option<Notifier>>,
+}
+
+impl Alerts {
+    /// As config.toml's `[agent]` says, with the library's own sender.
+    pub(super) fn new(cfg: &AgentConfig) -> Self {
+        Self {
+            thresholds: RwLock::new(cfg.thresholds()),
+            notifications: AtomicBool::new(cfg.notifications),
+            notify_on_access: AtomicBool::new(cfg.notify_on_access),
+            notifier: RwLock::new(None),
+        }
+    }
+
+    pub(super) fn thresholds(&self) -> Thresholds {
+        self.thresholds
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    pub(super) fn settings(&self) -> Settings {
+        Settings {
+            notifications: self.notifications.load(Relaxed),
+            notify_on_access: self.notify_on_access.load(Relaxed),
+            expiry_thresholds: self.thresholds().labels(),
+        }
+    }
+
+    /// Takes `s` (whose thresholds the caller parsed into `thresholds`) from now on.
+    pub(super) fn apply(&self, thresholds: Thresholds, s: &Settings) {
+        *self
+            .thresholds
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = thresholds;
+        self.notifications.store(s.notifications, Relaxed);
+        self.notify_on_access.store(s.notify_on_access, Relaxed);
+    }
+
+    pub(super) fn set_notifier(&self, notifier: Notifier) {
+        *self
+            .notifier
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = Some(notifier);
+    }
+
+    /// Whether every `get` is notified, not only the refused ones.
+    pub(super) fn on_access(&self) -> bool {
+        self.notify_on_access.load(Relaxed)
+    }
+}
+
 pub(super) fn notify_now(agent: &Agent, summary: String, body: String) {
-    if !agent
-        .notifications
-        .load(std::sync::atomic::Ordering::Relaxed)
-    {
+    if !agent.alerts.notifications.load(Relaxed) {
         return;
     }
     let notifier = agent
+        .alerts
         .notifier
         .read()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .unwrap_or_else(PoisonError::into_inner)
         .clone();
     let events = agent.events.clone();
     tokio::task::spawn_blocking(move || {

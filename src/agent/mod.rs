@@ -19,10 +19,7 @@ mod usage;
 mod watch;
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, Mutex, RwLock};
-use std::time::Instant;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 
 use time::OffsetDateTime;
 use tokio::sync::broadcast;
@@ -33,13 +30,16 @@ use crate::audit::Audit;
 use crate::broker::Broker;
 use crate::config::{AgentConfig, Config};
 use crate::credential::rfc3339;
-use crate::domain::{Access, CredentialStatus, ErrorCode, Peer, SinkStatus};
+use crate::domain::{Access, CredentialStatus, ErrorCode, Peer};
 use crate::domain::{AuditOutcome, Op};
 use crate::expiry::Thresholds;
 use crate::policy::Policy;
 use crate::protocol::Event;
 use approval::Approvals;
-use state::State;
+use expiry::Alerts;
+use refresh::Logins;
+use sinks::Sinks;
+use state::{Counters, State};
 
 /// Shows one notification (summary, body) and says whether it was shown.
 pub type Notifier = Arc<dyn Fn(&str, &str) -> crate::notification::Delivery + Send + Sync>;
@@ -87,33 +87,19 @@ pub struct Agent {
     state: RwLock<State>,
     /// Wrong unlock guesses; an async lock so guesses are heard one at a time.
     throttle: tokio::sync::Mutex<lock::Throttle>,
-    /// Expiry thresholds; replaced at run time by the `settings` request.
-    thresholds: RwLock<Thresholds>,
-    notifications: AtomicBool,
-    notify_on_access: AtomicBool,
-    started: Instant,
+    /// Thresholds and notification settings, changed at run time.
+    alerts: Alerts,
+    /// Uptime, re-resolutions and connection numbers.
+    counters: Counters,
     uid: u32,
     /// Wakes the expiry task when a credential changed.
     changed: tokio::sync::Notify,
-    /// Replaces the library's notification sender (the tray sets it).
-    notifier: RwLock<Option<Notifier>>,
-    /// Re-resolutions since start, reported in `status`.
-    resolutions: AtomicU64,
-    /// Numbers connections, so approvals can tell them apart.
-    connections: AtomicU64,
-    /// `[[sink]]`s from config.
-    sinks: Vec<crate::sink::Target>,
-    /// Snapshots registered at run time (persisted in the state directory).
-    registered: Mutex<Vec<crate::sink::Target>>,
-    /// The last outcome of every sink, by path, for `status`.
-    sink_status: Mutex<BTreeMap<PathBuf, SinkStatus>>,
-    /// The one refresher of Claude Code's logins, when a chain reads one.
-    refresher: std::sync::OnceLock<Arc<crate::oauth::Refresher>>,
+    /// The files kept current with each credential, and how each write last went.
+    sinks: Sinks,
+    /// The refresher of the CLIs' logins and its pending write-backs.
+    logins: Logins,
     /// The gateway, once [`start`] has set it up.
     gateway: std::sync::OnceLock<Arc<gateway::AgentGateway>>,
-    /// Refreshed logins whose write-back is pending, served instead of the (revoked) login
-    /// their source still holds; see `refresh::PendingLogin`.
-    pending_logins: Mutex<BTreeMap<String, refresh::PendingLogin>>,
 }
 
 impl Agent {
@@ -138,18 +124,11 @@ impl Agent {
         let cfg = config.agent.clone();
         Arc::new(Self {
             approvers: config.policy.approvers(),
-            sinks: config.sinks.clone(),
-            resolutions: AtomicU64::new(0),
-            connections: AtomicU64::new(0),
-            notifier: RwLock::new(None),
-            registered: Mutex::new(crate::sink::Registry::load()),
-            sink_status: Mutex::new(BTreeMap::new()),
+            sinks: Sinks::new(config.sinks.clone()),
+            counters: Counters::new(),
             gateway: std::sync::OnceLock::new(),
-            refresher: std::sync::OnceLock::new(),
-            pending_logins: Mutex::new(BTreeMap::new()),
-            thresholds: RwLock::new(cfg.thresholds()),
-            notifications: AtomicBool::new(cfg.notifications),
-            notify_on_access: AtomicBool::new(cfg.notify_on_access),
+            logins: Logins::default(),
+            alerts: Alerts::new(&cfg),
             throttle: tokio::sync::Mutex::new(lock::Throttle::default()),
             broker,
             cfg,
@@ -159,7 +138,6 @@ impl Agent {
             events,
             approvals: Approvals::default(),
             state: RwLock::new(State::default()),
-            started: Instant::now(),
             uid: crate::paths::current_uid(),
             changed: tokio::sync::Notify::new(),
         })
@@ -176,29 +154,19 @@ impl Agent {
     /// Routes desktop notifications through `notifier` (the tray's own plugin, so they
     /// carry the app's identity) instead of the library's D-Bus/osascript sender.
     pub fn set_notifier(&self, notifier: Notifier) {
-        *self
-            .notifier
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(notifier);
+        self.alerts.set_notifier(notifier);
     }
 
     /// The current expiry thresholds.
     #[must_use]
     pub fn thresholds(&self) -> Thresholds {
-        self.thresholds
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone()
+        self.alerts.thresholds()
     }
 
     /// The settings a client may change.
     #[must_use]
     pub fn settings(&self) -> crate::domain::Settings {
-        crate::domain::Settings {
-            notifications: self.notifications.load(Relaxed),
-            notify_on_access: self.notify_on_access.load(Relaxed),
-            expiry_thresholds: self.thresholds().labels(),
-        }
+        self.alerts.settings()
     }
 
     /// Applies settings now and saves them in config.toml (the window's Settings pane).
@@ -215,12 +183,7 @@ impl Agent {
             .map_err(|m| crate::domain::ErrorBody::new(ErrorCode::Invalid, m))?;
         crate::config::save_agent_settings(&self.broker.config.path, s)
             .map_err(|e| crate::Error::from(e).body())?;
-        *self
-            .thresholds
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = thresholds;
-        self.notifications.store(s.notifications, Relaxed);
-        self.notify_on_access.store(s.notify_on_access, Relaxed);
+        self.alerts.apply(thresholds, s);
         self.record(Op::Settings, None, AuditOutcome::done("saved"), None, peer);
         self.changed.notify_one();
         Ok(())
@@ -258,7 +221,7 @@ impl Agent {
     ) {
         let refused = outcome == AuditOutcome::Refused;
         let access = self.audit_only(op, credential, outcome, code, peer);
-        if op == Op::Get && (refused || self.notify_on_access.load(Relaxed)) {
+        if op == Op::Get && (refused || self.alerts.on_access()) {
             expiry::notify_access(self, &access);
         }
         if credential.is_some() {
@@ -290,15 +253,11 @@ impl Agent {
     }
 
     fn read_state(&self) -> std::sync::RwLockReadGuard<'_, State> {
-        self.state
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.state.read().unwrap_or_else(PoisonError::into_inner)
     }
 
     fn write_state(&self) -> std::sync::RwLockWriteGuard<'_, State> {
-        self.state
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.state.write().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Names of all credentials.
@@ -323,7 +282,7 @@ impl Agent {
             .iter()
             .map(|(name, slot)| {
                 let mut s = slot.status_at(now, &thresholds);
-                let refresh = self.refresher.get().and_then(|r| r.status(name));
+                let refresh = self.logins.refresher().and_then(|r| r.status(name));
                 match refresh {
                     Some(r) if r.needs_login => {
                         s.health = crate::domain::Health::Error;
@@ -355,4 +314,9 @@ impl Agent {
             })
             .collect()
     }
+}
+
+/// Locks `m`, poisoned or not: a panic in one request must not wedge every later one.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
 }

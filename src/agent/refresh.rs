@@ -4,11 +4,12 @@
 //! [`crate::oauth::Refresher`]; what it writes back is re-resolved at once, so every sink,
 //! the gateway and `watch` subscribers follow in the same instant.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use super::Agent;
+use super::{lock, Agent};
 use crate::config::{Config, RefreshMode};
 use crate::credential::rfc3339;
 use crate::credential::Credential;
@@ -203,7 +204,7 @@ fn the_refresher_peer() -> Peer {
 impl Agent {
     /// Runs the refresher's schedule and follows its events until the task is dropped.
     pub(super) async fn run_refresher(self: Arc<Self>) {
-        let Some(refresher) = self.refresher.get().cloned() else {
+        let Some(refresher) = self.logins.refresher().cloned() else {
             return std::future::pending().await;
         };
         let mut events = refresher.subscribe();
@@ -323,7 +324,7 @@ impl Agent {
                 needs_login: false,
             });
         }
-        let refresher = self.refresher.get().ok_or_else(|| {
+        let refresher = self.logins.refresher().ok_or_else(|| {
             ErrorBody::new(
                 ErrorCode::Unsupported,
                 format!("{name:?} is not refreshed by Keyferry: only credentials whose chain reads claude-login, a Codex auth.json or keyring item (`Codex Auth`) or a Gemini oauth_creds.json are, and not with refresh = \"off\""),
@@ -371,39 +372,37 @@ pub(super) struct PendingLogin {
     credential: Credential,
 }
 
-impl Agent {
-    async fn adopt_pending_login(self: &Arc<Self>, name: &str) {
-        let Some(refresher) = self.refresher.get() else {
-            return;
-        };
-        let Some(pending) = refresher.pending_login(name).await else {
-            return;
-        };
-        match Credential::parse(&pending.document, "the pending refresh") {
-            Ok(credential) => {
-                lock(&self.pending_logins).insert(
-                    name.to_owned(),
-                    PendingLogin {
-                        replaces: pending.replaces,
-                        credential,
-                    },
-                );
-                self.refresh(vec![name.to_owned()]).await;
-            }
-            Err(e) => tracing::warn!(credential = %name, error = %e, "pending login unreadable"),
-        }
+/// The refresh side of the agent: the one refresher, and what it refreshed but could not
+/// write back yet.
+#[derive(Default)]
+pub(super) struct Logins {
+    /// The one refresher of the CLIs' logins, when a chain reads one.
+    refresher: OnceLock<Arc<Refresher>>,
+    /// Refreshed logins whose write-back is pending, served instead of the (revoked) login
+    /// their source still holds.
+    pending: Mutex<BTreeMap<String, PendingLogin>>,
+}
+
+impl Logins {
+    /// Set once, by [`super::start`], before anything is served; a second call is ignored.
+    pub(super) fn set_refresher(&self, refresher: Refresher) {
+        let _ = self.refresher.set(Arc::new(refresher));
+    }
+
+    pub(super) fn refresher(&self) -> Option<&Arc<Refresher>> {
+        self.refresher.get()
     }
 
     /// While a write-back is pending and the source still holds the login it replaces, the
     /// pending login is what is served; once the source holds anything else (the write-back
     /// landed, or a new `/login`), the source wins again.
-    pub(super) fn use_pending_login(&self, name: &str, resolved: &mut Resolved) {
+    pub(super) fn use_pending(&self, name: &str, resolved: &mut Resolved) {
         // Only a login the refresher reads (never an env var or keychain token that merely
         // shares the name) is replaced; the refresh-token check below makes it exact.
         if !matches!(resolved.source, Source::ClaudeLogin | Source::File { .. }) {
             return;
         }
-        let mut pending = lock(&self.pending_logins);
+        let mut pending = lock(&self.pending);
         let Some(p) = pending.get(name) else { return };
         let source_rt = resolved.credential.refresh_token.as_ref().map(fingerprint);
         if source_rt.as_deref() == Some(p.replaces.as_str()) {
@@ -415,8 +414,28 @@ impl Agent {
     }
 }
 
-fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+impl Agent {
+    async fn adopt_pending_login(self: &Arc<Self>, name: &str) {
+        let Some(refresher) = self.logins.refresher() else {
+            return;
+        };
+        let Some(pending) = refresher.pending_login(name).await else {
+            return;
+        };
+        match Credential::parse(&pending.document, "the pending refresh") {
+            Ok(credential) => {
+                lock(&self.logins.pending).insert(
+                    name.to_owned(),
+                    PendingLogin {
+                        replaces: pending.replaces,
+                        credential,
+                    },
+                );
+                self.refresh(vec![name.to_owned()]).await;
+            }
+            Err(e) => tracing::warn!(credential = %name, error = %e, "pending login unreadable"),
+        }
+    }
 }
 
 /// Stops the schedule task with the agent.

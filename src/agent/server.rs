@@ -142,7 +142,7 @@ pub async fn start(
     };
     let agent = Agent::new(config, role);
     if let Some(r) = refresher {
-        let _ = agent.refresher.set(Arc::new(r));
+        agent.logins.set_refresher(r);
     }
     let (stop, stopped) = oneshot::channel::<()>();
     let served = tokio::spawn({

@@ -3,12 +3,14 @@
 //! A sink whose file was turned into a link, a FIFO or someone else's file is refused,
 //! audited and shown as failed in `status`; its target is never read or written.
 
-use std::path::Path;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 use time::OffsetDateTime;
 
 use super::approval::ConnId;
-use super::Agent;
+use super::{lock, Agent};
 use crate::credential::{rfc3339, Credential};
 use crate::domain::{AuditOutcome, Op};
 use crate::domain::{ErrorBody, ErrorCode, Peer, SinkStatus};
@@ -32,15 +34,30 @@ fn agent_peer() -> Peer {
     }
 }
 
-impl Agent {
+/// Every sink the agent keeps current, and how each last went.
+pub(super) struct Sinks {
+    /// `[[sink]]`s from config.
+    targets: Vec<Target>,
+    /// Snapshots registered at run time (persisted in the state directory).
+    registered: Mutex<Vec<Target>>,
+    /// The last outcome of every sink, by path, for `status`.
+    status: Mutex<BTreeMap<PathBuf, SinkStatus>>,
+}
+
+impl Sinks {
+    /// The config's sinks and the snapshots registered by earlier runs.
+    pub(super) fn new(targets: Vec<Target>) -> Self {
+        Self {
+            targets,
+            registered: Mutex::new(Registry::load()),
+            status: Mutex::new(BTreeMap::new()),
+        }
+    }
+
     /// Every sink of `name`: declared in config, then registered at run time.
-    fn sinks_of(&self, name: &str) -> Vec<Target> {
-        let registered = self
-            .registered
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone();
-        self.sinks
+    fn of(&self, name: &str) -> Vec<Target> {
+        let registered = lock(&self.registered).clone();
+        self.targets
             .iter()
             .cloned()
             .chain(registered)
@@ -48,11 +65,48 @@ impl Agent {
             .collect()
     }
 
+    /// Every sink with its last outcome, for `status`.
+    pub(super) fn statuses(&self) -> Vec<SinkStatus> {
+        let known = lock(&self.status).clone();
+        let registered = lock(&self.registered).clone();
+        self.targets
+            .iter()
+            .chain(registered.iter())
+            .map(|t| {
+                known
+                    .get(t.sink.path())
+                    .cloned()
+                    .unwrap_or_else(|| SinkStatus {
+                        credential: t.credential.clone(),
+                        path: t.sink.path().display().to_string(),
+                        kind: kind_of(&t.sink).to_owned(),
+                        error: None,
+                        written_at: None,
+                    })
+            })
+            .collect()
+    }
+
+    /// Keeps `target` current from now on, replacing whatever was registered at its path.
+    fn register(&self, target: Target) {
+        let mut reg = lock(&self.registered);
+        reg.retain(|t| t.sink.path() != target.sink.path());
+        reg.push(target);
+    }
+
+    /// Stops keeping the snapshot at `path` current and drops its last outcome.
+    fn forget(&self, path: &Path) {
+        lock(&self.registered).retain(|t| t.sink.path() != path);
+        lock(&self.status).remove(path);
+    }
+}
+
+impl Agent {
     /// Writes `credential` to each of `name`'s sinks; failures are logged, audited,
     /// published and kept for `status`.
     pub(super) fn write_sinks(&self, name: &str, credential: &Credential) {
         let env_var = self.env_var(name, credential);
-        for target in self.sinks_of(name) {
+        for target in self.sinks.of(name) {
             let _ = self.write_one(name, credential, &env_var, &target.sink);
         }
     }
@@ -82,10 +136,7 @@ impl Agent {
             error: result.as_ref().err().cloned(),
             written_at: if result.is_ok() { now } else { None },
         };
-        self.sink_status
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .insert(sink.path().to_path_buf(), status);
+        lock(&self.sinks.status).insert(sink.path().to_path_buf(), status);
         match &result {
             Ok(()) => {
                 tracing::info!(credential = %name, %path, "sink rewritten");
@@ -111,36 +162,6 @@ impl Agent {
             }
         }
         result
-    }
-
-    /// Every sink with its last outcome, for `status`.
-    pub(super) fn sink_statuses(&self) -> Vec<crate::domain::SinkStatus> {
-        let known = self
-            .sink_status
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone();
-        let registered = self
-            .registered
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone();
-        self.sinks
-            .iter()
-            .chain(registered.iter())
-            .map(|t| {
-                known
-                    .get(t.sink.path())
-                    .cloned()
-                    .unwrap_or_else(|| SinkStatus {
-                        credential: t.credential.clone(),
-                        path: t.sink.path().display().to_string(),
-                        kind: kind_of(&t.sink).to_owned(),
-                        error: None,
-                        written_at: None,
-                    })
-            })
-            .collect()
     }
 
     /// Registers a snapshot and writes it now. The agent keeps it current until forgotten.
@@ -200,13 +221,7 @@ impl Agent {
             })?;
         Registry::add(target.clone())
             .map_err(|e| ErrorBody::new(ErrorCode::WriteFailed, e.to_string()))?;
-        let mut reg = self
-            .registered
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        reg.retain(|t| t.sink.path() != path);
-        reg.push(target);
-        drop(reg);
+        self.sinks.register(target);
         self.record(
             Op::Snapshot,
             Some(name),
@@ -221,14 +236,7 @@ impl Agent {
     pub fn forget_snapshot(&self, path: &Path, peer: &Peer) -> Result<bool, ErrorBody> {
         let removed = Registry::remove(path)
             .map_err(|e| ErrorBody::new(ErrorCode::WriteFailed, e.to_string()))?;
-        self.registered
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .retain(|t| t.sink.path() != path);
-        self.sink_status
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .remove(path);
+        self.sinks.forget(path);
         let outcome = if removed { "forgotten" } else { "unknown" };
         self.record(Op::Forget, None, AuditOutcome::done(outcome), None, peer);
         Ok(removed)

@@ -4,11 +4,13 @@
 //! resolution can never overwrite a newer token or rewrite sinks with a stale one.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
+use std::time::Instant;
 
 use time::OffsetDateTime;
 
+use super::approval::ConnId;
 use super::lock::Lock;
 use super::Agent;
 use crate::credential::{fingerprint, rfc3339};
@@ -23,6 +25,30 @@ pub(super) struct State {
     issued: BTreeMap<String, u64>,
     pub lock: Option<Lock>,
     pub last_access: Option<crate::domain::Access>,
+}
+
+/// What the agent counts since it started, for `status` and to tell connections apart.
+pub(super) struct Counters {
+    started: Instant,
+    /// Re-resolutions since start, reported in `status`.
+    resolutions: AtomicU64,
+    /// Numbers connections, so approvals can tell them apart.
+    connections: AtomicU64,
+}
+
+impl Counters {
+    pub(super) fn new() -> Self {
+        Self {
+            started: Instant::now(),
+            resolutions: AtomicU64::new(0),
+            connections: AtomicU64::new(0),
+        }
+    }
+
+    /// The next connection's id; the first is 1.
+    pub(super) fn next_connection(&self) -> ConnId {
+        ConnId(self.connections.fetch_add(1, Relaxed) + 1)
+    }
 }
 
 pub(super) struct Slot {
@@ -71,7 +97,7 @@ impl Agent {
         let now = OffsetDateTime::now_utc();
         let mut result = self.broker.resolve(name);
         if let Ok(found) = &mut result {
-            self.use_pending_login(name, &mut found.resolved);
+            self.logins.use_pending(name, &mut found.resolved);
         }
         let status = crate::report::status_of(name, &result, now, &self.thresholds());
         let Ok(found) = result else {
@@ -121,7 +147,7 @@ impl Agent {
         let known = self.names();
         // Only configured credentials get a slot (a failed `store` of a typo must not).
         for name in names.iter().filter(|n| known.contains(n)) {
-            self.resolutions.fetch_add(1, Relaxed);
+            self.counters.resolutions.fetch_add(1, Relaxed);
             let generation = self.next_generation(name);
             let slot = self.resolve_slot(name, generation);
             let mut state = self.write_state();
@@ -160,15 +186,15 @@ impl Agent {
     #[must_use]
     pub fn status(&self) -> Status {
         let credentials = self.snapshot().into_values().collect();
-        let sinks = self.sink_statuses();
+        let sinks = self.sinks.statuses();
         let state = self.read_state();
         Status {
             agent: self.hello(),
             locked: state.lock.is_some(),
-            uptime_secs: self.started.elapsed().as_secs(),
+            uptime_secs: self.counters.started.elapsed().as_secs(),
             credentials,
             last_access: state.last_access.clone(),
-            resolutions: self.resolutions.load(Relaxed),
+            resolutions: self.counters.resolutions.load(Relaxed),
             sinks,
             usage: Vec::new(),
             listeners: self

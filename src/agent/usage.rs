@@ -156,7 +156,7 @@ impl Agent {
     /// The refresher holds the HTTP client and the cache; without it (no chain reads Claude
     /// Code's login, or `refresh = "off"` everywhere) there are no figures.
     fn usage_refresher(&self, name: &str) -> Result<Arc<crate::oauth::Refresher>, ErrorBody> {
-        self.refresher.get().cloned().ok_or_else(|| {
+        self.logins.refresher().cloned().ok_or_else(|| {
             ErrorBody::new(
                 ErrorCode::Unsupported,
                 format!("{name:?} is not a login the agent manages"),
