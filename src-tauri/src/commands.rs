@@ -14,7 +14,6 @@ use crate::Shared;
 use keyferry::recipe::Recipe;
 use keyferry::tray::sandbox::{self, FormError, SandboxForm, SandboxMade};
 use keyferry::tray::{self as tray_model, Candidate, RerollDone, WindowView};
-use tauri_plugin_clipboard_manager::ClipboardExt as _;
 
 #[tauri::command]
 pub fn view(shared: State<'_, Shared>) -> WindowView {
@@ -211,11 +210,7 @@ pub async fn new_sandbox(form: SandboxForm, app: AppHandle) -> Result<SandboxMad
 /// A recipe's Copy button: the full text onto the clipboard, from here (the page never
 /// holds the placeholder).
 #[tauri::command]
-pub fn copy_recipe(
-    recipe: Recipe,
-    app: AppHandle,
-    shared: State<'_, Shared>,
-) -> Result<(), String> {
+pub fn copy_recipe(recipe: Recipe, shared: State<'_, Shared>) -> Result<(), String> {
     let held = shared
         .recipes
         .lock()
@@ -224,11 +219,20 @@ pub fn copy_recipe(
         .as_ref()
         .and_then(|c| c.text(recipe))
         .ok_or("that sandbox's recipes are gone (the dialog was closed); make the sandbox again")?;
-    app.clipboard().write_text(text.to_owned()).map_err(|e| {
+    let unreachable = |e: arboard::Error| {
         format!(
             "cannot reach the clipboard ({e}); use `keyferry grant NAME --recipe` in a terminal"
         )
-    })
+    };
+    let mut clip = shared
+        .clipboard
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let clip = match clip.as_mut() {
+        Some(c) => c,
+        None => clip.insert(arboard::Clipboard::new().map_err(unreachable)?),
+    };
+    clip.set_text(text.to_owned()).map_err(unreachable)
 }
 
 /// The dialog closed: the recipes' texts are dropped (zeroized).

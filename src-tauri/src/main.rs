@@ -38,6 +38,10 @@ pub struct Shared {
     pub usage_wake: tokio::sync::Notify,
     /// The recipes of the sandbox the window just made, until copied and the dialog closes.
     pub recipes: Mutex<Option<keyferry::tray::sandbox::Copyable>>,
+    /// The clipboard, opened on the first Copy: on X11 an open one is a connection and a
+    /// thread serving it, which an app that may never copy should not carry (idle memory).
+    /// Written from Rust only; the page has no clipboard permission.
+    pub clipboard: Mutex<Option<arboard::Clipboard>>,
 }
 
 impl Shared {
@@ -337,6 +341,7 @@ fn setup(app: &mut tauri::App) -> Result<(), Box<dyn std::error::Error>> {
         wake: tokio::sync::Notify::new(),
         usage_wake: tokio::sync::Notify::new(),
         recipes: Mutex::new(None),
+        clipboard: Mutex::new(None),
     });
     app.manage(TrayCell(Mutex::new(None)));
 
@@ -409,8 +414,6 @@ fn main() {
             show_window(app, None)
         }))
         .plugin(tauri_plugin_notification::init())
-        // Written from Rust only (`copy_recipe`): the page has no clipboard permission.
-        .plugin(tauri_plugin_clipboard_manager::init())
         .plugin(tauri_plugin_autostart::init(
             MacosLauncher::LaunchAgent,
             None,
@@ -445,6 +448,12 @@ fn main() {
         } => api.prevent_exit(),
         RunEvent::Exit => {
             if let Some(shared) = app.try_state::<Shared>() {
+                // Dropped before exit, so X11 hands what was copied to a clipboard manager.
+                shared
+                    .clipboard
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .take();
                 shared.backend.shutdown();
             }
         }

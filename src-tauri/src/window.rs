@@ -72,7 +72,16 @@ fn build(app: &AppHandle, section: Option<&str>) -> tauri::Result<WebviewWindow>
     let w = builder.build()?;
     let handle = app.clone();
     w.on_window_event(move |e| match e {
-        tauri::WindowEvent::Destroyed => release_after_close(handle.clone()),
+        tauri::WindowEvent::Destroyed => {
+            // A New sandbox dialog left open goes with its window: drop its recipes.
+            handle
+                .state::<crate::Shared>()
+                .recipes
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .take();
+            release_after_close(handle.clone());
+        }
         tauri::WindowEvent::Focused(false) => panel::lost_focus(&handle),
         _ => {}
     });

@@ -263,6 +263,19 @@ fn every_tab(s: &Session<'_>, world: &World, theme: &str) {
     assert_contrast(s, &format!("settings, {theme}"));
 }
 
+/// Waits until the dialog `css` is open (or closed).
+fn wait_open(s: &Session<'_>, css: &str, open: bool) {
+    wait_for(&format!("{css} open: {open}"), UI_TIMEOUT, || {
+        let now = s.script(&format!("return document.querySelector('{css}').open"))?;
+        if now == Value::Bool(open) {
+            Ok(())
+        } else {
+            Err(format!("open: {now}"))
+        }
+    })
+    .unwrap_or_else(|e| panic!("{e}"));
+}
+
 #[test]
 fn every_tab_light_and_dark_with_charts_from_a_known_history() {
     let fake = FakeOauth::plain();
@@ -282,6 +295,16 @@ fn every_tab_light_and_dark_with_charts_from_a_known_history() {
     assert_eq!(shown, json!(["overview"]));
     every_tab(&s, &world, "light");
 
+    // The keyboard: arrow keys move between tabs, Enter presses the focused button, Escape
+    // closes a dialog.
+    s.tab("overview");
+    s.type_into("#tab-overview", "\u{E014}", false).unwrap();
+    s.tab_shown("sandboxes");
+    s.type_into("#new-sandbox", "\u{E007}", false).unwrap();
+    wait_open(&s, "#sandbox-dialog", true);
+    s.type_into("#sb-name", "\u{E00C}", false).unwrap();
+    wait_open(&s, "#sandbox-dialog", false);
+
     // The reroll dialog: from the setup-token's card (a login has no Reroll button), its
     // target preselected; Escape closes it.
     s.tab("overview");
@@ -290,34 +313,14 @@ fn every_tab_light_and_dark_with_charts_from_a_known_history() {
         .unwrap();
     assert_eq!(buttons, json!(["work"]));
     s.click_when_ready("#cred-work [data-reroll]");
-    wait_for("the reroll dialog", UI_TIMEOUT, || {
-        let open = s
-            .script("return document.querySelector('#reroll-dialog').open")
-            .unwrap();
-        if open == Value::Bool(true) {
-            Ok(())
-        } else {
-            Err(format!("open: {open}"))
-        }
-    })
-    .unwrap_or_else(|e| panic!("{e}"));
+    wait_open(&s, "#reroll-dialog", true);
     let target = s
         .script("return document.querySelector('#target').value")
         .unwrap();
     assert_eq!(target, json!("work"));
     shoot(&s, "reroll", "light");
     s.type_into("#paste", "\u{E00C}", false).unwrap();
-    wait_for("Escape to close the dialog", UI_TIMEOUT, || {
-        let open = s
-            .script("return document.querySelector('#reroll-dialog').open")
-            .unwrap();
-        if open == Value::Bool(false) {
-            Ok(())
-        } else {
-            Err("still open".into())
-        }
-    })
-    .unwrap_or_else(|e| panic!("{e}"));
+    wait_open(&s, "#reroll-dialog", false);
     s.assert_no_secret(&[ACCESS, REFRESH, SETUP]);
     assert!(s.close(), "the app did not quit on SIGTERM");
     driver.stop();

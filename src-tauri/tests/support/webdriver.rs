@@ -263,6 +263,11 @@ impl Session<'_> {
     /// `settings`) and waits until it shows.
     pub fn tab(&self, name: &str) {
         self.click_when_ready(&format!("#tab-{name}"));
+        self.tab_shown(name);
+    }
+
+    /// Waits until tab `name` alone is selected and its panel alone shown.
+    pub fn tab_shown(&self, name: &str) {
         wait_for(&format!("the {name} tab to show"), UI_TIMEOUT, || {
             // That tab alone selected, its panel alone shown.
             let v = self.script(
