@@ -8,8 +8,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
-use tokio::time::{Instant, Sleep};
+use tokio::time::Instant;
 
+use super::clock::Clock;
 use super::h1::Lease;
 use super::usage::Meter;
 use super::{GatewayContext, RequestRecord};
@@ -28,16 +29,23 @@ pub enum BodyError {
 /// the timer is re-armed lazily when it fires early. One serves a request from the wait
 /// for the answer head to the answer's end: each tokio timer registered costs ~2 µs.
 pub struct IdleTimer {
-    sleep: Pin<Box<Sleep>>,
+    clock: Clock,
     period: Duration,
     last: Instant,
 }
 
 impl IdleTimer {
+    /// On a clock of its own.
     #[must_use]
     pub fn new(period: Duration) -> Self {
+        Self::on(Clock::default(), period)
+    }
+
+    /// On `clock`, shared with the deadlines before and after it on one connection.
+    #[must_use]
+    pub fn on(clock: Clock, period: Duration) -> Self {
         Self {
-            sleep: Box::pin(tokio::time::sleep(period)),
+            clock,
             period,
             last: Instant::now(),
         }
@@ -56,18 +64,9 @@ impl IdleTimer {
     /// Whether `period` has passed since the last progress; if not, `cx` is woken when it
     /// may have.
     pub fn expired(&mut self, cx: &mut Context<'_>) -> bool {
-        while self.sleep.as_mut().poll(cx).is_ready() {
-            let deadline = self.last + self.period;
-            if deadline <= Instant::now() {
-                return true;
-            }
-            self.sleep.as_mut().reset(deadline);
-        }
-        false
+        self.clock.poll_at(self.last + self.period, cx)
     }
 }
-
-use std::future::Future;
 
 /// The client's request body on its way upstream: at most `limit` bytes.
 pub struct CappedBody<B> {
@@ -216,13 +215,13 @@ impl Body for MeteredBody {
         let polled = match &mut this.lease {
             // The connection is driven first, so what upstream sent is in `inner` when it
             // is asked; the idle check is inside, under the same waker.
-            Some(lease) => lease.poll_with(cx, |icx| {
-                match Pin::new(&mut this.inner).poll_frame(icx) {
+            Some(lease) => {
+                lease.poll_with(cx, |icx| match Pin::new(&mut this.inner).poll_frame(icx) {
                     Poll::Pending if this.idle.expired(icx) => Poll::Ready(Err(Stalled)),
                     Poll::Pending => Poll::Pending,
                     Poll::Ready(r) => Poll::Ready(Ok(r)),
-                }
-            }),
+                })
+            }
             None => match Pin::new(&mut this.inner).poll_frame(cx) {
                 Poll::Pending if this.idle.expired(cx) => Poll::Ready(Err(Stalled)),
                 Poll::Pending => Poll::Pending,

@@ -96,7 +96,10 @@ impl Pool {
             return None;
         }
         let authority = base.authority()?;
-        let host = authority.host().trim_start_matches('[').trim_end_matches(']');
+        let host = authority
+            .host()
+            .trim_start_matches('[')
+            .trim_end_matches(']');
         Some(Arc::new(Self {
             host: host.to_owned(),
             port: authority.port_u16().unwrap_or(80),

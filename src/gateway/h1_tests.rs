@@ -30,7 +30,8 @@ async fn exchange(pool: &Arc<Pool>, kind: &str) -> usize {
     let mut body = resp.into_body();
     let mut n = 0;
     loop {
-        let frame = poll_fn(|cx| lease.poll_with(cx, |icx| Pin::new(&mut body).poll_frame(icx))).await;
+        let frame =
+            poll_fn(|cx| lease.poll_with(cx, |icx| Pin::new(&mut body).poll_frame(icx))).await;
         match frame {
             Some(f) => n += f.unwrap().data_ref().map_or(0, Bytes::len),
             None => break,
@@ -59,7 +60,10 @@ async fn a_lease_dropped_mid_answer_closes_its_connection() {
         panic!("no answer")
     };
     drop((resp, lease));
-    assert_eq!(exchange(&pool, "short").await, testkit::bench_upstream::SHORT.len());
+    assert_eq!(
+        exchange(&pool, "short").await,
+        testkit::bench_upstream::SHORT.len()
+    );
     assert_eq!(accepted.load(Ordering::Relaxed), 2);
 }
 

@@ -13,6 +13,7 @@ use crate::provider::GatewayProvider;
 pub use crate::provider::Lent;
 
 pub mod body;
+pub mod clock;
 pub mod config;
 pub mod grants;
 pub mod grants_file;

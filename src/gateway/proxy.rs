@@ -10,6 +10,7 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
 use super::body::{BodyError, CappedBody, Finish, IdleTimer, MeteredBody};
+use super::clock::Clock;
 use super::h1::{self, Failure, Lease};
 use super::headers;
 use super::refusals::{PeerAddr, Refusals, Refused};
@@ -96,9 +97,12 @@ impl Drop for Slot {
 ///
 /// # Errors
 /// Never.
+///
+/// `clock`: the connection's timer, for an HTTP/1 connection (`clock`'s module comment).
 pub async fn handle(
     shared: Arc<Shared>,
     peer: PeerAddr,
+    clock: Option<Clock>,
     req: Request<Incoming>,
 ) -> Result<Response<OutBody>, Infallible> {
     let mut record = RequestRecord {
@@ -112,7 +116,7 @@ pub async fn handle(
     };
     // Until a grant names its credential, refusals speak the default provider's language.
     let mut provider = provider::default_provider();
-    match forward(&shared, req, &mut record, &mut provider).await {
+    match forward(&shared, req, clock, &mut record, &mut provider).await {
         Ok(resp) => Ok(resp),
         Err(refusal) => {
             record.status = refusal.status.as_u16();
@@ -228,6 +232,7 @@ fn open(
 async fn forward(
     shared: &Shared,
     req: Request<Incoming>,
+    clock: Option<Clock>,
     record: &mut RequestRecord,
     provider: &mut &'static dyn GatewayProvider,
 ) -> Result<Response<OutBody>, Refusal> {
@@ -290,7 +295,7 @@ async fn forward(
     *out.uri_mut() = uri;
     *out.headers_mut() = out_headers;
     // The request's one deadline: the answer head, then each frame of the answer.
-    let mut idle = IdleTimer::new(limits.idle_timeout);
+    let mut idle = IdleTimer::on(clock.unwrap_or_default(), limits.idle_timeout);
     let (answer, lease) = send(limits, upstream, out, &mut idle).await?;
     idle.reset();
     let (mut parts, body) = answer.into_parts();

@@ -63,9 +63,11 @@ pub fn is_claude_code(headers: &HeaderMap) -> bool {
 /// Adds `flag` to `anthropic-beta` unless already there; what the client sent stays.
 pub fn append_beta(headers: &mut HeaderMap, flag: &str) {
     // One pass over the flags as they stand, and one string built: no copy of each flag.
+    // A parsed name: a `&str` one is parsed again on every use, each request.
+    const BETA: http::HeaderName = http::HeaderName::from_static("anthropic-beta");
     let flags = || {
         headers
-            .get_all("anthropic-beta")
+            .get_all(&BETA)
             .iter()
             .filter_map(|v| v.to_str().ok())
             .flat_map(|v| v.split(','))
@@ -83,7 +85,7 @@ pub fn append_beta(headers: &mut HeaderMap, flag: &str) {
         joined.push_str(f);
     }
     if let Ok(v) = HeaderValue::try_from(joined) {
-        headers.insert("anthropic-beta", v);
+        headers.insert(BETA, v);
     }
 }
 
