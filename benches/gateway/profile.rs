@@ -22,7 +22,7 @@ pub async fn run(n: usize) {
         .collect();
     let kind = std::env::var("KF_BENCH_KIND").unwrap_or_else(|_| "short".into());
     let runtime = std::env::var("KF_BENCH_GATEWAY_RT").unwrap_or_else(|_| "multi".into());
-    let up = testkit::bench_upstream::start().await;
+    let (up, accepted) = testkit::bench_upstream::start_counting().await;
     let (child, url, placeholders) = start_gateway(&format!("http://{up}"), &runtime, &wrap);
     let t = Target {
         name: "keyferry",
@@ -38,5 +38,9 @@ pub async fn run(n: usize) {
     }
     drop(s);
     child.finish();
-    println!("PROFILE done: {n} {kind} requests (after {WARM_UP} of warm-up)");
+    // The pool's reuse: one keep-alive client connection should need one upstream one.
+    let conns = accepted.load(std::sync::atomic::Ordering::Relaxed);
+    println!(
+        "PROFILE done: {n} {kind} requests (after {WARM_UP} of warm-up) on {conns} upstream connection(s)"
+    );
 }

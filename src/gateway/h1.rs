@@ -8,17 +8,14 @@
 //! HTTPS upstreams keep hyper-util's client: there ALPN may pick HTTP/2, whose streams
 //! share one connection and so need a task of their own.
 
-use std::cell::Cell;
 use std::fmt;
 use std::future::Future;
 use std::pin::{pin, Pin};
-use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::task::{Context, Poll, Wake, Waker};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use futures_util::future::poll_fn;
-use futures_util::task::AtomicWaker;
 use http::uri::PathAndQuery;
 use http::{HeaderValue, Request, Response, Uri};
 use hyper::body::Incoming;
@@ -195,55 +192,28 @@ pub fn origin_form(base: &Uri, path_and_query: Option<&PathAndQuery>) -> Result<
 pub struct Lease {
     conn: Option<Conn>,
     pool: Arc<Pool>,
-    inline: Arc<Inline>,
-    /// `inline` as a waker, made once.
-    waker: Waker,
 }
-
-/// Re-polls at most this often in one poll before yielding to the scheduler after all.
-const MAX_INLINE: usize = 8;
 
 impl Lease {
     fn new(conn: Conn, pool: Arc<Pool>) -> Self {
-        let inline = Arc::new(Inline {
-            task: AtomicWaker::new(),
-            woken: AtomicBool::new(false),
-        });
         Self {
             conn: Some(conn),
             pool,
-            waker: Waker::from(Arc::clone(&inline)),
-            inline,
         }
     }
 
     /// Drives the connection, then `f` (what waits on it: the answer head, a body frame),
-    /// under one waker: a wake the driving itself causes (hyper hands the head and each
-    /// body chunk over by channel, waking the receiver and the sender) is answered by
-    /// polling again here rather than by waking the task. On tokio's multi-thread runtime
-    /// a task woken while it runs is rescheduled as a yield, which unparks the other
-    /// worker: measured ~2 context switches a request. Wakes from elsewhere (the socket,
-    /// the timer) wake the task as usual.
+    /// in the same poll: what upstream sent is in hyper's channels when `f` looks. The
+    /// wakes hyper's hand-over causes are the task's own (see `absorb`).
     pub fn poll_with<T>(
         &mut self,
         cx: &mut Context<'_>,
         mut f: impl FnMut(&mut Context<'_>) -> Poll<T>,
     ) -> Poll<T> {
-        self.inline.task.register(cx.waker());
-        let _polling = Polling::enter(&self.inline);
-        let mut icx = Context::from_waker(&self.waker);
-        for _ in 0..MAX_INLINE {
-            self.inline.woken.store(false, Relaxed);
-            if let Some(c) = &mut self.conn {
-                c.drive(&mut icx);
-            }
-            let out = f(&mut icx);
-            if out.is_ready() || !self.inline.woken.load(Relaxed) {
-                return out;
-            }
+        if let Some(c) = &mut self.conn {
+            c.drive(cx);
         }
-        cx.waker().wake_by_ref();
-        Poll::Pending
+        f(cx)
     }
 
     /// The answer has ended: the connection goes back to the pool if it is fit to.
@@ -260,48 +230,6 @@ impl Lease {
     pub fn release_now(&mut self) {
         let mut cx = Context::from_waker(futures_util::task::noop_waker_ref());
         self.release(&mut cx);
-    }
-}
-
-thread_local! {
-    /// The [`Inline`] being polled on this thread (its address), if any.
-    static POLLING: Cell<usize> = const { Cell::new(0) };
-}
-
-/// The waker [`Lease::poll_with`] polls under.
-struct Inline {
-    task: AtomicWaker,
-    /// Woken by its own poll, on its own thread: poll again.
-    woken: AtomicBool,
-}
-
-impl Wake for Inline {
-    fn wake(self: Arc<Self>) {
-        self.wake_by_ref();
-    }
-
-    fn wake_by_ref(self: &Arc<Self>) {
-        let me = Arc::as_ptr(self) as usize;
-        if POLLING.with(Cell::get) == me {
-            self.woken.store(true, Relaxed);
-        } else {
-            self.task.wake();
-        }
-    }
-}
-
-/// Marks `inline` as being polled on this thread until dropped (a panic included).
-struct Polling(usize);
-
-impl Polling {
-    fn enter(inline: &Arc<Inline>) -> Self {
-        Self(POLLING.with(|p| p.replace(Arc::as_ptr(inline) as usize)))
-    }
-}
-
-impl Drop for Polling {
-    fn drop(&mut self) {
-        POLLING.with(|p| p.set(self.0));
     }
 }
 

@@ -12,6 +12,7 @@ use serde::Serialize;
 use crate::provider::GatewayProvider;
 pub use crate::provider::Lent;
 
+pub mod absorb;
 pub mod body;
 pub mod clock;
 pub mod config;

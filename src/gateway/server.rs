@@ -14,6 +14,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use super::absorb::Absorb;
 use super::clock::{Clock, ConnTimer};
 use super::listen::Listener;
 use super::opening;
@@ -213,7 +214,8 @@ async fn serve<I>(
     let limits = shared.limits;
     if io.is_h2() {
         let svc = service_fn(move |req| proxy::handle(Arc::clone(&shared), peer, None, req));
-        until_cancelled(builder.serve_connection(TokioIo::new(io), svc), &cancel).await;
+        let conn = builder.serve_connection(TokioIo::new(io), svc);
+        until_cancelled(Absorb::new(conn), &cancel).await;
     } else {
         // HTTP/1: one request at a time, so one timer for all their deadlines (`clock`).
         let clock = Clock::default();
@@ -224,7 +226,11 @@ async fn serve<I>(
         let svc = service_fn(move |req| {
             proxy::handle(Arc::clone(&shared), peer, Some(clock.clone()), req)
         });
-        until_cancelled(b.serve_connection(TokioIo::new(io), svc), &cancel).await;
+        until_cancelled(
+            Absorb::new(b.serve_connection(TokioIo::new(io), svc)),
+            &cancel,
+        )
+        .await;
     }
     drop(permit);
 }
