@@ -298,22 +298,34 @@ async fn forward(
     let mut idle = IdleTimer::on(clock.unwrap_or_default(), limits.idle_timeout);
     let (answer, lease) = send(limits, upstream, out, &mut idle).await?;
     idle.reset();
-    let (mut parts, body) = answer.into_parts();
-    headers::strip_hop_by_hop(&mut parts.headers);
-    record.status = parts.status.as_u16();
-    let content_type = parts
-        .headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok());
-    let meter = Meter::for_content_type(p, content_type);
+    record.status = answer.status().as_u16();
     let finish = Finish {
         ctx: Arc::clone(ctx),
         // Moved, not copied: `handle` reads the record only when there is no answer.
         record: std::mem::take(record),
         guard,
     };
+    Ok(metered(p, answer, idle, finish, lease))
+}
+
+/// Upstream's answer as the client gets it: hop-by-hop headers gone, the body metered
+/// and still under the request's idle deadline.
+fn metered(
+    p: &'static dyn GatewayProvider,
+    answer: Response<Incoming>,
+    idle: IdleTimer,
+    finish: Finish,
+    lease: Option<Lease>,
+) -> Response<OutBody> {
+    let (mut parts, body) = answer.into_parts();
+    headers::strip_hop_by_hop(&mut parts.headers);
+    let content_type = parts
+        .headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok());
+    let meter = Meter::for_content_type(p, content_type);
     let body = MeteredBody::new(body, meter, idle, finish, lease).boxed_unsync();
-    Ok(Response::from_parts(parts, body))
+    Response::from_parts(parts, body)
 }
 
 /// Upstream's answer head within `idle`, on the gateway's own connection for a plain-http
