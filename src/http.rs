@@ -56,6 +56,9 @@ pub struct Upstream {
     /// Scheme, authority and an optional path prefix (no trailing slash).
     pub base: Uri,
     pub client: HttpClient,
+    /// For a plain-http (loopback) base: the gateway's own HTTP/1.1 connections, each
+    /// driven by the request using it (`gateway::h1`); `None` for https.
+    pub h1: Option<Arc<crate::gateway::h1::Pool>>,
 }
 
 impl Upstream {
@@ -64,8 +67,10 @@ impl Upstream {
     /// # Errors
     /// The URL breaks the rule, or the CA file is unreadable or holds no certificate.
     pub fn new(url: &str, extra_ca: Option<&Path>) -> Result<Self, HttpError> {
+        let base = parse_upstream(url)?;
         Ok(Self {
-            base: parse_upstream(url)?,
+            h1: crate::gateway::h1::Pool::for_base(&base),
+            base,
             client: client(extra_ca)?,
         })
     }

@@ -1,7 +1,8 @@
 //! The gateway cannot be stalled, tried as the attacker on the bridge would: silent
 //! connections that never send a byte. A lone one is closed by the first-byte deadline;
 //! 1100 of them against the real agent under `ulimit -n 1024` fill only the gateway's
-//! capped share of descriptors, so `get`, `status` and a real request keep working.
+//! capped share of descriptors, so `get`, `status` and a real request keep working. Nor
+//! by its upstream: no answer head, or an answer that stops, is cut at the idle deadline.
 
 #![cfg(target_os = "linux")]
 
@@ -11,8 +12,10 @@ mod kf;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
+use http_body_util::BodyExt;
 use keyferry::gateway::Limits;
 use kf::fake_api::{FakeApi, REPLY};
 use kf::{ok, Home};
@@ -151,4 +154,48 @@ fn a_thousand_silent_connections_under_ulimit_1024_starve_nothing() {
     drop(silent);
     let log = agent.log_text();
     assert!(!log.contains("Too many open files"), "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_or_stalled_upstream_is_cut_off_at_the_idle_deadline() {
+    use gw::upstream::{Script, Upstream};
+    let limits = Limits {
+        idle_timeout: Duration::from_millis(400),
+        ..Limits::default()
+    };
+    // No answer head ever: a 504 after the deadline, and the connection is closed.
+    let never = Arc::new(tokio::sync::Notify::new());
+    let up = Upstream::http(Script::SlowHead {
+        gate: Arc::clone(&never),
+    })
+    .await;
+    let g = gw::Gateway::start(&up.url, None, limits).await;
+    let p = g.grant("box", "claude");
+    let started = Instant::now();
+    let (resp, _conn) = gw::send_on(gw::messages(&g.url, p.expose(), true)).await;
+    assert_eq!(resp.status(), 504);
+    assert!(started.elapsed() >= limits.idle_timeout);
+    testkit::wait::until(gw::WAIT, "upstream to see its request dropped", || {
+        up.closed.load(std::sync::atomic::Ordering::SeqCst)
+    })
+    .await;
+    g.stop().await;
+
+    // The head and the first event, then nothing: the answer ends in an error, recorded.
+    let up = Upstream::http(Script::Sse {
+        piece: 4096,
+        gate: Some(never),
+    })
+    .await;
+    let g = gw::Gateway::start(&up.url, None, limits).await;
+    let p = g.grant("box", "claude");
+    let (resp, _conn) = gw::send_on(gw::messages(&g.url, p.expose(), true)).await;
+    assert_eq!(resp.status(), 200);
+    let cut = tokio::time::timeout(gw::WAIT, resp.into_body().collect()).await;
+    assert!(cut.expect("cut within the wait").is_err());
+    let rec = gw::records(&g.ctx, 1).await;
+    assert!(!rec[0].complete);
+    let note = rec[0].note.as_deref().unwrap_or_default();
+    assert!(note.contains("upstream idle"), "{note}");
+    g.stop().await;
 }

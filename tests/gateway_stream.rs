@@ -296,3 +296,41 @@ async fn slow_loris_and_malformed_clients_are_cut_off_while_others_are_served() 
     assert_eq!(up.seen().len(), 2);
     gw.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http2_client_gets_its_stream_metered_too() {
+    // HTTP/2 connections keep hyper-util's server and a clock per request (`clock.rs`).
+    let up = Upstream::http(Script::Sse {
+        piece: 64,
+        gate: None,
+    })
+    .await;
+    let gw = Gateway::start(&up.url, None, Limits::default()).await;
+    let p = gw.grant("box", "claude");
+    let req = messages(&gw.url, p.expose(), true);
+    let tcp = tokio::net::TcpStream::connect(req.uri().authority().unwrap().as_str())
+        .await
+        .unwrap();
+    let (mut sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tcp),
+    )
+    .await
+    .unwrap();
+    let _conn = tokio::spawn(conn);
+    let resp = tokio::time::timeout(WAIT, sender.send_request(req))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let body = tokio::time::timeout(WAIT, resp.into_body().collect())
+        .await
+        .unwrap()
+        .unwrap()
+        .to_bytes();
+    assert_eq!(String::from_utf8_lossy(&body), sse_events().concat());
+    let rec = records(&gw.ctx, 1).await;
+    assert_eq!(rec[0].usage, usage(STREAM_USAGE));
+    assert!(rec[0].complete);
+    gw.stop().await;
+}

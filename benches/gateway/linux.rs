@@ -4,7 +4,8 @@
 //!
 //! Reproduce (from the crate root): `cargo bench --bench gateway`.
 //! Knobs: `KF_BENCH_ROUNDS` (interleaved rounds, default 30), `KF_BENCH_STREAMS` (idle
-//! streams for the RSS figure, default 1000).
+//! streams for the RSS figure, default 1000). `KF_BENCH_PROFILE=N` runs only the gateway,
+//! under `KF_BENCH_WRAP` (see `profile.rs`), for instruction counts and context switches.
 //!
 //! Measures, per target: added latency p50/p99 of short `POST /v1/messages` (one
 //! keep-alive connection, rounds interleaved across targets), time to the first SSE event,
@@ -18,6 +19,8 @@
 mod child;
 #[path = "nginx.rs"]
 mod nginx;
+#[path = "profile.rs"]
+mod profile;
 
 use std::fmt::Write as _;
 use std::io::{BufRead, BufReader};
@@ -34,11 +37,11 @@ use hyper_util::rt::TokioIo;
 pub const TOKEN: &str = "sk-ant-oat01-BENCHhostTOKEN-0000";
 const DEADLINE: Duration = Duration::from_secs(60);
 
-struct Target {
-    name: &'static str,
-    url: String,
+pub struct Target {
+    pub name: &'static str,
+    pub url: String,
     /// The Claude, Codex and Gemini grants' placeholders (unused by direct and nginx).
-    placeholders: [String; 3],
+    pub placeholders: [String; 3],
 }
 
 /// What a request of `kind` is: its path and which placeholder it carries.
@@ -71,21 +74,52 @@ pub fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     let rt = tokio::runtime::Runtime::new().unwrap();
+    if let Ok(n) = std::env::var("KF_BENCH_PROFILE") {
+        rt.block_on(profile::run(
+            n.parse().expect("KF_BENCH_PROFILE: a request count"),
+        ));
+        return ExitCode::SUCCESS;
+    }
     rt.block_on(run());
     ExitCode::SUCCESS
 }
 
-struct GatewayChild(Child);
+pub struct GatewayChild(Child);
 
-impl Drop for GatewayChild {
-    fn drop(&mut self) {
-        testkit::signal_group(self.0.id(), libc::SIGKILL);
+impl GatewayChild {
+    /// Closes its stdin (the gateway stops) and waits: a wrapper (valgrind, perf stat)
+    /// then writes its report.
+    pub fn finish(mut self) {
+        drop(self.0.stdin.take());
         let _ = self.0.wait();
     }
 }
 
-fn start_gateway(upstream: &str, runtime: &str) -> (GatewayChild, String, [String; 3]) {
-    let mut cmd = Command::new(std::env::current_exe().unwrap());
+impl Drop for GatewayChild {
+    fn drop(&mut self) {
+        if matches!(self.0.try_wait(), Ok(None)) {
+            testkit::signal_group(self.0.id(), libc::SIGKILL);
+            let _ = self.0.wait();
+        }
+    }
+}
+
+/// The gateway child on `runtime` (`multi` or `current`), run under `wrap` (a command and
+/// its arguments, the gateway's own command line appended) when that is not empty.
+pub fn start_gateway(
+    upstream: &str,
+    runtime: &str,
+    wrap: &[String],
+) -> (GatewayChild, String, [String; 3]) {
+    let exe = std::env::current_exe().unwrap();
+    let mut cmd = match wrap.split_first() {
+        Some((bin, args)) => {
+            let mut c = Command::new(bin);
+            c.args(args).arg(exe);
+            c
+        }
+        None => Command::new(exe),
+    };
     cmd.env("KF_BENCH_ROLE", "gateway")
         .env("KF_BENCH_GATEWAY_RT", runtime)
         .env("KF_BENCH_UPSTREAM", upstream)
@@ -104,7 +138,7 @@ fn start_gateway(upstream: &str, runtime: &str) -> (GatewayChild, String, [Strin
     (GatewayChild(child), url, p)
 }
 
-async fn connect(url: &str) -> SendRequest<Full<Bytes>> {
+pub async fn connect(url: &str) -> SendRequest<Full<Bytes>> {
     let tcp = tokio::net::TcpStream::connect(url.trim_start_matches("http://"))
         .await
         .unwrap();
@@ -133,7 +167,7 @@ fn request(t: &Target, kind: &str) -> Request<Full<Bytes>> {
 }
 
 /// Sends `kind` and returns (time to first body byte, time to the end, bytes).
-async fn timed(
+pub async fn timed(
     s: &mut SendRequest<Full<Bytes>>,
     t: &Target,
     kind: &str,
@@ -196,8 +230,9 @@ async fn run() {
     let up = testkit::bench_upstream::start().await;
     let dir = tempfile::tempdir().unwrap();
     let load_before = load_average();
-    let (gw_child, gw_url, placeholders) = start_gateway(&format!("http://{up}"), "multi");
-    let (_gw1_child, gw1_url, placeholders1) = start_gateway(&format!("http://{up}"), "current");
+    let (gw_child, gw_url, placeholders) = start_gateway(&format!("http://{up}"), "multi", &[]);
+    let (_gw1_child, gw1_url, placeholders1) =
+        start_gateway(&format!("http://{up}"), "current", &[]);
     let none = || [(); 3].map(|()| "none".to_owned());
     let ng = nginx::Nginx::start(dir.path(), up, TOKEN);
     let mut targets = vec![

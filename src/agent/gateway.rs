@@ -31,6 +31,10 @@ pub struct AgentGateway {
     listeners: std::sync::OnceLock<Arc<Listeners>>,
     /// Why the gateway does not listen at all, when it does not.
     down: Mutex<Option<String>>,
+    /// Finished requests whose audit line `audit_loop` has yet to write: a line is JSON
+    /// and a write(2), and `record` runs before the answer's last bytes are flushed.
+    audits: Mutex<Vec<RequestRecord>>,
+    audit_due: tokio::sync::Notify,
 }
 
 fn err(code: ErrorCode, message: impl Into<String>) -> ErrorBody {
@@ -57,6 +61,8 @@ impl AgentGateway {
             upstreams,
             listeners: std::sync::OnceLock::new(),
             down: Mutex::new(Some("starting".into())),
+            audits: Mutex::default(),
+            audit_due: tokio::sync::Notify::new(),
         })
     }
 
@@ -83,6 +89,26 @@ impl AgentGateway {
             if let Some(l) = self.listeners.get() {
                 l.set_open(false);
             }
+        }
+    }
+
+    /// Writes the audit lines of finished requests as they come, in batches under load.
+    async fn audit_loop(&self) {
+        loop {
+            self.audit_due.notified().await;
+            self.write_audits();
+        }
+    }
+
+    /// Every pending audit line, now (and once more at shutdown: none is lost).
+    fn write_audits(&self) {
+        let batch =
+            std::mem::take(&mut *self.audits.lock().unwrap_or_else(PoisonError::into_inner));
+        let Some(agent) = self.agent.upgrade() else {
+            return;
+        };
+        for r in batch {
+            audit_request(&agent, &r);
         }
     }
 
@@ -204,6 +230,31 @@ fn info(g: &crate::gateway::Grant) -> GrantInfo {
     }
 }
 
+/// One finished request's audit line. The grant's usage was metered already (`record`).
+fn audit_request(agent: &Agent, r: &RequestRecord) {
+    let outcome = format!(
+        "{} {} {} in={} out={} cache_write={} cache_read={}{}",
+        r.status,
+        r.method,
+        r.path,
+        r.usage.input_tokens,
+        r.usage.output_tokens,
+        r.usage.cache_creation_input_tokens,
+        r.usage.cache_read_input_tokens,
+        r.note
+            .as_deref()
+            .map(|n| format!(" ({n})"))
+            .unwrap_or_default()
+    );
+    agent.record(
+        Op::Gateway,
+        r.grant.as_deref(),
+        AuditOutcome::Done(outcome),
+        None,
+        &gateway_peer(),
+    );
+}
+
 /// The gateway itself, as the audit log names its requests.
 fn gateway_peer() -> Peer {
     Peer {
@@ -277,28 +328,11 @@ impl GatewayContext for AgentGateway {
             file.table.record(name, &r.usage, OffsetDateTime::now_utc());
             file.touch();
         }
-        if let Some(agent) = self.agent.upgrade() {
-            let outcome = format!(
-                "{} {} {} in={} out={} cache_write={} cache_read={}{}",
-                r.status,
-                r.method,
-                r.path,
-                r.usage.input_tokens,
-                r.usage.output_tokens,
-                r.usage.cache_creation_input_tokens,
-                r.usage.cache_read_input_tokens,
-                r.note
-                    .as_deref()
-                    .map(|n| format!(" ({n})"))
-                    .unwrap_or_default()
-            );
-            agent.record(
-                Op::Gateway,
-                r.grant.as_deref(),
-                AuditOutcome::Done(outcome),
-                None,
-                &gateway_peer(),
-            );
+        let mut pending = self.audits.lock().unwrap_or_else(PoisonError::into_inner);
+        pending.push(r);
+        // One wake a batch: the loop takes every line queued until it runs.
+        if pending.len() == 1 {
+            self.audit_due.notify_one();
         }
     }
 
@@ -483,7 +517,9 @@ impl Agent {
         tokio::select! {
             () = crate::gateway::run_managed(listeners, ctx, limits, shutdown) => {}
             () = gw.clone().flush_loop() => {}
+            () = gw.audit_loop() => {}
         }
+        gw.write_audits();
         let _ = gw.file().flush();
     }
 }

@@ -8,8 +8,10 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
-use tokio::time::{Instant, Sleep};
+use tokio::time::Instant;
 
+use super::clock::Clock;
+use super::h1::Lease;
 use super::usage::Meter;
 use super::{GatewayContext, RequestRecord};
 use crate::http::BoxError;
@@ -24,55 +26,65 @@ pub enum BodyError {
 }
 
 /// Fires when no frame came for `period`. A frame only notes the time (cheap, per frame);
-/// the timer is re-armed lazily when it fires early.
-struct IdleTimer {
-    sleep: Pin<Box<Sleep>>,
+/// the timer is re-armed lazily when it fires early. One serves a request from the wait
+/// for the answer head to the answer's end: each tokio timer registered costs ~2 µs.
+pub struct IdleTimer {
+    clock: Clock,
     period: Duration,
     last: Instant,
 }
 
 impl IdleTimer {
-    fn new(period: Duration) -> Self {
+    /// On a clock of its own.
+    #[must_use]
+    pub fn new(period: Duration) -> Self {
+        Self::on(Clock::default(), period)
+    }
+
+    /// On `clock`, shared with the deadlines before and after it on one connection.
+    #[must_use]
+    pub fn on(clock: Clock, period: Duration) -> Self {
         Self {
-            sleep: Box::pin(tokio::time::sleep(period)),
+            clock,
             period,
             last: Instant::now(),
         }
     }
 
-    fn reset(&mut self) {
+    /// Progress: the period starts again from now.
+    pub fn reset(&mut self) {
         self.last = Instant::now();
     }
 
-    fn expired(&mut self, cx: &mut Context<'_>) -> bool {
-        while self.sleep.as_mut().poll(cx).is_ready() {
-            let deadline = self.last + self.period;
-            if deadline <= Instant::now() {
-                return true;
-            }
-            self.sleep.as_mut().reset(deadline);
-        }
-        false
+    #[must_use]
+    pub fn period(&self) -> Duration {
+        self.period
+    }
+
+    /// Whether `period` has passed since the last progress; if not, `cx` is woken when it
+    /// may have.
+    pub fn expired(&mut self, cx: &mut Context<'_>) -> bool {
+        self.clock.poll_at(self.last + self.period, cx)
     }
 }
-
-use std::future::Future;
 
 /// The client's request body on its way upstream: at most `limit` bytes.
 pub struct CappedBody<B> {
     inner: B,
     seen: u64,
     limit: u64,
-    idle: IdleTimer,
+    /// `None` where the task polling this body also waits for the answer under the
+    /// request's own deadline (`h1`): that one then bounds a stalled body too.
+    idle: Option<IdleTimer>,
 }
 
 impl<B> CappedBody<B> {
-    pub fn new(inner: B, limit: u64, idle: Duration) -> Self {
+    pub fn new(inner: B, limit: u64, idle: Option<Duration>) -> Self {
         Self {
             inner,
             seen: 0,
             limit,
-            idle: IdleTimer::new(idle),
+            idle: idle.map(IdleTimer::new),
         }
     }
 }
@@ -92,7 +104,9 @@ where
         let this = &mut *self;
         match Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
-                this.idle.reset();
+                if let Some(idle) = &mut this.idle {
+                    idle.reset();
+                }
                 if let Some(data) = frame.data_ref() {
                     this.seen += data.len() as u64;
                     if this.seen > this.limit {
@@ -105,10 +119,16 @@ where
             }
             Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e.into()))),
             Poll::Ready(None) => Poll::Ready(None),
-            Poll::Pending if this.idle.expired(cx) => {
-                Poll::Ready(Some(Err(BodyError::Idle(this.idle.period).into())))
-            }
-            Poll::Pending => Poll::Pending,
+            Poll::Pending => match &mut this.idle {
+                Some(idle) => {
+                    if idle.expired(cx) {
+                        Poll::Ready(Some(Err(BodyError::Idle(idle.period).into())))
+                    } else {
+                        Poll::Pending
+                    }
+                }
+                None => Poll::Pending,
+            },
         }
     }
 
@@ -129,21 +149,35 @@ pub struct Finish {
     pub guard: Option<Box<dyn Send>>,
 }
 
+/// No frame within the idle period.
+struct Stalled;
+
 /// The upstream answer on its way to the client, metered as it passes.
 pub struct MeteredBody {
     inner: hyper::body::Incoming,
     meter: Meter,
     idle: IdleTimer,
     finish: Option<Finish>,
+    /// The upstream connection this body is read from, driven here (`h1`); `None` when
+    /// hyper-util's client drives it in a task of its own.
+    lease: Option<Lease>,
 }
 
 impl MeteredBody {
-    pub fn new(inner: hyper::body::Incoming, meter: Meter, idle: Duration, finish: Finish) -> Self {
+    /// `idle` is the request's deadline, already running since the request went out.
+    pub fn new(
+        inner: hyper::body::Incoming,
+        meter: Meter,
+        idle: IdleTimer,
+        finish: Finish,
+        lease: Option<Lease>,
+    ) -> Self {
         Self {
             inner,
             meter,
-            idle: IdleTimer::new(idle),
+            idle,
             finish: Some(finish),
+            lease,
         }
     }
 
@@ -178,15 +212,32 @@ impl Body for MeteredBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
-        match Pin::new(&mut this.inner).poll_frame(cx) {
-            Poll::Ready(Some(Ok(frame))) => {
+        let polled = match &mut this.lease {
+            // The connection is driven first, so what upstream sent is in `inner` when it
+            // is asked; the idle check is inside, under the same waker.
+            Some(lease) => {
+                lease.poll_with(cx, |icx| match Pin::new(&mut this.inner).poll_frame(icx) {
+                    Poll::Pending if this.idle.expired(icx) => Poll::Ready(Err(Stalled)),
+                    Poll::Pending => Poll::Pending,
+                    Poll::Ready(r) => Poll::Ready(Ok(r)),
+                })
+            }
+            None => match Pin::new(&mut this.inner).poll_frame(cx) {
+                Poll::Pending if this.idle.expired(cx) => Poll::Ready(Err(Stalled)),
+                Poll::Pending => Poll::Pending,
+                Poll::Ready(r) => Poll::Ready(Ok(r)),
+            },
+        };
+        match polled {
+            Poll::Ready(Ok(Some(Ok(frame)))) => {
                 this.idle.reset();
                 if let Some(data) = frame.data_ref() {
                     this.meter.feed(data);
                 }
                 Poll::Ready(Some(Ok(frame)))
             }
-            Poll::Ready(Some(Err(e))) => {
+            Poll::Ready(Ok(Some(Err(e)))) => {
+                this.lease = None;
                 let e: BoxError = e.into();
                 this.done(
                     false,
@@ -194,11 +245,15 @@ impl Body for MeteredBody {
                 );
                 Poll::Ready(Some(Err(e)))
             }
-            Poll::Ready(None) => {
+            Poll::Ready(Ok(None)) => {
+                if let Some(lease) = &mut this.lease {
+                    lease.release(cx);
+                }
                 this.done(true, None);
                 Poll::Ready(None)
             }
-            Poll::Pending if this.idle.expired(cx) => {
+            Poll::Ready(Err(Stalled)) => {
+                this.lease = None;
                 let period = this.idle.period;
                 this.done(false, Some(format!("upstream idle for {period:?}")));
                 Poll::Ready(Some(Err(BodyError::Idle(period).into())))
@@ -221,6 +276,11 @@ impl Drop for MeteredBody {
         // Dropped before its end: the client went away; dropping `inner` closes upstream.
         // (An empty answer may be dropped unpolled: that one is complete.)
         let complete = self.inner.is_end_stream();
+        if let Some(lease) = &mut self.lease {
+            if complete {
+                lease.release_now();
+            }
+        }
         let note = (!complete).then(|| "client disconnected".to_owned());
         self.done(complete, note);
     }

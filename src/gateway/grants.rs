@@ -183,7 +183,7 @@ impl Grants {
             return Err(Denial::Missing);
         }
         let hash = Hash::of(placeholder);
-        let matches = |stored: &str| Hash::from_hex(stored).is_ok_and(|h| h.matches(&hash));
+        let matches = |stored: &str| hash.matches_hex(stored);
         let found = self.grants.iter().fold(None, |hit, g| {
             if matches(&g.placeholder_sha256) {
                 Some(g)

@@ -12,10 +12,13 @@ use serde::Serialize;
 use crate::provider::GatewayProvider;
 pub use crate::provider::Lent;
 
+pub mod absorb;
 pub mod body;
+pub mod clock;
 pub mod config;
 pub mod grants;
 pub mod grants_file;
+pub mod h1;
 pub mod headers;
 pub mod history;
 pub mod listen;
@@ -66,7 +69,7 @@ pub enum TokenError {
 
 /// One finished (or refused) request, for metering and the audit log. Never a secret:
 /// no placeholder, token, header or body.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct RequestRecord {
     /// The grant, when the placeholder opened one.
     pub grant: Option<String>,

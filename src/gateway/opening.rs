@@ -61,6 +61,14 @@ pub struct Prefixed<I> {
     io: I,
 }
 
+impl<I> Prefixed<I> {
+    /// Whether the connection opened with the HTTP/2 preface (else it speaks HTTP/1).
+    #[must_use]
+    pub fn is_h2(&self) -> bool {
+        self.head == H2_PREFACE
+    }
+}
+
 impl<I: AsyncRead + Unpin> AsyncRead for Prefixed<I> {
     fn poll_read(
         mut self: Pin<&mut Self>,
@@ -123,6 +131,7 @@ mod tests {
         let (mut a, b) = tokio::io::duplex(64);
         a.write_all(b"GET / HTTP/1.1\r\n").await.unwrap();
         let mut p = read(b, Duration::from_secs(5)).await.unwrap();
+        assert!(!p.is_h2());
         let mut got = [0u8; 16];
         p.read_exact(&mut got).await.unwrap();
         assert_eq!(&got, b"GET / HTTP/1.1\r\n");

@@ -9,7 +9,9 @@ use http::{header, Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
-use super::body::{BodyError, CappedBody, Finish, MeteredBody};
+use super::body::{BodyError, CappedBody, Finish, IdleTimer, MeteredBody};
+use super::clock::Clock;
+use super::h1::{self, Failure, Lease};
 use super::headers;
 use super::refusals::{PeerAddr, Refusals, Refused};
 use super::reply::{self, ErrorKind, Refusal};
@@ -95,9 +97,12 @@ impl Drop for Slot {
 ///
 /// # Errors
 /// Never.
+///
+/// `clock`: the connection's timer, for an HTTP/1 connection (`clock`'s module comment).
 pub async fn handle(
     shared: Arc<Shared>,
     peer: PeerAddr,
+    clock: Option<Clock>,
     req: Request<Incoming>,
 ) -> Result<Response<OutBody>, Infallible> {
     let mut record = RequestRecord {
@@ -111,7 +116,7 @@ pub async fn handle(
     };
     // Until a grant names its credential, refusals speak the default provider's language.
     let mut provider = provider::default_provider();
-    match forward(&shared, req, &mut record, &mut provider).await {
+    match forward(&shared, req, clock, &mut record, &mut provider).await {
         Ok(resp) => Ok(resp),
         Err(refusal) => {
             record.status = refusal.status.as_u16();
@@ -227,6 +232,7 @@ fn open(
 async fn forward(
     shared: &Shared,
     req: Request<Incoming>,
+    clock: Option<Clock>,
     record: &mut RequestRecord,
     provider: &mut &'static dyn GatewayProvider,
 ) -> Result<Response<OutBody>, Refusal> {
@@ -267,15 +273,16 @@ async fn forward(
         .retry_after(1)
     })?;
     let (parts, body) = req.into_parts();
-    let (body, reservation) = admit(shared, p, &grant, body).await?;
+    let (body, reservation) = admit(shared, p, &grant, body, upstream.h1.is_none()).await?;
     let guard: Option<Box<dyn Send>> = match (slot, reservation) {
         (None, None) => None,
         (s, r) => Some(Box::new((s, r))),
     };
-    let path_and_query = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-    let uri = upstream
-        .join(path_and_query)
-        .map_err(|e| bad_gateway(format!("upstream URI: {e}")))?;
+    let uri = match &upstream.h1 {
+        Some(_) => h1::origin_form(&upstream.base, parts.uri.path_and_query()),
+        None => upstream.join(parts.uri.path_and_query().map_or("/", |p| p.as_str())),
+    }
+    .map_err(|e| bad_gateway(format!("upstream URI: {e}")))?;
     let out_headers = headers::outbound(parts.headers, p, &lent).map_err(|_| {
         bad_gateway(format!(
             "the token of credential {:?} cannot go in a header",
@@ -287,32 +294,58 @@ async fn forward(
     *out.method_mut() = parts.method;
     *out.uri_mut() = uri;
     *out.headers_mut() = out_headers;
-    let (mut parts, body) = send(shared.limits, upstream, out).await?.into_parts();
+    // The request's one deadline: the answer head, then each frame of the answer.
+    let mut idle = IdleTimer::on(clock.unwrap_or_default(), limits.idle_timeout);
+    let (answer, lease) = send(limits, upstream, out, &mut idle).await?;
+    idle.reset();
+    record.status = answer.status().as_u16();
+    let finish = Finish {
+        ctx: Arc::clone(ctx),
+        // Moved, not copied: `handle` reads the record only when there is no answer.
+        record: std::mem::take(record),
+        guard,
+    };
+    Ok(metered(p, answer, idle, finish, lease))
+}
+
+/// Upstream's answer as the client gets it: hop-by-hop headers gone, the body metered
+/// and still under the request's idle deadline.
+fn metered(
+    p: &'static dyn GatewayProvider,
+    answer: Response<Incoming>,
+    idle: IdleTimer,
+    finish: Finish,
+    lease: Option<Lease>,
+) -> Response<OutBody> {
+    let (mut parts, body) = answer.into_parts();
     headers::strip_hop_by_hop(&mut parts.headers);
-    record.status = parts.status.as_u16();
     let content_type = parts
         .headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok());
     let meter = Meter::for_content_type(p, content_type);
-    let finish = Finish {
-        ctx: Arc::clone(ctx),
-        record: record.clone(),
-        guard,
-    };
-    let body = MeteredBody::new(body, meter, limits.idle_timeout, finish).boxed_unsync();
-    Ok(Response::from_parts(parts, body))
+    let body = MeteredBody::new(body, meter, idle, finish, lease).boxed_unsync();
+    Response::from_parts(parts, body)
 }
 
-/// Upstream's answer head, within the idle timeout.
+/// Upstream's answer head within `idle`, on the gateway's own connection for a plain-http
+/// upstream (with the [`Lease`] the body then drives), else through hyper-util's client.
 async fn send(
     limits: Limits,
     upstream: &Upstream,
     out: Request<ReqBody>,
-) -> Result<Response<Incoming>, Refusal> {
-    let answer = tokio::time::timeout(limits.idle_timeout, upstream.client.request(out)).await;
+    idle: &mut IdleTimer,
+) -> Result<(Response<Incoming>, Option<Lease>), Refusal> {
+    let answer = match &upstream.h1 {
+        Some(pool) => h1::send(pool, out, idle).await.map(|(r, l)| (r, Some(l))),
+        None => match h1::within(idle, upstream.client.request(out)).await {
+            Ok(Ok(resp)) => Ok((resp, None)),
+            Ok(Err(e)) => Err(Failure::Failed(e.into())),
+            Err(timeout) => Err(timeout),
+        },
+    };
     match answer {
-        Err(_) => Err(Refusal::new(
+        Err(Failure::Timeout) => Err(Refusal::new(
             StatusCode::GATEWAY_TIMEOUT,
             ErrorKind::Api,
             format!(
@@ -320,9 +353,9 @@ async fn send(
                 limits.idle_timeout
             ),
         )),
-        Ok(Err(e)) if is_too_large(&e) => Err(too_large(limits.max_body_bytes)),
-        Ok(Err(e)) => Err(bad_gateway(format!("upstream failed: {}", describe(&e)))),
-        Ok(Ok(resp)) => Ok(resp),
+        Err(Failure::Failed(e)) if is_too_large(&*e) => Err(too_large(limits.max_body_bytes)),
+        Err(Failure::Failed(e)) => Err(bad_gateway(format!("upstream failed: {}", describe(&*e)))),
+        Ok(answer) => Ok(answer),
     }
 }
 
@@ -331,17 +364,25 @@ type ReqBody = http_body_util::combinators::UnsyncBoxBody<bytes::Bytes, crate::h
 /// The body to forward, and the budget reservation when the grant has a daily budget:
 /// then the body is read whole first (within the size cap) to estimate the cost from its
 /// `max_tokens`; otherwise it streams through untouched.
+///
+/// A streamed body gets an idle timer of its own only when `own_timer` (hyper-util's client
+/// polls it in another task); on the gateway's own connections the request's deadline
+/// covers it.
 async fn admit(
     shared: &Shared,
     provider: &dyn GatewayProvider,
     grant: &GrantView,
     body: Incoming,
+    own_timer: bool,
 ) -> Result<(ReqBody, Option<reserve::Reservation>), Refusal> {
     let limits = shared.limits;
-    let capped = CappedBody::new(body, limits.max_body_bytes, limits.idle_timeout);
+    let max = limits.max_body_bytes;
     let Some(left) = grant.budget_left else {
-        return Ok((capped.boxed_unsync(), None));
+        let idle = own_timer.then_some(limits.idle_timeout);
+        return Ok((CappedBody::new(body, max, idle).boxed_unsync(), None));
     };
+    // Read whole here, before anything is sent: under its own idle timer.
+    let capped = CappedBody::new(body, max, Some(limits.idle_timeout));
     let bytes = match capped.collect().await {
         Ok(c) => c.to_bytes(),
         Err(e) if is_too_large(&*e) => return Err(too_large(limits.max_body_bytes)),

@@ -5,6 +5,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -13,6 +14,8 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use super::absorb::Absorb;
+use super::clock::{Clock, ConnTimer};
 use super::listen::Listener;
 use super::opening;
 use super::proxy::{self, Shared};
@@ -208,8 +211,35 @@ async fn serve<I>(
         }
         Some(Err(opening::Unopened::Closed)) | None => return,
     };
-    let svc = service_fn(move |req| proxy::handle(Arc::clone(&shared), peer, req));
-    let conn = builder.serve_connection(TokioIo::new(io), svc);
+    let limits = shared.limits;
+    if io.is_h2() {
+        let svc = service_fn(move |req| proxy::handle(Arc::clone(&shared), peer, None, req));
+        let conn = builder.serve_connection(TokioIo::new(io), svc);
+        until_cancelled(Absorb::new(conn), &cancel).await;
+    } else {
+        // HTTP/1: one request at a time, so one timer for all their deadlines (`clock`).
+        let clock = Clock::default();
+        let mut b = http1::Builder::new();
+        b.timer(ConnTimer(clock.clone()))
+            .header_read_timeout(limits.header_timeout)
+            .keep_alive(true);
+        let svc = service_fn(move |req| {
+            proxy::handle(Arc::clone(&shared), peer, Some(clock.clone()), req)
+        });
+        until_cancelled(
+            Absorb::new(b.serve_connection(TokioIo::new(io), svc)),
+            &cancel,
+        )
+        .await;
+    }
+    drop(permit);
+}
+
+/// Serves `conn` to its end, or until the gateway stops.
+async fn until_cancelled<E: std::fmt::Display>(
+    conn: impl Future<Output = Result<(), E>>,
+    cancel: &CancellationToken,
+) {
     tokio::select! {
         r = conn => {
             if let Err(e) = r {
@@ -218,5 +248,4 @@ async fn serve<I>(
         }
         () = cancel.cancelled() => {}
     }
-    drop(permit);
 }

@@ -36,8 +36,13 @@ impl Meter {
         provider: &'static dyn GatewayProvider,
         content_type: Option<&str>,
     ) -> Self {
-        let ct = content_type.unwrap_or_default().to_ascii_lowercase();
-        if ct.starts_with("text/event-stream") {
+        // Compared in place, case-insensitively: no lowercased copy per answer.
+        let is = |prefix: &str| {
+            content_type
+                .and_then(|ct| ct.get(..prefix.len()))
+                .is_some_and(|head| head.eq_ignore_ascii_case(prefix))
+        };
+        if is("text/event-stream") {
             Self::Sse {
                 provider,
                 line: Vec::new(),
@@ -45,7 +50,7 @@ impl Meter {
                 wanted: None,
                 usage: Usage::default(),
             }
-        } else if ct.starts_with("application/json") {
+        } else if is("application/json") {
             Self::Json {
                 provider,
                 copy: Vec::new(),

@@ -62,25 +62,30 @@ pub fn is_claude_code(headers: &HeaderMap) -> bool {
 
 /// Adds `flag` to `anthropic-beta` unless already there; what the client sent stays.
 pub fn append_beta(headers: &mut HeaderMap, flag: &str) {
-    let present: Vec<String> = headers
-        .get_all("anthropic-beta")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(|f| f.trim().to_owned())
-        .filter(|f| !f.is_empty())
-        .collect();
-    if present.iter().any(|f| f == flag) {
+    // One pass over the flags as they stand, and one string built: no copy of each flag.
+    // A parsed name: a `&str` one is parsed again on every use, each request.
+    const BETA: http::HeaderName = http::HeaderName::from_static("anthropic-beta");
+    let flags = || {
+        headers
+            .get_all(&BETA)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(str::trim)
+            .filter(|f| !f.is_empty())
+    };
+    if flags().any(|f| f == flag) {
         return;
     }
-    let joined = present
-        .iter()
-        .map(String::as_str)
-        .chain([flag])
-        .collect::<Vec<_>>()
-        .join(",");
+    let mut joined = String::new();
+    for f in flags().chain([flag]) {
+        if !joined.is_empty() {
+            joined.push(',');
+        }
+        joined.push_str(f);
+    }
     if let Ok(v) = HeaderValue::try_from(joined) {
-        headers.insert("anthropic-beta", v);
+        headers.insert(BETA, v);
     }
 }
 

@@ -7,6 +7,7 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -88,6 +89,14 @@ async fn handle(req: Request<Incoming>, bulk: Arc<Bytes>) -> Result<Response<Bod
 /// Serves on 127.0.0.1:0 on the current runtime; returns the address.
 #[must_use]
 pub async fn start() -> SocketAddr {
+    start_counting().await.0
+}
+
+/// [`start`], with the count of connections accepted so far (for a pool's reuse).
+#[must_use]
+pub async fn start_counting() -> (SocketAddr, Arc<AtomicUsize>) {
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&accepted);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let text = format!("event: content_block_delta\ndata: {{\"type\":\"content_block_delta\",\"delta\":{{\"text\":\"{}\"}}}}\n\n", "x".repeat(BULK_EVENT - 100));
@@ -97,6 +106,7 @@ pub async fn start() -> SocketAddr {
             let Ok((tcp, _)) = listener.accept().await else {
                 return;
             };
+            counter.fetch_add(1, Ordering::Relaxed);
             let _ = tcp.set_nodelay(true);
             let bulk = Arc::clone(&bulk);
             tokio::spawn(async move {
@@ -107,5 +117,5 @@ pub async fn start() -> SocketAddr {
             });
         }
     });
-    addr
+    (addr, accepted)
 }
