@@ -144,37 +144,11 @@ fn the_printed_docker_recipe_runs_as_printed() {
     wait_until(Duration::from_secs(15), "the late bridge bound", || {
         ok(&s.h.run(&["status"], None, &[])).0.contains(&want)
     });
-    let filled = format!(
-        "--network {net} -v /usr:/usr:ro -v /etc/ssl:/etc/ssl:ro -v {}:/opt/npm:ro \
-         -e CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC=1 -e DISABLE_AUTOUPDATER=1 \
-         {} sh -c '{CLAUDE} -p ping; echo --env--; env'",
-        npm_dir().display(),
-        testkit::docker::IMAGE
-    );
-    let script = recipe.replace("IMAGE claude", &filled);
-    // Pasted into a shell's stdin, as into a terminal: the `export` line must not put the
-    // placeholder in any argv (`sh -c SCRIPT` would).
-    let mut sh = std::process::Command::new("sh");
-    sh.arg("-s")
-        .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("DOCKER_HOST", s.docker.as_docker().host());
-    let out = testkit::run_with_timeout(
-        &mut sh,
-        Some(script.as_bytes()),
-        testkit::docker::DOCKER_TIMEOUT,
-    );
-    let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
-    assert!(
-        out.status.success(),
-        "{all}\ndockerd: {}",
-        s.docker.log_text()
-    );
+    let (all, env) = s
+        .docker
+        .as_docker()
+        .paste_claude_recipe(&recipe, &net, &npm_dir());
     assert!(all.contains(REPLY), "{all}");
-    let env = all
-        .split("--env--")
-        .nth(1)
-        .unwrap_or_else(|| panic!("{all}"));
     assert!(
         env.contains(&format!("ANTHROPIC_AUTH_TOKEN={placeholder}")),
         "{env}"

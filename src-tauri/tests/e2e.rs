@@ -443,13 +443,7 @@ fn tray_menu_lock_and_unlock_over_dbusmenu() {
 fn app_attaches_to_a_running_headless_agent() {
     let world = World::start("attach");
     world.setup_token("claude", TOKEN);
-    let mut cmd = world.command(support::cli_binary());
-    cmd.arg("agent");
-    let mut agent = world.spawn("keyferry agent", cmd, "agent.log");
-    wait_for("the headless agent to answer", START_TIMEOUT, || {
-        support::agent_answers(&world.socket())
-    })
-    .unwrap_or_else(|e| panic!("{e}"));
+    let mut agent = world.start_headless_agent();
 
     let (mut app, panel) = start_with_tray(&world);
     wait_for("the app to attach", UI_TIMEOUT, || {

@@ -38,18 +38,7 @@ fn now_hour() -> i64 {
 /// into its grants file while it is stopped, as a week of use would have left it.
 fn world_with_history(fake: &FakeOauth) -> World {
     let world = World::start("panel");
-    let expires = (time::OffsetDateTime::now_utc().unix_timestamp() + 7 * 3600) * 1000;
-    let dir = world.home.join(".claude");
-    std::fs::create_dir_all(&dir).unwrap();
-    let login = dir.join(".credentials.json");
-    std::fs::write(
-        &login,
-        format!(
-            r#"{{"claudeAiOauth":{{"accessToken":"{ACCESS}","refreshToken":"{REFRESH}","expiresAt":{expires},"scopes":["user:inference","user:profile"],"subscriptionType":"max"}}}}"#
-        ),
-    )
-    .unwrap();
-    std::fs::set_permissions(&login, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    world.write_claude_login(ACCESS, REFRESH, 7 * 3600);
     world.write_config(&format!(
         "[gateway]\nlisten = [\"127.0.0.1:0\"]\nunix_socket = false\n\
          [oauth]\ntoken_url = \"{}\"\nusage_url = \"{}\"\n\
@@ -59,13 +48,7 @@ fn world_with_history(fake: &FakeOauth) -> World {
     ));
     world.setup_token("work", SETUP);
 
-    let mut cmd = world.command(support::cli_binary());
-    cmd.arg("agent");
-    let mut agent = world.spawn("keyferry agent", cmd, "agent.log");
-    wait_for("the headless agent to answer", START_TIMEOUT, || {
-        support::agent_answers(&world.socket())
-    })
-    .unwrap_or_else(|e| panic!("{e}"));
+    let mut agent = world.start_headless_agent();
     let out = world.cli(
         &[
             "grant",
@@ -120,7 +103,7 @@ fn shoot(s: &Session<'_>, tab: &str, theme: &str) {
 }
 
 /// Every visible text's contrast against the first opaque background under it, by WCAG's
-/// formula; the pairs below 4.5:1, as "selector text: ratio".
+/// formula: how many were checked, and the pairs below 4.5:1 as "selector text: ratio".
 const CONTRAST: &str = r"
 const lum = (c) => { const m = c.match(/[\d.]+/g).map(Number);
   const f = (v) => { v /= 255; return v <= 0.03928 ? v / 12.92 : Math.pow((v + 0.055) / 1.055, 2.4); };
@@ -128,18 +111,23 @@ const lum = (c) => { const m = c.match(/[\d.]+/g).map(Number);
 const bg = (e) => { for (; e; e = e.parentElement) { const c = getComputedStyle(e).backgroundColor;
   if (lum(c)[1] > 0.5) return c; } return getComputedStyle(document.body).backgroundColor; };
 const bad = [];
+let checked = 0;
 for (const e of document.querySelectorAll('body *')) {
   if (!e.offsetParent && e.tagName !== 'DIALOG') continue;
   const own = [...e.childNodes].some((n) => n.nodeType === 3 && n.textContent.trim());
   if (!own || e.closest('[disabled]')) continue;
   const fg = lum(getComputedStyle(e).color)[0], back = lum(bg(e))[0];
   const ratio = (Math.max(fg, back) + 0.05) / (Math.min(fg, back) + 0.05);
+  checked += 1;
   if (ratio < 4.5) bad.push(`${e.tagName.toLowerCase()}.${e.className} ${e.textContent.trim().slice(0, 30)}: ${ratio.toFixed(2)}`);
 }
-return bad;";
+return [checked, bad];";
 
 fn assert_contrast(s: &Session<'_>, where_: &str) {
-    let bad: Vec<String> = serde_json::from_value(s.script(CONTRAST).unwrap()).unwrap();
+    let (checked, bad): (usize, Vec<String>) =
+        serde_json::from_value(s.script(CONTRAST).unwrap()).unwrap();
+    // A tab's texts were looked at (a check of nothing would pass).
+    assert!(checked >= 8, "{where_}: only {checked} texts checked");
     assert!(
         bad.is_empty(),
         "{where_}: text below 4.5:1 contrast: {bad:#?}"
@@ -229,23 +217,38 @@ fn every_tab(s: &Session<'_>, world: &World, theme: &str) {
     assert_contrast(s, &format!("sandboxes, {theme}"));
 
     s.tab("activity");
-    let out = world.cli(&["--require-agent", "get", "work"], None);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    for name in ["work", "claude"] {
+        let out = world.cli(&["--require-agent", "get", name], None);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    s.wait_text("#recent", UI_TIMEOUT, |t| {
+        t.contains("read work") && t.contains("read claude")
+    });
+    let pick = |value: &str| {
+        s.script(&format!(
+            "const f = document.querySelector('#filter-cred'); f.value = '{value}'; \
+             f.dispatchEvent(new Event('change')); return f.value"
+        ))
+        .unwrap()
+    };
+    assert_eq!(
+        pick("claude"),
+        json!("claude"),
+        "no claude entry to filter by"
     );
-    s.wait_text("#recent", UI_TIMEOUT, |t| t.contains("work"));
-    s.script("const f = document.querySelector('#filter-cred'); f.value = 'claude'; f.dispatchEvent(new Event('change'));")
-        .unwrap();
-    let filtered = s.text(&s.find("#activity").unwrap()).unwrap();
+    let filtered = s.text(&s.find("#recent").unwrap()).unwrap();
     assert!(
-        !filtered.contains("served work"),
+        filtered.contains("read claude") && !filtered.contains("read work"),
         "the filter kept other credentials: {filtered}"
     );
-    s.script("const f = document.querySelector('#filter-cred'); f.value = ''; f.dispatchEvent(new Event('change'));")
-        .unwrap();
-    s.wait_text("#recent", UI_TIMEOUT, |t| t.contains("work"));
+    assert_eq!(pick(""), json!(""));
+    s.wait_text("#recent", UI_TIMEOUT, |t| {
+        t.contains("read work") && t.contains("read claude")
+    });
     shoot(s, "activity", theme);
     assert_contrast(s, &format!("activity, {theme}"));
 

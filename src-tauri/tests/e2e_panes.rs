@@ -38,18 +38,7 @@ fn usage_doctor_access_log_and_settings_panes() {
     fake.set(Answer::Rotate);
     let world = World::start("panes");
     // Claude Code's own login, 7 hours from expiry: not refreshed, but it has usage figures.
-    let expires = (time::OffsetDateTime::now_utc().unix_timestamp() + 7 * 3600) * 1000;
-    let dir = world.home.join(".claude");
-    std::fs::create_dir_all(&dir).unwrap();
-    let login = dir.join(".credentials.json");
-    std::fs::write(
-        &login,
-        format!(
-            r#"{{"claudeAiOauth":{{"accessToken":"{ACCESS}","refreshToken":"{REFRESH}","expiresAt":{expires},"scopes":["user:inference","user:profile"],"subscriptionType":"max"}}}}"#
-        ),
-    )
-    .unwrap();
-    std::fs::set_permissions(&login, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    world.write_claude_login(ACCESS, REFRESH, 7 * 3600);
     world.write_config(&format!(
         "[oauth]\ntoken_url = \"{}\"\nusage_url = \"{}\"\n",
         fake.token_url(),

@@ -18,7 +18,7 @@ use std::time::Duration;
 use serde_json::Value;
 use support::webdriver::Driver;
 use support::{output_dir, tray_binary, wait_for, workspace, World, UI_TIMEOUT};
-use testkit::docker::{Docker, DOCKER_TIMEOUT, IMAGE};
+use testkit::docker::Docker;
 use testkit::fake_api::{FakeApi, REPLY};
 
 const TOKEN: &str = "sk-ant-oat01-E2EsandboxSANDBOXsandboxSA-0071";
@@ -126,31 +126,8 @@ fn a_sandbox_made_in_the_panel_runs_its_copied_docker_recipe() {
         }
     })
     .unwrap_or_else(|e| panic!("{e}"));
-    let filled = format!(
-        "--network {net} -v /usr:/usr:ro -v /etc/ssl:/etc/ssl:ro -v {}:/opt/npm:ro \
-         -e CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC=1 -e DISABLE_AUTOUPDATER=1 \
-         {IMAGE} sh -c '/opt/npm/node_modules/.bin/claude -p ping; echo --env--; env'",
-        workspace().join("target/npm").display(),
-    );
-    assert!(recipe.contains("IMAGE claude"), "{recipe}");
-    let script = recipe.replace("IMAGE claude", &filled);
-    let mut sh = std::process::Command::new("sh");
-    sh.arg("-s")
-        .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("DOCKER_HOST", docker.host());
-    let out = testkit::run_with_timeout(&mut sh, Some(script.as_bytes()), DOCKER_TIMEOUT);
-    let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
-    assert!(
-        out.status.success(),
-        "{all}\ndockerd: {}",
-        docker.log_text()
-    );
+    let (all, env) = docker.paste_claude_recipe(&recipe, &net, &workspace().join("target/npm"));
     assert!(all.contains(REPLY), "{all}");
-    let env = all
-        .split("--env--")
-        .nth(1)
-        .unwrap_or_else(|| panic!("{all}"));
     assert!(
         env.contains(&format!("ANTHROPIC_AUTH_TOKEN={placeholder}")),
         "{env}"

@@ -86,6 +86,14 @@ impl SandboxForm {
                 "give the sandbox a name (1-64 of A-Z a-z 0-9 . _ -), as `keyferry grant NAME` takes",
             ));
         }
+        // The name is also a folder's under `homes_root` (a Codex home): `..` would climb
+        // out of it, and the agent's own rule allows dots.
+        if name.starts_with('.') {
+            return Err(FormError::new(
+                "name",
+                "a sandbox name cannot start with a dot; start it with a letter or digit",
+            ));
+        }
         if self.credential.trim().is_empty() {
             return Err(FormError::new(
                 "credential",
@@ -270,6 +278,8 @@ mod tests {
     fn each_bad_field_is_named_with_its_fix() {
         let field = |f: SandboxForm| f.parse().unwrap_err().field;
         assert_eq!(field(form("", "2h", "", "")), "name");
+        assert_eq!(field(form("..", "2h", "", "")), "name", "a folder above");
+        assert_eq!(field(form(".box", "2h", "", "")), "name");
         assert_eq!(field(form("b", "two hours", "", "")), "lifetime");
         assert_eq!(field(form("b", "400d", "", "")), "lifetime");
         let zero = form("b", "2h", "0", "").parse().unwrap_err();

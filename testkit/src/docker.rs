@@ -140,6 +140,45 @@ impl Docker {
         name
     }
 
+    /// Pastes a printed `keyferry grant --recipe docker` into `sh -s` (stdin, as into a
+    /// terminal: the `export` lines put the placeholder in no argv, which `sh -c SCRIPT`
+    /// would), only its `IMAGE claude` filled in: [`IMAGE`] on network `net` with the
+    /// host's `/usr`, `/etc/ssl` and the npm CLIs under `npm` read-only, running
+    /// `claude -p ping`, then `env` after a `--env--` line. Returns all it printed and the
+    /// container's environment.
+    ///
+    /// # Panics
+    /// The recipe has no `IMAGE claude`, or the shell fails (with dockerd's log).
+    #[must_use]
+    pub fn paste_claude_recipe(&self, recipe: &str, net: &str, npm: &Path) -> (String, String) {
+        assert!(recipe.contains("IMAGE claude"), "{recipe}");
+        let filled = format!(
+            "--network {net} -v /usr:/usr:ro -v /etc/ssl:/etc/ssl:ro -v {}:/opt/npm:ro \
+             -e CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC=1 -e DISABLE_AUTOUPDATER=1 \
+             {IMAGE} sh -c '/opt/npm/node_modules/.bin/claude -p ping; echo --env--; env'",
+            npm.display(),
+        );
+        let script = recipe.replace("IMAGE claude", &filled);
+        let mut sh = Command::new("sh");
+        sh.arg("-s")
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("DOCKER_HOST", &self.host);
+        let out = run_with_timeout(&mut sh, Some(script.as_bytes()), DOCKER_TIMEOUT);
+        let all = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success(), "{all}\ndockerd: {}", self.log_text());
+        let env = all
+            .split("--env--")
+            .nth(1)
+            .unwrap_or_else(|| panic!("no --env-- line: {all}"))
+            .to_owned();
+        (all, env)
+    }
+
     /// The folder the engine's files live in (for a compose project next to it).
     #[must_use]
     pub fn dir(&self) -> &Path {

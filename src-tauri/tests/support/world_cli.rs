@@ -8,9 +8,9 @@ use std::path::PathBuf;
 use std::process::{Output, Stdio};
 use std::sync::atomic::Ordering;
 
-use testkit::{isolate, run_bounded, Proc};
+use testkit::{isolate, run_bounded, wait_for, Proc};
 
-use super::{cli_binary, tray_binary, Client, World, CLI_TIMEOUT};
+use super::{agent_answers, cli_binary, tray_binary, Client, World, CLI_TIMEOUT, START_TIMEOUT};
 
 impl World {
     /// Writes `~/.config/keyferry/config.toml`.
@@ -56,6 +56,40 @@ impl World {
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
+    }
+
+    /// Writes Claude Code's own login (`~/.claude/.credentials.json`, 0600) expiring in
+    /// `expires_in` seconds, with the scopes that give usage figures and a Max plan.
+    pub fn write_claude_login(&self, access: &str, refresh: &str, expires_in: i64) {
+        let expires = (time::OffsetDateTime::now_utc().unix_timestamp() + expires_in) * 1000;
+        let dir = self.home.join(".claude");
+        std::fs::create_dir_all(&dir).expect("create ~/.claude");
+        let login = dir.join(".credentials.json");
+        std::fs::write(
+            &login,
+            format!(
+                r#"{{"claudeAiOauth":{{"accessToken":"{access}","refreshToken":"{refresh}","expiresAt":{expires},"scopes":["user:inference","user:profile"],"subscriptionType":"max"}}}}"#
+            ),
+        )
+        .expect("write Claude Code's login");
+        std::fs::set_permissions(&login, std::fs::Permissions::from_mode(0o600))
+            .expect("chmod Claude Code's login");
+    }
+
+    /// Starts a headless `keyferry agent` in this world and waits until it answers.
+    ///
+    /// # Panics
+    /// It does not answer within [`START_TIMEOUT`].
+    #[must_use]
+    pub fn start_headless_agent(&self) -> Proc {
+        let mut cmd = self.command(cli_binary());
+        cmd.arg("agent");
+        let agent = self.spawn("keyferry agent", cmd, "agent.log");
+        wait_for("the headless agent to answer", START_TIMEOUT, || {
+            agent_answers(&self.socket())
+        })
+        .unwrap_or_else(|e| panic!("{e}"));
+        agent
     }
 
     /// Starts `keyferry ARGS…` in the background (e.g. a `get` waiting on an approval).
