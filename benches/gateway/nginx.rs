@@ -9,6 +9,9 @@ use std::time::{Duration, Instant};
 pub struct Nginx {
     child: Child,
     pub url: String,
+    /// Under a wrapper: nginx's own pid file, so only nginx is asked to stop (the wrapper,
+    /// the group's leader, then writes its report).
+    pid_file: Option<std::path::PathBuf>,
 }
 
 fn free_port() -> u16 {
@@ -22,6 +25,17 @@ fn free_port() -> u16 {
 impl Nginx {
     /// `None` when nginx is not installed (`apt-get install nginx-light`).
     pub fn start(dir: &Path, upstream: SocketAddr, token: &str) -> Option<Self> {
+        Self::start_under(dir, upstream, token, &[])
+    }
+
+    /// As [`Nginx::start`], under `wrap` (profile mode): then one process, no master, so
+    /// the wrapper (valgrind, perf stat) sees the worker itself.
+    pub fn start_under(
+        dir: &Path,
+        upstream: SocketAddr,
+        token: &str,
+        wrap: &[String],
+    ) -> Option<Self> {
         let bin = testkit::which("nginx")
             .or_else(|| Some("/usr/sbin/nginx".into()))
             .filter(|p| p.exists())?;
@@ -32,10 +46,15 @@ impl Nginx {
         } else {
             ""
         };
+        let processes = if wrap.is_empty() {
+            "worker_processes 2;"
+        } else {
+            "master_process off; worker_processes 1;"
+        };
         let conf = format!(
             "{user}
 daemon off;
-worker_processes 2;
+{processes}
 pid {d}/nginx.pid;
 error_log {d}/error.log warn;
 events {{ worker_connections 8192; }}
@@ -64,7 +83,14 @@ http {{
 "
         );
         std::fs::write(dir.join("nginx.conf"), conf).unwrap();
-        let mut cmd = Command::new(bin);
+        let mut cmd = match wrap.split_first() {
+            Some((w, args)) => {
+                let mut c = Command::new(w);
+                c.args(args).arg(bin);
+                c
+            }
+            None => Command::new(bin),
+        };
         cmd.args([
             "-p",
             &d.to_string(),
@@ -78,7 +104,7 @@ http {{
         .stderr(Stdio::inherit());
         testkit::isolate(&mut cmd);
         let child = cmd.spawn().ok()?;
-        let deadline = Instant::now() + Duration::from_secs(10);
+        let deadline = Instant::now() + Duration::from_secs(if wrap.is_empty() { 10 } else { 60 });
         while TcpStream::connect(("127.0.0.1", port)).is_err() {
             assert!(
                 Instant::now() < deadline,
@@ -89,6 +115,7 @@ http {{
         Some(Self {
             child,
             url: format!("http://127.0.0.1:{port}"),
+            pid_file: (!wrap.is_empty()).then(|| dir.join("nginx.pid")),
         })
     }
 
@@ -117,8 +144,15 @@ http {{
 
 impl Drop for Nginx {
     fn drop(&mut self) {
-        testkit::signal_group(self.child.id(), libc::SIGQUIT);
-        let deadline = Instant::now() + Duration::from_secs(5);
+        let own = self
+            .pid_file
+            .as_ref()
+            .and_then(|f| std::fs::read_to_string(f).ok()?.trim().parse::<u32>().ok());
+        match own {
+            Some(pid) => testkit::signal_pid(pid, libc::SIGQUIT),
+            None => testkit::signal_group(self.child.id(), libc::SIGQUIT),
+        }
+        let deadline = Instant::now() + Duration::from_secs(if own.is_some() { 60 } else { 5 });
         while Instant::now() < deadline && matches!(self.child.try_wait(), Ok(None)) {
             std::thread::sleep(Duration::from_millis(20));
         }

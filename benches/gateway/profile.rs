@@ -7,6 +7,8 @@
 //! `valgrind --tool=callgrind --callgrind-out-file=/tmp/cg.%p` or
 //! `perf stat -e task-clock,context-switches`). `KF_BENCH_KIND`: `short` (default), `sse`,
 //! `sse-codex`, `sse-gemini`. `KF_BENCH_GATEWAY_RT`: `multi` (default) or `current`.
+//! `KF_BENCH_TARGET=nginx` profiles the peer instead (one nginx process, no master, so the
+//! wrapper measures the worker), for the same figures side by side.
 //! Per request: run twice with different `N` and divide the difference of the totals by
 //! the difference of the counts (start-up and warm-up cancel out).
 
@@ -23,11 +25,25 @@ pub async fn run(n: usize) {
     let kind = std::env::var("KF_BENCH_KIND").unwrap_or_else(|_| "short".into());
     let runtime = std::env::var("KF_BENCH_GATEWAY_RT").unwrap_or_else(|_| "multi".into());
     let (up, accepted) = testkit::bench_upstream::start_counting().await;
-    let (child, url, placeholders) = start_gateway(&format!("http://{up}"), &runtime, &wrap);
-    let t = Target {
-        name: "keyferry",
-        url,
-        placeholders,
+    let peer = std::env::var("KF_BENCH_TARGET").as_deref() == Ok("nginx");
+    let dir = tempfile::tempdir().unwrap();
+    let (child, nginx, t) = if peer {
+        let ng = super::nginx::Nginx::start_under(dir.path(), up, super::TOKEN, &wrap)
+            .expect("nginx is not installed (apt-get install nginx-light)");
+        let t = Target {
+            name: "nginx",
+            url: ng.url.clone(),
+            placeholders: Default::default(),
+        };
+        (None, Some(ng), t)
+    } else {
+        let (child, url, placeholders) = start_gateway(&format!("http://{up}"), &runtime, &wrap);
+        let t = Target {
+            name: "keyferry",
+            url,
+            placeholders,
+        };
+        (Some(child), None, t)
     };
     let mut s = connect(&t.url).await;
     for _ in 0..WARM_UP {
@@ -37,7 +53,10 @@ pub async fn run(n: usize) {
         timed(&mut s, &t, &kind).await;
     }
     drop(s);
-    child.finish();
+    if let Some(child) = child {
+        child.finish();
+    }
+    drop(nginx);
     // The pool's reuse: one keep-alive client connection should need one upstream one.
     let conns = accepted.load(std::sync::atomic::Ordering::Relaxed);
     println!(

@@ -8,8 +8,13 @@
 //! a wake raised on this thread during the poll only marks that the future must be polled
 //! again, which it is, at once; any other wake (the socket, a timer, another task) wakes
 //! the task as usual.
+//!
+//! It also runs what [`after_writes`] put off: the connection's poll writes and flushes
+//! an answer before it returns, so work queued during it (metering a finished answer,
+//! its record, the upstream connection back to its pool) runs once the client's bytes
+//! are on their way, not before them.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
@@ -24,6 +29,21 @@ const MAX_AGAIN: usize = 8;
 thread_local! {
     /// The [`Inline`] being polled on this thread (its address), if any.
     static POLLING: Cell<usize> = const { Cell::new(0) };
+    /// What [`after_writes`] put off during that poll.
+    static AFTER: RefCell<Vec<Job>> = const { RefCell::new(Vec::new()) };
+}
+
+type Job = Box<dyn FnOnce()>;
+
+/// Runs `job` when the connection being polled on this thread returns from its poll (its
+/// writes done), or now when no [`Absorb`] is being polled here (another task, a drop
+/// outside any poll): never later than that poll, and never lost.
+pub fn after_writes(job: impl FnOnce() + 'static) {
+    if POLLING.with(Cell::get) == 0 {
+        job();
+    } else {
+        AFTER.with(|a| a.borrow_mut().push(Box::new(job)));
+    }
 }
 
 struct Inline {
@@ -57,6 +77,24 @@ impl Polling {
 
 impl Drop for Polling {
     fn drop(&mut self) {
+        // Unwinding too: a job holds a record and a budget reservation. In the order
+        // queued (a body's metering comes before its record); a job may queue more.
+        loop {
+            let mut jobs = AFTER.with(|a| std::mem::take(&mut *a.borrow_mut()));
+            if jobs.is_empty() {
+                break;
+            }
+            for job in jobs.drain(..) {
+                job();
+            }
+            // The emptied vector back, so the next poll's jobs reuse its room.
+            AFTER.with(|a| {
+                let mut a = a.borrow_mut();
+                if a.is_empty() {
+                    *a = jobs;
+                }
+            });
+        }
         POLLING.with(|p| p.set(self.0));
     }
 }
@@ -125,5 +163,30 @@ mod tests {
         tokio::task::yield_now().await;
         tx.send(()).await.unwrap();
         assert_eq!(task.await.unwrap(), 4);
+    }
+
+    #[test]
+    fn put_off_work_runs_after_the_poll_in_order_and_at_once_outside_one() {
+        use std::rc::Rc;
+        let log = Rc::new(RefCell::new(Vec::new()));
+        let l = Rc::clone(&log);
+        after_writes(move || l.borrow_mut().push("outside"));
+        assert_eq!(*log.borrow(), ["outside"]);
+
+        let l = Rc::clone(&log);
+        let fut = futures_util::future::poll_fn(move |_| {
+            for name in ["first", "second"] {
+                let l2 = Rc::clone(&l);
+                after_writes(move || l2.borrow_mut().push(name));
+            }
+            // Not yet: the poll that queued them is still running.
+            l.borrow_mut().push("poll");
+            Poll::Ready(())
+        });
+        let mut fut = Absorb::new(fut);
+        let waker = futures_util::task::noop_waker();
+        let ready = Pin::new(&mut fut).poll(&mut Context::from_waker(&waker));
+        assert!(ready.is_ready());
+        assert_eq!(*log.borrow(), ["outside", "poll", "first", "second"]);
     }
 }

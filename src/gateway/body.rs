@@ -2,7 +2,7 @@
 //! size cap, the answer with a meter, and an idle timeout between frames both ways.
 
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -10,6 +10,7 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use tokio::time::Instant;
 
+use super::absorb;
 use super::clock::Clock;
 use super::h1::Lease;
 use super::usage::Meter;
@@ -149,13 +150,19 @@ pub struct Finish {
     pub guard: Option<Box<dyn Send>>,
 }
 
+fn lock(m: &Mutex<Meter>) -> std::sync::MutexGuard<'_, Meter> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
 /// No frame within the idle period.
 struct Stalled;
 
 /// The upstream answer on its way to the client, metered as it passes.
 pub struct MeteredBody {
     inner: hyper::body::Incoming,
-    meter: Meter,
+    /// Fed after the connection's writes ([`absorb::after_writes`]), so reading usage
+    /// never holds back a frame: shared with those jobs.
+    meter: Option<Arc<Mutex<Meter>>>,
     idle: IdleTimer,
     finish: Option<Finish>,
     /// The upstream connection this body is read from, driven here (`h1`); `None` when
@@ -174,16 +181,29 @@ impl MeteredBody {
     ) -> Self {
         Self {
             inner,
-            meter,
+            meter: (!matches!(meter, Meter::Off)).then(|| Arc::new(Mutex::new(meter))),
             idle,
             finish: Some(finish),
             lease,
         }
     }
 
-    fn done(&mut self, complete: bool, note: Option<String>) {
-        if let Some(mut f) = self.finish.take() {
-            f.record.usage = self.meter.usage();
+    /// The answer has ended (`complete`: all of it went through): its usage is read and
+    /// recorded, and the upstream connection goes back to its pool when `release`, once
+    /// the connection's writes are done ([`absorb::after_writes`]). The grant's in-flight
+    /// slot and budget reservation are held until the record is in, so budgets stay exact.
+    fn done(&mut self, complete: bool, note: Option<String>, release: bool) {
+        let lease = if release { self.lease.take() } else { None };
+        self.lease = None;
+        let Some(mut f) = self.finish.take() else {
+            return;
+        };
+        let meter = self.meter.take();
+        absorb::after_writes(move || {
+            if let Some(mut lease) = lease {
+                lease.release_now();
+            }
+            f.record.usage = meter.map(|m| lock(&m).usage()).unwrap_or_default();
             f.record.complete = complete;
             if f.record.note.is_none() {
                 f.record.note = note;
@@ -199,7 +219,7 @@ impl MeteredBody {
             );
             f.ctx.record(f.record);
             drop(f.guard);
-        }
+        });
     }
 }
 
@@ -231,31 +251,28 @@ impl Body for MeteredBody {
         match polled {
             Poll::Ready(Ok(Some(Ok(frame)))) => {
                 this.idle.reset();
-                if let Some(data) = frame.data_ref() {
-                    this.meter.feed(data);
+                if let (Some(data), Some(meter)) = (frame.data_ref(), &this.meter) {
+                    let (data, meter) = (data.clone(), Arc::clone(meter));
+                    absorb::after_writes(move || lock(&meter).feed(&data));
                 }
                 Poll::Ready(Some(Ok(frame)))
             }
             Poll::Ready(Ok(Some(Err(e)))) => {
-                this.lease = None;
                 let e: BoxError = e.into();
                 this.done(
                     false,
                     Some(format!("upstream body: {}", crate::http::describe(&*e))),
+                    false,
                 );
                 Poll::Ready(Some(Err(e)))
             }
             Poll::Ready(Ok(None)) => {
-                if let Some(lease) = &mut this.lease {
-                    lease.release(cx);
-                }
-                this.done(true, None);
+                this.done(true, None, true);
                 Poll::Ready(None)
             }
             Poll::Ready(Err(Stalled)) => {
-                this.lease = None;
                 let period = this.idle.period;
-                this.done(false, Some(format!("upstream idle for {period:?}")));
+                this.done(false, Some(format!("upstream idle for {period:?}")), false);
                 Poll::Ready(Some(Err(BodyError::Idle(period).into())))
             }
             Poll::Pending => Poll::Pending,
@@ -276,12 +293,7 @@ impl Drop for MeteredBody {
         // Dropped before its end: the client went away; dropping `inner` closes upstream.
         // (An empty answer may be dropped unpolled: that one is complete.)
         let complete = self.inner.is_end_stream();
-        if let Some(lease) = &mut self.lease {
-            if complete {
-                lease.release_now();
-            }
-        }
         let note = (!complete).then(|| "client disconnected".to_owned());
-        self.done(complete, note);
+        self.done(complete, note, complete);
     }
 }

@@ -182,8 +182,8 @@ impl Grants {
         if placeholder.is_empty() {
             return Err(Denial::Missing);
         }
-        let hash = Hash::of(placeholder);
-        let matches = |stored: &str| hash.matches_hex(stored);
+        let hex = Hash::of(placeholder).hex();
+        let matches = |stored: &str| hex.matches(stored);
         let found = self.grants.iter().fold(None, |hit, g| {
             if matches(&g.placeholder_sha256) {
                 Some(g)

@@ -3,7 +3,10 @@
 
 use std::collections::HashMap;
 use std::convert::Infallible;
+use std::future::{poll_fn, Future};
+use std::pin::pin;
 use std::sync::{Arc, Mutex};
+use std::task::Poll;
 
 use http::{header, Request, Response, StatusCode};
 use http_body_util::BodyExt;
@@ -105,10 +108,16 @@ pub async fn handle(
     clock: Option<Clock>,
     req: Request<Incoming>,
 ) -> Result<Response<OutBody>, Infallible> {
+    // The loggable method and path are made while upstream answers (`forward`), or for a
+    // refusal; until then the request's own, shared rather than copied.
+    let asked = Asked {
+        method: req.method().clone(),
+        uri: req.uri().clone(),
+    };
     let mut record = RequestRecord {
         grant: None,
-        method: loggable_method(req.method()),
-        path: loggable_path(req.uri().path()),
+        method: String::new(),
+        path: String::new(),
         status: 0,
         usage: Usage::default(),
         note: None,
@@ -116,9 +125,10 @@ pub async fn handle(
     };
     // Until a grant names its credential, refusals speak the default provider's language.
     let mut provider = provider::default_provider();
-    match forward(&shared, req, clock, &mut record, &mut provider).await {
+    match forward(&shared, req, clock, &mut record, &mut provider, &asked).await {
         Ok(resp) => Ok(resp),
         Err(refusal) => {
+            asked.describe(&mut record);
             record.status = refusal.status.as_u16();
             record.note = Some(refusal.message.clone());
             record.complete = true;
@@ -136,6 +146,22 @@ pub async fn handle(
                 shared.refusals.count(peer, Refused::Status(record.status));
             }
             Ok(refusal.response(provider))
+        }
+    }
+}
+
+/// What the client asked for, kept to describe the request in its record.
+struct Asked {
+    method: http::Method,
+    uri: http::Uri,
+}
+
+impl Asked {
+    /// Fills in the record's method and path (once).
+    fn describe(&self, record: &mut RequestRecord) {
+        if record.method.is_empty() {
+            record.method = loggable_method(&self.method);
+            record.path = loggable_path(self.uri.path());
         }
     }
 }
@@ -179,6 +205,7 @@ fn open(
     ctx: &dyn GatewayContext,
     req: &Request<Incoming>,
     record: &mut RequestRecord,
+    asked: &Asked,
 ) -> Result<Opened, Refusal> {
     let grant = match headers::placeholder(req.headers()) {
         Some(p) => ctx.verify(p),
@@ -204,6 +231,7 @@ fn open(
         ))
     })?;
     if let Err(forwarded) = provider.route(req.method(), req.uri().path()) {
+        asked.describe(record);
         return Err(Refusal::new(
             StatusCode::NOT_FOUND,
             ErrorKind::NotFound,
@@ -235,6 +263,7 @@ async fn forward(
     clock: Option<Clock>,
     record: &mut RequestRecord,
     provider: &mut &'static dyn GatewayProvider,
+    asked: &Asked,
 ) -> Result<Response<OutBody>, Refusal> {
     let ctx = &shared.ctx;
     let limits = shared.limits;
@@ -245,7 +274,7 @@ async fn forward(
         grant,
         lent,
         provider: p,
-    } = open(ctx.as_ref(), &req, record)?;
+    } = open(ctx.as_ref(), &req, record, asked)?;
     *provider = p;
     let upstream = ctx.upstream(p).ok_or_else(|| {
         bad_gateway(format!(
@@ -296,7 +325,16 @@ async fn forward(
     *out.headers_mut() = out_headers;
     // The request's one deadline: the answer head, then each frame of the answer.
     let mut idle = IdleTimer::on(clock.unwrap_or_default(), limits.idle_timeout);
-    let (answer, lease) = send(limits, upstream, out, &mut idle).await?;
+    let (answer, lease) = {
+        let mut sending = pin!(send(limits, upstream, out, &mut idle));
+        // The first poll sends the request; the record is described while upstream answers.
+        let first = poll_fn(|cx| Poll::Ready(sending.as_mut().poll(cx))).await;
+        asked.describe(record);
+        match first {
+            Poll::Ready(answer) => answer,
+            Poll::Pending => sending.await,
+        }
+    }?;
     idle.reset();
     record.status = answer.status().as_u16();
     let finish = Finish {

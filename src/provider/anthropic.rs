@@ -61,10 +61,16 @@ pub fn is_claude_code(headers: &HeaderMap) -> bool {
 }
 
 /// Adds `flag` to `anthropic-beta` unless already there; what the client sent stays.
-pub fn append_beta(headers: &mut HeaderMap, flag: &str) {
+pub fn append_beta(headers: &mut HeaderMap, flag: &'static str) {
     // One pass over the flags as they stand, and one string built: no copy of each flag.
     // A parsed name: a `&str` one is parsed again on every use, each request.
     const BETA: http::HeaderName = http::HeaderName::from_static("anthropic-beta");
+    if !headers.contains_key(&BETA) {
+        // None yet: the flag alone, with nothing to join or copy (a constant of ours,
+        // so `from_static`'s check cannot fail).
+        headers.insert(BETA, HeaderValue::from_static(flag));
+        return;
+    }
     let flags = || {
         headers
             .get_all(&BETA)
