@@ -379,6 +379,10 @@ impl Api {
                     .map(|_| true)
             }
             Self::Direct(b) => {
+                // One writer per file, as the agent has it: a `[[sink]]`'s file is its own.
+                let wanted = crate::sink::Target::snapshot(name, path, include_refresh_token);
+                crate::sink::claim(&b.config.sinks, &b.config.path, &wanted)
+                    .map_err(|e| e.body())?;
                 let found = b.resolve(name).map_err(|e| e.body())?;
                 let c = &found.resolved.credential;
                 let text = crate::snapshot::render(name, c, include_refresh_token)

@@ -91,6 +91,29 @@ pub enum SinkError {
     Write(#[from] WriteError),
     #[error("{path}: is not a {cli} credentials file; refusing to overwrite it (the file is unchanged). Pick another --out path, or delete the file if it really is a stale snapshot")]
     NotCredentials { path: String, cli: &'static str },
+    /// A snapshot asked for at a path a `[[sink]]` writes, with other content.
+    #[error("{path} is kept current by the [[sink]] in {config} that writes {writes} there; {wanted} would be a second writer of that file, each rewriting it on every change (the file is unchanged). Snapshot to another path, or change that [[sink]] and restart the agent")]
+    OwnedByConfig {
+        path: String,
+        config: String,
+        writes: String,
+        wanted: String,
+    },
+    /// A snapshot registered before a `[[sink]]` was added at its path: the sink writes it.
+    #[error("{path}: {wanted} registered here is not written: the [[sink]] in {config} that writes {writes} there owns the file now (one writer per file). `keyferry snapshot --forget {path}` drops this snapshot; or remove that [[sink]] and restart the agent to have it written again")]
+    Superseded {
+        path: String,
+        config: String,
+        writes: String,
+        wanted: String,
+    },
+    /// `forget` of a path no snapshot but a `[[sink]]` writes.
+    #[error("{path} is kept current by the [[sink]] in {config} that writes {writes} there, not by a snapshot, so `snapshot --forget` cannot stop it: remove that [[sink]] and restart the agent")]
+    NotASnapshot {
+        path: String,
+        config: String,
+        writes: String,
+    },
 }
 
 impl SinkError {
@@ -103,6 +126,29 @@ impl SinkError {
             Self::File(e) => e.code(),
             Self::Write(_) => ErrorCode::WriteFailed,
             Self::NotCredentials { .. } => ErrorCode::NotCredentials,
+            Self::OwnedByConfig { .. } | Self::Superseded { .. } | Self::NotASnapshot { .. } => {
+                ErrorCode::ConfigSink
+            }
+        }
+    }
+
+    /// A refused claim ([`claim`]) of a snapshot registered before the `[[sink]]` was added
+    /// at its file: why it is not written. Any other error is itself.
+    #[must_use]
+    pub fn superseded(self) -> Self {
+        match self {
+            Self::OwnedByConfig {
+                path,
+                config,
+                writes,
+                wanted,
+            } => Self::Superseded {
+                path,
+                config,
+                writes,
+                wanted,
+            },
+            other => other,
         }
     }
 
@@ -141,6 +187,130 @@ impl Sink {
             }
         }
     }
+}
+
+impl Target {
+    /// A snapshot of `credential` at `path`.
+    #[must_use]
+    pub fn snapshot(credential: &str, path: &Path, include_refresh_token: bool) -> Self {
+        Self {
+            credential: credential.to_owned(),
+            sink: Sink::Snapshot {
+                path: path.to_path_buf(),
+                include_refresh_token,
+            },
+        }
+    }
+
+    /// What this sink writes, for messages: names and kinds, never a token.
+    fn described(&self) -> String {
+        let name = &self.credential;
+        match &self.sink {
+            Sink::Dotenv { key: Some(k), .. } => format!("{name:?}'s token as {k} in a .env file"),
+            Sink::Dotenv { key: None, .. } => format!("{name:?}'s token as a key of a .env file"),
+            Sink::Snapshot {
+                include_refresh_token: true,
+                ..
+            } => format!("a snapshot of {name:?} with its refresh token"),
+            Sink::Snapshot { .. } => format!("a snapshot of {name:?}"),
+        }
+    }
+}
+
+/// Whether `a` and `b` name one file: the same path, or two spellings of one existing file
+/// (a root-owned system link on the way, such as macOS's `/var`, is followed by sink writes).
+#[must_use]
+pub fn same_file(a: &Path, b: &Path) -> bool {
+    a == b
+        || matches!(
+            (std::fs::metadata(a), std::fs::metadata(b)),
+            (Ok(x), Ok(y)) if x.dev() == y.dev() && x.ino() == y.ino()
+        )
+}
+
+/// The first `[[sink]]` of `sinks` that writes the file at `path`.
+#[must_use]
+pub fn owner<'a>(sinks: &'a [Target], path: &Path) -> Option<&'a Target> {
+    sinks.iter().find(|t| same_file(t.sink.path(), path))
+}
+
+/// One writer per file: a `[[sink]]` of the config owns the file it writes. A snapshot
+/// asked for at that file is `Ok(Some(i))`, `sinks[i]` being that sink, when it asks for
+/// exactly what the sink writes (the same credential, format and refresh-token choice);
+/// `Ok(None)` when no `[[sink]]` writes the file; refused otherwise.
+///
+/// Why the exact request is made that same writer instead of refused: it changes nothing
+/// in the file, so refusing it would only break an idempotent provisioning script, and it
+/// is not registered either, so no second entry exists that `--forget` could drop while the
+/// file goes on changing. Anything else would give the file two writers, each rewriting it
+/// on every change (two tokens flipping, a refresh token the config keeps out coming in, a
+/// `.env` line in a JSON document), so it is refused before anything is written.
+///
+/// # Errors
+/// [`SinkError::OwnedByConfig`], naming the `[[sink]]`, the config file and the fix.
+pub fn claim(sinks: &[Target], config: &Path, wanted: &Target) -> Result<Option<usize>, SinkError> {
+    let path = wanted.sink.path();
+    if let Some(same) = sinks
+        .iter()
+        .position(|t| t.credential == wanted.credential && same_sink(&t.sink, &wanted.sink))
+    {
+        return Ok(Some(same));
+    }
+    match owner(sinks, path) {
+        None => Ok(None),
+        Some(sink) => Err(SinkError::OwnedByConfig {
+            path: paths::display(path),
+            config: paths::display(config),
+            writes: sink.described(),
+            wanted: wanted.described(),
+        }),
+    }
+}
+
+/// The same kind of sink with the same settings, writing one file.
+fn same_sink(a: &Sink, b: &Sink) -> bool {
+    let settings = |s: &Sink| match s {
+        Sink::Dotenv { key, .. } => (None, key.clone()),
+        Sink::Snapshot {
+            include_refresh_token,
+            ..
+        } => (Some(*include_refresh_token), None),
+    };
+    settings(a) == settings(b) && same_file(a.path(), b.path())
+}
+
+/// `forget` of `path`, which no snapshot is registered at: refused when a `[[sink]]`
+/// writes that file, since forgetting cannot stop it.
+#[must_use]
+pub fn not_a_snapshot(sinks: &[Target], config: &Path, path: &Path) -> Option<SinkError> {
+    owner(sinks, path).map(|sink| SinkError::NotASnapshot {
+        path: paths::display(path),
+        config: paths::display(config),
+        writes: sink.described(),
+    })
+}
+
+/// The `[[sink]]`s of one config never share a snapshot's file: two writers of one
+/// credentials file would rewrite it in turn (`.env` sinks may share a file, one key each).
+///
+/// # Errors
+/// The shared path, and what to do.
+pub fn check_one_writer(targets: &[Target]) -> Result<(), String> {
+    for (i, a) in targets.iter().enumerate() {
+        for b in &targets[i + 1..] {
+            let snapshot =
+                matches!(a.sink, Sink::Snapshot { .. }) || matches!(b.sink, Sink::Snapshot { .. });
+            if snapshot && a.sink.path() == b.sink.path() {
+                return Err(format!(
+                    "two [[sink]]s write {} ({} and {}); a snapshot file has one writer: keep one of them",
+                    paths::display(a.sink.path()),
+                    a.described(),
+                    b.described()
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 fn cli_of(kind: Kind) -> &'static str {
@@ -319,6 +489,82 @@ mod tests {
         let v: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
         assert_eq!(v["access_token"], "much-much-much-longer-value");
+    }
+
+    #[test]
+    fn a_config_sinks_file_has_one_writer() {
+        let config = [
+            Target {
+                credential: "claude".into(),
+                sink: Sink::Dotenv {
+                    path: "/kf/proj/.env".into(),
+                    key: None,
+                },
+            },
+            Target::snapshot("claude", Path::new("/kf/box/.credentials.json"), false),
+        ];
+        let at = |name: &str, path: &str, refresh| {
+            claim(
+                &config,
+                Path::new("/kf/config.toml"),
+                &Target::snapshot(name, Path::new(path), refresh),
+            )
+        };
+        assert_eq!(
+            at("claude", "/kf/box/.credentials.json", false).unwrap(),
+            Some(1)
+        );
+        assert_eq!(
+            at("claude", "/kf/./box//.credentials.json", false).unwrap(),
+            Some(1)
+        );
+        assert_eq!(at("claude", "/kf/other.json", false).unwrap(), None);
+        for (name, path, refresh, writes, wanted) in [
+            (
+                "work",
+                "/kf/box/.credentials.json",
+                false,
+                "a snapshot of \"claude\"",
+                "a snapshot of \"work\"",
+            ),
+            (
+                "claude",
+                "/kf/box/.credentials.json",
+                true,
+                "a snapshot of \"claude\"",
+                "with its refresh token",
+            ),
+            (
+                "claude",
+                "/kf/proj/.env",
+                false,
+                ".env",
+                "a snapshot of \"claude\"",
+            ),
+        ] {
+            let e = at(name, path, refresh).unwrap_err();
+            assert_eq!(e.code(), ErrorCode::ConfigSink);
+            let msg = e.to_string();
+            assert!(
+                msg.contains(writes) && msg.contains(wanted) && msg.contains("/kf/config.toml"),
+                "{msg}"
+            );
+        }
+    }
+
+    #[test]
+    fn config_sinks_share_no_snapshot_file() {
+        let env = |cred: &str| Target {
+            credential: cred.into(),
+            sink: Sink::Dotenv {
+                path: "/kf/.env".into(),
+                key: None,
+            },
+        };
+        assert!(check_one_writer(&[env("claude"), env("codex")]).is_ok());
+        let snap = Target::snapshot("codex", Path::new("/kf/.env"), false);
+        let e = check_one_writer(&[env("claude"), snap]).unwrap_err();
+        assert!(e.contains("two [[sink]]s write /kf/.env"), "{e}");
     }
 
     #[test]

@@ -124,7 +124,11 @@ impl Agent {
         let cfg = config.agent.clone();
         Arc::new(Self {
             approvers: config.policy.approvers(),
-            sinks: Sinks::new(config.sinks.clone()),
+            sinks: Sinks::new(
+                config.sinks.clone(),
+                config.path.clone(),
+                crate::sink::Registry::load(),
+            ),
             counters: Counters::new(),
             gateway: std::sync::OnceLock::new(),
             logins: Logins::default(),

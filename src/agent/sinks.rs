@@ -15,7 +15,7 @@ use crate::credential::{rfc3339, Credential};
 use crate::domain::{AuditOutcome, Op};
 use crate::domain::{ErrorBody, ErrorCode, Peer, SinkStatus};
 use crate::protocol::Event;
-use crate::sink::{Registry, Sink, Target};
+use crate::sink::{self, Registry, Sink, Target};
 
 fn kind_of(sink: &Sink) -> &'static str {
     match sink {
@@ -34,57 +34,99 @@ fn agent_peer() -> Peer {
     }
 }
 
-/// Every sink the agent keeps current, and how each last went.
+/// Which sink a status belongs to: a `[[sink]]` by its place in the config (two `.env`
+/// sinks may share a file, one key each), or a registered snapshot by its path (one per
+/// path). A snapshot and a `[[sink]]` at one path never share a status.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+enum Origin {
+    Config(usize),
+    Snapshot(PathBuf),
+}
+
+/// Every sink the agent keeps current, and how each last went. One writer per file: a
+/// `[[sink]]` owns its file, so a snapshot registered there (before the `[[sink]]` was
+/// added) is kept in the registry but not written (see [`crate::sink::claim`]).
 pub(super) struct Sinks {
     /// `[[sink]]`s from config.
     targets: Vec<Target>,
+    /// The config file, for messages naming a `[[sink]]`.
+    config: PathBuf,
     /// Snapshots registered at run time (persisted in the state directory).
     registered: Mutex<Vec<Target>>,
-    /// The last outcome of every sink, by path, for `status`.
-    status: Mutex<BTreeMap<PathBuf, SinkStatus>>,
+    /// The last outcome of every sink, for `status`.
+    status: Mutex<BTreeMap<Origin, SinkStatus>>,
 }
 
 impl Sinks {
     /// The config's sinks and the snapshots registered by earlier runs.
-    pub(super) fn new(targets: Vec<Target>) -> Self {
-        Self {
+    pub(super) fn new(targets: Vec<Target>, config: PathBuf, registered: Vec<Target>) -> Self {
+        let sinks = Self {
             targets,
-            registered: Mutex::new(Registry::load()),
+            config,
+            registered: Mutex::new(registered),
             status: Mutex::new(BTreeMap::new()),
+        };
+        for t in lock(&sinks.registered).iter() {
+            if let Err(e) = sink::claim(&sinks.targets, &sinks.config, t) {
+                let e = e.superseded();
+                tracing::warn!(credential = %t.credential, error = %e, "snapshot not written");
+            }
         }
+        sinks
     }
 
-    /// Every sink of `name`: declared in config, then registered at run time.
-    fn of(&self, name: &str) -> Vec<Target> {
+    /// Every sink of `name` to write: declared in config, then registered at run time,
+    /// except registrations at a file a `[[sink]]` writes.
+    fn of(&self, name: &str) -> Vec<(Origin, Target)> {
         let registered = lock(&self.registered).clone();
-        self.targets
+        let config = self
+            .targets
             .iter()
-            .cloned()
-            .chain(registered)
-            .filter(|t| t.credential == name)
+            .enumerate()
+            .map(|(i, t)| (Origin::Config(i), t.clone()));
+        let snapshots = registered
+            .into_iter()
+            .filter(|t| sink::owner(&self.targets, t.sink.path()).is_none())
+            .map(|t| (Origin::Snapshot(t.sink.path().to_path_buf()), t));
+        config
+            .chain(snapshots)
+            .filter(|(_, t)| t.credential == name)
             .collect()
     }
 
-    /// Every sink with its last outcome, for `status`.
+    /// Every sink with its last outcome, for `status`. A registration at a `[[sink]]`'s file
+    /// shows why it is not written; one asking for exactly what the `[[sink]]` writes is that
+    /// sink and not shown twice.
     pub(super) fn statuses(&self) -> Vec<SinkStatus> {
         let known = lock(&self.status).clone();
         let registered = lock(&self.registered).clone();
-        self.targets
+        let unwritten = |t: &Target, error: Option<ErrorBody>| SinkStatus {
+            credential: t.credential.clone(),
+            path: t.sink.path().display().to_string(),
+            kind: kind_of(&t.sink).to_owned(),
+            error,
+            written_at: None,
+        };
+        let row = |origin: Origin, t: &Target| {
+            known
+                .get(&origin)
+                .cloned()
+                .unwrap_or_else(|| unwritten(t, None))
+        };
+        let config = self
+            .targets
             .iter()
-            .chain(registered.iter())
-            .map(|t| {
-                known
-                    .get(t.sink.path())
-                    .cloned()
-                    .unwrap_or_else(|| SinkStatus {
-                        credential: t.credential.clone(),
-                        path: t.sink.path().display().to_string(),
-                        kind: kind_of(&t.sink).to_owned(),
-                        error: None,
-                        written_at: None,
-                    })
-            })
-            .collect()
+            .enumerate()
+            .map(|(i, t)| row(Origin::Config(i), t));
+        let snapshots =
+            registered
+                .iter()
+                .filter_map(|t| match sink::claim(&self.targets, &self.config, t) {
+                    Ok(None) => Some(row(Origin::Snapshot(t.sink.path().to_path_buf()), t)),
+                    Ok(Some(_)) => None,
+                    Err(e) => Some(unwritten(t, Some(e.superseded().body()))),
+                });
+        config.chain(snapshots).collect()
     }
 
     /// Keeps `target` current from now on, replacing whatever was registered at its path.
@@ -94,10 +136,11 @@ impl Sinks {
         reg.push(target);
     }
 
-    /// Stops keeping the snapshot at `path` current and drops its last outcome.
+    /// Stops keeping the snapshot at `path` current and drops its last outcome; a
+    /// `[[sink]]` at that path keeps its own.
     fn forget(&self, path: &Path) {
         lock(&self.registered).retain(|t| t.sink.path() != path);
-        lock(&self.status).remove(path);
+        lock(&self.status).remove(&Origin::Snapshot(path.to_path_buf()));
     }
 }
 
@@ -106,8 +149,8 @@ impl Agent {
     /// published and kept for `status`.
     pub(super) fn write_sinks(&self, name: &str, credential: &Credential) {
         let env_var = self.env_var(name, credential);
-        for target in self.sinks.of(name) {
-            let _ = self.write_one(name, credential, &env_var, &target.sink);
+        for (origin, target) in self.sinks.of(name) {
+            let _ = self.write_one(origin, name, credential, &env_var, &target.sink);
         }
     }
 
@@ -121,6 +164,7 @@ impl Agent {
 
     fn write_one(
         &self,
+        origin: Origin,
         name: &str,
         credential: &Credential,
         env_var: &str,
@@ -136,7 +180,7 @@ impl Agent {
             error: result.as_ref().err().cloned(),
             written_at: if result.is_ok() { now } else { None },
         };
-        lock(&self.sinks.status).insert(sink.path().to_path_buf(), status);
+        lock(&self.sinks.status).insert(origin, status);
         match &result {
             Ok(()) => {
                 tracing::info!(credential = %name, %path, "sink rewritten");
@@ -166,7 +210,8 @@ impl Agent {
 
     /// Registers a snapshot and writes it now. The agent keeps it current until forgotten.
     /// A snapshot writes the token to a file, so it passes the same lock and policy as `get`;
-    /// a target that is not a credentials file of the same CLI is refused and not registered.
+    /// a target that is not a credentials file of the same CLI, or a `[[sink]]`'s file with
+    /// other content, is refused and not registered.
     pub async fn register_snapshot(
         &self,
         name: &str,
@@ -175,7 +220,7 @@ impl Agent {
         peer: &Peer,
         conn: Option<ConnId>,
     ) -> Result<(), ErrorBody> {
-        if let Err(e) = self.may_read(name, peer, conn).await {
+        let refused = |e: ErrorBody| {
             self.record(
                 Op::Snapshot,
                 Some(name),
@@ -183,14 +228,19 @@ impl Agent {
                 Some(&e.code),
                 peer,
             );
-            return Err(e);
-        }
+            e
+        };
+        self.may_read(name, peer, conn).await.map_err(&refused)?;
         if !path.is_absolute() {
             return Err(ErrorBody::new(
                 ErrorCode::Invalid,
                 format!("{} is not an absolute path", path.display()),
             ));
         }
+        let target = Target::snapshot(name, path, include_refresh_token);
+        // One writer per file: a `[[sink]]`'s file is refused unless this is that sink.
+        let same = sink::claim(&self.sinks.targets, &self.sinks.config, &target)
+            .map_err(|e| refused(e.body()))?;
         let credential = {
             let state = self.read_state();
             let slot = state.slots.get(name).ok_or_else(|| self.unknown(name))?;
@@ -201,15 +251,13 @@ impl Agent {
                 ))
             })?
         };
-        let target = Target {
-            credential: name.to_owned(),
-            sink: Sink::Snapshot {
-                path: path.to_path_buf(),
-                include_refresh_token,
-            },
+        // Exactly what a `[[sink]]` writes is that sink: written through it, not registered.
+        let (origin, sink) = match same {
+            Some(i) => (Origin::Config(i), &self.sinks.targets[i].sink),
+            None => (Origin::Snapshot(path.to_path_buf()), &target.sink),
         };
         let env_var = credential.kind.env_var();
-        self.write_one(name, &credential, env_var, &target.sink)
+        self.write_one(origin, name, &credential, env_var, sink)
             .inspect_err(|e| {
                 self.record(
                     Op::Snapshot,
@@ -219,26 +267,132 @@ impl Agent {
                     peer,
                 )
             })?;
-        Registry::add(target.clone())
-            .map_err(|e| ErrorBody::new(ErrorCode::WriteFailed, e.to_string()))?;
-        self.sinks.register(target);
+        let outcome = if same.is_some() {
+            "kept by config"
+        } else {
+            Registry::add(target.clone())
+                .map_err(|e| ErrorBody::new(ErrorCode::WriteFailed, e.to_string()))?;
+            self.sinks.register(target);
+            "registered"
+        };
         self.record(
             Op::Snapshot,
             Some(name),
-            AuditOutcome::done("registered"),
+            AuditOutcome::done(outcome),
             None,
             peer,
         );
         Ok(())
     }
 
-    /// Stops keeping a snapshot current (the file itself is left alone).
+    /// Stops keeping a snapshot current (the file itself is left alone). A path only a
+    /// `[[sink]]` writes is refused: forgetting cannot stop it, and its state stays.
     pub fn forget_snapshot(&self, path: &Path, peer: &Peer) -> Result<bool, ErrorBody> {
         let removed = Registry::remove(path)
             .map_err(|e| ErrorBody::new(ErrorCode::WriteFailed, e.to_string()))?;
         self.sinks.forget(path);
+        if !removed {
+            if let Some(e) = sink::not_a_snapshot(&self.sinks.targets, &self.sinks.config, path) {
+                let e = e.body();
+                self.record(Op::Forget, None, AuditOutcome::Refused, Some(&e.code), peer);
+                return Err(e);
+            }
+        }
         let outcome = if removed { "forgotten" } else { "unknown" };
         self.record(Op::Forget, None, AuditOutcome::done(outcome), None, peer);
         Ok(removed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dotenv(credential: &str, path: &str) -> Target {
+        Target {
+            credential: credential.into(),
+            sink: Sink::Dotenv {
+                path: path.into(),
+                key: None,
+            },
+        }
+    }
+
+    fn snapshot(credential: &str, path: &str, refresh: bool) -> Target {
+        Target::snapshot(credential, Path::new(path), refresh)
+    }
+
+    fn written(t: &Target) -> SinkStatus {
+        SinkStatus {
+            credential: t.credential.clone(),
+            path: t.sink.path().display().to_string(),
+            kind: kind_of(&t.sink).to_owned(),
+            error: None,
+            written_at: Some("2026-01-01T00:00:00Z".into()),
+        }
+    }
+
+    fn sinks(config: Vec<Target>, registered: Vec<Target>) -> Sinks {
+        Sinks::new(config, "/kf/config.toml".into(), registered)
+    }
+
+    #[test]
+    fn forgetting_a_path_keeps_the_config_sinks_status() {
+        let env = dotenv("claude", "/kf/proj/.env");
+        let s = sinks(vec![env.clone()], vec![]);
+        lock(&s.status).insert(Origin::Config(0), written(&env));
+        s.forget(Path::new("/kf/proj/.env"));
+        assert_eq!(s.statuses(), vec![written(&env)]);
+    }
+
+    #[test]
+    fn two_dotenv_sinks_of_one_file_keep_a_status_each() {
+        let (a, b) = (dotenv("claude", "/kf/.env"), dotenv("codex", "/kf/.env"));
+        let s = sinks(vec![a.clone(), b.clone()], vec![]);
+        lock(&s.status).insert(Origin::Config(1), written(&b));
+        let rows = s.statuses();
+        assert_eq!(rows[0].credential, "claude");
+        assert!(rows[0].written_at.is_none(), "{rows:?}");
+        assert_eq!(rows[1], written(&b));
+    }
+
+    #[test]
+    fn a_registration_at_a_config_sinks_file_is_not_written() {
+        let config = snapshot("claude", "/kf/box/.credentials.json", false);
+        let other = snapshot("work", "/kf/box/.credentials.json", false);
+        let free = snapshot("work", "/kf/elsewhere.json", false);
+        let s = sinks(vec![config.clone()], vec![other, free.clone()]);
+        let paths = |name| -> Vec<PathBuf> {
+            s.of(name)
+                .into_iter()
+                .map(|(_, t)| t.sink.path().to_path_buf())
+                .collect()
+        };
+        assert_eq!(paths("work"), vec![PathBuf::from("/kf/elsewhere.json")]);
+        assert_eq!(
+            paths("claude"),
+            vec![PathBuf::from("/kf/box/.credentials.json")]
+        );
+        let rows = s.statuses();
+        assert_eq!(rows.len(), 3, "{rows:?}");
+        let e = rows[1].error.as_ref().expect("shown as not written");
+        assert_eq!(e.code, ErrorCode::ConfigSink);
+        assert!(
+            e.message.contains("\"claude\"") && e.message.contains("--forget"),
+            "{}",
+            e.message
+        );
+        assert!(
+            rows[0].error.is_none() && rows[2].error.is_none(),
+            "{rows:?}"
+        );
+    }
+
+    #[test]
+    fn a_registration_of_exactly_a_config_sink_is_that_sink() {
+        let config = snapshot("claude", "/kf/box/.credentials.json", false);
+        let s = sinks(vec![config.clone()], vec![config.clone()]);
+        assert_eq!(s.of("claude").len(), 1);
+        assert_eq!(s.statuses().len(), 1);
     }
 }

@@ -261,10 +261,12 @@ impl PolicyTable {
 fn sink_targets<'de, D: serde::Deserializer<'de>>(
     d: D,
 ) -> Result<Vec<crate::sink::Target>, D::Error> {
-    Vec::<crate::sink::SinkConfig>::deserialize(d)?
+    let targets = Vec::<crate::sink::SinkConfig>::deserialize(d)?
         .iter()
         .map(|s| s.target().map_err(serde::de::Error::custom))
-        .collect()
+        .collect::<Result<Vec<_>, _>>()?;
+    crate::sink::check_one_writer(&targets).map_err(serde::de::Error::custom)?;
+    Ok(targets)
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, Default, PartialEq, Eq)]

@@ -7,7 +7,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use super::{Check, Context};
-use crate::domain::SinkStatus;
+use crate::domain::{ErrorCode, SinkStatus};
 use crate::paths;
 use crate::protocol::Status;
 use crate::safe_file::{self, Access, FileError};
@@ -61,7 +61,19 @@ pub(super) fn checks(ctx: &Context<'_>, status: Option<&Status>) -> Vec<Check> {
             (format!("{kind} for {}", t.credential), None),
         );
     }
+    let mut superseded = Vec::new();
     for s in status.map(|s| s.sinks.as_slice()).unwrap_or_default() {
+        // A snapshot registered at a [[sink]]'s file is not written: its own check, never
+        // merged into the [[sink]]'s.
+        if let Some(e) = s.error.as_ref().filter(|e| e.code == ErrorCode::ConfigSink) {
+            let shown = paths::display(Path::new(&s.path));
+            superseded.push(Check::warn(
+                format!("{SINK} {shown}"),
+                format!("{} for {}: {}", s.kind, s.credential, e.message),
+                format!("`keyferry snapshot --forget {shown}` drops the registration; the [[sink]] goes on"),
+            ));
+            continue;
+        }
         let entry = sinks
             .entry(PathBuf::from(&s.path))
             .or_insert_with(|| (format!("{} for {}", s.kind, s.credential), None));
@@ -73,6 +85,7 @@ pub(super) fn checks(ctx: &Context<'_>, status: Option<&Status>) -> Vec<Check> {
     sinks
         .iter()
         .map(|(path, (what, kept))| one(path, what, *kept, status.is_some()))
+        .chain(superseded)
         .collect()
 }
 

@@ -78,6 +78,7 @@ error_codes! {
     Unreadable = "unreadable" => ERROR,
     UnsafeFile = "unsafe_file" => ERROR,
     NotCredentials = "not_credentials" => ERROR,
+    ConfigSink = "config_sink" => ERROR,
     Unsupported = "unsupported" => ERROR,
     WriteFailed = "write_failed" => ERROR,
     Config = "config" => ERROR,

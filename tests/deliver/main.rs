@@ -13,6 +13,7 @@ mod kf;
 
 mod claude;
 mod dotenv;
+mod one_writer;
 mod provision;
 mod snapshots;
 

@@ -124,11 +124,21 @@ pub fn snapshot(cli: &Cli, config: Config, args: &SnapshotArgs) -> anyhow::Resul
     let api = api(cli, &config)?;
     if let Some(path) = &args.forget {
         let path = absolute(path)?;
+        let kept = keyferry::sink::owner(&config.sinks, &path);
         if api.forget(&path)? {
-            eprintln!(
-                "keyferry: the agent no longer updates {} (the file is left as it is)",
-                path.display()
-            );
+            match kept {
+                // A registration from before the [[sink]] was added: the sink goes on.
+                Some(t) => eprintln!(
+                    "keyferry: forgot the snapshot registered at {}; the [[sink]] for {:?} in {} still keeps it current",
+                    path.display(),
+                    t.credential,
+                    keyferry::paths::display(&config.path)
+                ),
+                None => eprintln!(
+                    "keyferry: the agent no longer updates {} (the file is left as it is)",
+                    path.display()
+                ),
+            }
         } else {
             eprintln!("keyferry: {} was not registered", path.display());
         }
