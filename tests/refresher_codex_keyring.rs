@@ -105,6 +105,9 @@ fn a_keyring_login_near_expiry_is_refreshed_into_its_item_and_the_real_codex_sen
         1
     );
     assert!(!h.path(".codex/auth.json").exists());
+    // Written under Codex's own locks, which live in its home whatever the store.
+    assert!(h.path(".codex/auth.lock").is_file());
+    assert!(h.path(".codex/auth.json.lock").is_file());
     let (got, _) = ok(&h.run(&["--require-agent", "get", "codex"], None, &[]));
     assert_eq!(got.trim(), new_access);
     assert_eq!(fake.refresh_tokens(), vec![REFRESH.to_owned()]);

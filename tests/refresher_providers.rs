@@ -359,10 +359,6 @@ async fn a_codex_login_the_cli_refreshed_meanwhile_is_adopted() {
     assert_eq!(fake.token_calls(), 0);
 }
 
-#[path = "kf/fake_api.rs"]
-#[allow(dead_code)]
-mod fake_api;
-
 /// After Keyferry's refresh, the real Codex CLI (0.171, ChatGPT login, `codex exec`) sends
 /// the new access token: its model calls go to a TLS fake (`chatgpt_base_url`, trusted
 /// through `CODEX_CA_CERTIFICATE`), and its own refresh endpoint is the token fake, which
@@ -375,73 +371,5 @@ async fn the_real_codex_cli_uses_the_refreshed_login() {
         l.refresher.trigger("codex").await.unwrap(),
         Outcome::Refreshed { .. }
     ));
-    let new_access = served(&l).token.expose().to_owned();
-    let api = fake_api::FakeApi::start_tls();
-    let ca = l.dir.path().join("api-ca.pem");
-    std::fs::write(&ca, api.ca_pem.as_ref().unwrap()).unwrap();
-    let codex_home = l.dir.path().join(".codex");
-    std::fs::write(
-        codex_home.join("config.toml"),
-        format!("chatgpt_base_url = \"{}/backend-api/\"\n", api.url),
-    )
-    .unwrap();
-    let bin = codex_bin();
-    let token_url = fake.codex_token_url();
-    let out = tokio::task::spawn_blocking(move || {
-        std::process::Command::new("timeout")
-            .arg("60")
-            .arg(bin)
-            .args(["exec", "--skip-git-repo-check", "hi"])
-            .env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("HOME", codex_home.parent().unwrap())
-            .env("CODEX_HOME", &codex_home)
-            .env("CODEX_CA_CERTIFICATE", &ca)
-            .env("CODEX_REFRESH_TOKEN_URL_OVERRIDE", token_url)
-            .current_dir(codex_home.parent().unwrap())
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
-    let log = format!(
-        "{:?}\n{}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    // Codex 0.171 with a ChatGPT login first asks its backend for plugins and the account
-    // (`ps/plugins/installed`, `wham/accounts/check`) with the login's bearer; the model call
-    // itself then needs the workspace routing discovery, which the fake does not offer, so
-    // the answer is not what is checked: which token the CLI sends is.
-    // Over HTTP/2 the fake records the absolute URI.
-    let bearers = api.bearers_at(&format!("{}/backend-api/", api.url));
-    assert!(!bearers.is_empty(), "codex called nothing: {log}");
-    for b in &bearers {
-        assert_eq!(*b, new_access, "codex sent another token: {log}");
-    }
-    assert_eq!(
-        fake.token_calls(),
-        1,
-        "codex refreshed on its own instead of adopting the login: {log}"
-    );
-    assert!(
-        served(&l).token.expose() == new_access,
-        "codex rewrote its login"
-    );
-}
-fn codex_bin() -> std::path::PathBuf {
-    let bin = std::env::var_os("KEYFERRY_TEST_CODEX").map_or_else(
-        || {
-            std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-                .join("target/npm/node_modules/.bin/codex")
-        },
-        std::path::PathBuf::from,
-    );
-    assert!(
-        bin.exists(),
-        "the real codex CLI at {} (`bash scripts/test.sh` installs it)",
-        bin.display()
-    );
-    bin
+    l.assert_real_codex_uses_it(&fake).await;
 }

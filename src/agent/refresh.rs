@@ -103,6 +103,11 @@ pub(super) fn build(config: &Config) -> Result<Option<Refresher>, String> {
                 &login::codex::CODEX,
                 Arc::new(CodexLogin {
                     store: Arc::clone(&store),
+                    lock_dir: file
+                        .as_deref()
+                        .and_then(std::path::Path::parent)
+                        .map(std::path::Path::to_path_buf)
+                        .or_else(|| codex_store::home_of(&item.account, &env)),
                     item,
                     file,
                 }),

@@ -1,4 +1,10 @@
-//! Claude Code's own cross-process OAuth refresh lock, taken the same way the CLI takes it.
+//! The CLIs' own cross-process refresh locks, taken the same way each CLI takes them, so
+//! Keyferry and the CLI never refresh or rewrite one login at once: Claude Code's `mkdir`
+//! locks (this file) and Codex's `flock`s on `auth.lock` / `auth.json.lock`
+//! (`cli_lock/codex.rs`). Which one a login needs is its provider's
+//! (`LoginProvider::cli_lock`); where it lives is its source's (`LoginSource::cli_lock_dir`).
+//! Keyferry holds it from the re-read before the token call until the write-back, and never
+//! waits for it without a deadline.
 //!
 //! Claude Code 2.1.197 (`szr()`/`F6r()` in its bundle) wraps re-read → token call → store in two
 //! proper-lockfile locks on its credentials directory `D` (`$CLAUDE_SECURESTORAGE_CONFIG_DIR`,
@@ -15,9 +21,13 @@
 //! locks from the re-read until the write-back, heartbeat them, and reclaim only locks older
 //! than [`STALE`] (the longest stale time seen in any version, so we never steal a live one).
 
+mod codex;
+
 use std::io;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
+
+pub use codex::{AUTH_JSON_LOCK, AUTH_LOCK, WAIT as CODEX_WAIT};
 
 pub const PRIMARY: &str = ".oauth_refresh.lock";
 /// A lock not heartbeaten for this long is abandoned.
@@ -25,31 +35,78 @@ pub const STALE: Duration = Duration::from_secs(60);
 const HEARTBEAT: Duration = Duration::from_secs(5);
 const ATTEMPTS: u32 = 6;
 
+/// Whose lock a login's CLI takes around its refresh.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CliLockKind {
+    /// Claude Code's `mkdir` locks on its credentials directory (this file).
+    ClaudeCode,
+    /// Codex's `flock`s on `auth.lock` and `auth.json.lock` in its home (`cli_lock/codex.rs`).
+    Codex,
+}
+
+impl CliLockKind {
+    fn cli(self) -> &'static str {
+        match self {
+            Self::ClaudeCode => "Claude Code",
+            Self::Codex => "Codex",
+        }
+    }
+}
+
+/// Why a CLI's lock was not taken. Nothing was sent or written then: the refresh token is
+/// unspent, a journaled login stays journaled, and the schedule tries again after a backoff.
 #[derive(Debug, thiserror::Error)]
 pub enum LockError {
     #[error("Claude Code is refreshing this login right now ({path} is held); trying again later")]
     Busy { path: String },
-    #[error("{path}: cannot take Claude Code's refresh lock: {source}")]
+    #[error("{path} has been held by another process for over {secs} s, so Keyferry did not refresh (nothing was spent or lost) and tries again later; if no `codex` is busy logging in or refreshing, one is stuck holding it: find it with `fuser -v {path}` (or `lsof {path}`) and end it")]
+    CodexHeld { path: String, secs: u64 },
+    #[error("{path}: cannot take {cli}'s refresh lock: {source}")]
     Io {
         path: String,
+        cli: &'static str,
         #[source]
         source: io::Error,
     },
 }
 
-/// Both locks, held until dropped; a background task keeps their mtime fresh.
+/// A CLI's refresh lock, held until dropped.
 pub struct CliLock {
+    _guard: Guard,
+}
+
+/// Held only to be dropped: each releases its CLI's lock then (so nothing reads them).
+#[allow(dead_code)]
+enum Guard {
+    ClaudeCode(ClaudeLock),
+    Codex(codex::CodexLock),
+}
+
+impl CliLock {
+    /// Takes `kind`'s lock in `dir` (Claude Code's credentials directory, Codex's home) the
+    /// way that CLI takes it, waiting a bounded time.
+    ///
+    /// # Errors
+    /// [`LockError::Busy`] / [`LockError::CodexHeld`] when the lock stays held; I/O errors.
+    pub async fn acquire(kind: CliLockKind, dir: &Path) -> Result<Self, LockError> {
+        let guard = match kind {
+            CliLockKind::ClaudeCode => Guard::ClaudeCode(ClaudeLock::acquire(dir).await?),
+            CliLockKind::Codex => Guard::Codex(codex::CodexLock::acquire(dir, CODEX_WAIT).await?),
+        };
+        Ok(Self { _guard: guard })
+    }
+}
+
+/// Claude Code's two locks, held until dropped; a background task keeps their mtime fresh.
+struct ClaudeLock {
     dirs: Vec<PathBuf>,
     heartbeat: tokio::task::JoinHandle<()>,
 }
 
-impl CliLock {
+impl ClaudeLock {
     /// Takes the CLI's refresh locks on credentials directory `dir`, waiting 1–2 s between
     /// tries as the CLI does.
-    ///
-    /// # Errors
-    /// [`LockError::Busy`] when the CLI keeps holding it; I/O errors on the primary lock.
-    pub async fn acquire(dir: &Path) -> Result<Self, LockError> {
+    async fn acquire(dir: &Path) -> Result<Self, LockError> {
         let primary = dir.join(PRIMARY);
         let legacy = legacy_path(dir);
         let mut tries = 0;
@@ -94,7 +151,7 @@ impl CliLock {
     }
 }
 
-impl Drop for CliLock {
+impl Drop for ClaudeLock {
     fn drop(&mut self) {
         self.heartbeat.abort();
         for d in self.dirs.iter().rev() {
@@ -152,8 +209,13 @@ fn busy(path: &Path) -> LockError {
 }
 
 fn io_err(path: &Path, source: io::Error) -> LockError {
+    lock_io(CliLockKind::ClaudeCode, path, source)
+}
+
+fn lock_io(kind: CliLockKind, path: &Path, source: io::Error) -> LockError {
     LockError::Io {
         path: crate::paths::display(path),
+        cli: kind.cli(),
         source,
     }
 }
@@ -167,7 +229,9 @@ mod tests {
         let home = tempfile::tempdir().unwrap();
         let dir = home.path().join(".claude");
         std::fs::create_dir(&dir).unwrap();
-        let lock = CliLock::acquire(&dir).await.unwrap();
+        let lock = CliLock::acquire(CliLockKind::ClaudeCode, &dir)
+            .await
+            .unwrap();
         assert!(dir.join(PRIMARY).is_dir());
         assert!(home.path().join(".claude.lock").is_dir());
         drop(lock);

@@ -334,15 +334,13 @@ fn failed(r: &Refresher, entry: &Entry, rt_fp: &str, source: token::RefreshError
 }
 
 async fn take_cli_lock(entry: &Entry) -> Result<Option<CliLock>, Error> {
-    let dir = entry
-        .provider
-        .takes_cli_lock()
-        .then(|| entry.source.cli_lock_dir())
-        .flatten();
-    let Some(dir) = dir else {
+    let Some(kind) = entry.provider.cli_lock() else {
         return Ok(None);
     };
-    CliLock::acquire(&dir)
+    let Some(dir) = entry.source.cli_lock_dir() else {
+        return Ok(None);
+    };
+    CliLock::acquire(kind, &dir)
         .await
         .map(Some)
         .map_err(|e| Error::Lock {

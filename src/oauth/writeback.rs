@@ -53,8 +53,9 @@ pub trait LoginSource: Send + Sync {
     /// # Errors
     /// Vanished, read-only or unsafe file, failing keychain.
     fn write(&self, document: &Secret) -> Result<(), WritebackError>;
-    /// Claude Code's credentials directory, whose refresh lock must be held (`None`: no
-    /// lock). Asked only when the provider has one (`LoginProvider::takes_cli_lock`).
+    /// The directory holding the CLI's refresh lock: Claude Code's credentials directory,
+    /// Codex's home (`None`: none to take). Asked only when the provider has one
+    /// (`LoginProvider::cli_lock`).
     fn cli_lock_dir(&self) -> Option<PathBuf>;
 }
 

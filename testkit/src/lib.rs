@@ -14,7 +14,9 @@
 //! - [`fake_api`]: [`FakeApi`] and [`fake_api::Upstream`], the one loopback stand-in for
 //!   the Anthropic API (scripted answers, plain http or TLS with a test CA);
 //! - [`fake_oauth`]: [`FakeOauth`], a loopback stand-in for Anthropic's OAuth token and usage
-//!   endpoints (plain http, or TLS with a test CA).
+//!   endpoints (plain http, or TLS with a test CA);
+//! - [`codex`]: the real Codex CLI as a party: its `auth.lock` held as it holds it
+//!   ([`codex::AuthLock`]) and `codex exec` on a login against a TLS [`FakeApi`].
 //!
 //! Needs the Debian packages `dbus`, `gnome-keyring` and `libsecret-tools` (and `keyutils`
 //! for [`keyctl`]).
@@ -24,6 +26,7 @@ use std::time::Duration;
 
 pub mod bench_upstream;
 pub mod bus;
+pub mod codex;
 #[cfg(target_os = "linux")]
 pub mod docker;
 pub mod env;

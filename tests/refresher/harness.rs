@@ -153,6 +153,9 @@ impl LoginSource for Faulty {
     }
 }
 
+/// How long the refresher's token calls may take, unless a test says otherwise.
+const TIMEOUT: Duration = Duration::from_secs(1);
+
 pub struct Login {
     pub cli: Cli,
     pub dir: tempfile::TempDir,
@@ -170,15 +173,27 @@ impl Login {
     }
 
     pub fn with_ca(fake: &FakeOauth, mins: i64, mode: u32, ca: Option<PathBuf>) -> Self {
-        Self::build_for(Cli::Claude, fake, mins, mode, ca)
+        Self::build_for(Cli::Claude, fake, mins, mode, ca, TIMEOUT)
     }
 
     /// `cli`'s login expiring in `mins`, in its file with `mode`, registered as `cli.name()`.
     pub fn of(cli: Cli, fake: &FakeOauth, mins: i64, mode: u32) -> Self {
-        Self::build_for(cli, fake, mins, mode, None)
+        Self::build_for(cli, fake, mins, mode, None, TIMEOUT)
     }
 
-    fn build_for(cli: Cli, fake: &FakeOauth, mins: i64, mode: u32, ca: Option<PathBuf>) -> Self {
+    /// [`Self::of`] (mode 0600) whose token calls may take up to `timeout`.
+    pub fn of_within(cli: Cli, fake: &FakeOauth, mins: i64, timeout: Duration) -> Self {
+        Self::build_for(cli, fake, mins, 0o600, None, timeout)
+    }
+
+    fn build_for(
+        cli: Cli,
+        fake: &FakeOauth,
+        mins: i64,
+        mode: u32,
+        ca: Option<PathBuf>,
+        timeout: Duration,
+    ) -> Self {
         let logs = capture_logs();
         let log_start = logs.lock().unwrap().len();
         let dir = tempfile::tempdir().unwrap();
@@ -192,7 +207,7 @@ impl Login {
             vanish_before_write: AtomicBool::new(false),
         });
         let journal: Arc<dyn Store> = Arc::new(MemoryStore::default());
-        let refresher = build(cli, fake, &journal, &source, ca);
+        let refresher = build(cli, fake, &journal, &source, ca, timeout);
         Self {
             cli,
             dir,
@@ -207,7 +222,7 @@ impl Login {
 
     /// A second refresher over the same file and journal, as after an agent restart.
     pub fn restart(&self, fake: &FakeOauth) -> Refresher {
-        build(self.cli, fake, &self.journal, &self.source, None)
+        build(self.cli, fake, &self.journal, &self.source, None, TIMEOUT)
     }
 
     pub fn text(&self) -> String {
@@ -228,6 +243,35 @@ impl Login {
         std::fs::write(&tmp, text).unwrap();
         std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600)).unwrap();
         std::fs::rename(&tmp, &self.path).unwrap();
+    }
+
+    /// The real `codex exec` (0.171) run on this Codex login now sends the access token it
+    /// holds to a TLS fake of its backend, and neither refreshes on its own (`fake` sees no
+    /// further token call) nor rewrites the login.
+    pub async fn assert_real_codex_uses_it(&self, fake: &FakeOauth) {
+        let text = self.text();
+        let access = keyferry::credential::Credential::parse(&Secret::new(text.clone()), "login")
+            .unwrap()
+            .token
+            .expose()
+            .to_owned();
+        let calls = fake.token_calls();
+        let codex_home = self.path.parent().unwrap().to_path_buf();
+        let token_url = fake.codex_token_url();
+        let run = tokio::task::spawn_blocking(move || {
+            let api = testkit::FakeApi::start_tls();
+            testkit::codex::exec_on(&codex_home, &api, &token_url)
+        })
+        .await
+        .unwrap();
+        run.assert_sent_only(&access);
+        let log = &run.log;
+        assert_eq!(
+            fake.token_calls(),
+            calls,
+            "codex refreshed on its own: {log}"
+        );
+        assert_eq!(self.text(), text, "codex rewrote its login: {log}");
     }
 
     /// No token of this test's login, old or new, in anything logged at any level.
@@ -262,6 +306,7 @@ fn build(
     journal: &Arc<dyn Store>,
     source: &Arc<Faulty>,
     ca: Option<PathBuf>,
+    timeout: Duration,
 ) -> Refresher {
     let token_urls = [Cli::Codex, Cli::Gemini]
         .map(|c| (c.provider().provider_id().to_owned(), c.token_url(fake)))
@@ -272,7 +317,7 @@ fn build(
             token_urls,
             usage_url: fake.usage_url(),
             extra_ca_file: ca,
-            timeout: Duration::from_secs(1),
+            timeout,
             ..OauthConfig::default()
         },
         Arc::clone(journal),

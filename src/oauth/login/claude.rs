@@ -32,6 +32,7 @@ use zeroize::Zeroizing;
 
 use super::{epoch_ms, oauth_error_code, LoginProvider, Refreshed, Refusal, TokenRequest};
 use crate::credential::{Credential, Kind};
+use crate::oauth::cli_lock::CliLockKind;
 use crate::oauth::usage::{check_scope, Usage, UsageAsk, UsageError, Window};
 use crate::oauth::writeback::WritebackError;
 use crate::secret::Secret;
@@ -190,8 +191,8 @@ impl LoginProvider for Claude {
         credential.expires_at.map(|at| at - CLI_WINDOW)
     }
 
-    fn takes_cli_lock(&self) -> bool {
-        true
+    fn cli_lock(&self) -> Option<CliLockKind> {
+        Some(CliLockKind::ClaudeCode)
     }
 }
 

@@ -17,8 +17,14 @@
 //!   is transient.
 //! - When: the CLI refreshes once the access token's JWT `exp` has passed, or when
 //!   `last_refresh` is older than 8 days (`TOKEN_REFRESH_INTERVAL`), and after a 401 — each
-//!   time re-reading auth.json first, and with no file lock. So Keyferry refreshes
-//!   `refresh_ahead` before `exp` and stops a margin before the CLI's first moment.
+//!   time re-reading auth.json first. So Keyferry refreshes `refresh_ahead` before `exp` and
+//!   stops a margin before the CLI's first moment. 0.171 adds `refresh_reason`
+//!   (`"proactive_expiry"`) to its request body; the endpoint needs no such field.
+//! - Lock: 0.171 (not yet 0.159.3) commits a refresh, a login and a logout under `flock`s on
+//!   `$CODEX_HOME/auth.lock` and `auth.json.lock` (`codex-rs/login/src/auth/storage_commit.rs`),
+//!   re-reading auth.json under them and dropping its own answer when the file changed.
+//!   Keyferry takes the same two locks the same way, from its re-read to its write-back: see
+//!   `oauth/cli_lock/codex.rs`.
 //! - Store: `cli_auth_credentials_store` = `file` (auth.json, the default), `keyring` (the
 //!   `Codex Auth` item) or `auto` (the item, else auth.json): see `codex_store.rs`, which
 //!   builds the `codex` chain and the refresher's source from it.
@@ -32,6 +38,7 @@ use time::OffsetDateTime;
 
 use super::{oauth_error_code, plain_code, LoginProvider, Refreshed, Refusal, TokenRequest};
 use crate::credential::{Credential, Kind};
+use crate::oauth::cli_lock::CliLockKind;
 use crate::oauth::usage::{Usage, UsageAsk, UsageError};
 use crate::oauth::writeback::WritebackError;
 use crate::secret::Secret;
@@ -185,6 +192,10 @@ impl LoginProvider for Codex {
         root.insert("last_refresh".into(), Value::String(stamp));
         // Codex writes auth.json pretty-printed (`serde_json::to_string_pretty`).
         m.text(&doc, true)
+    }
+
+    fn cli_lock(&self) -> Option<CliLockKind> {
+        Some(CliLockKind::Codex)
     }
 
     fn cli_refreshes_from(&self, credential: &Credential) -> Option<OffsetDateTime> {

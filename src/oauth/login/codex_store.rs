@@ -14,6 +14,9 @@
 //!   On macOS the same service and account in the login keychain.
 //! - `auto`: the keyring item when it loads, else (absent or failing keyring) auth.json.
 //! - `ephemeral`: in memory only; nothing for Keyferry to refresh.
+//! - Whatever the store, codex 0.171 changes the login under its `flock`s on
+//!   `$CODEX_HOME/auth.lock` and `auth.json.lock` (`oauth/cli_lock/codex.rs`), so a keyring
+//!   login's lock lives in the home its account was made from.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -56,6 +59,15 @@ pub fn keyring_account(codex_home: &Path) -> String {
         .unwrap_or_else(|_| codex_home.to_path_buf());
     let digest = Sha256::digest(canonical.to_string_lossy().as_bytes());
     format!("cli|{}", &hex::encode(digest)[..16])
+}
+
+/// The Codex home whose keyring item has `account`, where its lock lives: `$CODEX_HOME` (else
+/// `~/.codex`) when the account is that home's store key, else `None` (an item of a home
+/// Keyferry cannot name).
+#[must_use]
+pub fn home_of(account: &str, env: &dyn Fn(&str) -> Option<String>) -> Option<PathBuf> {
+    let home = crate::paths::expand(&codex_home_text(env));
+    (keyring_account(&home) == account).then_some(home)
 }
 
 /// The store `codex_home/config.toml` names. A missing, unreadable or unparsable file, or an
@@ -103,6 +115,8 @@ pub struct CodexLogin {
     pub item: ItemId,
     /// `auto`'s fallback file (`None` in `keyring` mode).
     pub file: Option<PathBuf>,
+    /// The Codex home, where its `auth.lock` lives (`None`: unknown, no lock taken).
+    pub lock_dir: Option<PathBuf>,
 }
 
 impl CodexLogin {
@@ -158,7 +172,8 @@ impl LoginSource for CodexLogin {
     }
 
     fn cli_lock_dir(&self) -> Option<PathBuf> {
-        None
+        // No home, no codex to take its lock there (and none is made for it).
+        self.lock_dir.clone().filter(|d| d.is_dir())
     }
 }
 
@@ -181,6 +196,16 @@ mod tests {
             keyring_account(Path::new("/tmp/cxk/home/.codex")),
             "cli|d2eae09c93d50612"
         );
+    }
+
+    #[test]
+    fn a_keyring_item_is_locked_in_the_home_it_was_made_from() {
+        let dir = tempfile::tempdir().unwrap();
+        let home = dir.path().to_str().unwrap().to_owned();
+        let env = |k: &str| (k == "CODEX_HOME").then(|| home.clone());
+        let account = keyring_account(dir.path());
+        assert_eq!(home_of(&account, &env).as_deref(), Some(dir.path()));
+        assert_eq!(home_of("cli|0123456789abcdef", &env), None);
     }
 
     #[test]
@@ -230,7 +255,9 @@ mod tests {
             store: Arc::clone(&store),
             item: item.clone(),
             file: Some(path.clone()),
+            lock_dir: Some(dir.path().to_path_buf()),
         };
+        assert_eq!(login.cli_lock_dir().as_deref(), Some(dir.path()));
         assert!(login.read().unwrap().is_none());
         assert!(matches!(
             login.write(&Secret::new("{}".into())),

@@ -11,6 +11,7 @@ use time::OffsetDateTime;
 
 use zeroize::Zeroizing;
 
+use super::cli_lock::CliLockKind;
 use super::usage::{Usage, UsageAsk, UsageError};
 use super::writeback::WritebackError;
 use crate::credential::{Credential, Kind};
@@ -110,9 +111,11 @@ pub trait LoginProvider: Send + Sync + 'static {
     /// before it, so the two never spend one refresh token twice. `None`: a race costs
     /// nothing (the refresh token does not rotate), so Keyferry refreshes whenever due.
     fn cli_refreshes_from(&self, credential: &Credential) -> Option<OffsetDateTime>;
-    /// Whether the CLI's own refresh lock (`cli_lock.rs`) must be held around the call.
-    fn takes_cli_lock(&self) -> bool {
-        false
+    /// The CLI's own refresh lock (`cli_lock.rs`), held from the re-read before the call to
+    /// the write-back, in the directory the source names (`LoginSource::cli_lock_dir`);
+    /// `None`: the CLI takes none.
+    fn cli_lock(&self) -> Option<CliLockKind> {
+        None
     }
     /// Where its subscription's usage figures are asked (`None`: it has none).
     fn default_usage_url(&self) -> Option<&'static str> {
