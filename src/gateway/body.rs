@@ -13,7 +13,7 @@ use tokio::time::Instant;
 use super::absorb;
 use super::clock::Clock;
 use super::h1::Lease;
-use super::usage::Meter;
+use super::usage::{Meter, Usage};
 use super::{GatewayContext, RequestRecord};
 use crate::http::BoxError;
 
@@ -150,7 +150,50 @@ pub struct Finish {
     pub guard: Option<Box<dyn Send>>,
 }
 
-fn lock(m: &Mutex<Meter>) -> std::sync::MutexGuard<'_, Meter> {
+/// An answer's meter, fed after the connection's writes ([`absorb::after_writes`]) so
+/// reading usage never holds back the frame it reads (the first SSE event, a JSON answer's
+/// end). At most one frame waits: the next one feeds it first, so memory stays one frame
+/// whatever the stream, and order is kept.
+struct Metering {
+    meter: Meter,
+    pending: Option<Bytes>,
+    /// A job to feed `pending` is queued.
+    queued: bool,
+}
+
+impl Metering {
+    fn frame(shared: &Arc<Mutex<Self>>, data: &Bytes) {
+        let mut m = lock(shared);
+        if let Some(earlier) = m.pending.replace(data.clone()) {
+            m.meter.feed(&earlier);
+        }
+        if !m.queued {
+            m.queued = true;
+            // Unlocked first: with no connection being polled the job runs right here.
+            drop(m);
+            let shared = Arc::clone(shared);
+            absorb::after_writes(move || {
+                let mut m = lock(&shared);
+                m.queued = false;
+                m.flush();
+            });
+        }
+    }
+
+    fn flush(&mut self) {
+        if let Some(p) = self.pending.take() {
+            self.meter.feed(&p);
+        }
+    }
+
+    /// Everything fed, the usage read.
+    fn usage(&mut self) -> Usage {
+        self.flush();
+        self.meter.usage()
+    }
+}
+
+fn lock(m: &Mutex<Metering>) -> std::sync::MutexGuard<'_, Metering> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
@@ -160,9 +203,8 @@ struct Stalled;
 /// The upstream answer on its way to the client, metered as it passes.
 pub struct MeteredBody {
     inner: hyper::body::Incoming,
-    /// Fed after the connection's writes ([`absorb::after_writes`]), so reading usage
-    /// never holds back a frame: shared with those jobs.
-    meter: Option<Arc<Mutex<Meter>>>,
+    /// Shared with the job that feeds it after the connection's writes.
+    meter: Option<Arc<Mutex<Metering>>>,
     idle: IdleTimer,
     finish: Option<Finish>,
     /// The upstream connection this body is read from, driven here (`h1`); `None` when
@@ -181,7 +223,13 @@ impl MeteredBody {
     ) -> Self {
         Self {
             inner,
-            meter: (!matches!(meter, Meter::Off)).then(|| Arc::new(Mutex::new(meter))),
+            meter: (!matches!(meter, Meter::Off)).then(|| {
+                Arc::new(Mutex::new(Metering {
+                    meter,
+                    pending: None,
+                    queued: false,
+                }))
+            }),
             idle,
             finish: Some(finish),
             lease,
@@ -252,8 +300,7 @@ impl Body for MeteredBody {
             Poll::Ready(Ok(Some(Ok(frame)))) => {
                 this.idle.reset();
                 if let (Some(data), Some(meter)) = (frame.data_ref(), &this.meter) {
-                    let (data, meter) = (data.clone(), Arc::clone(meter));
-                    absorb::after_writes(move || lock(&meter).feed(&data));
+                    Metering::frame(meter, data);
                 }
                 Poll::Ready(Some(Ok(frame)))
             }
