@@ -138,3 +138,61 @@ async fn parallel_requests_never_pass_more_of_a_budget_than_sequential_ones() {
         "parallel metered {par_tokens} against a budget of {BUDGET}"
     );
 }
+
+/// Two requests pipelined on one connection, as a sandbox may send them: hyper reads the
+/// second in the same poll that wrote the first answer, before the gateway's put-off work
+/// (metering, the record, releasing the reservation) would otherwise have run. The second
+/// must see the first's usage, not its reservation, and the first's in-flight slot free.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pipelined_request_sees_the_answer_before_it_recorded_and_its_slot_free() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let up = Upstream::http(Script::Json).await;
+    let gw = Gateway::start(&up.url, None, Limits::default()).await;
+    let body =
+        r#"{"model":"claude-test","max_tokens":100,"messages":[{"role":"user","content":"ping"}]}"#;
+    let estimate = 100 + body.len() as u64 / 4;
+    let json_usage = 11 + 22 + 3 + 4;
+    // Room for one estimate plus the first's usage, not for two estimates.
+    let budget = estimate + json_usage + 10;
+    assert!(budget < 2 * estimate);
+    let p = gw.grant_with("pipe", "claude", |g| {
+        g.daily_token_budget = Some(budget);
+        g.max_concurrent = Some(1);
+    });
+    let request = |close: bool| {
+        format!(
+            "POST /v1/messages?beta=true HTTP/1.1\r\nhost: gw\r\nauthorization: Bearer {}\r\n\
+             user-agent: {}\r\nx-app: cli\r\nanthropic-version: 2023-06-01\r\n\
+             content-type: application/json\r\ncontent-length: {}\r\n{}\r\n{body}",
+            p.expose(),
+            gw::CLAUDE_UA,
+            body.len(),
+            if close { "connection: close\r\n" } else { "" },
+        )
+    };
+    let mut tcp = tokio::net::TcpStream::connect(gw.url.trim_start_matches("http://"))
+        .await
+        .unwrap();
+    // Both in one write, so both are in the gateway's buffer at once.
+    tcp.write_all(format!("{}{}", request(false), request(true)).as_bytes())
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    tokio::time::timeout(WAIT, tcp.read_to_end(&mut got))
+        .await
+        .expect("both answers within the deadline")
+        .unwrap();
+    let got = String::from_utf8_lossy(&got);
+    let statuses: Vec<&str> = got
+        .match_indices("HTTP/1.1 ")
+        .map(|(i, _)| &got[i + 9..i + 12])
+        .collect();
+    assert_eq!(statuses, ["200", "200"], "{got}");
+    let recs = gw::records(&gw.ctx, 2).await;
+    assert_eq!(
+        recs.iter().map(|r| r.usage.total()).sum::<u64>(),
+        2 * json_usage,
+        "{recs:?}"
+    );
+    gw.stop().await;
+}

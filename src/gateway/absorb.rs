@@ -75,26 +75,33 @@ impl Polling {
     }
 }
 
+/// Runs what [`after_writes`] put off on this thread so far. A request is admitted only
+/// after the answers before it on its connection are recorded: hyper may read the next
+/// request in the same poll that wrote the last answer.
+pub fn run_put_off() {
+    loop {
+        let mut jobs = AFTER.with(|a| std::mem::take(&mut *a.borrow_mut()));
+        if jobs.is_empty() {
+            break;
+        }
+        for job in jobs.drain(..) {
+            job();
+        }
+        // The emptied vector back, so the next poll's jobs reuse its room.
+        AFTER.with(|a| {
+            let mut a = a.borrow_mut();
+            if a.is_empty() {
+                *a = jobs;
+            }
+        });
+    }
+}
+
 impl Drop for Polling {
     fn drop(&mut self) {
         // Unwinding too: a job holds a record and a budget reservation. In the order
         // queued (a body's metering comes before its record); a job may queue more.
-        loop {
-            let mut jobs = AFTER.with(|a| std::mem::take(&mut *a.borrow_mut()));
-            if jobs.is_empty() {
-                break;
-            }
-            for job in jobs.drain(..) {
-                job();
-            }
-            // The emptied vector back, so the next poll's jobs reuse its room.
-            AFTER.with(|a| {
-                let mut a = a.borrow_mut();
-                if a.is_empty() {
-                    *a = jobs;
-                }
-            });
-        }
+        run_put_off();
         POLLING.with(|p| p.set(self.0));
     }
 }

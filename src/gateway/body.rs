@@ -143,11 +143,16 @@ where
 }
 
 /// Called once when an answer ends, however it ends; holds whatever must live as long as
-/// the answer does (the grant's in-flight slot).
+/// the answer does.
 pub struct Finish {
     pub ctx: Arc<dyn GatewayContext>,
     pub record: RequestRecord,
-    pub guard: Option<Box<dyn Send>>,
+    /// The grant's in-flight slot: free again the moment the answer ends, so a client's
+    /// next request is never refused for this one.
+    pub slot: Option<Box<dyn Send>>,
+    /// The grant's budget reservation: held until the usage is recorded, so a budget is
+    /// never overspent (a request in between sees the estimate, never less).
+    pub reservation: Option<Box<dyn Send>>,
 }
 
 /// An answer's meter, fed after the connection's writes ([`absorb::after_writes`]) so
@@ -238,14 +243,14 @@ impl MeteredBody {
 
     /// The answer has ended (`complete`: all of it went through): its usage is read and
     /// recorded, and the upstream connection goes back to its pool when `release`, once
-    /// the connection's writes are done ([`absorb::after_writes`]). The grant's in-flight
-    /// slot and budget reservation are held until the record is in, so budgets stay exact.
+    /// the connection's writes are done ([`absorb::after_writes`]).
     fn done(&mut self, complete: bool, note: Option<String>, release: bool) {
         let lease = if release { self.lease.take() } else { None };
         self.lease = None;
         let Some(mut f) = self.finish.take() else {
             return;
         };
+        drop(f.slot.take());
         let meter = self.meter.take();
         absorb::after_writes(move || {
             if let Some(mut lease) = lease {
@@ -266,7 +271,7 @@ impl MeteredBody {
                 "gateway request done"
             );
             f.ctx.record(f.record);
-            drop(f.guard);
+            drop(f.reservation);
         });
     }
 }

@@ -108,6 +108,8 @@ pub async fn handle(
     clock: Option<Clock>,
     req: Request<Incoming>,
 ) -> Result<Response<OutBody>, Infallible> {
+    // The answers before this one on its connection are recorded first (budgets exact).
+    super::absorb::run_put_off();
     // The loggable method and path are made while upstream answers (`forward`), or for a
     // refusal; until then the request's own, shared rather than copied.
     let asked = Asked {
@@ -303,10 +305,6 @@ async fn forward(
     })?;
     let (parts, body) = req.into_parts();
     let (body, reservation) = admit(shared, p, &grant, body, upstream.h1.is_none()).await?;
-    let guard: Option<Box<dyn Send>> = match (slot, reservation) {
-        (None, None) => None,
-        (s, r) => Some(Box::new((s, r))),
-    };
     let uri = match &upstream.h1 {
         Some(_) => h1::origin_form(&upstream.base, parts.uri.path_and_query()),
         None => upstream.join(parts.uri.path_and_query().map_or("/", |p| p.as_str())),
@@ -341,7 +339,8 @@ async fn forward(
         ctx: Arc::clone(ctx),
         // Moved, not copied: `handle` reads the record only when there is no answer.
         record: std::mem::take(record),
-        guard,
+        slot,
+        reservation: reservation.map(|r| Box::new(r) as Box<dyn Send>),
     };
     Ok(metered(p, answer, idle, finish, lease))
 }
