@@ -78,6 +78,10 @@ impl Polling {
 /// Runs what [`after_writes`] put off on this thread so far. A request is admitted only
 /// after the answers before it on its connection are recorded: hyper may read the next
 /// request in the same poll that wrote the last answer.
+///
+/// A job that panics is logged and the others still run: each holds a record and a
+/// budget reservation, and a panic escaping here while a poll unwinds would abort the
+/// process (the agent, token broker included) rather than end one task.
 pub fn run_put_off() {
     loop {
         let mut jobs = AFTER.with(|a| std::mem::take(&mut *a.borrow_mut()));
@@ -85,7 +89,9 @@ pub fn run_put_off() {
             break;
         }
         for job in jobs.drain(..) {
-            job();
+            if std::panic::catch_unwind(std::panic::AssertUnwindSafe(job)).is_err() {
+                tracing::error!("gateway: work put off until after an answer's writes panicked");
+            }
         }
         // The emptied vector back, so the next poll's jobs reuse its room.
         AFTER.with(|a| {
@@ -99,10 +105,13 @@ pub fn run_put_off() {
 
 impl Drop for Polling {
     fn drop(&mut self) {
-        // Unwinding too: a job holds a record and a budget reservation. In the order
-        // queued (a body's metering comes before its record); a job may queue more.
-        run_put_off();
+        // This connection is no longer being polled before its put-off work runs: a wake
+        // that work raises is then a real one (the task is polled again), and work it puts
+        // off runs at once. Unwinding too.
         POLLING.with(|p| p.set(self.0));
+        if self.0 == 0 {
+            run_put_off();
+        }
     }
 }
 
@@ -195,5 +204,29 @@ mod tests {
         let ready = Pin::new(&mut fut).poll(&mut Context::from_waker(&waker));
         assert!(ready.is_ready());
         assert_eq!(*log.borrow(), ["outside", "poll", "first", "second"]);
+    }
+
+    #[test]
+    fn a_panicking_job_leaves_the_others_and_the_thread_as_they_were() {
+        use std::rc::Rc;
+        let log = Rc::new(RefCell::new(Vec::new()));
+        let l = Rc::clone(&log);
+        let fut = futures_util::future::poll_fn(move |_| {
+            after_writes(|| panic!("a job's bug"));
+            let l2 = Rc::clone(&l);
+            after_writes(move || l2.borrow_mut().push("after the panic"));
+            Poll::Ready(())
+        });
+        let mut fut = Absorb::new(fut);
+        let waker = futures_util::task::noop_waker();
+        assert!(Pin::new(&mut fut)
+            .poll(&mut Context::from_waker(&waker))
+            .is_ready());
+        assert_eq!(*log.borrow(), ["after the panic"]);
+        // No poll is marked as running any more: work put off now runs at once.
+        assert_eq!(POLLING.with(Cell::get), 0);
+        let l = Rc::clone(&log);
+        after_writes(move || l.borrow_mut().push("at once"));
+        assert_eq!(*log.borrow(), ["after the panic", "at once"]);
     }
 }

@@ -71,7 +71,8 @@ impl Hex {
     /// Whether `stored` (either case) is this hex, in constant time: eight word-sized
     /// XORs folded together, then one constant-time test (a byte-wise `ct_eq` costs ~2,000
     /// instructions a request for three grants). Or-ing 0x20 lowercases `A`–`F` and leaves
-    /// digits as they are.
+    /// digits as they are; it would also turn control bytes 0x10–0x19 into digits, so every
+    /// stored byte must have 0x20 or 0x40 set (digits and letters do, those bytes do not).
     #[must_use]
     pub fn matches(&self, stored: &str) -> bool {
         const LOWER: u64 = u64::from_ne_bytes([0x20; 8]);
@@ -84,7 +85,14 @@ impl Hex {
             .0
             .chunks_exact(8)
             .zip(stored.chunks_exact(8))
-            .fold(0u64, |d, (m, s)| d | (word(m) ^ (word(s) | LOWER)));
+            .fold(0u64, |d, (m, s)| {
+                let s = word(s);
+                // Per byte: 0x20 set iff the byte has 0x20 or 0x40 (a shift's spill lands
+                // on the neighbour's 0x80, masked off).
+                let t = s & (LOWER | (LOWER << 1));
+                let printable = (t | (t >> 1)) & LOWER;
+                d | (word(m) ^ (s | LOWER)) | (printable ^ LOWER)
+            });
         diff.ct_eq(&0).into()
     }
 }
@@ -133,6 +141,13 @@ mod tests {
         assert!(ha.matches_hex(&ha.to_hex().to_uppercase()));
         assert!(!ha.matches_hex(&hb.to_hex()));
         assert!(!ha.matches_hex(&ha.to_hex()[..63]));
+        // Control bytes that or-ing 0x20 would turn into digits do not pass for them.
+        let digits = Hash([0x19; 32]);
+        assert!(digits.matches_hex(&"19".repeat(32)));
+        let spoof = "\u{11}\u{19}".repeat(32);
+        assert_eq!(spoof.len(), 64);
+        assert!(!digits.matches_hex(&spoof));
+        assert!(!digits.matches_hex(&format!("{}\u{19}", "19".repeat(31) + "1")));
         // Each digit counts, wherever it differs.
         let hex = ha.to_hex();
         for i in [0, 7, 8, 31, 63] {
