@@ -53,8 +53,17 @@ pub struct Target {
 
 impl SinkConfig {
     /// # Errors
-    /// Neither or both of `dotenv`/`snapshot`.
+    /// Neither or both of `dotenv`/`snapshot`, or a relative path (it would name a file
+    /// under whatever directory the agent was started in).
     pub fn target(&self) -> Result<Target, String> {
+        for (key, p) in [("dotenv", &self.dotenv), ("snapshot", &self.snapshot)] {
+            if let Some(p) = p.as_deref().filter(|p| !paths::expand(p).is_absolute()) {
+                return Err(format!(
+                    "[[sink]] for {:?}: {key} = {p:?} is a relative path, which would depend on the directory the agent starts in; write it from / or ~/",
+                    self.credential
+                ));
+            }
+        }
         let sink = match (&self.dotenv, &self.snapshot) {
             (Some(p), None) => Sink::Dotenv {
                 path: paths::expand(p),
@@ -217,11 +226,54 @@ impl Target {
     }
 }
 
-/// Whether `a` and `b` name one file: the same path, or two spellings of one existing file
-/// (a root-owned system link on the way, such as macOS's `/var`, is followed by sink writes).
+/// The one spelling of the file `path` names, whether or not it exists yet: the real path of
+/// its deepest existing ancestor (links and `..` resolved by the kernel), then the rest of
+/// its components with `..` resolved lexically (nothing below a missing folder can be a
+/// link). A relative path is taken from the current directory. Used by every one-writer
+/// comparison, so `/box/x/../c.json`, a linked folder on the way and `/box/c.json` are one
+/// file before any of them is written.
+#[must_use]
+pub fn canonical(path: &Path) -> PathBuf {
+    use std::path::Component;
+    let full = if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        std::env::current_dir().unwrap_or_default().join(path)
+    };
+    let mut out = PathBuf::new();
+    // Whether `out` is still a real path: once a component is missing, the rest is lexical.
+    let mut real = true;
+    for part in full.components() {
+        match part {
+            Component::Prefix(_) | Component::CurDir => {}
+            Component::RootDir => {
+                out = PathBuf::from("/");
+                real = true;
+            }
+            Component::ParentDir => {
+                out.pop();
+            }
+            Component::Normal(name) => {
+                out.push(name);
+                if real {
+                    match std::fs::canonicalize(&out) {
+                        Ok(c) => out = c,
+                        Err(_) => real = false,
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Whether `a` and `b` name one file: one [`canonical`] spelling, or two links of one
+/// existing file (a root-owned system link on the way, such as macOS's `/var`, is followed
+/// by sink writes).
 #[must_use]
 pub fn same_file(a: &Path, b: &Path) -> bool {
     a == b
+        || canonical(a) == canonical(b)
         || matches!(
             (std::fs::metadata(a), std::fs::metadata(b)),
             (Ok(x), Ok(y)) if x.dev() == y.dev() && x.ino() == y.ino()
@@ -300,7 +352,7 @@ pub fn check_one_writer(targets: &[Target]) -> Result<(), String> {
         for b in &targets[i + 1..] {
             let snapshot =
                 matches!(a.sink, Sink::Snapshot { .. }) || matches!(b.sink, Sink::Snapshot { .. });
-            if snapshot && a.sink.path() == b.sink.path() {
+            if snapshot && same_file(a.sink.path(), b.sink.path()) {
                 return Err(format!(
                     "two [[sink]]s write {} ({} and {}); a snapshot file has one writer: keep one of them",
                     paths::display(a.sink.path()),
@@ -430,7 +482,7 @@ impl Registry {
     /// The state file cannot be written.
     pub fn add(target: Target) -> Result<(), FileError> {
         Self::update(|l| {
-            l.retain(|t| t.sink.path() != target.sink.path());
+            l.retain(|t| !same_file(t.sink.path(), target.sink.path()));
             l.push(target);
         })
         .map(drop)
@@ -444,7 +496,7 @@ impl Registry {
         let mut removed = false;
         Self::update(|l| {
             let before = l.len();
-            l.retain(|t| t.sink.path() != path);
+            l.retain(|t| !same_file(t.sink.path(), path));
             removed = l.len() != before;
         })?;
         Ok(removed)
@@ -455,6 +507,94 @@ impl Registry {
 mod tests {
     use super::*;
     use std::os::unix::fs::MetadataExt;
+
+    #[test]
+    fn canonical_is_one_spelling_of_a_file_not_written_yet() {
+        let dir = tempfile::tempdir().unwrap();
+        let real = std::fs::canonicalize(dir.path()).unwrap();
+        std::fs::create_dir_all(dir.path().join("box/x")).unwrap();
+        std::os::unix::fs::symlink(dir.path().join("box"), dir.path().join("link")).unwrap();
+        let c = real.join("box/c.json");
+        let spellings = [
+            dir.path().join("box/c.json"),
+            dir.path().join("box/x/../c.json"),
+            dir.path().join("box/./x/../c.json"),
+            dir.path().join("link/c.json"),
+            dir.path().join("link/x/../c.json"),
+            // Below a missing folder the rest is lexical.
+            dir.path().join("box/new/deeper/../../c.json"),
+        ];
+        for p in &spellings {
+            assert!(!p.exists());
+            assert_eq!(canonical(p), c, "{}", p.display());
+            assert!(same_file(p, &spellings[0]), "{}", p.display());
+        }
+        // `..` after a link is the link target's parent, as the kernel resolves it.
+        assert_eq!(
+            canonical(&dir.path().join("link/../c.json")),
+            real.join("c.json")
+        );
+        assert!(!same_file(&spellings[0], &dir.path().join("box/x/c.json")));
+        assert!(!same_file(&spellings[0], &dir.path().join("c.json")));
+        assert_eq!(canonical(Path::new("/")), Path::new("/"));
+        assert_eq!(canonical(Path::new("/..")), Path::new("/"));
+    }
+
+    #[test]
+    fn a_relative_path_is_taken_from_the_current_directory() {
+        let here = std::env::current_dir().unwrap();
+        assert_eq!(
+            canonical(Path::new("no-such-file")),
+            canonical(&here.join("no-such-file"))
+        );
+        assert!(canonical(Path::new("no-such-file")).is_absolute());
+    }
+
+    #[test]
+    fn two_sinks_spelling_one_snapshot_file_two_ways_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("box/x")).unwrap();
+        std::os::unix::fs::symlink(dir.path().join("box"), dir.path().join("link")).unwrap();
+        let a = Target::snapshot("claude", &dir.path().join("box/c.json"), false);
+        for other in ["box/x/../c.json", "link/c.json"] {
+            let b = Target::snapshot("claude", &dir.path().join(other), true);
+            let e = check_one_writer(&[a.clone(), b.clone()]).unwrap_err();
+            assert!(e.contains("one writer"), "{e}");
+            // A snapshot asked for at the other spelling is refused by the [[sink]].
+            let refused = claim(std::slice::from_ref(&a), Path::new("/c.toml"), &b).unwrap_err();
+            assert!(
+                matches!(refused, SinkError::OwnedByConfig { .. }),
+                "{refused:?}"
+            );
+            // Exactly what it writes, spelled the other way, is that sink.
+            let same = Target::snapshot("claude", &dir.path().join(other), false);
+            assert_eq!(
+                claim(std::slice::from_ref(&a), Path::new("/c.toml"), &same).unwrap(),
+                Some(0)
+            );
+        }
+    }
+
+    #[test]
+    fn a_relative_sink_path_in_config_is_refused_naming_the_fix() {
+        let cfg = SinkConfig {
+            credential: "claude".into(),
+            dotenv: None,
+            snapshot: Some("box/c.json".into()),
+            key: None,
+            include_refresh_token: false,
+        };
+        let e = cfg.target().unwrap_err();
+        assert!(
+            e.contains("relative") && e.contains("~/") && e.contains("box/c.json"),
+            "{e}"
+        );
+        let ok = SinkConfig {
+            snapshot: Some("~/box/c.json".into()),
+            ..cfg
+        };
+        assert!(ok.target().is_ok());
+    }
 
     #[test]
     fn in_place_keeps_the_inode_and_pads_shorter_text() {

@@ -99,19 +99,29 @@ pub(super) fn build(config: &Config) -> Result<Option<Refresher>, String> {
         let ahead = ahead.map(|m| Duration::from_secs(m * 60));
         let (provider, source): (&'static dyn LoginProvider, Arc<dyn LoginSource>) = match managed {
             Managed::File(provider, path) => (provider, Arc::new(CredentialsFile { path })),
-            Managed::CodexKeyring(item, file) => (
-                &login::codex::CODEX,
-                Arc::new(CodexLogin {
-                    store: Arc::clone(&store),
-                    lock_dir: file
-                        .as_deref()
-                        .and_then(std::path::Path::parent)
-                        .map(std::path::Path::to_path_buf)
-                        .or_else(|| codex_store::home_of(&item.account, &env)),
-                    item,
-                    file,
-                }),
-            ),
+            Managed::CodexKeyring(item, file) => {
+                let lock_dir = file
+                    .as_deref()
+                    .and_then(std::path::Path::parent)
+                    .map(std::path::Path::to_path_buf)
+                    .or_else(|| codex_store::home_of(&item.account, &env));
+                if lock_dir.is_none() {
+                    // Said once, when the refresher is set up: no CODEX_HOME, no lock file.
+                    tracing::warn!(
+                        credential = %name,
+                        "Codex's auth lock is not taken for this keyring login: no Codex home could be resolved for it (no auth.json path in its source, and its keyring account is not the one of $CODEX_HOME, else ~/.codex), so a codex committing a refresh at the same time is not held off; start the agent with CODEX_HOME set to that login's Codex home"
+                    );
+                }
+                (
+                    &login::codex::CODEX,
+                    Arc::new(CodexLogin {
+                        store: Arc::clone(&store),
+                        lock_dir,
+                        item,
+                        file,
+                    }),
+                )
+            }
             Managed::ClaudeLogin => (
                 &login::claude::CLAUDE,
                 match &location {

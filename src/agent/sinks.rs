@@ -132,15 +132,16 @@ impl Sinks {
     /// Keeps `target` current from now on, replacing whatever was registered at its path.
     fn register(&self, target: Target) {
         let mut reg = lock(&self.registered);
-        reg.retain(|t| t.sink.path() != target.sink.path());
+        reg.retain(|t| !sink::same_file(t.sink.path(), target.sink.path()));
         reg.push(target);
     }
 
     /// Stops keeping the snapshot at `path` current and drops its last outcome; a
     /// `[[sink]]` at that path keeps its own.
     fn forget(&self, path: &Path) {
-        lock(&self.registered).retain(|t| t.sink.path() != path);
-        lock(&self.status).remove(&Origin::Snapshot(path.to_path_buf()));
+        lock(&self.registered).retain(|t| !sink::same_file(t.sink.path(), path));
+        lock(&self.status)
+            .retain(|origin, _| !matches!(origin, Origin::Snapshot(p) if sink::same_file(p, path)));
     }
 }
 

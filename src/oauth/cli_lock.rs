@@ -59,7 +59,7 @@ impl CliLockKind {
 pub enum LockError {
     #[error("Claude Code is refreshing this login right now ({path} is held); trying again later")]
     Busy { path: String },
-    #[error("{path} has been held by another process for over {secs} s, so Keyferry did not refresh (nothing was spent or lost) and tries again later; if no `codex` is busy logging in or refreshing, one is stuck holding it: find it with `fuser -v {path}` (or `lsof {path}`) and end it")]
+    #[error("{path} has been held by another process for over {secs} s, so Keyferry did not refresh (nothing was spent or lost) and tries again later; the holder is a `codex` logging in, refreshing or stuck, or another Keyferry refresh of the same CODEX_HOME (a second refresher entry for that login, or `keyferry` run without the agent while the agent refreshes): find it with `fuser -v {path}` (or `lsof {path}`) and end it, or keep one refresher per CODEX_HOME")]
     CodexHeld { path: String, secs: u64 },
     #[error("{path}: cannot take {cli}'s refresh lock: {source}")]
     Io {

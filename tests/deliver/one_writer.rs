@@ -248,3 +248,81 @@ fn wait_changed(watcher: &mut keyferry::client::Client, name: &str) {
         }
     }
 }
+
+/// Two spellings of one `[[sink]]`'s file that does not exist yet — `x/..` and a linked
+/// folder — are that file: a snapshot there with the refresh token the `[[sink]]` keeps
+/// out is refused, with the agent and without it, and nothing is written.
+#[test]
+fn another_spelling_of_a_config_sinks_unwritten_file_is_that_file() {
+    let h = Home::new();
+    h.write(".claude/.credentials.json", &login(ACCESS_A), 0o600);
+    // The [[sink]] is of `work`, whose token file is not there yet: its file is not written.
+    h.write(
+        CONFIG,
+        &format!("{WORK}[[sink]]\ncredential = \"work\"\nsnapshot = \"~/{SNAP}\"\n"),
+        0o600,
+    );
+    std::fs::create_dir_all(h.path("box/x")).unwrap();
+    std::os::unix::fs::symlink(h.path("box"), h.path("linked")).unwrap();
+    let snap = h.path(SNAP);
+    let spellings = [
+        h.path("box/x/../.credentials.json"),
+        h.path("linked/.credentials.json"),
+    ];
+    let refused = |out: &std::process::Output, how: &str| {
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{how}: {err}");
+        assert!(
+            err.contains("[[sink]]") && err.contains("config.toml") && err.contains("\"work\""),
+            "{how}: {err}"
+        );
+        assert!(
+            !snap.exists(),
+            "{how}: a second writer wrote the [[sink]]'s file"
+        );
+        assert_no_secret(&err, &[ACCESS_A, REFRESH]);
+    };
+    for p in &spellings {
+        let shown = p.to_str().unwrap();
+        let args = [
+            "snapshot",
+            "claude",
+            "--include-refresh-token",
+            "--out",
+            shown,
+        ];
+        let direct = h.run(&[&["--no-agent"], &args[..]].concat(), None, &[]);
+        refused(&direct, &format!("--no-agent at {shown}"));
+    }
+    let agent = h.start_agent();
+    for p in &spellings {
+        let shown = p.to_str().unwrap();
+        let out = h.run(
+            &[
+                "snapshot",
+                "claude",
+                "--include-refresh-token",
+                "--out",
+                shown,
+            ],
+            None,
+            &[],
+        );
+        refused(&out, &format!("through the agent at {shown}"));
+        let e = agent
+            .client()
+            .snapshot("claude", shown, true)
+            .expect_err("a second writer of the [[sink]]'s file");
+        assert_eq!(e.code(), "config_sink");
+    }
+    // Nothing was registered at either spelling; the [[sink]] is its file's one writer.
+    let st = agent.client().status().expect("status");
+    assert!(
+        st.sinks.iter().all(|s| s.credential == "work"),
+        "{:?}",
+        st.sinks
+    );
+    h.write(".config/work/token", &format!("{WORK_A}\n"), 0o600);
+    wait_holds(&agent, &snap, WORK_A);
+    assert_no_secret(&agent.log_text(), &[ACCESS_A, REFRESH, WORK_A]);
+}

@@ -110,6 +110,9 @@ async fn hold(path: &Path, wait: Duration) -> Result<File, LockError> {
 }
 
 /// Opens (or creates) a lock file, never through a symlink, and only a regular one.
+/// `O_NONBLOCK` keeps a FIFO planted at the path from blocking the open (where `O_RDWR`
+/// on a FIFO may wait for a peer); it is then refused as not a regular file. On a regular
+/// file the flag changes nothing.
 fn open(path: &Path) -> Result<File, LockError> {
     let err = |e| lock_io(CliLockKind::Codex, path, e);
     let file = std::fs::OpenOptions::new()
@@ -118,7 +121,7 @@ fn open(path: &Path) -> Result<File, LockError> {
         .create(true)
         .truncate(false)
         .mode(0o600)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK)
         .open(path)
         .map_err(err)?;
     if !file.metadata().map_err(err)?.is_file() {
@@ -184,6 +187,11 @@ mod tests {
         let text = e.to_string();
         assert!(text.contains(&crate::paths::display(&path)), "{text}");
         assert!(text.contains("fuser -v"), "{text}");
+        // The holder may be Keyferry itself: a second refresh of the same CODEX_HOME.
+        assert!(
+            text.contains("another Keyferry refresh of the same CODEX_HOME"),
+            "{text}"
+        );
         // The inner lock held alone times out the same way.
         let home = tempfile::tempdir().unwrap();
         let _inner = held_elsewhere(&home.path().join(AUTH_JSON_LOCK));
@@ -202,5 +210,26 @@ mod tests {
         let e = CodexLock::acquire(home.path(), WAIT).await.err().unwrap();
         assert!(matches!(e, LockError::Io { cli: "Codex", .. }), "{e:?}");
         assert!(!target.exists());
+    }
+
+    #[tokio::test]
+    async fn a_fifo_at_the_lock_path_is_refused_without_blocking() {
+        let home = tempfile::tempdir().unwrap();
+        let path = home.path().join(AUTH_LOCK);
+        let made = std::process::Command::new("mkfifo")
+            .arg(&path)
+            .status()
+            .unwrap();
+        assert!(made.success());
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(open(&path).map(drop));
+        });
+        let got = rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("opening a FIFO lock path returned");
+        let e = got.expect_err("a FIFO is not a lock file");
+        assert!(matches!(e, LockError::Io { cli: "Codex", .. }), "{e:?}");
+        assert!(e.to_string().contains("not a regular file"), "{e}");
     }
 }
