@@ -116,6 +116,16 @@ pub enum SinkError {
         writes: String,
         wanted: String,
     },
+    /// Two `.env` `[[sink]]`s of different credentials resolving to one variable of one file:
+    /// the one listed first writes it (see `Agent::write_sinks`).
+    #[error("{path}: {key} there is written by the [[sink]] listed earlier in {config}, {holder}; {wanted} would replace it on every change of either, so it is not written (the file is unchanged). Give one of the two [[sink]]s its own key = \"NAME\" and restart the agent")]
+    KeyTaken {
+        path: String,
+        key: String,
+        config: String,
+        holder: String,
+        wanted: String,
+    },
     /// `forget` of a path no snapshot but a `[[sink]]` writes.
     #[error("{path} is kept current by the [[sink]] in {config} that writes {writes} there, not by a snapshot, so `snapshot --forget` cannot stop it: remove that [[sink]] and restart the agent")]
     NotASnapshot {
@@ -135,9 +145,10 @@ impl SinkError {
             Self::File(e) => e.code(),
             Self::Write(_) => ErrorCode::WriteFailed,
             Self::NotCredentials { .. } => ErrorCode::NotCredentials,
-            Self::OwnedByConfig { .. } | Self::Superseded { .. } | Self::NotASnapshot { .. } => {
-                ErrorCode::ConfigSink
-            }
+            Self::OwnedByConfig { .. }
+            | Self::Superseded { .. }
+            | Self::NotASnapshot { .. }
+            | Self::KeyTaken { .. } => ErrorCode::ConfigSink,
         }
     }
 
@@ -342,27 +353,55 @@ pub fn not_a_snapshot(sinks: &[Target], config: &Path, path: &Path) -> Option<Si
     })
 }
 
-/// The `[[sink]]`s of one config never share a snapshot's file: two writers of one
-/// credentials file would rewrite it in turn (`.env` sinks may share a file, one key each).
+/// The `[[sink]]`s of one config never share a snapshot's file, nor a `key` of a `.env`:
+/// two writers of one credentials file, or of one variable, would rewrite it in turn (`.env`
+/// sinks may share a file, one key each). Keys left to the credential's kind are only known
+/// once it is read: [`KeyTaken`](SinkError::KeyTaken) then.
 ///
 /// # Errors
 /// The shared path, and what to do.
 pub fn check_one_writer(targets: &[Target]) -> Result<(), String> {
     for (i, a) in targets.iter().enumerate() {
         for b in &targets[i + 1..] {
-            let snapshot =
-                matches!(a.sink, Sink::Snapshot { .. }) || matches!(b.sink, Sink::Snapshot { .. });
-            if snapshot && same_file(a.sink.path(), b.sink.path()) {
-                return Err(format!(
-                    "two [[sink]]s write {} ({} and {}); a snapshot file has one writer: keep one of them",
-                    paths::display(a.sink.path()),
-                    a.described(),
-                    b.described()
-                ));
+            if !same_file(a.sink.path(), b.sink.path()) {
+                continue;
+            }
+            let shown = paths::display(a.sink.path());
+            match (&a.sink, &b.sink) {
+                (Sink::Snapshot { .. }, _) | (_, Sink::Snapshot { .. }) => {
+                    return Err(format!(
+                        "two [[sink]]s write {shown} ({} and {}); a snapshot file has one writer: keep one of them",
+                        a.described(),
+                        b.described()
+                    ));
+                }
+                (Sink::Dotenv { key: Some(k), .. }, Sink::Dotenv { key: Some(l), .. })
+                    if k == l =>
+                {
+                    return Err(format!(
+                        "two [[sink]]s write {k} in {shown} ({} and {}); a variable has one writer: give one of them another key",
+                        a.described(),
+                        b.described()
+                    ));
+                }
+                _ => {}
             }
         }
     }
     Ok(())
+}
+
+/// Why `wanted`, a `.env` `[[sink]]` listed after `holder` that writes the same `key` of the
+/// same file for another credential, is not written.
+#[must_use]
+pub fn key_taken(config: &Path, holder: &Target, wanted: &Target, key: &str) -> SinkError {
+    SinkError::KeyTaken {
+        path: paths::display(wanted.sink.path()),
+        key: key.to_owned(),
+        config: paths::display(config),
+        holder: holder.described(),
+        wanted: wanted.described(),
+    }
 }
 
 fn cli_of(kind: Kind) -> &'static str {

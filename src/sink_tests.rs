@@ -199,6 +199,19 @@ fn config_sinks_share_no_snapshot_file() {
     let snap = Target::snapshot("codex", Path::new("/kf/.env"), false);
     let e = check_one_writer(&[env("claude"), snap]).unwrap_err();
     assert!(e.contains("two [[sink]]s write /kf/.env"), "{e}");
+    // One key of one file, named by both: refused when the config is read.
+    let keyed = |cred: &str, key: &str| Target {
+        credential: cred.into(),
+        sink: Sink::Dotenv {
+            path: "/kf/x/../.env".into(),
+            key: Some(key.into()),
+        },
+    };
+    let e = check_one_writer(&[keyed("claude", "K"), keyed("codex", "K")]).unwrap_err();
+    assert!(e.contains("two [[sink]]s write K in /kf/"), "{e}");
+    assert!(check_one_writer(&[keyed("claude", "K"), keyed("codex", "L")]).is_ok());
+    // A key left to the credential is only known once it is read (`KeyTaken` then).
+    assert!(check_one_writer(&[keyed("claude", "CLAUDE_CODE_OAUTH_TOKEN"), env("work")]).is_ok());
 }
 
 #[test]

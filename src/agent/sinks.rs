@@ -145,14 +145,87 @@ impl Sinks {
     }
 }
 
+/// The `.env` `[[sink]]`s of other credentials writing the same variable of one file.
+#[derive(Default)]
+struct Rivals {
+    /// The first listed before this one: it writes the variable, this one does not.
+    before: Option<usize>,
+    /// Those listed after: this one writes it, they do not.
+    after: Vec<usize>,
+}
+
+/// The variable a `.env` sink writes: its own `key`, else the credential's.
+fn dotenv_key<'a>(sink: &'a Sink, env_var: &'a str) -> &'a str {
+    match sink {
+        Sink::Dotenv { key: Some(k), .. } => k,
+        _ => env_var,
+    }
+}
+
 impl Agent {
     /// Writes `credential` to each of `name`'s sinks; failures are logged, audited,
-    /// published and kept for `status`.
+    /// published and kept for `status`. Of two `.env` `[[sink]]`s of different credentials
+    /// that come to write one variable of one file, the one listed first does: the other is
+    /// refused ([`sink::key_taken`]) rather than the two replacing each other's token.
     pub(super) fn write_sinks(&self, name: &str, credential: &Credential) {
         let env_var = self.env_var(name, credential);
         for (origin, target) in self.sinks.of(name) {
-            let _ = self.write_one(origin, name, credential, &env_var, &target.sink);
+            let rivals = match origin {
+                Origin::Config(i) => self.rivals(i, &target, &env_var),
+                Origin::Snapshot(_) => Rivals::default(),
+            };
+            if let Some(j) = rivals.before {
+                let holder = &self.sinks.targets[j];
+                let key = dotenv_key(&target.sink, &env_var);
+                let e = sink::key_taken(&self.sinks.config, holder, &target, key);
+                self.settle(origin, name, &target.sink, &Err(e.body()));
+                continue;
+            }
+            let written = self.write_one(origin, name, credential, &env_var, &target.sink);
+            for j in rivals.after.into_iter().filter(|_| written.is_ok()) {
+                let later = &self.sinks.targets[j];
+                let key = dotenv_key(&target.sink, &env_var);
+                let e = sink::key_taken(&self.sinks.config, &target, later, key);
+                self.settle(
+                    Origin::Config(j),
+                    &later.credential,
+                    &later.sink,
+                    &Err(e.body()),
+                );
+            }
         }
+    }
+
+    /// The other credentials' `.env` `[[sink]]`s that write what `[[sink]]` `i` (`target`)
+    /// does, `key` or its credential's variable, in the same file. A credential not read
+    /// yet has no variable yet: it is a rival once it has.
+    fn rivals(&self, i: usize, target: &Target, env_var: &str) -> Rivals {
+        let mut rivals = Rivals::default();
+        let Sink::Dotenv { .. } = &target.sink else {
+            return rivals;
+        };
+        let key = dotenv_key(&target.sink, env_var);
+        for (j, other) in self.sinks.targets.iter().enumerate() {
+            let Sink::Dotenv { key: theirs, path } = &other.sink else {
+                continue;
+            };
+            if other.credential == target.credential || !sink::same_file(path, target.sink.path()) {
+                continue;
+            }
+            let writes = match theirs {
+                Some(k) => Some(k.clone()),
+                None => self.known_env_var(&other.credential),
+            };
+            if writes.as_deref() != Some(key) {
+                continue;
+            }
+            if j < i {
+                rivals.before.get_or_insert(j);
+            } else {
+                rivals.after.push(j);
+            }
+        }
+        rivals
     }
 
     fn env_var(&self, name: &str, credential: &Credential) -> String {
@@ -163,6 +236,13 @@ impl Agent {
             .unwrap_or_else(|| credential.kind.env_var().to_owned())
     }
 
+    /// `name`'s variable, once its token has been read.
+    fn known_env_var(&self, name: &str) -> Option<String> {
+        let state = self.read_state();
+        let token = state.slots.get(name)?.token.as_ref()?;
+        Some(token.env_var.clone())
+    }
+
     fn write_one(
         &self,
         origin: Origin,
@@ -171,8 +251,14 @@ impl Agent {
         env_var: &str,
         sink: &Sink,
     ) -> Result<(), ErrorBody> {
-        let path = sink.path().display().to_string();
         let result = sink.write(name, credential, env_var).map_err(|e| e.body());
+        self.settle(origin, name, sink, &result);
+        result
+    }
+
+    /// Keeps how writing `sink` went for `status`; logs, publishes and (a failure) audits it.
+    fn settle(&self, origin: Origin, name: &str, sink: &Sink, result: &Result<(), ErrorBody>) {
+        let path = sink.path().display().to_string();
         let now = rfc3339(OffsetDateTime::now_utc());
         let status = SinkStatus {
             credential: name.to_owned(),
@@ -182,7 +268,7 @@ impl Agent {
             written_at: if result.is_ok() { now } else { None },
         };
         lock(&self.sinks.status).insert(origin, status);
-        match &result {
+        match result {
             Ok(()) => {
                 tracing::info!(credential = %name, %path, "sink rewritten");
                 self.emit(Event::SinkWritten {
@@ -206,7 +292,6 @@ impl Agent {
                 });
             }
         }
-        result
     }
 
     /// Registers a snapshot and writes it now. The agent keeps it current until forgotten.

@@ -107,6 +107,9 @@ fn approvers_and_sinks_are_typed_when_read() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("exactly one"), "{err}");
+    let two = "[[sink]]\ncredential = \"claude\"\ndotenv = \"/p/.env\"\nkey = \"K\"\n";
+    let err = parse(&two.repeat(2)).unwrap_err().to_string();
+    assert!(err.contains("write K in /p/.env"), "{err}");
 }
 
 #[test]

@@ -326,3 +326,83 @@ fn another_spelling_of_a_config_sinks_unwritten_file_is_that_file() {
     wait_holds(&agent, &snap, WORK_A);
     assert_no_secret(&agent.log_text(), &[ACCESS_A, REFRESH, WORK_A]);
 }
+
+/// Two `.env` `[[sink]]`s of different credentials in one file, neither with a `key`, both
+/// Claude tokens: both would write `CLAUDE_CODE_OAUTH_TOKEN`, which is only known once the
+/// tokens are read. The one listed first writes it; the other is refused (`config_sink`,
+/// naming the variable and the fix) and never replaces it, whichever is read first.
+#[test]
+fn two_env_sinks_that_come_to_write_one_variable_have_one_writer() {
+    const VAR: &str = "CLAUDE_CODE_OAUTH_TOKEN";
+    let h = Home::new();
+    h.write(".config/cf/claude-token", &format!("{SETUP}\n"), 0o600);
+    h.write(".config/work/token", &format!("{WORK_A}\n"), 0o600);
+    h.write(
+        CONFIG,
+        &format!(
+            "{WORK}[[sink]]\ncredential = \"work\"\ndotenv = \"~/proj/.env\"\n\
+             [[sink]]\ncredential = \"claude\"\ndotenv = \"~/proj/.env\"\n"
+        ),
+        0o600,
+    );
+    std::fs::create_dir_all(h.path("proj")).unwrap();
+    let agent = h.start_agent();
+    let env = h.path("proj/.env");
+    let settled = common::wait_for("work's token in, claude's sink refused", WAIT, || {
+        let rows = rows_at(&agent, &env);
+        let now = std::fs::read_to_string(&env).unwrap_or_default();
+        let refused = rows
+            .iter()
+            .any(|r| r.credential == "claude" && r.error.is_some());
+        if refused && now.contains(WORK_A) {
+            Ok(rows)
+        } else {
+            Err(format!("{rows:?}"))
+        }
+    });
+    let rows = settled.unwrap_or_else(|e| panic!("{e}\n{}", agent.log_text()));
+    let now = std::fs::read_to_string(&env).unwrap();
+    assert_eq!(now.matches(VAR).count(), 1, "{now}");
+    assert!(
+        !now.contains(SETUP),
+        "the second writer's token is in: {now}"
+    );
+    let e = rows
+        .iter()
+        .find(|r| r.credential == "claude")
+        .and_then(|r| r.error.clone())
+        .unwrap();
+    assert_eq!(e.code, "config_sink");
+    assert!(
+        e.message.contains(VAR)
+            && e.message.contains("\"work\"")
+            && e.message.contains("key = \"NAME\""),
+        "{}",
+        e.message
+    );
+    let work = rows.iter().find(|r| r.credential == "work").unwrap();
+    assert!(
+        work.error.is_none() && work.written_at.is_some(),
+        "{rows:?}"
+    );
+
+    // A new token of the second leaves the variable alone; one of the first is written.
+    let mut watcher = agent.client();
+    let _: serde_json::Value = watcher.call(Request::Watch {}).unwrap();
+    let next = "sk-ant-oat01-NEXTtokenJJJJkkkkLLLL-2222";
+    replace(&h, ".config/cf/claude-token", &format!("{next}\n"));
+    wait_changed(&mut watcher, "claude");
+    let now = std::fs::read_to_string(&env).unwrap();
+    assert!(
+        now.contains(WORK_A) && !now.contains(next),
+        "the refused sink wrote: {now}"
+    );
+    replace(&h, ".config/work/token", &format!("{WORK_B}\n"));
+    wait_holds(&agent, &env, WORK_B);
+    let (out, _) = ok(&h.run(&["status"], None, &[]));
+    assert!(out.contains(VAR), "{out}");
+    assert_no_secret(
+        &format!("{out}{}", agent.log_text()),
+        &[SETUP, next, WORK_A, WORK_B],
+    );
+}
