@@ -52,10 +52,12 @@ impl fmt::Debug for Pool {
 }
 
 struct Idle {
-    conn: Conn,
+    conn: Box<Conn>,
     since: Instant,
 }
 
+/// Boxed wherever it is kept (the pool, a lease): hyper's connection is ~700 bytes, which
+/// every move between them, and every future holding one, would otherwise copy.
 struct Conn {
     send: SendRequest<OutBody>,
     driver: Connection<TokioIo<TcpStream>, OutBody>,
@@ -105,7 +107,7 @@ impl Pool {
         }))
     }
 
-    fn take(&self) -> Option<Conn> {
+    fn take(&self) -> Option<Box<Conn>> {
         let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
         let i = idle.pop()?;
         if i.since.elapsed() >= IDLE_FOR {
@@ -116,7 +118,7 @@ impl Pool {
         Some(i.conn)
     }
 
-    fn put(&self, conn: Conn) {
+    fn put(&self, conn: Box<Conn>) {
         let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
         if idle.len() < MAX_IDLE {
             idle.push(Idle {
@@ -126,26 +128,27 @@ impl Pool {
         }
     }
 
-    async fn connect(&self) -> Result<Conn, BoxError> {
+    async fn connect(&self) -> Result<Box<Conn>, BoxError> {
         let tcp = TcpStream::connect((self.host.as_str(), self.port)).await?;
         tcp.set_nodelay(true)?;
         let (send, driver) = http1::handshake(TokioIo::new(tcp)).await?;
-        Ok(Conn {
+        Ok(Box::new(Conn {
             send,
             driver,
             closed: false,
-        })
+        }))
     }
 
     /// An open idle connection, else a new one, within `idle`.
-    async fn checkout(&self, idle: &mut IdleTimer) -> Result<(Conn, bool), Failure> {
+    async fn checkout(&self, idle: &mut IdleTimer) -> Result<(Box<Conn>, bool), Failure> {
         while let Some(mut conn) = self.take() {
             // A connection upstream closed while idle shows it here, when driven.
             if poll_fn(|cx| Poll::Ready(conn.reusable(cx))).await {
                 return Ok((conn, true));
             }
         }
-        let mut dial = pin!(self.connect());
+        // Boxed: dialling is rare, and its state would otherwise be in every request's.
+        let mut dial = Box::pin(self.connect());
         let conn = within(idle, dial.as_mut()).await?;
         conn.map(|c| (c, false)).map_err(Failure::Failed)
     }
@@ -190,12 +193,12 @@ pub fn origin_form(base: &Uri, path_and_query: Option<&PathAndQuery>) -> Result<
 /// The connection an answer is being read from, until its body ends: then it goes back
 /// to the pool; dropped before that, it closes (and upstream sees the request cancelled).
 pub struct Lease {
-    conn: Option<Conn>,
+    conn: Option<Box<Conn>>,
     pool: Arc<Pool>,
 }
 
 impl Lease {
-    fn new(conn: Conn, pool: Arc<Pool>) -> Self {
+    fn new(conn: Box<Conn>, pool: Arc<Pool>) -> Self {
         Self {
             conn: Some(conn),
             pool,

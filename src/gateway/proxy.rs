@@ -268,7 +268,7 @@ async fn forward(
     asked: &Asked,
 ) -> Result<Response<OutBody>, Refusal> {
     let ctx = &shared.ctx;
-    let limits = shared.limits;
+    let limits = &shared.limits;
     if is_preconnect(req.method(), req.uri().path()) {
         return Ok(Response::new(reply::empty()));
     }
@@ -368,7 +368,7 @@ fn metered(
 /// Upstream's answer head within `idle`, on the gateway's own connection for a plain-http
 /// upstream (with the [`Lease`] the body then drives), else through hyper-util's client.
 async fn send(
-    limits: Limits,
+    limits: &Limits,
     upstream: &Upstream,
     out: Request<ReqBody>,
     idle: &mut IdleTimer,
@@ -412,7 +412,7 @@ async fn admit(
     body: Incoming,
     own_timer: bool,
 ) -> Result<(ReqBody, Option<reserve::Reservation>), Refusal> {
-    let limits = shared.limits;
+    let limits = &shared.limits;
     let max = limits.max_body_bytes;
     let Some(left) = grant.budget_left else {
         let idle = own_timer.then_some(limits.idle_timeout);
