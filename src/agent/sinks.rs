@@ -174,9 +174,9 @@ impl Agent {
                 Origin::Config(i) => self.rivals(i, &target, &env_var),
                 Origin::Snapshot(_) => Rivals::default(),
             };
+            let key = dotenv_key(&target.sink, &env_var);
             if let Some(j) = rivals.before {
                 let holder = &self.sinks.targets[j];
-                let key = dotenv_key(&target.sink, &env_var);
                 let e = sink::key_taken(&self.sinks.config, holder, &target, key);
                 self.settle(origin, name, &target.sink, &Err(e.body()));
                 continue;
@@ -184,7 +184,6 @@ impl Agent {
             let written = self.write_one(origin, name, credential, &env_var, &target.sink);
             for j in rivals.after.into_iter().filter(|_| written.is_ok()) {
                 let later = &self.sinks.targets[j];
-                let key = dotenv_key(&target.sink, &env_var);
                 let e = sink::key_taken(&self.sinks.config, &target, later, key);
                 self.settle(
                     Origin::Config(j),
@@ -228,7 +227,8 @@ impl Agent {
         rivals
     }
 
-    fn env_var(&self, name: &str, credential: &Credential) -> String {
+    /// The variable `name`'s token goes in: the config's `env_var`, else its kind's.
+    pub(super) fn env_var(&self, name: &str, credential: &Credential) -> String {
         self.broker
             .spec(name)
             .ok()

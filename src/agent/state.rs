@@ -110,12 +110,7 @@ impl Agent {
             };
         };
         let c = found.resolved.credential;
-        let env_var = self
-            .broker
-            .spec(name)
-            .ok()
-            .and_then(|s| s.env_var)
-            .unwrap_or_else(|| c.kind.env_var().to_owned());
+        let env_var = self.env_var(name, &c);
         let token = Token {
             name: name.to_owned(),
             source: found.resolved.origin,

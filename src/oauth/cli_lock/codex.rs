@@ -212,8 +212,8 @@ mod tests {
         assert!(!target.exists());
     }
 
-    #[tokio::test]
-    async fn a_fifo_at_the_lock_path_is_refused_without_blocking() {
+    #[test]
+    fn a_fifo_at_the_lock_path_is_refused_without_blocking() {
         let home = tempfile::tempdir().unwrap();
         let path = home.path().join(AUTH_LOCK);
         let made = std::process::Command::new("mkfifo")
