@@ -59,6 +59,22 @@ fn item(h: &Home, account: &str) -> (String, Credential) {
     (text, c)
 }
 
+/// What the agent serves for `codex`, once it serves a token ending in `sig`: it re-reads
+/// the item after writing it back, so the item can hold the new token a moment before the
+/// agent's slot does.
+fn served_after_write_back(h: &Home, sig: &str) -> String {
+    let mut got = String::new();
+    common::wait_until(
+        Duration::from_secs(10),
+        "the agent to serve the written-back token",
+        || {
+            got = ok(&h.run(&["--require-agent", "get", "codex"], None, &[])).0;
+            got.trim().ends_with(sig)
+        },
+    );
+    got
+}
+
 fn wait_calls(fake: &FakeOauth, agent: &kf::AgentProc, n: usize) {
     common::wait_for("the token calls", Duration::from_secs(30), || {
         match fake.token_calls() {
@@ -108,7 +124,7 @@ fn a_keyring_login_near_expiry_is_refreshed_into_its_item_and_the_real_codex_sen
     // Written under Codex's own locks, which live in its home whatever the store.
     assert!(h.path(".codex/auth.lock").is_file());
     assert!(h.path(".codex/auth.json.lock").is_file());
-    let (got, _) = ok(&h.run(&["--require-agent", "get", "codex"], None, &[]));
+    let got = served_after_write_back(&h, &new_sig);
     assert_eq!(got.trim(), new_access);
     assert_eq!(fake.refresh_tokens(), vec![REFRESH.to_owned()]);
 
@@ -204,6 +220,6 @@ fn auto_refreshes_the_item_when_there_is_one_and_leaves_the_file() {
         std::fs::read_to_string(h.path(".codex/auth.json")).unwrap(),
         stale
     );
-    let (got, _) = ok(&h.run(&["--require-agent", "get", "codex"], None, &[]));
+    let got = served_after_write_back(&h, &new_sig);
     assert!(got.trim().ends_with(&new_sig), "{got}");
 }
